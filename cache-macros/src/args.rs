@@ -1,0 +1,186 @@
+//! Parsing and checking the options of the three attributes.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::parse::ParseStream;
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Path};
+
+/// Which attribute is being expanded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attr {
+    Cached,
+    Evict,
+    Put,
+}
+
+impl Attr {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Attr::Cached => "cached",
+            Attr::Evict => "cache_evict",
+            Attr::Put => "cache_put",
+        }
+    }
+
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Attr::Cached | Attr::Put => &[
+                "group",
+                "ttl",
+                "key",
+                "skip",
+                "cache",
+                "unless",
+                "ttl_fn",
+                "cache_none",
+                "none_ttl",
+                "crate",
+                "result",
+                "option",
+                "plain",
+            ],
+            Attr::Evict => &[
+                "group", "key", "skip", "cache", "all", "before", "crate", "result", "option",
+                "plain",
+            ],
+        }
+    }
+}
+
+/// A time to live: whole seconds, or a `Duration` expression.
+pub(crate) enum Ttl {
+    Secs(LitInt),
+    Expr(Expr),
+}
+
+/// How the return value is judged, when forced by `result`/`option`/`plain`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Result,
+    Option,
+    Plain,
+}
+
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) group: Option<LitStr>,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) none_ttl: Option<Ttl>,
+    pub(crate) key: Option<Expr>,
+    pub(crate) skip: Vec<Ident>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) unless: Option<Expr>,
+    pub(crate) ttl_fn: Option<Expr>,
+    pub(crate) all: Option<Span>,
+    pub(crate) before: bool,
+    pub(crate) cache_none: Option<Span>,
+    pub(crate) krate: Option<Path>,
+    pub(crate) shape: Option<Shape>,
+    seen: Vec<String>,
+}
+
+impl Args {
+    /// Parses one `name`, `name = value` or `name(...)` option.
+    pub(crate) fn parse_one(&mut self, attr: Attr, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
+        let name = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if !attr.options().contains(&name.as_str()) {
+            let shown = if name.is_empty() {
+                "this".to_owned()
+            } else {
+                format!("`{name}`")
+            };
+            return Err(meta.error(format!(
+                "unknown option {shown} for #[{}]; expected one of: {}",
+                attr.name(),
+                attr.options().join(", ")
+            )));
+        }
+        if self.seen.contains(&name) {
+            return Err(meta.error(format!("duplicate option `{name}`")));
+        }
+        self.seen.push(name.clone());
+        let span = meta.path.segments[0].ident.span();
+        match name.as_str() {
+            "group" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                if lit.value().contains(['{', '}']) {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "a group name may not contain `{` or `}`: the group is put inside a Redis hash tag",
+                    ));
+                }
+                self.group = Some(lit);
+            }
+            "ttl" => self.ttl = Some(parse_ttl("ttl", meta.value()?)?),
+            "none_ttl" => self.none_ttl = Some(parse_ttl("none_ttl", meta.value()?)?),
+            "key" => self.key = Some(meta.value()?.parse()?),
+            "cache" => self.cache = Some(meta.value()?.parse()?),
+            "unless" => self.unless = Some(meta.value()?.parse()?),
+            "ttl_fn" => self.ttl_fn = Some(meta.value()?.parse()?),
+            "crate" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                self.krate = Some(lit.parse()?);
+            }
+            "skip" => meta.parse_nested_meta(|inner| match inner.path.get_ident() {
+                Some(ident) => {
+                    self.skip.push(ident.clone());
+                    Ok(())
+                }
+                None => Err(inner.error("`skip` takes parameter names: `skip(db, client)`")),
+            })?,
+            flag => {
+                if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                    return Err(meta.error(format!("`{flag}` is a flag and takes no value")));
+                }
+                match flag {
+                    "all" => self.all = Some(span),
+                    "before" => self.before = true,
+                    "cache_none" => self.cache_none = Some(span),
+                    "result" => self.set_shape(Shape::Result, span)?,
+                    "option" => self.set_shape(Shape::Option, span)?,
+                    _ => self.set_shape(Shape::Plain, span)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_shape(&mut self, shape: Shape, span: Span) -> syn::Result<()> {
+        if self.shape.is_some() {
+            return Err(syn::Error::new(
+                span,
+                "use at most one of `result`, `option` and `plain`",
+            ));
+        }
+        self.shape = Some(shape);
+        Ok(())
+    }
+}
+
+fn parse_ttl(name: &str, input: ParseStream<'_>) -> syn::Result<Ttl> {
+    let expr: Expr = input.parse()?;
+    let malformed = || {
+        syn::Error::new_spanned(
+            &expr,
+            format!("`{name}` takes whole seconds (`{name} = 300`) or a `std::time::Duration` expression"),
+        )
+    };
+    match &expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(secs),
+            ..
+        }) => {
+            secs.base10_parse::<u64>().map_err(|_| malformed())?;
+            if !secs.suffix().is_empty() {
+                return Err(malformed());
+            }
+            Ok(Ttl::Secs(secs.clone()))
+        }
+        Expr::Lit(_) | Expr::Unary(_) => Err(malformed()),
+        _ => Ok(Ttl::Expr(expr)),
+    }
+}

@@ -1,0 +1,164 @@
+//! Storage backends and the protocol they share.
+//!
+//! Both backends keep the same state per entry and implement the same
+//! operations, so the attributes behave identically on either:
+//!
+//! - a **group generation**, an opaque random token per group. Evicting a group
+//!   replaces it (one write, whatever the group's size); an entry counts only
+//!   while it carries its group's current generation.
+//! - an **entry**: a stored value with its generation, or a pending **read
+//!   lease** (token and generation) taken by the miss that is loading it. A fill
+//!   stores only while its lease is still in place, and eviction removes the
+//!   lease with the entry, so a load that began before an eviction can never
+//!   store its (possibly stale) value afterwards.
+//! - a **writer record** for the `#[cache_put]`s in flight on the key: the last
+//!   writer's token, how many are in flight, and whether any two overlapped. A
+//!   put stores its value only when no other write overlapped it; otherwise it
+//!   deletes the entry. Concurrent puts leave the last write or nothing.
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::time::Duration;
+
+use crate::key::EntryKey;
+use crate::Error;
+
+/// What a lookup asks for besides the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Only read; take no lease.
+    Peek,
+    /// Read, and on a miss take (or share) the read lease.
+    Lease,
+    /// Ignore the stored value (it did not decode) and take the read lease.
+    ForceLease,
+}
+
+/// A read lease: the right to fill an entry, valid until the entry is evicted,
+/// written, or its group evicted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub(crate) token: String,
+    pub(crate) gen: String,
+}
+
+/// The answer to a lookup.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    Hit(Vec<u8>),
+    Miss(Option<Lease>),
+}
+
+/// A registered write in flight, returned by `begin_write`.
+#[derive(Clone, Debug)]
+pub(crate) struct Ticket {
+    pub(crate) token: String,
+    pub(crate) gen: String,
+}
+
+/// How a write ends.
+#[derive(Debug)]
+pub(crate) enum WriteEnd {
+    /// The body succeeded with a value to store for this long.
+    Store(Vec<u8>, Duration),
+    /// The body succeeded but its value is not to be stored: drop the entry.
+    Evict,
+    /// The body failed: leave the entry as it is.
+    Abort,
+}
+
+/// One of the storage backends.
+pub(crate) enum Backend {
+    Memory(memory::Memory),
+    Redis(redis::Redis),
+}
+
+impl Backend {
+    pub(crate) async fn lookup(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+    ) -> Result<Lookup, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.lookup(group, key, want)),
+            Backend::Redis(r) => r.lookup(group, key, want).await,
+        }
+    }
+
+    pub(crate) async fn fill(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        lease: &Lease,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.fill(group, key, lease, bytes, ttl)),
+            Backend::Redis(r) => r.fill(group, key, lease, bytes, ttl).await,
+        }
+    }
+
+    pub(crate) async fn begin_write(&self, group: &str, key: &EntryKey) -> Result<Ticket, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.begin_write(group, key)),
+            Backend::Redis(r) => r.begin_write(group, key).await,
+        }
+    }
+
+    pub(crate) async fn end_write(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        ticket: &Ticket,
+        end: WriteEnd,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.end_write(group, key, ticket, end)),
+            Backend::Redis(r) => r.end_write(group, key, ticket, end).await,
+        }
+    }
+
+    /// Removes the entry (and any read lease on it), marks writes in flight on
+    /// it as overlapped, and says whether a live value was there.
+    pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.invalidate(group, key)),
+            Backend::Redis(r) => r.invalidate(group, key).await,
+        }
+    }
+
+    /// Stores a value unconditionally (the programmatic `set`).
+    pub(crate) async fn store(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Memory(m) => {
+                m.store(group, key, bytes, ttl);
+                Ok(())
+            }
+            Backend::Redis(r) => r.store(group, key, bytes, ttl).await,
+        }
+    }
+
+    pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
+        match self {
+            Backend::Memory(m) => {
+                m.evict_group(group);
+                Ok(())
+            }
+            Backend::Redis(r) => r.evict_group(group).await,
+        }
+    }
+}
+
+/// A fresh random token for leases, writers and group generations.
+pub(crate) fn token() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}

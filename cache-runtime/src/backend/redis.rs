@@ -1,0 +1,299 @@
+//! The Redis backend.
+//!
+//! Layout, for prefix `P` and group `G` (the group in hash-tag braces, so all
+//! of a group's keys share one cluster slot):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:{G}:gen` | string | the group's current generation (no TTL) |
+//! | `P:{G}:e:<key>` | hash | `v` envelope, `g` its generation; or `t`/`lg`, a read lease and its generation |
+//! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
+//!
+//! Every operation is one script call (one round trip) that names all the keys
+//! it touches in `KEYS`, all of one group, hence one slot. Nothing ever scans.
+
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::key::EntryKey;
+use crate::Error;
+
+/// KEYS: entry, gen. ARGV: mode (peek|lease|force), token, lease ms, fresh gen.
+/// Returns the envelope on a hit, `{token, gen}` for a lease, nil otherwise.
+static LOOKUP: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local mode = ARGV[1]
+local gen = redis.call('GET', KEYS[2])
+if not gen then
+  if mode == 'peek' then return nil end
+  gen = ARGV[4]
+  redis.call('SET', KEYS[2], gen)
+end
+local e = redis.call('HMGET', KEYS[1], 'v', 'g', 't', 'lg')
+if mode ~= 'force' and e[1] and e[2] == gen then return e[1] end
+if mode == 'peek' then return nil end
+if e[3] and e[4] == gen then return {e[3], gen} end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {ARGV[2], gen}
+",
+    )
+});
+
+/// KEYS: entry, gen. ARGV: lease token, lease gen, envelope, ttl ms.
+static FILL: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'g', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+",
+    )
+});
+
+/// KEYS: writers, gen. ARGV: writer token, lease ms, fresh gen. Returns the gen.
+static BEGIN_WRITE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
+if n > 0 then redis.call('HSET', KEYS[1], 'c', '1') end
+redis.call('HSET', KEYS[1], 'w', ARGV[1], 'n', n + 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local gen = redis.call('GET', KEYS[2])
+if not gen then
+  gen = ARGV[3]
+  redis.call('SET', KEYS[2], gen)
+end
+return gen
+",
+    )
+});
+
+/// KEYS: entry, writers, gen. ARGV: writer token, gen at begin,
+/// mode (store|evict|abort), envelope, ttl ms. Returns 1 when it stored.
+static END_WRITE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
+local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
+local n = (tonumber(w[3]) or 1) - 1
+if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
+if ARGV[3] == 'abort' then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[3] == 'evict' or not sole then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[4], 'g', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+",
+    )
+});
+
+/// KEYS: entry, writers, gen. ARGV: envelope and ttl ms to store, or nothing
+/// to only invalidate; fresh gen. Returns 1 when a live value was there.
+static REPLACE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('GET', KEYS[3])
+local e = redis.call('HMGET', KEYS[1], 'v', 'g')
+local existed = gen and e[1] and e[2] == gen
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
+if ARGV[1] then
+  if not gen then
+    gen = ARGV[3]
+    redis.call('SET', KEYS[3], gen)
+  end
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'g', gen)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if existed then return 1 end
+return 0
+",
+    )
+});
+
+pub(crate) struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+    lease_ms: u64,
+}
+
+/// The names of one entry's keys.
+struct Names {
+    entry: String,
+    writers: String,
+    gen: String,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Redis {
+    pub(crate) fn new(conn: ConnectionManager, prefix: String, lease_ttl: Duration) -> Self {
+        Redis {
+            conn,
+            prefix,
+            lease_ms: millis(lease_ttl),
+        }
+    }
+
+    fn gen_key(&self, group: &str) -> String {
+        format!("{}:{{{group}}}:gen", self.prefix)
+    }
+
+    fn names(&self, group: &str, key: &EntryKey) -> Names {
+        let base = format!("{}:{{{group}}}:", self.prefix);
+        Names {
+            entry: format!("{base}e:{}", key.as_str()),
+            writers: format!("{base}w:{}", key.as_str()),
+            gen: format!("{base}gen"),
+        }
+    }
+
+    pub(crate) async fn lookup(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+    ) -> Result<Lookup, Error> {
+        let names = self.names(group, key);
+        let mode = match want {
+            Want::Peek => "peek",
+            Want::Lease => "lease",
+            Want::ForceLease => "force",
+        };
+        let reply: Value = LOOKUP
+            .key(&names.entry)
+            .key(&names.gen)
+            .arg(mode)
+            .arg(token())
+            .arg(self.lease_ms)
+            .arg(token())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match reply {
+            Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
+            Value::Array(parts) => {
+                match <(String, String) as redis::FromRedisValue>::from_redis_value(Value::Array(
+                    parts,
+                )) {
+                    Ok((token, gen)) => Ok(Lookup::Miss(Some(Lease { token, gen }))),
+                    Err(e) => Err(redis::RedisError::from(e).into()),
+                }
+            }
+            _ => Ok(Lookup::Miss(None)),
+        }
+    }
+
+    pub(crate) async fn fill(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        lease: &Lease,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let names = self.names(group, key);
+        let stored: i64 = FILL
+            .key(&names.entry)
+            .key(&names.gen)
+            .arg(&lease.token)
+            .arg(&lease.gen)
+            .arg(bytes)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    pub(crate) async fn begin_write(&self, group: &str, key: &EntryKey) -> Result<Ticket, Error> {
+        let names = self.names(group, key);
+        let token = token();
+        let gen: String = BEGIN_WRITE
+            .key(&names.writers)
+            .key(&names.gen)
+            .arg(&token)
+            .arg(self.lease_ms)
+            .arg(super::token())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Ticket { token, gen })
+    }
+
+    pub(crate) async fn end_write(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        ticket: &Ticket,
+        end: WriteEnd,
+    ) -> Result<bool, Error> {
+        let names = self.names(group, key);
+        let (mode, bytes, ttl) = match end {
+            WriteEnd::Store(bytes, ttl) => ("store", bytes, millis(ttl)),
+            WriteEnd::Evict => ("evict", Vec::new(), 0),
+            WriteEnd::Abort => ("abort", Vec::new(), 0),
+        };
+        let stored: i64 = END_WRITE
+            .key(&names.entry)
+            .key(&names.writers)
+            .key(&names.gen)
+            .arg(&ticket.token)
+            .arg(&ticket.gen)
+            .arg(mode)
+            .arg(bytes)
+            .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
+        let names = self.names(group, key);
+        let existed: i64 = REPLACE
+            .key(&names.entry)
+            .key(&names.writers)
+            .key(&names.gen)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(existed == 1)
+    }
+
+    pub(crate) async fn store(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let names = self.names(group, key);
+        let _: i64 = REPLACE
+            .key(&names.entry)
+            .key(&names.writers)
+            .key(&names.gen)
+            .arg(bytes)
+            .arg(millis(ttl))
+            .arg(token())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
+        let _: () = redis::cmd("SET")
+            .arg(self.gen_key(group))
+            .arg(token())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Cache`]: the handle the attributes use, and the programmatic API.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::__private::{self as private, PlainKind, Policy};
+use crate::backend::{Backend, Lookup, Want};
+use crate::config::{CacheBuilder, Settings};
+use crate::key::{check_group, EntryKey};
+use crate::{envelope, Error};
+
+/// A cache: a backend (Redis or in memory) with its settings.
+///
+/// `Cache` is a cheap [`Clone`] handle: clones share the backend and its
+/// connection. Keys are any `K: Serialize + ?Sized` and address the same
+/// entries as the attributes: `cache.get::<Product>("products", &7u64)` reads
+/// what `#[cached(group = "products")] async fn get_product(id: u64)` stored
+/// for `get_product(7)`.
+///
+/// ```
+/// use cache_runtime::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = Cache::in_memory();
+/// cache.set("users", &42u64, &"Ada".to_string(), None).await?;
+/// assert_eq!(cache.get::<String>("users", &42u64).await?, Some("Ada".to_string()));
+/// assert!(cache.delete("users", &42u64).await?);
+/// assert!(!cache.has("users", &42u64).await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.inner.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        };
+        f.debug_struct("Cache")
+            .field("backend", &backend)
+            .field("default_ttl", &self.inner.settings.default_ttl)
+            .field("op_timeout", &self.inner.settings.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub(crate) fn from_parts(backend: Backend, settings: Settings) -> Self {
+        Cache {
+            inner: Arc::new(Inner { backend, settings }),
+        }
+    }
+
+    /// Starts configuring a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// An in-memory cache with the default settings.
+    pub fn in_memory() -> Self {
+        CacheBuilder::default().build_in_memory()
+    }
+
+    /// A Redis cache at `REDIS_URL` when that variable is set, else an
+    /// in-memory cache; default settings otherwise.
+    pub async fn from_env() -> Result<Self, Error> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => Cache::builder().redis(url).build().await,
+            _ => Ok(Cache::in_memory()),
+        }
+    }
+
+    /// Makes this cache the process-wide default used by the attributes (those
+    /// without `cache = ...`), replacing any installed before.
+    pub fn install(&self) {
+        crate::current::install(self.clone());
+    }
+
+    /// Runs `future` with `cache` as the default for every attribute it calls,
+    /// in this task: a test can give each case its own cache.
+    ///
+    /// ```
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(group = "squares")]
+    /// async fn square(n: u64) -> u64 { n * n }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = Cache::in_memory();
+    /// Cache::scope(cache.clone(), square(3)).await;
+    /// assert_eq!(cache.get::<u64>("squares", &3u64).await?, Some(9));
+    /// # Ok(()) }
+    /// ```
+    pub async fn scope<F: Future>(cache: Cache, future: F) -> F::Output {
+        crate::current::scope(cache, future).await
+    }
+
+    /// Reads a value. An entry that does not decode as `T` is `None`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+    ) -> Result<Option<T>, Error> {
+        let key = entry_key(group, key)?;
+        match self
+            .op(self.backend().lookup(group, &key, Want::Peek))
+            .await?
+        {
+            Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes)),
+            Lookup::Miss(_) => Ok(None),
+        }
+    }
+
+    /// Stores a value; `ttl: None` means the default TTL.
+    pub async fn set<T: Serialize>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let key = entry_key(group, key)?;
+        let bytes = envelope::seal(self.codec(), value, Duration::ZERO)?;
+        let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
+        self.op(self.backend().store(group, &key, bytes, ttl)).await
+    }
+
+    /// Removes an entry; says whether it held a value.
+    pub async fn delete(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+    ) -> Result<bool, Error> {
+        let key = entry_key(group, key)?;
+        self.op(self.backend().invalidate(group, &key)).await
+    }
+
+    /// Whether an entry holds a value.
+    pub async fn has(&self, group: &str, key: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
+        let key = entry_key(group, key)?;
+        let found = self
+            .op(self.backend().lookup(group, &key, Want::Peek))
+            .await?;
+        Ok(matches!(found, Lookup::Hit(_)))
+    }
+
+    /// Evicts every entry of a group, in one write whatever the group's size.
+    pub async fn evict_group(&self, group: &str) -> Result<(), Error> {
+        check_group(group)?;
+        self.op(self.backend().evict_group(group)).await
+    }
+
+    /// Read-through: returns the cached value, or runs `loader`, stores its
+    /// value (`ttl: None` means the default TTL) and returns it, with the same
+    /// protection against stale stores as `#[cached]`. Fails only for an invalid
+    /// group or a key that does not serialize; a failing backend is logged and
+    /// bypassed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// let v: u32 = cache.get_or_load("answers", "life", None, || async { 42 }).await?;
+    /// let again: u32 = cache.get_or_load("answers", "life", None, || async { 0 }).await?;
+    /// assert_eq!((v, again), (42, 42));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let key = entry_key(group, key)?;
+        let mut policy = Policy::<PlainKind, T>::new(group);
+        if let Some(ttl) = ttl {
+            policy = policy.ttl(ttl);
+        }
+        Ok(private::cached(self.clone(), policy, Ok(key), loader()).await)
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    pub(crate) fn codec(&self) -> &dyn crate::codec::Codec {
+        self.inner.settings.codec.as_ref()
+    }
+
+    pub(crate) fn default_ttl(&self) -> Duration {
+        self.inner.settings.default_ttl
+    }
+
+    /// Runs one backend operation within the operation timeout.
+    pub(crate) async fn op<T>(
+        &self,
+        op: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let limit = self.inner.settings.op_timeout;
+        tokio::time::timeout(limit, op)
+            .await
+            .unwrap_or(Err(Error::Timeout(limit)))
+    }
+
+    /// Opens an envelope; an entry that does not decode is logged and `None`.
+    pub(crate) fn open<T: DeserializeOwned>(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        bytes: &[u8],
+    ) -> Option<T> {
+        match envelope::open(self.codec(), bytes) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::warn!(group, key = key.as_str(), %error, "cache entry does not decode; treating it as a miss");
+                None
+            }
+        }
+    }
+}
+
+fn entry_key(group: &str, key: &(impl Serialize + ?Sized)) -> Result<EntryKey, Error> {
+    check_group(group)?;
+    EntryKey::new(key)
+}

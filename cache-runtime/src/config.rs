@@ -1,0 +1,163 @@
+//! Configuration: [`CacheBuilder`].
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::backend::{memory::Memory, redis::Redis, Backend};
+use crate::codec::{Codec, Json};
+use crate::{Cache, Error};
+
+/// Settings shared by every operation of one [`Cache`].
+pub(crate) struct Settings {
+    pub(crate) default_ttl: Duration,
+    pub(crate) op_timeout: Duration,
+    pub(crate) codec: Box<dyn Codec>,
+}
+
+enum Target {
+    Memory,
+    Redis(String),
+}
+
+/// Builds a [`Cache`]. Start from [`Cache::builder`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | backend | in memory |
+/// | [`prefix`](Self::prefix) | `"cache"` |
+/// | [`default_ttl`](Self::default_ttl) | 300 s |
+/// | [`op_timeout`](Self::op_timeout) | 250 ms |
+/// | [`lease_ttl`](Self::lease_ttl) | 30 s |
+/// | [`codec`](Self::codec) | [`Json`] |
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = Cache::builder()
+///     .in_memory() // or .redis("redis://127.0.0.1:6379")
+///     .prefix("shop")
+///     .default_ttl(Duration::from_secs(60))
+///     .build()
+///     .await?;
+/// cache.install();
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct CacheBuilder {
+    target: Target,
+    prefix: String,
+    default_ttl: Duration,
+    op_timeout: Duration,
+    lease_ttl: Duration,
+    codec: Box<dyn Codec>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            target: Target::Memory,
+            prefix: "cache".to_owned(),
+            default_ttl: Duration::from_secs(300),
+            op_timeout: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(30),
+            codec: Box::new(Json),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Uses the Redis server at `url` (`redis://host:port/db`). The connection
+    /// is made lazily and re-made when it drops, so building succeeds while the
+    /// server is down; only a malformed URL fails.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.target = Target::Redis(url.into());
+        self
+    }
+
+    /// Uses the in-memory backend (the default).
+    pub fn in_memory(mut self) -> Self {
+        self.target = Target::Memory;
+        self
+    }
+
+    /// The first segment of every Redis key (`{prefix}:{group}:...`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Time to live of entries stored without an explicit `ttl`.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How long one backend operation may take before the cache gives up on it
+    /// and the call proceeds without the cache.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// How long a miss's read lease and a put's writer record live. A body
+    /// that runs longer than this returns its value without storing it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// The value codec (default [`Json`]).
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Box::new(codec);
+        self
+    }
+
+    /// Builds the cache. Fails on a malformed Redis URL or a prefix holding
+    /// `{` or `}`; never because the server is unreachable.
+    pub async fn build(self) -> Result<Cache, Error> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::Config(format!(
+                "prefix {:?} may not contain `{{` or `}}`",
+                self.prefix
+            )));
+        }
+        if self.default_ttl.is_zero() || self.lease_ttl.is_zero() || self.op_timeout.is_zero() {
+            return Err(Error::Config(
+                "durations must be greater than zero".to_owned(),
+            ));
+        }
+        let backend = match &self.target {
+            Target::Memory => Backend::Memory(Memory::new(self.lease_ttl)),
+            Target::Redis(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.op_timeout))
+                    .set_connection_timeout(Some(self.op_timeout))
+                    .set_number_of_retries(1);
+                let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+                Backend::Redis(Redis::new(conn, self.prefix.clone(), self.lease_ttl))
+            }
+        };
+        Ok(self.finish(backend))
+    }
+
+    /// Builds an in-memory cache synchronously (the backend needs no I/O).
+    pub(crate) fn build_in_memory(self) -> Cache {
+        let backend = Backend::Memory(Memory::new(self.lease_ttl));
+        self.finish(backend)
+    }
+
+    fn finish(self, backend: Backend) -> Cache {
+        Cache::from_parts(
+            backend,
+            Settings {
+                default_ttl: self.default_ttl,
+                op_timeout: self.op_timeout,
+                codec: self.codec,
+            },
+        )
+    }
+}

@@ -1,0 +1,139 @@
+//! The versioned envelope around every stored value.
+//!
+//! ```text
+//! byte 0       format version (1)
+//! bytes 1..9   fingerprint of the value's type name (FNV-1a, little endian)
+//! bytes 9..17  when the value was stored, Unix milliseconds
+//! bytes 17..21 how long the body took to compute it, milliseconds
+//! bytes 21..   the value, encoded by the cache's codec
+//! ```
+//!
+//! Opening an envelope of another version, another type, or with a payload the
+//! codec rejects is an [`OpenError`], which callers treat as a miss. The timing
+//! fields are kept for early refresh.
+
+use std::any::type_name;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{Codec, CodecError};
+use crate::Error;
+
+const FORMAT: u8 = 1;
+const HEADER: usize = 21;
+
+/// Why a stored entry could not be read back.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Truncated(usize),
+    Version(u8),
+    Type,
+    Codec(CodecError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Truncated(len) => {
+                write!(f, "entry of {len} bytes is shorter than its header")
+            }
+            OpenError::Version(v) => write!(f, "entry has format version {v}, expected {FORMAT}"),
+            OpenError::Type => f.write_str("entry was stored for another type"),
+            OpenError::Codec(e) => write!(f, "entry does not decode: {e}"),
+        }
+    }
+}
+
+/// Encodes `value` in an envelope.
+pub(crate) fn seal<T: Serialize>(
+    codec: &dyn Codec,
+    value: &T,
+    load: Duration,
+) -> Result<Vec<u8>, Error> {
+    let payload = codec.encode(value).map_err(|e| Error::Encode {
+        what: "value",
+        message: e.to_string(),
+    })?;
+    let stored_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let load_ms = u32::try_from(load.as_millis()).unwrap_or(u32::MAX);
+    let mut bytes = Vec::with_capacity(HEADER + payload.len());
+    bytes.push(FORMAT);
+    bytes.extend_from_slice(&fingerprint::<T>().to_le_bytes());
+    bytes.extend_from_slice(&stored_at.to_le_bytes());
+    bytes.extend_from_slice(&load_ms.to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Decodes a value from an envelope made by [`seal`] for the same type.
+pub(crate) fn open<T: DeserializeOwned>(codec: &dyn Codec, bytes: &[u8]) -> Result<T, OpenError> {
+    if bytes.len() < HEADER {
+        return Err(OpenError::Truncated(bytes.len()));
+    }
+    if bytes[0] != FORMAT {
+        return Err(OpenError::Version(bytes[0]));
+    }
+    if bytes[1..9] != fingerprint::<T>().to_le_bytes() {
+        return Err(OpenError::Type);
+    }
+    let mut out = None;
+    codec
+        .decode(&bytes[HEADER..], &mut |de| {
+            out = Some(erased_serde::deserialize::<T>(de)?);
+            Ok(())
+        })
+        .map_err(OpenError::Codec)?;
+    out.ok_or_else(|| OpenError::Codec("the codec produced no value".into()))
+}
+
+/// FNV-1a over the type's name: stable across processes built by the same
+/// compiler, which is what a deploy needs to notice a changed type.
+fn fingerprint<T: ?Sized>() -> u64 {
+    type_name::<T>()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Json;
+
+    #[test]
+    fn round_trip() {
+        let bytes = seal(&Json, &vec![1u32, 2], Duration::from_millis(5)).unwrap();
+        assert_eq!(open::<Vec<u32>>(&Json, &bytes).unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn another_type_truncation_and_garbage_are_errors() {
+        let bytes = seal(&Json, &1u32, Duration::ZERO).unwrap();
+        assert!(matches!(
+            open::<String>(&Json, &bytes),
+            Err(OpenError::Type)
+        ));
+        assert!(matches!(
+            open::<u32>(&Json, &bytes[..10]),
+            Err(OpenError::Truncated(10))
+        ));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(
+            open::<u32>(&Json, &other),
+            Err(OpenError::Version(9))
+        ));
+        let mut garbage = bytes[..HEADER].to_vec();
+        garbage.extend_from_slice(b"{not json");
+        assert!(matches!(
+            open::<u32>(&Json, &garbage),
+            Err(OpenError::Codec(_))
+        ));
+    }
+}

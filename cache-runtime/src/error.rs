@@ -1,0 +1,34 @@
+//! The error type of the programmatic API.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in a cache operation.
+///
+/// The attribute macros never surface these to the caller: a failing cache is
+/// logged and bypassed, and the function's own result is returned. The
+/// programmatic API ([`Cache::get`](crate::Cache::get) and friends) returns them
+/// so that callers can decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The backend did not answer within the configured operation timeout.
+    #[error("cache operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// A key or value could not be serialized.
+    #[error("could not encode the cache {what}: {message}")]
+    Encode {
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// The serializer's message.
+        message: String,
+    },
+    /// A group name holds a character that would break the Redis layout.
+    #[error("invalid cache group {0:?}: a group name may not contain `{{` or `}}`")]
+    InvalidGroup(String),
+    /// The builder was given settings that cannot work together.
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+}

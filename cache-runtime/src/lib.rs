@@ -1,0 +1,59 @@
+//! Declarative caching for async Rust, on Redis or in memory.
+//!
+//! Annotate async functions; the attributes rewrite their bodies to call this
+//! runtime:
+//!
+//! - [`#[cached]`](cached): cache-aside reads;
+//! - [`#[cache_evict]`](cache_evict): invalidate after the body succeeded;
+//! - [`#[cache_put]`](cache_put): write-through.
+//!
+//! ```
+//! use cache_runtime::{cache_evict, cache_put, cached};
+//!
+//! #[cached(ttl = 300, group = "products")]
+//! async fn get_product(id: u64) -> Result<String, std::io::Error> {
+//!     Ok(format!("product {id}")) // a slow database read
+//! }
+//!
+//! #[cache_put(group = "products", key = id)]
+//! async fn rename_product(id: u64, name: String) -> Result<String, std::io::Error> {
+//!     Ok(name) // the database write
+//! }
+//!
+//! #[cache_evict(group = "products")]
+//! async fn delete_product(id: u64) -> Result<(), std::io::Error> {
+//!     Ok(()) // the database delete
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! assert_eq!(get_product(7).await?, "product 7"); // miss: runs the body
+//! rename_product(7, "teapot".into()).await?;      // stores the new value
+//! assert_eq!(get_product(7).await?, "teapot");    // hit
+//! delete_product(7).await?;                       // evicts key 7
+//! assert_eq!(get_product(7).await?, "product 7"); // miss again
+//! # Ok(()) }
+//! ```
+//!
+//! With nothing installed the attributes use a process-wide in-memory cache;
+//! [`Cache::install`] sets the default, [`Cache::scope`] overrides it for one
+//! task. See the repository README for keys, options and the Redis layout.
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+mod backend;
+mod cache;
+pub mod codec;
+mod config;
+mod current;
+mod envelope;
+mod error;
+mod key;
+
+pub use cache::Cache;
+pub use config::CacheBuilder;
+pub use error::Error;
+pub use key::{EntryKey, MAX_READABLE_KEY};
+
+pub use cache_macros::{cache_evict, cache_put, cached};
