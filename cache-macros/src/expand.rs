@@ -66,13 +66,15 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             let name = sig.ident.to_string();
             quote!(::core::concat!(::core::module_path!(), "::", #name))
         }
-        (None, _) => return Err(syn::Error::new(
-            Span::call_site(),
-            format!(
+        (None, _) => {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!(
                 "#[{}] needs `group = \"...\"`: the group of the #[cached] functions it updates",
                 attr.name()
             ),
-        )),
+            ))
+        }
     };
 
     let krate = args
