@@ -1,0 +1,152 @@
+//! What each operation sends to Redis, read from `INFO commandstats`:
+//! group eviction does not grow with the group (promise 3), and a hit is one
+//! round trip.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use support::RedisServer;
+
+/// Commands run since the last `CONFIG RESETSTAT`, by name (without the
+/// INFO/CONFIG that the test itself sends).
+async fn commands_since_reset(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut calls = BTreeMap::new();
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if name == "info" || name.starts_with("config") {
+            continue;
+        }
+        let count = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        calls.insert(name.to_owned(), count);
+    }
+    calls
+}
+
+async fn reset(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn fill_group(cache: &Cache, group: &'static str, size: u64) {
+    let mut batch = tokio::task::JoinSet::new();
+    for start in (0..size).step_by(1000) {
+        let cache = cache.clone();
+        batch.spawn(async move {
+            for id in start..(start + 1000).min(size) {
+                cache.set(group, &id, &id, None).await.unwrap();
+            }
+        });
+        while batch.len() >= 16 {
+            batch.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = batch.join_next().await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_eviction_does_not_grow_with_the_group() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.client().await;
+    fill_group(&cache, "small", 10).await;
+    fill_group(&cache, "big", 100_000).await;
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert!(keys >= 100_010, "the groups were filled ({keys} keys)");
+
+    let mut cost = Vec::new();
+    for group in ["small", "big"] {
+        reset(&mut conn).await;
+        cache.evict_group(group).await.unwrap();
+        cost.push(commands_since_reset(&mut conn).await);
+    }
+    for (group, calls) in ["small", "big"].iter().zip(&cost) {
+        assert!(
+            !calls.contains_key("scan") && !calls.contains_key("keys"),
+            "evicting {group} scanned the keyspace: {calls:?}"
+        );
+        assert_eq!(
+            calls.values().sum::<u64>(),
+            1,
+            "evicting {group} sent {calls:?}"
+        );
+    }
+    assert_eq!(
+        cost[0], cost[1],
+        "evicting 10 keys and 100,000 keys sends the same commands"
+    );
+    for id in [0u64, 50_000, 99_999] {
+        assert!(
+            !cache.has("big", &id).await.unwrap(),
+            "entry {id} is gone with its group"
+        );
+    }
+    assert!(!cache.has("small", &3u64).await.unwrap());
+}
+
+#[cached(group = "costs", skip(cache), cache = cache)]
+async fn read(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[cache_put(group = "costs", skip(cache), cache = cache)]
+async fn write(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[cache_evict(group = "costs", skip(cache), cache = cache)]
+async fn remove(cache: &Cache, id: u64) {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_of_each_path() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.client().await;
+    read(&cache, 1).await; // loads the scripts
+    write(&cache, 1).await;
+    remove(&cache, 1).await;
+
+    let mut sent = BTreeMap::new();
+    for (path, run) in [("miss", 0), ("hit", 1), ("put", 2), ("evict", 3)] {
+        reset(&mut conn).await;
+        match run {
+            0 | 1 => drop(read(&cache, 2).await),
+            2 => drop(write(&cache, 2).await),
+            _ => remove(&cache, 2).await,
+        }
+        // commandstats also counts the commands a script runs; each script
+        // call is one round trip.
+        let calls = commands_since_reset(&mut conn).await;
+        assert!(
+            !calls.contains_key("eval"),
+            "{path} fell back to EVAL: {calls:?}"
+        );
+        sent.insert(path, calls.get("evalsha").copied().unwrap_or(0));
+    }
+    assert_eq!(sent["hit"], 1, "a hit is one round trip");
+    assert_eq!(sent["miss"], 2, "a miss is a lookup and a fill");
+    assert_eq!(sent["put"], 2, "a put registers the write and ends it");
+    assert_eq!(sent["evict"], 1, "an eviction is one call");
+}
