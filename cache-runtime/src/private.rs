@@ -24,19 +24,29 @@ pub fn handle(cache: &Cache) -> Cache {
     cache.clone()
 }
 
-/// Marks an argument that is part of a default key.
+/// An argument that is part of a default key. The diagnostic below is what a
+/// user sees for an argument that is not `Serialize`, spanned on it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is part of the cache key but does not implement `serde::Serialize`",
     label = "this argument is part of the cache key",
-    note = "leave it out of the key with `skip(name)` or choose the key with `key = ...`"
+    note = "add this argument's name to `skip(...)` to leave it out of the key, or choose the key with `key = ...`"
 )]
-pub trait KeyPart {}
+pub trait KeyPart {
+    /// The argument as a type-erased key part, so that the tuple of parts is
+    /// `Serialize` whatever the arguments: one error per argument, not two.
+    fn as_key_part(&self) -> &dyn erased_serde::Serialize;
+}
 
-impl<T: Serialize + ?Sized> KeyPart for T {}
+impl<T: Serialize> KeyPart for T {
+    fn as_key_part(&self) -> &dyn erased_serde::Serialize {
+        self
+    }
+}
 
-/// Checks (at compile time) that an argument can be part of a key.
-pub fn key_part<T: KeyPart + ?Sized>(value: &T) -> &T {
-    value
+/// Checks (at compile time, spanned on the argument) that an argument can be
+/// part of a key.
+pub fn key_part<T: KeyPart>(value: &T) -> &dyn erased_serde::Serialize {
+    value.as_key_part()
 }
 
 /// Encodes a key value.

@@ -1,0 +1,62 @@
+use std::time::Duration;
+
+use cache_runtime::{cache_evict, cache_put, cached};
+
+#[derive(Debug)]
+struct MyError;
+
+impl From<std::num::ParseIntError> for MyError {
+    fn from(_: std::num::ParseIntError) -> Self {
+        MyError
+    }
+}
+
+type MyResult<T> = Result<T, MyError>;
+
+#[cached(group = "io")]
+async fn io_result(id: u64) -> std::io::Result<u64> {
+    Ok(id)
+}
+
+#[cached(group = "alias", result)]
+async fn alias(id: String) -> MyResult<u64> {
+    let parsed: u64 = id.parse()?; // `?` converts into the function's error type
+    if parsed == 0 {
+        return Err(MyError); // an early return leaves the body, as written
+    }
+    Ok(parsed)
+}
+
+#[cached(group = "opt", cache_none, none_ttl = 5)]
+async fn optional(id: u64) -> Option<u64> {
+    (id > 3).then_some(id)
+}
+
+#[cached(group = "plain", ttl = Duration::from_millis(1500), plain)]
+async fn plain(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+#[cached(group = "conditional", unless = |v| *v > 100, ttl_fn = |v| Duration::from_secs(*v))]
+async fn conditional(id: u64) -> Result<u64, MyError> {
+    Ok(id)
+}
+
+#[cache_put(group = "opt", ttl = 30, unless = |v| *v == 0)]
+async fn put_option(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+#[cache_evict(group = "opt", before)]
+#[cache_evict(group = "io", key = id)]
+#[cache_put(group = "plain", key = id, plain)]
+async fn stacked(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+#[cache_evict(group = "alias", all)]
+async fn evict_everything() -> MyResult<()> {
+    Ok(())
+}
+
+fn main() {}
