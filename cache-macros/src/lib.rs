@@ -8,7 +8,7 @@ mod args;
 mod expand;
 
 use proc_macro::TokenStream;
-use quote::ToTokens;
+use proc_macro2::TokenStream as TokenStream2;
 
 use args::{Args, Attr};
 
@@ -35,21 +35,27 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(attr: Attr, args: TokenStream, item: TokenStream) -> TokenStream {
-    let item_tokens = proc_macro2::TokenStream::from(item.clone());
-    let result = syn::parse::<syn::ItemFn>(item).and_then(|function| {
+    expand_tokens(attr, args.into(), item.into()).into()
+}
+
+fn expand_tokens(attr: Attr, args: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let result = syn::parse2::<syn::ItemFn>(item.clone()).and_then(|function| {
         let mut parsed = Args::default();
         let parser = syn::meta::parser(|meta| parsed.parse_one(attr, meta));
-        syn::parse::Parser::parse(parser, args)?;
+        syn::parse::Parser::parse2(parser, args)?;
         expand::expand(attr, parsed, function)
     });
     match result {
-        Ok(tokens) => tokens.into(),
+        Ok(tokens) => tokens,
         // Keep the function as written so that the user sees this one error,
         // not others caused by a missing function.
         Err(error) => {
             let mut tokens = error.to_compile_error();
-            tokens.extend(item_tokens);
-            tokens.into_token_stream().into()
+            tokens.extend(item);
+            tokens
         }
     }
 }
+
+#[cfg(test)]
+mod snapshots;
