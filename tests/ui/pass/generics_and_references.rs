@@ -34,8 +34,8 @@ async fn no_arguments() -> u64 {
     42
 }
 
-#[cached(group = "tuple_key", key = (a, b.len()), skip(c))]
-async fn key_expression(a: u64, b: String, c: std::sync::Arc<()>) -> u64 {
+#[cached(group = "tuple_key", key = (a, b.len()), skip(_c))]
+async fn key_expression(a: u64, b: String, _c: std::sync::Arc<()>) -> u64 {
     a
 }
 
