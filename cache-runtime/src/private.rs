@@ -216,41 +216,34 @@ where
         }
     };
     let backend = cache.backend();
-    let lease = match cache.op(backend.lookup(group, &key, Want::Lease)).await {
-        Ok(Lookup::Hit(bytes)) => match cache.open::<K::Value>(group, &key, &bytes) {
+    let lookup = cache.op(backend.lookup(group, &key, Want::Lease)).await;
+    let lease = match ok_or_warn("lookup", group, lookup) {
+        Some(Lookup::Hit(bytes)) => match cache.open::<K::Value>(group, &key, &bytes) {
             Some(value) => return K::rebuild(value),
-            None => match cache
-                .op(backend.lookup(group, &key, Want::ForceLease))
-                .await
-            {
-                Ok(Lookup::Miss(lease)) => lease,
-                Ok(Lookup::Hit(_)) => None,
-                Err(error) => {
-                    warn_failed("lookup", group, &error);
-                    None
+            // the entry does not decode: load and overwrite it
+            None => {
+                let lookup = cache
+                    .op(backend.lookup(group, &key, Want::ForceLease))
+                    .await;
+                match ok_or_warn("lookup", group, lookup) {
+                    Some(Lookup::Miss(lease)) => lease,
+                    Some(Lookup::Hit(_)) | None => None,
                 }
-            },
+            }
         },
-        Ok(Lookup::Miss(lease)) => lease,
-        Err(error) => {
-            warn_failed("lookup", group, &error);
-            None
-        }
+        Some(Lookup::Miss(lease)) => lease,
+        None => None,
     };
     let started = Instant::now();
     let ret = body.await;
     let Some(lease) = lease else { return ret };
     if let Decision::Store(value, ttl) = policy.decide(&ret, cache.default_ttl()) {
-        match envelope::seal(cache.codec(), value, started.elapsed()) {
-            Ok(bytes) => {
-                if let Err(error) = cache
-                    .op(backend.fill(group, &key, &lease, bytes, ttl))
-                    .await
-                {
-                    warn_failed("store", group, &error);
-                }
-            }
-            Err(error) => warn_failed("encode", group, &error),
+        let sealed = envelope::seal(cache.codec(), value, started.elapsed());
+        if let Some(bytes) = ok_or_warn("encode", group, sealed) {
+            let filled = cache
+                .op(backend.fill(group, &key, &lease, bytes, ttl))
+                .await;
+            ok_or_warn("store", group, filled);
         }
     }
     ret
@@ -278,25 +271,18 @@ where
         }
     };
     let backend = cache.backend();
-    let ticket = match cache.op(backend.begin_write(group, &key)).await {
-        Ok(ticket) => Some(ticket),
-        Err(error) => {
-            warn_failed("write", group, &error);
-            None
-        }
-    };
+    let begun = cache.op(backend.begin_write(group, &key)).await;
+    let ticket = ok_or_warn("write", group, begun);
     let started = Instant::now();
     let ret = body.await;
     let end = match policy.decide(&ret, cache.default_ttl()) {
         Decision::Failed => WriteEnd::Abort,
         Decision::Skip => WriteEnd::Evict,
         Decision::Store(value, ttl) => {
-            match envelope::seal(cache.codec(), value, started.elapsed()) {
-                Ok(bytes) => WriteEnd::Store(bytes, ttl),
-                Err(error) => {
-                    warn_failed("encode", group, &error);
-                    WriteEnd::Evict
-                }
+            let sealed = envelope::seal(cache.codec(), value, started.elapsed());
+            match ok_or_warn("encode", group, sealed) {
+                Some(bytes) => WriteEnd::Store(bytes, ttl),
+                None => WriteEnd::Evict,
             }
         }
     };
@@ -306,9 +292,7 @@ where
         // Without a registered write no store is safe; drop the old value.
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
-    if let Err(error) = outcome {
-        warn_failed("write", group, &error);
-    }
+    ok_or_warn("write", group, outcome);
     ret
 }
 
@@ -352,6 +336,14 @@ async fn evict_now(cache: &Cache, group: &str, target: Target) {
     }
 }
 
-fn warn_failed(what: &str, group: &str, error: &Error) {
-    tracing::warn!(group, %error, "cache {what} failed; continuing without the cache");
+/// Logs a failed cache operation and turns it into `None`: the call goes on
+/// without the cache.
+fn ok_or_warn<T>(what: &str, group: &str, result: Result<T, Error>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(group, %error, "cache {what} failed; continuing without the cache");
+            None
+        }
+    }
 }

@@ -156,7 +156,7 @@ impl Redis {
         Names {
             entry: format!("{base}e:{}", key.as_str()),
             writers: format!("{base}w:{}", key.as_str()),
-            gen: format!("{base}gen"),
+            gen: self.gen_key(group),
         }
     }
 
