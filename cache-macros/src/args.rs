@@ -107,10 +107,11 @@ impl Args {
         match name.as_str() {
             "group" => {
                 let lit: LitStr = meta.value()?.parse()?;
-                if lit.value().contains(['{', '}']) {
+                let value = lit.value();
+                if value.is_empty() || value.contains(['{', '}']) {
                     return Err(syn::Error::new(
                         lit.span(),
-                        "a group name may not contain `{` or `}`: the group is put inside a Redis hash tag",
+                        "a group name must be non-empty and may not contain `{` or `}`: the group is put inside a Redis hash tag",
                     ));
                 }
                 self.group = Some(lit);

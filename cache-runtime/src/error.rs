@@ -26,7 +26,7 @@ pub enum Error {
         message: String,
     },
     /// A group name holds a character that would break the Redis layout.
-    #[error("invalid cache group {0:?}: a group name may not contain `{{` or `}}`")]
+    #[error("invalid cache group {0:?}: a group name must be non-empty and may not contain `{{` or `}}`")]
     InvalidGroup(String),
     /// The builder was given settings that cannot work together.
     #[error("invalid cache configuration: {0}")]

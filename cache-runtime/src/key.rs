@@ -54,9 +54,11 @@ impl EntryKey {
     }
 }
 
-/// Checks that a group name can sit inside a Redis hash tag.
+/// Checks that a group name can sit inside a Redis hash tag: no braces, and
+/// not empty (Redis Cluster ignores an empty `{}` tag and would spread the
+/// group's keys over several slots).
 pub(crate) fn check_group(group: &str) -> Result<(), Error> {
-    if group.contains(['{', '}']) {
+    if group.is_empty() || group.contains(['{', '}']) {
         return Err(Error::InvalidGroup(group.to_owned()));
     }
     Ok(())
@@ -95,6 +97,7 @@ mod tests {
     fn groups_with_braces_are_rejected() {
         assert!(check_group("a{b").is_err());
         assert!(check_group("a}").is_err());
+        assert!(check_group("").is_err());
         assert!(check_group("products:v2").is_ok());
     }
 }
