@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::__private::{self as private, PlainKind, Policy};
 use crate::backend::{Backend, Lookup, Want};
 use crate::config::{CacheBuilder, Settings};
+use crate::envelope::Meta;
+use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
 use crate::{envelope, Error};
 
@@ -40,6 +42,7 @@ pub struct Cache {
 struct Inner {
     backend: Backend,
     settings: Settings,
+    flights: Flights,
 }
 
 impl std::fmt::Debug for Cache {
@@ -59,7 +62,11 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     pub(crate) fn from_parts(backend: Backend, settings: Settings) -> Self {
         Cache {
-            inner: Arc::new(Inner { backend, settings }),
+            inner: Arc::new(Inner {
+                backend,
+                settings,
+                flights: Flights::default(),
+            }),
         }
     }
 
@@ -118,8 +125,8 @@ impl Cache {
             .op(self.backend().lookup(group, &key, Want::Peek))
             .await?
         {
-            Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes)),
-            Lookup::Miss(_) => Ok(None),
+            Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes).map(|(value, _)| value)),
+            Lookup::Miss(_) | Lookup::Held(_) => Ok(None),
         }
     }
 
@@ -132,9 +139,11 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let key = entry_key(group, key)?;
-        let bytes = envelope::seal(self.codec(), value, Duration::ZERO)?;
         let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
-        self.op(self.backend().store(group, &key, bytes, ttl)).await
+        let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
+        let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
+        self.flights().detach(group, &key);
+        stored
     }
 
     /// Removes an entry; says whether it held a value.
@@ -144,7 +153,7 @@ impl Cache {
         key: &(impl Serialize + ?Sized),
     ) -> Result<bool, Error> {
         let key = entry_key(group, key)?;
-        self.op(self.backend().invalidate(group, &key)).await
+        self.invalidate(group, &key).await
     }
 
     /// Whether an entry holds a value.
@@ -159,7 +168,7 @@ impl Cache {
     /// Evicts every entry of a group, in one write whatever the group's size.
     pub async fn evict_group(&self, group: &str) -> Result<(), Error> {
         check_group(group)?;
-        self.op(self.backend().evict_group(group)).await
+        self.evict_group_unchecked(group).await
     }
 
     /// Read-through: returns the cached value, or runs `loader`, stores its
@@ -204,8 +213,26 @@ impl Cache {
         self.inner.settings.codec.as_ref()
     }
 
-    pub(crate) fn default_ttl(&self) -> Duration {
-        self.inner.settings.default_ttl
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    /// Removes an entry, then detaches its flight in this process: a caller
+    /// arriving after this returns starts a new load.
+    pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
+        let existed = self.op(self.backend().invalidate(group, key)).await;
+        self.flights().detach(group, key);
+        existed
+    }
+
+    pub(crate) async fn evict_group_unchecked(&self, group: &str) -> Result<(), Error> {
+        let evicted = self.op(self.backend().evict_group(group)).await;
+        self.flights().detach_group(group);
+        evicted
     }
 
     /// Runs one backend operation within the operation timeout.
@@ -225,7 +252,7 @@ impl Cache {
         group: &str,
         key: &EntryKey,
         bytes: &[u8],
-    ) -> Option<T> {
+    ) -> Option<(T, Meta)> {
         match envelope::open(self.codec(), bytes) {
             Ok(value) => Some(value),
             Err(error) => {

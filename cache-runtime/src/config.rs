@@ -13,6 +13,10 @@ pub(crate) struct Settings {
     pub(crate) default_ttl: Duration,
     pub(crate) op_timeout: Duration,
     pub(crate) codec: Box<dyn Codec>,
+    pub(crate) lock: bool,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) early: Option<f64>,
 }
 
 enum Target {
@@ -30,6 +34,10 @@ enum Target {
 /// | [`op_timeout`](Self::op_timeout) | 250 ms |
 /// | [`lease_ttl`](Self::lease_ttl) | 30 s |
 /// | [`codec`](Self::codec) | [`Json`] |
+/// | [`lock`](Self::lock) | on |
+/// | [`lock_timeout`](Self::lock_timeout) | 3 s |
+/// | [`jitter`](Self::jitter) | 0.1 |
+/// | [`early`](Self::early) | off |
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,6 +61,10 @@ pub struct CacheBuilder {
     op_timeout: Duration,
     lease_ttl: Duration,
     codec: Box<dyn Codec>,
+    lock: bool,
+    lock_timeout: Duration,
+    jitter: f64,
+    early: Option<f64>,
 }
 
 impl Default for CacheBuilder {
@@ -64,6 +76,10 @@ impl Default for CacheBuilder {
             op_timeout: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(30),
             codec: Box::new(Json),
+            lock: true,
+            lock_timeout: Duration::from_secs(3),
+            jitter: 0.1,
+            early: None,
         }
     }
 }
@@ -106,6 +122,38 @@ impl CacheBuilder {
     /// that runs longer than this returns its value without storing it.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// Stampede protection (default on): concurrent misses of one key, in
+    /// this process or any other on the same Redis, run the body once; the
+    /// others wait for its value. Off, every miss runs the body.
+    pub fn lock(mut self, on: bool) -> Self {
+        self.lock = on;
+        self
+    }
+
+    /// How long a miss waits for another process's load of the same key
+    /// before it takes the load over (default 3 s). Waits within one process
+    /// follow the loading caller and end with it.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// TTL jitter (default 0.1): each stored TTL is shortened by a random
+    /// fraction up to this, so that entries written together do not expire
+    /// together. `0.0` turns it off.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch) for every `#[cached]`, with this
+    /// `beta` (1.0 is the paper's default; larger refreshes earlier). Off by
+    /// default.
+    pub fn early(mut self, beta: f64) -> Self {
+        self.early = Some(beta);
         self
     }
 
@@ -157,6 +205,10 @@ impl CacheBuilder {
                 default_ttl: self.default_ttl,
                 op_timeout: self.op_timeout,
                 codec: self.codec,
+                lock: self.lock,
+                lock_timeout: self.lock_timeout,
+                jitter: self.jitter,
+                early: self.early,
             },
         )
     }

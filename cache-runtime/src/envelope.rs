@@ -5,12 +5,13 @@
 //! bytes 1..9   fingerprint of the value's type name (FNV-1a, little endian)
 //! bytes 9..17  when the value was stored, Unix milliseconds
 //! bytes 17..21 how long the body took to compute it, milliseconds
-//! bytes 21..   the value, encoded by the cache's codec
+//! bytes 21..29 how long the value is fresh from when it was stored, milliseconds
+//! bytes 29..   the value, encoded by the cache's codec
 //! ```
 //!
 //! Opening an envelope of another version, another type, or with a payload the
 //! codec rejects is an [`OpenError`], which callers treat as a miss. The timing
-//! fields are kept for early refresh.
+//! fields drive early refresh and stale-while-revalidate ([`Meta`]).
 
 use std::any::type_name;
 use std::fmt;
@@ -23,7 +24,32 @@ use crate::codec::{Codec, CodecError};
 use crate::Error;
 
 const FORMAT: u8 = 1;
-const HEADER: usize = 21;
+const HEADER: usize = 29;
+
+/// The timing data of a stored value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// When it was stored, Unix milliseconds.
+    pub(crate) stored_at_ms: u64,
+    /// How long the body took to compute it.
+    pub(crate) load_ms: u32,
+    /// How long it is fresh after `stored_at_ms`.
+    pub(crate) fresh_ms: u64,
+}
+
+impl Meta {
+    /// Milliseconds from now until the value stops being fresh (negative once
+    /// it is stale).
+    pub(crate) fn fresh_for_ms(&self) -> i128 {
+        i128::from(self.stored_at_ms) + i128::from(self.fresh_ms) - i128::from(now_ms())
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Why a stored entry could not be read back.
 #[derive(Debug)]
@@ -52,26 +78,31 @@ pub(crate) fn seal<T: Serialize>(
     codec: &dyn Codec,
     value: &T,
     load: Duration,
+    fresh: Duration,
 ) -> Result<Vec<u8>, Error> {
     let payload = codec.encode(value).map_err(|e| Error::Encode {
         what: "value",
         message: e.to_string(),
     })?;
-    let stored_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let stored_at = now_ms();
+    let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
     let load_ms = u32::try_from(load.as_millis()).unwrap_or(u32::MAX);
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.push(FORMAT);
     bytes.extend_from_slice(&fingerprint::<T>().to_le_bytes());
     bytes.extend_from_slice(&stored_at.to_le_bytes());
     bytes.extend_from_slice(&load_ms.to_le_bytes());
+    bytes.extend_from_slice(&fresh_ms.to_le_bytes());
     bytes.extend_from_slice(&payload);
     Ok(bytes)
 }
 
-/// Decodes a value from an envelope made by [`seal`] for the same type.
-pub(crate) fn open<T: DeserializeOwned>(codec: &dyn Codec, bytes: &[u8]) -> Result<T, OpenError> {
+/// Decodes a value and its timing data from an envelope made by [`seal`] for
+/// the same type.
+pub(crate) fn open<T: DeserializeOwned>(
+    codec: &dyn Codec,
+    bytes: &[u8],
+) -> Result<(T, Meta), OpenError> {
     if bytes.len() < HEADER {
         return Err(OpenError::Truncated(bytes.len()));
     }
@@ -81,6 +112,16 @@ pub(crate) fn open<T: DeserializeOwned>(codec: &dyn Codec, bytes: &[u8]) -> Resu
     if bytes[1..9] != fingerprint::<T>().to_le_bytes() {
         return Err(OpenError::Type);
     }
+    let field = |range: std::ops::Range<usize>| {
+        let mut le = [0u8; 8];
+        le[..range.len()].copy_from_slice(&bytes[range]);
+        u64::from_le_bytes(le)
+    };
+    let meta = Meta {
+        stored_at_ms: field(9..17),
+        load_ms: u32::try_from(field(17..21)).unwrap_or(u32::MAX),
+        fresh_ms: field(21..29),
+    };
     let mut out = None;
     codec
         .decode(&bytes[HEADER..], &mut |de| {
@@ -88,7 +129,8 @@ pub(crate) fn open<T: DeserializeOwned>(codec: &dyn Codec, bytes: &[u8]) -> Resu
             Ok(())
         })
         .map_err(OpenError::Codec)?;
-    out.ok_or_else(|| OpenError::Codec("the codec produced no value".into()))
+    out.map(|value| (value, meta))
+        .ok_or_else(|| OpenError::Codec("the codec produced no value".into()))
 }
 
 /// FNV-1a over the type's name: stable across processes built by the same
@@ -108,13 +150,22 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = seal(&Json, &vec![1u32, 2], Duration::from_millis(5)).unwrap();
-        assert_eq!(open::<Vec<u32>>(&Json, &bytes).unwrap(), vec![1, 2]);
+        let bytes = seal(
+            &Json,
+            &vec![1u32, 2],
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let (value, meta) = open::<Vec<u32>>(&Json, &bytes).unwrap();
+        assert_eq!(value, vec![1, 2]);
+        assert_eq!((meta.load_ms, meta.fresh_ms), (5, 60_000));
+        assert!((59_000..=60_000).contains(&meta.fresh_for_ms()));
     }
 
     #[test]
     fn another_type_truncation_and_garbage_are_errors() {
-        let bytes = seal(&Json, &1u32, Duration::ZERO).unwrap();
+        let bytes = seal(&Json, &1u32, Duration::ZERO, Duration::ZERO).unwrap();
         assert!(matches!(
             open::<String>(&Json, &bytes),
             Err(OpenError::Type)

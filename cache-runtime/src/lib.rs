@@ -49,7 +49,10 @@ mod config;
 mod current;
 mod envelope;
 mod error;
+mod flight;
 mod key;
+mod lease;
+mod read;
 
 pub use cache::Cache;
 pub use config::CacheBuilder;

@@ -5,11 +5,16 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Lookup, Want, WriteEnd};
+use crate::backend::WriteEnd;
+use crate::envelope::Meta;
 use crate::key::EntryKey;
+use crate::lease::LeaseGuard;
+use crate::read::{ok_or_warn, Found, Read};
 use crate::{envelope, Cache, Error};
 
 pub use std::time::Duration as StdDuration;
@@ -122,6 +127,7 @@ type Predicate<'a, T> = Box<dyn Fn(&T) -> bool + Send + Sync + 'a>;
 type TtlFn<'a, T> = Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>;
 
 /// What to store, where and for how long: the options of one attribute.
+/// Options left unset take the cache's defaults.
 #[must_use]
 pub struct Policy<'a, K: Kind<R>, R> {
     group: &'a str,
@@ -130,14 +136,12 @@ pub struct Policy<'a, K: Kind<R>, R> {
     cache_none: bool,
     unless: Option<Predicate<'a, K::Item>>,
     ttl_fn: Option<TtlFn<'a, K::Item>>,
+    lock: Option<bool>,
+    lock_timeout: Option<Duration>,
+    early: Option<f64>,
+    jitter: Option<f64>,
+    stale_while_revalidate: Option<Duration>,
     kind: PhantomData<fn() -> (K, R)>,
-}
-
-/// What to do with a return value.
-enum Decision<'r, V> {
-    Store(&'r V, Duration),
-    Skip,
-    Failed,
 }
 
 impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
@@ -149,6 +153,11 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             cache_none: false,
             unless: None,
             ttl_fn: None,
+            lock: None,
+            lock_timeout: None,
+            early: None,
+            jitter: None,
+            stale_while_revalidate: None,
             kind: PhantomData,
         }
     }
@@ -172,26 +181,103 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         self.ttl_fn = Some(Box::new(f));
         self
     }
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+    pub fn early(mut self, beta: f64) -> Self {
+        self.early = Some(beta);
+        self
+    }
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = Some(fraction);
+        self
+    }
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = Some(window);
+        self
+    }
 
-    fn decide<'r>(&self, ret: &'r R, default_ttl: Duration) -> Decision<'r, K::Value>
+    /// The value to store for a return value, and how long it is fresh;
+    /// `None` when nothing is to be stored.
+    fn decide<'r>(&self, ret: &'r R, cache: &Cache) -> Option<(&'r K::Value, Duration)>
     where
         K::Item: 'r,
     {
-        let Some((value, item)) = K::split(ret) else {
-            return Decision::Failed;
-        };
+        let (value, item) = K::split(ret)?;
         let ttl = match item {
-            None if !self.cache_none => return Decision::Skip,
+            None if !self.cache_none => return None,
             None => self.none_ttl.or(self.ttl),
             Some(item) => {
                 if self.unless.as_ref().is_some_and(|unless| unless(item)) {
-                    return Decision::Skip;
+                    return None;
                 }
                 self.ttl_fn.as_ref().map(|f| f(item)).or(self.ttl)
             }
         };
-        Decision::Store(value, ttl.unwrap_or(default_ttl))
+        let ttl = ttl.unwrap_or(cache.settings().default_ttl);
+        let jitter = self.jitter.unwrap_or(cache.settings().jitter);
+        Some((value, ttl.mul_f64(1.0 - jitter * fastrand::f64())))
     }
+
+    fn read<'c>(&self, cache: &'c Cache, key: &'c EntryKey) -> Read<'c>
+    where
+        'a: 'c,
+    {
+        Read {
+            cache,
+            group: self.group,
+            key,
+            lock: self.lock.unwrap_or(cache.settings().lock),
+            lock_timeout: self.lock_timeout.unwrap_or(cache.settings().lock_timeout),
+        }
+    }
+
+    /// Whether a hit should be refreshed now: XFetch (Vattani et al., VLDB
+    /// 2015) recomputes when `now - delta * beta * ln(rand) >= expiry`.
+    fn refresh_early(&self, cache: &Cache, meta: &Meta) -> bool {
+        let Some(beta) = self.early.or(cache.settings().early) else {
+            return false;
+        };
+        let head_start = -f64::from(meta.load_ms) * beta * (1.0 - fastrand::f64()).ln();
+        head_start >= meta.fresh_for_ms() as f64
+    }
+
+    /// The envelope to store for a return value and its TTL (freshness plus
+    /// the stale-while-revalidate window), if it is to be stored.
+    fn seal(&self, cache: &Cache, ret: &R, load: Duration) -> Option<(Vec<u8>, Duration)>
+    where
+        K::Value: Serialize,
+    {
+        let (value, fresh) = self.decide(ret, cache)?;
+        let sealed = envelope::seal(cache.codec(), value, load, fresh);
+        let ttl = fresh + self.stale_while_revalidate.unwrap_or_default();
+        ok_or_warn("encode", self.group, sealed).map(|bytes| (bytes, ttl))
+    }
+}
+
+/// Stores a sealed value under `lease`, or gives the lease back when there is
+/// nothing to store (so that waiters take over at once).
+async fn fill(
+    cache: &Cache,
+    group: &str,
+    key: &EntryKey,
+    mut lease: LeaseGuard,
+    sealed: Option<(Vec<u8>, Duration)>,
+) {
+    let Some(held) = lease.disarm() else { return };
+    let outcome = match sealed {
+        Some((bytes, ttl)) => cache
+            .op(cache.backend().fill(group, key, &held, bytes, ttl))
+            .await
+            .map(drop),
+        None => cache.op(cache.backend().release(group, key, &held)).await,
+    };
+    ok_or_warn("store", group, outcome);
 }
 
 /// `#[cached]`: look up; on a hit return the stored value; on a miss run the
@@ -215,37 +301,93 @@ where
             return body.await;
         }
     };
-    let backend = cache.backend();
-    let lookup = cache.op(backend.lookup(group, &key, Want::Lease)).await;
-    let lease = match ok_or_warn("lookup", group, lookup) {
-        Some(Lookup::Hit(bytes)) => match cache.open::<K::Value>(group, &key, &bytes) {
-            Some(value) => return K::rebuild(value),
-            // the entry does not decode: load and overwrite it
-            None => {
-                let lookup = cache
-                    .op(backend.lookup(group, &key, Want::ForceLease))
-                    .await;
-                match ok_or_warn("lookup", group, lookup) {
-                    Some(Lookup::Miss(lease)) => lease,
-                    Some(Lookup::Hit(_)) | None => None,
-                }
+    let read = policy.read(&cache, &key);
+    let found = read.resolve::<K::Value>().await;
+    complete(&policy, &read, found, body).await
+}
+
+/// `#[cached(stale_while_revalidate = ...)]`: as [`cached`], but a value past
+/// its TTL (within the window) is returned at once while one caller across
+/// all processes refreshes it in the background; hence the `'static` body.
+pub async fn cached_swr<K, R, F>(
+    cache: Cache,
+    policy: Policy<'static, K, R>,
+    key: Result<EntryKey, Error>,
+    body: F,
+) -> R
+where
+    K: Kind<R> + 'static,
+    K::Value: Serialize + DeserializeOwned + Send,
+    K::Item: 'static,
+    R: Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    let group = policy.group;
+    let key = match key {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(group, %error, "cache key does not encode; running without the cache");
+            return body.await;
+        }
+    };
+    let read = policy.read(&cache, &key);
+    let found = match read.resolve::<K::Value>().await {
+        Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
+            if let Some(lease) = read.refresh_lease().await {
+                let (cache, key) = (cache.clone(), key.clone());
+                let refresh = async move {
+                    let started = Instant::now();
+                    let ret = body.await;
+                    let sealed = policy.seal(&cache, &ret, started.elapsed());
+                    fill(&cache, policy.group, &key, lease, sealed).await;
+                };
+                let span = tracing::debug_span!(
+                    "cache_revalidate",
+                    group,
+                    stale_ms = -meta.fresh_for_ms()
+                );
+                tokio::spawn(refresh.instrument(span));
             }
-        },
-        Some(Lookup::Miss(lease)) => lease,
-        None => None,
+            return K::rebuild(value);
+        }
+        found => found,
+    };
+    complete(&policy, &read, found, body).await
+}
+
+/// Finishes a read: return a hit (or refresh it early), or run the body and
+/// store its value.
+async fn complete<K, R, F>(
+    policy: &Policy<'_, K, R>,
+    read: &Read<'_>,
+    found: Found<'_, K::Value>,
+    body: F,
+) -> R
+where
+    K: Kind<R>,
+    K::Value: Serialize + DeserializeOwned,
+    F: Future<Output = R>,
+{
+    let cache = read.cache;
+    let (lease, flight) = match found {
+        Found::Hit(value, meta) => {
+            if !policy.refresh_early(cache, &meta) {
+                return K::rebuild(value);
+            }
+            match read.refresh_lease().await {
+                Some(lease) => (Some(lease), None),
+                None => return K::rebuild(value),
+            }
+        }
+        Found::Load { lease, flight } => (lease, flight),
     };
     let started = Instant::now();
     let ret = body.await;
-    let Some(lease) = lease else { return ret };
-    if let Decision::Store(value, ttl) = policy.decide(&ret, cache.default_ttl()) {
-        let sealed = envelope::seal(cache.codec(), value, started.elapsed());
-        if let Some(bytes) = ok_or_warn("encode", group, sealed) {
-            let filled = cache
-                .op(backend.fill(group, &key, &lease, bytes, ttl))
-                .await;
-            ok_or_warn("store", group, filled);
-        }
+    if let Some(lease) = lease {
+        let sealed = policy.seal(cache, &ret, started.elapsed());
+        fill(cache, policy.group, read.key, lease, sealed).await;
     }
+    drop(flight); // this process's waiters read again now
     ret
 }
 
@@ -275,15 +417,12 @@ where
     let ticket = ok_or_warn("write", group, begun);
     let started = Instant::now();
     let ret = body.await;
-    let end = match policy.decide(&ret, cache.default_ttl()) {
-        Decision::Failed => WriteEnd::Abort,
-        Decision::Skip => WriteEnd::Evict,
-        Decision::Store(value, ttl) => {
-            let sealed = envelope::seal(cache.codec(), value, started.elapsed());
-            match ok_or_warn("encode", group, sealed) {
-                Some(bytes) => WriteEnd::Store(bytes, ttl),
-                None => WriteEnd::Evict,
-            }
+    let end = if !K::succeeded(&ret) {
+        WriteEnd::Abort
+    } else {
+        match policy.seal(&cache, &ret, started.elapsed()) {
+            Some((bytes, ttl)) => WriteEnd::Store(bytes, ttl),
+            None => WriteEnd::Evict,
         }
     };
     let outcome = match (ticket, end) {
@@ -292,6 +431,7 @@ where
         // Without a registered write no store is safe; drop the old value.
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
+    cache.flights().detach(group, &key);
     ok_or_warn("write", group, outcome);
     ret
 }
@@ -324,26 +464,11 @@ where
 
 async fn evict_now(cache: &Cache, group: &str, target: Target) {
     let outcome = match target {
-        Target::All => cache.op(cache.backend().evict_group(group)).await,
-        Target::Key(Ok(key)) => cache
-            .op(cache.backend().invalidate(group, &key))
-            .await
-            .map(drop),
+        Target::All => cache.evict_group_unchecked(group).await,
+        Target::Key(Ok(key)) => cache.invalidate(group, &key).await.map(drop),
         Target::Key(Err(error)) => Err(error),
     };
     if let Err(error) = outcome {
         tracing::error!(group, %error, "cache eviction failed; the entry lives until its TTL");
-    }
-}
-
-/// Logs a failed cache operation and turns it into `None`: the call goes on
-/// without the cache.
-fn ok_or_warn<T>(what: &str, group: &str, result: Result<T, Error>) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(error) => {
-            tracing::warn!(group, %error, "cache {what} failed; continuing without the cache");
-            None
-        }
     }
 }

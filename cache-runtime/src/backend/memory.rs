@@ -108,7 +108,7 @@ impl Memory {
         state
     }
 
-    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want) -> Lookup {
+    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want<'_>) -> Lookup {
         let now = Instant::now();
         let name = name(group, key);
         let mut state = self.state();
@@ -117,19 +117,41 @@ impl Memory {
                 Some(gen) => gen.clone(),
                 None => return Lookup::Miss(None),
             },
-            Want::Lease | Want::ForceLease => state.gen(group),
+            _ => state.gen(group),
         };
-        if let Some(entry) = state.live_entry(&name, now) {
-            if let Some((bytes, value_gen)) = &entry.value {
-                if *value_gen == gen && want != Want::ForceLease {
-                    return Lookup::Hit(bytes.clone());
-                }
-            }
-            if want == Want::Peek {
+        let (live, held) = match state.live_entry(&name, now) {
+            Some(entry) => (
+                entry
+                    .value
+                    .as_ref()
+                    .filter(|(_, g)| *g == gen)
+                    .map(|(bytes, _)| bytes.clone()),
+                entry.lease.as_ref().filter(|l| l.gen == gen).cloned(),
+            ),
+            None => (None, None),
+        };
+        if want == Want::Refresh {
+            if live.is_none() || held.is_some() {
                 return Lookup::Miss(None);
             }
-            if let Some(lease) = entry.lease.as_ref().filter(|l| l.gen == gen) {
-                return Lookup::Miss(Some(lease.clone()));
+            let lease = Lease {
+                token: token(),
+                gen,
+            };
+            if let Some(entry) = state.entries.get_mut(&name) {
+                entry.lease = Some(lease.clone());
+            }
+            return Lookup::Miss(Some(lease));
+        }
+        if let Some(bytes) = live.filter(|_| want != Want::ForceLease) {
+            return Lookup::Hit(bytes);
+        }
+        if let Some(held) = held {
+            match want {
+                Want::Peek => return Lookup::Miss(None),
+                Want::Lease | Want::ForceLease => return Lookup::Miss(Some(held)),
+                Want::Steal(holder) if holder == held.token => {}
+                _ => return Lookup::Held(held.token),
             }
         }
         if want == Want::Peek {
@@ -148,6 +170,23 @@ impl Memory {
             },
         );
         Lookup::Miss(Some(lease))
+    }
+
+    pub(crate) fn release(&self, group: &str, key: &EntryKey, lease: &Lease) {
+        let now = Instant::now();
+        let name = name(group, key);
+        let mut state = self.state();
+        let Some(entry) = state.live_entry(&name, now) else {
+            return;
+        };
+        if entry.lease.as_ref().map(|l| &l.token) != Some(&lease.token) {
+            return;
+        }
+        if entry.value.is_some() {
+            entry.lease = None;
+        } else {
+            state.entries.remove(&name);
+        }
     }
 
     pub(crate) fn fill(

@@ -10,7 +10,10 @@
 //!   lease** (token and generation) taken by the miss that is loading it. A fill
 //!   stores only while its lease is still in place, and eviction removes the
 //!   lease with the entry, so a load that began before an eviction can never
-//!   store its (possibly stale) value afterwards.
+//!   store its (possibly stale) value afterwards. The same lease is the
+//!   stampede lock: in `Lock` mode a second miss is told the lease is held and
+//!   waits instead of loading. A lease may also sit beside a live value while
+//!   one caller refreshes it early.
 //! - a **writer record** for the `#[cache_put]`s in flight on the key: the last
 //!   writer's token, how many are in flight, and whether any two overlapped. A
 //!   put stores its value only when no other write overlapped it; otherwise it
@@ -26,12 +29,21 @@ use crate::Error;
 
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Want {
+pub(crate) enum Want<'a> {
     /// Only read; take no lease.
     Peek,
-    /// Read, and on a miss take (or share) the read lease.
+    /// Read, and on a miss take or share the read lease (no stampede lock).
     Lease,
-    /// Ignore the stored value (it did not decode) and take the read lease.
+    /// Read, and on a miss take the read lease unless another caller holds
+    /// it: then answer [`Lookup::Held`].
+    Lock,
+    /// As `Lock`, but take the lease over if this token still holds it (its
+    /// holder took longer than the waiter's bound).
+    Steal(&'a str),
+    /// The value is live and due for refresh: take the lease beside it
+    /// unless someone already refreshes it (then `Miss(None)`).
+    Refresh,
+    /// Ignore the stored value (it did not decode) and take or share the lease.
     ForceLease,
 }
 
@@ -48,6 +60,8 @@ pub(crate) struct Lease {
 pub(crate) enum Lookup {
     Hit(Vec<u8>),
     Miss(Option<Lease>),
+    /// A miss whose lease another caller holds (the holder's token).
+    Held(String),
 }
 
 /// A registered write in flight, returned by `begin_write`.
@@ -79,7 +93,7 @@ impl Backend {
         &self,
         group: &str,
         key: &EntryKey,
-        want: Want,
+        want: Want<'_>,
     ) -> Result<Lookup, Error> {
         match self {
             Backend::Memory(m) => Ok(m.lookup(group, key, want)),
@@ -118,6 +132,23 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.end_write(group, key, ticket, end)),
             Backend::Redis(r) => r.end_write(group, key, ticket, end).await,
+        }
+    }
+
+    /// Gives a read lease back (its holder stopped without filling), so that
+    /// waiters need not wait for it to expire.
+    pub(crate) async fn release(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        lease: &Lease,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Memory(m) => {
+                m.release(group, key, lease);
+                Ok(())
+            }
+            Backend::Redis(r) => r.release(group, key, lease).await,
         }
     }
 

@@ -22,8 +22,10 @@ use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::EntryKey;
 use crate::Error;
 
-/// KEYS: entry, gen. ARGV: mode (peek|lease|force), token, lease ms, fresh gen.
-/// Returns the envelope on a hit, `{token, gen}` for a lease, nil otherwise.
+/// KEYS: entry, gen. ARGV: mode (peek|lease|lock|steal|refresh|force), new
+/// token, lease ms, fresh gen, and for steal the holder's token. Returns the
+/// envelope on a hit, `{token, gen}` for a lease, `{holder, gen, 'held'}` when
+/// another caller holds it, nil otherwise.
 static LOOKUP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -35,13 +37,38 @@ if not gen then
   redis.call('SET', KEYS[2], gen)
 end
 local e = redis.call('HMGET', KEYS[1], 'v', 'g', 't', 'lg')
-if mode ~= 'force' and e[1] and e[2] == gen then return e[1] end
+local live = e[1] and e[2] == gen
+local held = e[3] and e[4] == gen
+if mode == 'refresh' then
+  if not live or held then return nil end
+  redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
+  return {ARGV[2], gen}
+end
+if live and mode ~= 'force' then return e[1] end
 if mode == 'peek' then return nil end
-if e[3] and e[4] == gen then return {e[3], gen} end
+if held then
+  if mode == 'lease' or mode == 'force' then return {e[3], gen} end
+  if mode == 'lock' or e[3] ~= ARGV[5] then return {e[3], gen, 'held'} end
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {ARGV[2], gen}
+",
+    )
+});
+
+/// KEYS: entry. ARGV: lease token. Drops the lease if it is still this one.
+static RELEASE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'v') == 1 then
+  redis.call('HDEL', KEYS[1], 't', 'lg')
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
 ",
     )
 });
@@ -164,13 +191,16 @@ impl Redis {
         &self,
         group: &str,
         key: &EntryKey,
-        want: Want,
+        want: Want<'_>,
     ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
-        let mode = match want {
-            Want::Peek => "peek",
-            Want::Lease => "lease",
-            Want::ForceLease => "force",
+        let (mode, holder) = match want {
+            Want::Peek => ("peek", ""),
+            Want::Lease => ("lease", ""),
+            Want::Lock => ("lock", ""),
+            Want::Steal(holder) => ("steal", holder),
+            Want::Refresh => ("refresh", ""),
+            Want::ForceLease => ("force", ""),
         };
         let reply: Value = LOOKUP
             .key(&names.entry)
@@ -179,20 +209,43 @@ impl Redis {
             .arg(token())
             .arg(self.lease_ms)
             .arg(token())
+            .arg(holder)
             .invoke_async(&mut self.conn.clone())
             .await?;
         match reply {
             Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
             Value::Array(parts) => {
-                match <(String, String) as redis::FromRedisValue>::from_redis_value(Value::Array(
-                    parts,
-                )) {
-                    Ok((token, gen)) => Ok(Lookup::Miss(Some(Lease { token, gen }))),
-                    Err(e) => Err(redis::RedisError::from(e).into()),
+                let parts: Vec<String> =
+                    redis::FromRedisValue::from_redis_value(Value::Array(parts))
+                        .map_err(redis::RedisError::from)?;
+                let mut parts = parts.into_iter();
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(token), Some(gen), None) => Ok(Lookup::Miss(Some(Lease { token, gen }))),
+                    (Some(holder), Some(_), Some(_)) => Ok(Lookup::Held(holder)),
+                    _ => Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "unexpected reply from the cache lookup script",
+                    ))
+                    .into()),
                 }
             }
             _ => Ok(Lookup::Miss(None)),
         }
+    }
+
+    pub(crate) async fn release(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        lease: &Lease,
+    ) -> Result<(), Error> {
+        let names = self.names(group, key);
+        let _: i64 = RELEASE
+            .key(&names.entry)
+            .arg(&lease.token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn fill(

@@ -1,0 +1,184 @@
+//! The read path of `#[cached]` and `get_or_load`: look up, and on a miss
+//! either hold the read lease (and load), follow this process's flight for
+//! the key, or wait, bounded, for the holder in another process.
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::backend::{Lookup, Want};
+use crate::envelope::Meta;
+use crate::flight::{self, FlightGuard, Joined};
+use crate::key::EntryKey;
+use crate::lease::LeaseGuard;
+use crate::{Cache, Error};
+
+/// How many flights a caller follows before it loads by itself: a bound on
+/// how long it can wait, whatever happens to the leaders it follows.
+const MAX_FOLLOWS: u32 = 2;
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// What a read found.
+pub(crate) enum Found<'c, V> {
+    /// A live value with its timing data.
+    Hit(V, Meta),
+    /// Run the body: store its value under `lease` when there is one. The
+    /// flight ends (and this process's waiters read again) when it drops.
+    Load {
+        lease: Option<LeaseGuard>,
+        flight: Option<FlightGuard<'c>>,
+    },
+}
+
+pub(crate) struct Read<'c> {
+    pub(crate) cache: &'c Cache,
+    pub(crate) group: &'c str,
+    pub(crate) key: &'c EntryKey,
+    /// Stampede protection: one load per key across processes.
+    pub(crate) lock: bool,
+    /// How long to wait for another process's load before taking it over.
+    pub(crate) lock_timeout: Duration,
+}
+
+impl<'c> Read<'c> {
+    pub(crate) async fn resolve<V: DeserializeOwned>(&self) -> Found<'c, V> {
+        let mut follows = 0;
+        loop {
+            let want = if self.lock { Want::Lock } else { Want::Lease };
+            let Some(found) = self.lookup(want).await else {
+                return load_without_cache();
+            };
+            match found {
+                Lookup::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
+                Lookup::Miss(lease) => return self.load(lease, None),
+                Lookup::Held(holder) => {
+                    if follows == MAX_FOLLOWS {
+                        return load_without_cache();
+                    }
+                    follows += 1;
+                    match self.cache.flights().join(self.group, self.key) {
+                        Joined::Follower(done) => flight::wait(done).await,
+                        Joined::Leader(flight) => return self.wait_for(holder, flight).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Another process holds the lease: poll, with backoff, until its value is
+    /// there or its lease gone; past `lock_timeout` take the lease over (or,
+    /// if someone else did, load without storing).
+    async fn wait_for<V: DeserializeOwned>(
+        &self,
+        mut holder: String,
+        flight: FlightGuard<'c>,
+    ) -> Found<'c, V> {
+        let deadline = Instant::now() + self.lock_timeout;
+        let mut delay = FIRST_POLL;
+        loop {
+            let now = Instant::now();
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(now))).await;
+            delay = (delay * 2).min(MAX_POLL);
+            let stealing = Instant::now() >= deadline;
+            let want = if stealing {
+                Want::Steal(&holder)
+            } else {
+                Want::Lock
+            };
+            let Some(found) = self.lookup(want).await else {
+                return Found::Load {
+                    lease: None,
+                    flight: Some(flight),
+                };
+            };
+            match found {
+                Lookup::Hit(bytes) => return self.open_or_reload(&bytes, Some(flight)).await,
+                Lookup::Miss(lease) => return self.load(lease, Some(flight)),
+                Lookup::Held(_) if stealing => {
+                    tracing::debug!(
+                        group = self.group,
+                        "cache lease taken over by another waiter; loading without it"
+                    );
+                    return Found::Load {
+                        lease: None,
+                        flight: Some(flight),
+                    };
+                }
+                Lookup::Held(other) => holder = other,
+            }
+        }
+    }
+
+    /// A lease beside a live value, for refreshing it early; `None` when
+    /// someone else refreshes it.
+    pub(crate) async fn refresh_lease(&self) -> Option<LeaseGuard> {
+        match self.lookup(Want::Refresh).await? {
+            Lookup::Miss(Some(lease)) => {
+                Some(LeaseGuard::new(self.cache, self.group, self.key, lease))
+            }
+            _ => None,
+        }
+    }
+
+    async fn open_or_reload<V: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        flight: Option<FlightGuard<'c>>,
+    ) -> Found<'c, V> {
+        if let Some((value, meta)) = self.cache.open(self.group, self.key, bytes) {
+            return Found::Hit(value, meta);
+        }
+        // The entry does not decode: load, and overwrite it.
+        match self.lookup(Want::ForceLease).await {
+            Some(Lookup::Miss(lease)) => self.load(lease, flight),
+            _ => Found::Load {
+                lease: None,
+                flight,
+            },
+        }
+    }
+
+    fn load<V>(
+        &self,
+        lease: Option<crate::backend::Lease>,
+        flight: Option<FlightGuard<'c>>,
+    ) -> Found<'c, V> {
+        let flight = match (flight, &lease) {
+            (Some(flight), _) => Some(flight),
+            (None, Some(_)) if self.lock => Some(self.cache.flights().lead(self.group, self.key)),
+            (None, _) => None,
+        };
+        Found::Load {
+            lease: lease.map(|lease| LeaseGuard::new(self.cache, self.group, self.key, lease)),
+            flight,
+        }
+    }
+
+    async fn lookup(&self, want: Want<'_>) -> Option<Lookup> {
+        let found = self
+            .cache
+            .op(self.cache.backend().lookup(self.group, self.key, want))
+            .await;
+        ok_or_warn("lookup", self.group, found)
+    }
+}
+
+fn load_without_cache<'c, V>() -> Found<'c, V> {
+    Found::Load {
+        lease: None,
+        flight: None,
+    }
+}
+
+/// Logs a failed cache operation and turns it into `None`: the call goes on
+/// without the cache.
+pub(crate) fn ok_or_warn<T>(what: &str, group: &str, result: Result<T, Error>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(group, %error, "cache {what} failed; continuing without the cache");
+            None
+        }
+    }
+}
