@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
 use syn::parse::ParseStream;
-use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Path};
+use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitFloat, LitInt, LitStr, Path};
 
 /// Which attribute is being expanded.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,26 +23,48 @@ impl Attr {
     }
 
     fn options(self) -> &'static [&'static str] {
+        const WRITE: &[&str] = &[
+            "group",
+            "ttl",
+            "key",
+            "skip",
+            "cache",
+            "unless",
+            "ttl_fn",
+            "cache_none",
+            "none_ttl",
+            "crate",
+            "result",
+            "option",
+            "plain",
+        ];
+        const READ: &[&str] = &[
+            "group",
+            "ttl",
+            "key",
+            "skip",
+            "cache",
+            "unless",
+            "ttl_fn",
+            "cache_none",
+            "none_ttl",
+            "lock",
+            "lock_timeout",
+            "early",
+            "jitter",
+            "stale_while_revalidate",
+            "crate",
+            "result",
+            "option",
+            "plain",
+        ];
+        const EVICT: &[&str] = &[
+            "group", "key", "skip", "cache", "all", "before", "crate", "result", "option", "plain",
+        ];
         match self {
-            Attr::Cached | Attr::Put => &[
-                "group",
-                "ttl",
-                "key",
-                "skip",
-                "cache",
-                "unless",
-                "ttl_fn",
-                "cache_none",
-                "none_ttl",
-                "crate",
-                "result",
-                "option",
-                "plain",
-            ],
-            Attr::Evict => &[
-                "group", "key", "skip", "cache", "all", "before", "crate", "result", "option",
-                "plain",
-            ],
+            Attr::Cached => READ,
+            Attr::Put => WRITE,
+            Attr::Evict => EVICT,
         }
     }
 }
@@ -75,6 +97,12 @@ pub(crate) struct Args {
     pub(crate) before: bool,
     pub(crate) cache_none: Option<Span>,
     pub(crate) krate: Option<Path>,
+    pub(crate) lock: Option<LitBool>,
+    pub(crate) lock_timeout: Option<Ttl>,
+    /// `early` (beta 1.0) or `early = beta`.
+    pub(crate) early: Option<Option<Expr>>,
+    pub(crate) jitter: Option<LitFloat>,
+    pub(crate) stale_while_revalidate: Option<(Span, Ttl)>,
     pub(crate) shape: Option<Shape>,
     seen: Vec<String>,
 }
@@ -125,6 +153,62 @@ impl Args {
             "crate" => {
                 let lit: LitStr = meta.value()?.parse()?;
                 self.krate = Some(lit.parse()?);
+            }
+            "lock_timeout" => self.lock_timeout = Some(parse_ttl("lock_timeout", meta.value()?)?),
+            "stale_while_revalidate" => {
+                self.stale_while_revalidate =
+                    Some((span, parse_ttl("stale_while_revalidate", meta.value()?)?));
+            }
+            "lock" if meta.input.peek(syn::Token![=]) => {
+                let value: Expr = meta.value()?.parse()?;
+                match value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(on), ..
+                    }) => self.lock = Some(on),
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "`lock` takes `true` or `false`",
+                        ))
+                    }
+                }
+            }
+            "lock" => self.lock = Some(LitBool::new(true, span)),
+            "early" if meta.input.peek(syn::Token![=]) => {
+                let beta: Expr = meta.value()?.parse()?;
+                if let Expr::Lit(ExprLit { lit, .. }) = &beta {
+                    let positive = match lit {
+                        Lit::Float(f) => f
+                            .base10_parse::<f64>()
+                            .is_ok_and(|b| b > 0.0 && b.is_finite()),
+                        Lit::Int(i) => i.base10_parse::<u64>().is_ok_and(|b| b > 0),
+                        _ => false,
+                    };
+                    if !positive {
+                        return Err(syn::Error::new_spanned(
+                            &beta,
+                            "`early` takes XFetch's beta, a positive number (`early = 1.0`; larger refreshes earlier)",
+                        ));
+                    }
+                }
+                self.early = Some(Some(beta));
+            }
+            "early" => self.early = Some(None),
+            "jitter" => {
+                let value = meta.value()?;
+                let jitter: LitFloat = value.parse().map_err(|_| {
+                    value.error("`jitter` takes a fraction in [0, 1), such as `jitter = 0.1`")
+                })?;
+                if !jitter
+                    .base10_parse::<f64>()
+                    .is_ok_and(|j| (0.0..1.0).contains(&j))
+                {
+                    return Err(syn::Error::new(
+                        jitter.span(),
+                        "`jitter` takes a fraction in [0, 1), such as `jitter = 0.1`",
+                    ));
+                }
+                self.jitter = Some(jitter);
             }
             "skip" => meta.parse_nested_meta(|inner| match inner.path.get_ident() {
                 Some(ident) => {

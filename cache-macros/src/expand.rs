@@ -45,6 +45,9 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             "#[cache_put] stores the function's return value, but this function returns `()`; use #[cache_evict] to invalidate instead",
         ));
     }
+    if let Some((span, _)) = &args.stale_while_revalidate {
+        check_owned_arguments(sig, *span)?;
+    }
     let shape = args.shape.unwrap_or_else(|| shape_of(&ret));
     if let Some(span) = args.cache_none {
         if shape != Shape::Option {
@@ -128,10 +131,29 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             if let Some(ttl_fn) = &args.ttl_fn {
                 policy.extend(quote!(.ttl_fn(#ttl_fn)));
             }
-            let flow = if attr == Attr::Cached {
-                quote!(cached)
-            } else {
-                quote!(put)
+            if let Some(lock) = &args.lock {
+                policy.extend(quote!(.lock(#lock)));
+            }
+            if let Some(timeout) = &args.lock_timeout {
+                let timeout = duration(&private, timeout);
+                policy.extend(quote!(.lock_timeout(#timeout)));
+            }
+            match &args.early {
+                Some(Some(beta)) => policy.extend(quote!(.early(#beta as f64))),
+                Some(None) => policy.extend(quote!(.early(1.0))),
+                None => {}
+            }
+            if let Some(jitter) = &args.jitter {
+                policy.extend(quote!(.jitter(#jitter)));
+            }
+            let flow = match (&args.stale_while_revalidate, attr) {
+                (Some((_, window)), _) => {
+                    let window = duration(&private, window);
+                    policy.extend(quote!(.stale_while_revalidate(#window)));
+                    quote!(cached_swr)
+                }
+                (None, Attr::Cached) => quote!(cached),
+                (None, _) => quote!(put),
             };
             quote! {
                 #private::#flow(#cache, #policy, #key, #body).await
@@ -172,6 +194,29 @@ fn duration(private: &TokenStream, ttl: &Ttl) -> TokenStream {
     match ttl {
         Ttl::Secs(secs) => quote!(#private::StdDuration::from_secs(#secs)),
         Ttl::Expr(expr) => expr.to_token_stream(),
+    }
+}
+
+/// `stale_while_revalidate` runs the body in a background task after the
+/// call returned, so the body may not borrow anything from the caller.
+fn check_owned_arguments(sig: &syn::Signature, option: Span) -> syn::Result<()> {
+    let borrowed = sig.inputs.iter().find(|arg| match arg {
+        FnArg::Receiver(receiver) => {
+            receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_))
+        }
+        FnArg::Typed(typed) => matches!(&*typed.ty, Type::Reference(_)),
+    });
+    match borrowed {
+        None => Ok(()),
+        Some(arg) => {
+            let mut error = syn::Error::new_spanned(
+                arg,
+                "`stale_while_revalidate` refreshes in a background task, so the arguments must be owned: \
+                 pass an `Arc` or a clone instead of a reference",
+            );
+            error.combine(syn::Error::new(option, "background refresh requested here"));
+            Err(error)
+        }
     }
 }
 

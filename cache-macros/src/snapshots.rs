@@ -112,3 +112,24 @@ fn cache_put() {
         },
     );
 }
+
+#[test]
+fn cached_stale_while_revalidate() {
+    check(
+        "cached_stale_while_revalidate",
+        Attr::Cached,
+        quote!(
+            group = "products",
+            skip(db),
+            ttl = 60,
+            stale_while_revalidate = 300,
+            lock_timeout = 1,
+            early
+        ),
+        quote! {
+            async fn get_product(db: Arc<Db>, id: u64) -> Result<Product, DbError> {
+                db.load(id).await
+            }
+        },
+    );
+}
