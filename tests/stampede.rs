@@ -232,8 +232,43 @@ async fn stale_while_revalidate_never_makes_a_caller_wait(cache: Cache) {
     );
 }
 
+#[cached(group = "failing", skip(cache, runs), cache = cache)]
+async fn failing(cache: &Cache, runs: &Runs, id: u64) -> Result<u64, String> {
+    runs.run(Duration::from_millis(20)).await;
+    Err(format!("row {id} is unavailable"))
+}
+
+/// A failed load is not shared: its waiters each make a fresh call (after
+/// following at most two flights), get their own `Err`, and nothing is cached.
+async fn errors_reach_every_waiter_and_are_not_cached(cache: Cache) {
+    let runs = Arc::new(Runs::default());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tokio::spawn(async move { failing(&cache, &runs, 3).await })
+        })
+        .collect();
+    for task in tasks {
+        let result = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a waiter of a failed load hung")
+            .unwrap();
+        assert_eq!(result, Err("row 3 is unavailable".to_owned()));
+    }
+    assert!(
+        (1..=50).contains(&runs.total()),
+        "{} body runs",
+        runs.total()
+    );
+    assert!(
+        !cache.has("failing", &3u64).await.unwrap(),
+        "an Err is never cached"
+    );
+}
+
 on_both_backends!(
     five_hundred_tasks_on_a_cold_key_run_the_body_once,
+    errors_reach_every_waiter_and_are_not_cached,
     different_keys_load_in_parallel,
     a_panicking_body_leaves_no_lease,
     a_dropped_caller_leaves_no_lease,
