@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,6 +350,7 @@ async fn run_workers(server: &RedisServer, body_ms: u64) -> (i64, Duration) {
                 ])
                 .env(WORKER_URL, server.url())
                 .env(WORKER_BODY_MS, body_ms.to_string())
+                .stdout(Stdio::null())
                 .spawn()
                 .unwrap()
         })
@@ -408,4 +409,38 @@ async fn a_body_slower_than_the_lock_timeout_runs_a_bounded_number_of_times() {
         "4 processes x 100 tasks, 700 ms body, 200 ms lock timeout: {runs} body runs, {took:?}"
     );
     assert!((1..=17).contains(&runs), "{runs} body runs");
+}
+
+#[cached(group = "jittered", skip(cache), cache = cache, ttl = 100)]
+async fn jittered(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_are_jittered_by_default() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.client().await;
+    let mut ttls = Vec::new();
+    for id in 0..50u64 {
+        jittered(&cache, id).await;
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(format!("cache:{{jittered}}:e:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ttls.push(ttl);
+    }
+    let (min, max) = (*ttls.iter().min().unwrap(), *ttls.iter().max().unwrap());
+    eprintln!(
+        "50 entries with ttl = 100 s and the default jitter 0.1: PTTL from {min} to {max} ms"
+    );
+    assert!(
+        min >= 89_000 && max <= 100_000,
+        "TTLs within 10 % below 100 s: {min}..{max}"
+    );
+    assert!(
+        max - min > 1_000,
+        "TTLs written together are spread out: {min}..{max}"
+    );
 }
