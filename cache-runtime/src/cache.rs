@@ -9,10 +9,12 @@ use serde::Serialize;
 
 use crate::__private::{self as private, PlainKind, Policy};
 use crate::backend::{Backend, Lookup, Want};
+use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
 use crate::envelope::Meta;
 use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
+use crate::stats::{bump, Counters, Stats, Warning};
 use crate::{envelope, Error};
 
 /// A cache: a backend (Redis or in memory) with its settings.
@@ -43,6 +45,8 @@ struct Inner {
     backend: Backend,
     settings: Settings,
     flights: Flights,
+    breaker: Breaker,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -60,14 +64,26 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    pub(crate) fn from_parts(backend: Backend, settings: Settings) -> Self {
+    pub(crate) fn from_parts(
+        backend: Backend,
+        settings: Settings,
+        counters: Arc<Counters>,
+    ) -> Self {
         Cache {
             inner: Arc::new(Inner {
+                breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cool_down),
                 backend,
                 settings,
                 flights: Flights::default(),
+                counters,
             }),
         }
+    }
+
+    /// A snapshot of this cache's counters: failures, breaker trips, retried
+    /// evictions, undecodable and oversized entries.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
     }
 
     /// Starts configuring a cache.
@@ -126,7 +142,7 @@ impl Cache {
             .await?
         {
             Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes).map(|(value, _)| value)),
-            Lookup::Miss(_) | Lookup::Held(_) => Ok(None),
+            Lookup::Miss(_) | Lookup::Held => Ok(None),
         }
     }
 
@@ -235,28 +251,73 @@ impl Cache {
         evicted
     }
 
-    /// Runs one backend operation within the operation timeout.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Runs one backend operation within the operation timeout, through the
+    /// circuit breaker, counting failures.
     pub(crate) async fn op<T>(
         &self,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
+        let counters = self.counters();
+        let breaker = &self.inner.breaker;
+        let pass = breaker.pass();
+        if pass == Pass::Open {
+            bump(&counters.bypassed);
+            bump(&counters.errors);
+            return Err(Error::Unavailable);
+        }
         let limit = self.inner.settings.op_timeout;
-        tokio::time::timeout(limit, op)
+        let result = tokio::time::timeout(limit, op)
             .await
-            .unwrap_or(Err(Error::Timeout(limit)))
+            .unwrap_or(Err(Error::Timeout(limit)));
+        match &result {
+            Err(error) if error.is_unreachable() => {
+                bump(&counters.errors);
+                if matches!(error, Error::Timeout(_)) {
+                    bump(&counters.timeouts);
+                }
+                if breaker.failed(&pass) {
+                    bump(&counters.breaker_trips);
+                    tracing::warn!(
+                        %error,
+                        cool_down = ?self.inner.settings.breaker_cool_down,
+                        "cache circuit breaker opened: calls skip the cache until a probe succeeds"
+                    );
+                }
+            }
+            Err(_) => {
+                bump(&counters.errors);
+                breaker.succeeded(&pass);
+            }
+            Ok(_) => breaker.succeeded(&pass),
+        }
+        result
     }
 
-    /// Opens an envelope; an entry that does not decode is logged and `None`.
+    /// Opens an envelope; an entry that does not decode (or is larger than
+    /// the maximum value size) is logged, counted and `None`.
     pub(crate) fn open<T: DeserializeOwned>(
         &self,
         group: &str,
         key: &EntryKey,
         bytes: &[u8],
     ) -> Option<(T, Meta)> {
-        match envelope::open(self.codec(), bytes) {
-            Ok(value) => Some(value),
+        let opened = if bytes.len() > self.inner.settings.max_value_size {
+            Err(envelope::OpenError::TooLarge(bytes.len()))
+        } else {
+            envelope::open(self.codec(), bytes)
+        };
+        match opened {
+            Ok(opened) => Some(opened),
             Err(error) => {
-                tracing::warn!(group, key = key.as_str(), %error, "cache entry does not decode; treating it as a miss");
+                let counters = self.counters();
+                bump(&counters.undecodable);
+                counters.warn_limited(Warning::Undecodable, |count| {
+                    tracing::warn!(group, key = key.as_str(), %error, count, "cache entry does not decode; treating it as a miss");
+                });
                 None
             }
         }

@@ -1,11 +1,13 @@
 //! Configuration: [`CacheBuilder`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::codec::{Codec, Json};
+use crate::stats::Counters;
 use crate::{Cache, Error};
 
 /// Settings shared by every operation of one [`Cache`].
@@ -17,6 +19,10 @@ pub(crate) struct Settings {
     pub(crate) lock_timeout: Duration,
     pub(crate) jitter: f64,
     pub(crate) early: Option<f64>,
+    pub(crate) max_value_size: usize,
+    pub(crate) eviction_retry: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cool_down: Duration,
 }
 
 enum Target {
@@ -38,6 +44,9 @@ enum Target {
 /// | [`lock_timeout`](Self::lock_timeout) | 3 s |
 /// | [`jitter`](Self::jitter) | 0.1 |
 /// | [`early`](Self::early) | off |
+/// | [`max_value_size`](Self::max_value_size) | 4 MiB |
+/// | [`eviction_retry`](Self::eviction_retry) | 60 s |
+/// | [`breaker`](Self::breaker) | 5 failures, 1 s cool-down |
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,6 +74,10 @@ pub struct CacheBuilder {
     lock_timeout: Duration,
     jitter: f64,
     early: Option<f64>,
+    max_value_size: usize,
+    eviction_retry: Duration,
+    breaker_threshold: u32,
+    breaker_cool_down: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -80,6 +93,10 @@ impl Default for CacheBuilder {
             lock_timeout: Duration::from_secs(3),
             jitter: 0.1,
             early: None,
+            max_value_size: 4 << 20,
+            eviction_retry: Duration::from_secs(60),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(1),
         }
     }
 }
@@ -157,6 +174,31 @@ impl CacheBuilder {
         self
     }
 
+    /// Values whose envelope is larger than this many bytes are not stored
+    /// (logged and counted), and stored entries larger than this are misses
+    /// (default 4 MiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// How long a failed eviction is retried in the background, with backoff
+    /// from 100 ms to 5 s, before it is given up (default 60 s). Past that the
+    /// entry's TTL bounds how long it can be served.
+    pub fn eviction_retry(mut self, window: Duration) -> Self {
+        self.eviction_retry = window;
+        self
+    }
+
+    /// The circuit breaker: after `failures` consecutive failures to reach the
+    /// backend, skip it for `cool_down`, then let one call through as a probe
+    /// (default 5 failures, 1 s).
+    pub fn breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_cool_down = cool_down;
+        self
+    }
+
     /// The value codec (default [`Json`]).
     pub fn codec(mut self, codec: impl Codec) -> Self {
         self.codec = Box::new(codec);
@@ -177,6 +219,27 @@ impl CacheBuilder {
                 "durations must be greater than zero".to_owned(),
             ));
         }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(Error::Config(format!(
+                "jitter {} is not in [0, 1)",
+                self.jitter
+            )));
+        }
+        if self
+            .early
+            .is_some_and(|beta| !(beta > 0.0 && beta.is_finite()))
+        {
+            return Err(Error::Config(
+                "early refresh needs a positive, finite beta".to_owned(),
+            ));
+        }
+        if self.max_value_size == 0 || self.breaker_threshold == 0 {
+            return Err(Error::Config(
+                "max_value_size and the breaker's failure count must be greater than zero"
+                    .to_owned(),
+            ));
+        }
+        let counters = Arc::new(Counters::default());
         let backend = match &self.target {
             Target::Memory => Backend::Memory(Memory::new(self.lease_ttl)),
             Target::Redis(url) => {
@@ -186,19 +249,24 @@ impl CacheBuilder {
                     .set_connection_timeout(Some(self.op_timeout))
                     .set_number_of_retries(1);
                 let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-                Backend::Redis(Redis::new(conn, self.prefix.clone(), self.lease_ttl))
+                Backend::Redis(Redis::new(
+                    conn,
+                    self.prefix.clone(),
+                    self.lease_ttl,
+                    counters.clone(),
+                ))
             }
         };
-        Ok(self.finish(backend))
+        Ok(self.finish(backend, counters))
     }
 
     /// Builds an in-memory cache synchronously (the backend needs no I/O).
     pub(crate) fn build_in_memory(self) -> Cache {
         let backend = Backend::Memory(Memory::new(self.lease_ttl));
-        self.finish(backend)
+        self.finish(backend, Arc::default())
     }
 
-    fn finish(self, backend: Backend) -> Cache {
+    fn finish(self, backend: Backend, counters: Arc<Counters>) -> Cache {
         Cache::from_parts(
             backend,
             Settings {
@@ -209,7 +277,12 @@ impl CacheBuilder {
                 lock_timeout: self.lock_timeout,
                 jitter: self.jitter,
                 early: self.early,
+                max_value_size: self.max_value_size,
+                eviction_retry: self.eviction_retry,
+                breaker_threshold: self.breaker_threshold,
+                breaker_cool_down: self.breaker_cool_down,
             },
+            counters,
         )
     }
 }

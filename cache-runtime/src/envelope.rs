@@ -54,6 +54,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Why a stored entry could not be read back.
 #[derive(Debug)]
 pub(crate) enum OpenError {
+    TooLarge(usize),
     Truncated(usize),
     Version(u8),
     Type,
@@ -63,6 +64,10 @@ pub(crate) enum OpenError {
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            OpenError::TooLarge(len) => write!(
+                f,
+                "entry of {len} bytes is larger than the maximum value size"
+            ),
             OpenError::Truncated(len) => {
                 write!(f, "entry of {len} bytes is shorter than its header")
             }

@@ -31,4 +31,26 @@ pub enum Error {
     /// The builder was given settings that cannot work together.
     #[error("invalid cache configuration: {0}")]
     Config(String),
+    /// The backend failed repeatedly; the circuit breaker skips it for a
+    /// cool-down.
+    #[error("cache backend unavailable: the circuit breaker is open after repeated failures")]
+    Unavailable,
+}
+
+impl Error {
+    /// Whether the backend could not be reached or did not answer in time, as
+    /// opposed to answering with an error (which shows it is up).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Timeout(_) | Error::Unavailable => true,
+            Error::Redis(e) => !matches!(
+                e.kind(),
+                redis::ErrorKind::Server(_)
+                    | redis::ErrorKind::Extension
+                    | redis::ErrorKind::Parse
+                    | redis::ErrorKind::UnexpectedReturnType
+            ),
+            Error::Encode { .. } | Error::InvalidGroup(_) | Error::Config(_) => false,
+        }
+    }
 }

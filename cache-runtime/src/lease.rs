@@ -1,8 +1,10 @@
-//! A held read lease that is given back if its holder stops without filling
-//! (its future dropped, its body panicked), so that waiters in this and other
-//! processes take over at once instead of waiting for the lease to expire.
+//! What a caller holds in the backend while its body runs, given back if the
+//! caller stops early (its future dropped, its body panicked): a read lease,
+//! so that waiters take over at once instead of waiting for it to expire, and
+//! a put's writer record, so that later puts of the key are not taken for
+//! overlapping ones.
 
-use crate::backend::Lease;
+use crate::backend::{Lease, Ticket, WriteEnd};
 use crate::key::EntryKey;
 use crate::Cache;
 
@@ -46,6 +48,58 @@ impl Drop for LeaseGuard {
         runtime.spawn(async move {
             if let Err(error) = cache.op(cache.backend().release(&group, &key, &lease)).await {
                 tracing::warn!(group, %error, "could not release an abandoned cache lease; it expires by its TTL");
+            }
+        });
+    }
+}
+
+/// A put's registered write. Dropped before the put ended, it ends the write
+/// as an eviction: the body may have changed the data, so the old value goes.
+pub(crate) struct WriteGuard {
+    cache: Cache,
+    group: String,
+    key: EntryKey,
+    ticket: Option<Ticket>,
+}
+
+impl WriteGuard {
+    pub(crate) fn new(cache: &Cache, group: &str, key: &EntryKey, ticket: Option<Ticket>) -> Self {
+        WriteGuard {
+            cache: cache.clone(),
+            group: group.to_owned(),
+            key: key.clone(),
+            ticket,
+        }
+    }
+
+    /// The put ends the write itself.
+    pub(crate) fn disarm(&mut self) -> Option<Ticket> {
+        self.ticket.take()
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cache, group, key) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.group),
+            self.key.clone(),
+        );
+        runtime.spawn(async move {
+            let ended = cache
+                .op(cache
+                    .backend()
+                    .end_write(&group, &key, &ticket, WriteEnd::Evict))
+                .await;
+            cache.flights().detach(&group, &key);
+            if let Err(error) = ended {
+                crate::retry::queue(&cache, crate::retry::Eviction::Key(group, key), &error);
             }
         });
     }

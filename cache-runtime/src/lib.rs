@@ -43,6 +43,7 @@
 #[path = "private.rs"]
 pub mod __private;
 mod backend;
+mod breaker;
 mod cache;
 pub mod codec;
 mod config;
@@ -53,10 +54,13 @@ mod flight;
 mod key;
 mod lease;
 mod read;
+mod retry;
+mod stats;
 
 pub use cache::Cache;
 pub use config::CacheBuilder;
 pub use error::Error;
 pub use key::{EntryKey, MAX_READABLE_KEY};
+pub use stats::Stats;
 
 pub use cache_macros::{cache_evict, cache_put, cached};

@@ -13,8 +13,10 @@ use serde::Serialize;
 use crate::backend::WriteEnd;
 use crate::envelope::Meta;
 use crate::key::EntryKey;
-use crate::lease::LeaseGuard;
+use crate::lease::{LeaseGuard, WriteGuard};
 use crate::read::{ok_or_warn, Found, Read};
+use crate::retry::{self, Eviction};
+use crate::stats::{bump, Warning};
 use crate::{envelope, Cache, Error};
 
 pub use std::time::Duration as StdDuration;
@@ -255,8 +257,25 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     {
         let (value, fresh) = self.decide(ret, cache)?;
         let sealed = envelope::seal(cache.codec(), value, load, fresh);
-        let ttl = fresh + self.stale_while_revalidate.unwrap_or_default();
-        ok_or_warn("encode", self.group, sealed).map(|bytes| (bytes, ttl))
+        let bytes = ok_or_warn(cache, "encode", self.group, sealed)?;
+        let max = cache.settings().max_value_size;
+        if bytes.len() > max {
+            bump(&cache.counters().oversized);
+            cache.counters().warn_limited(Warning::Failure, |count| {
+                tracing::warn!(
+                    group = self.group,
+                    size = bytes.len(),
+                    max,
+                    count,
+                    "cache value larger than the maximum value size; not stored"
+                );
+            });
+            return None;
+        }
+        Some((
+            bytes,
+            fresh + self.stale_while_revalidate.unwrap_or_default(),
+        ))
     }
 }
 
@@ -277,7 +296,7 @@ async fn fill(
             .map(drop),
         None => cache.op(cache.backend().release(group, key, &held)).await,
     };
-    ok_or_warn("store", group, outcome);
+    ok_or_warn(cache, "store", group, outcome);
 }
 
 /// `#[cached]`: look up; on a hit return the stored value; on a miss run the
@@ -414,7 +433,12 @@ where
     };
     let backend = cache.backend();
     let begun = cache.op(backend.begin_write(group, &key)).await;
-    let ticket = ok_or_warn("write", group, begun);
+    let mut write = WriteGuard::new(
+        &cache,
+        group,
+        &key,
+        ok_or_warn(&cache, "write", group, begun),
+    );
     let started = Instant::now();
     let ret = body.await;
     let end = if !K::succeeded(&ret) {
@@ -425,14 +449,29 @@ where
             None => WriteEnd::Evict,
         }
     };
-    let outcome = match (ticket, end) {
-        (_, WriteEnd::Abort) => Ok(false),
+    let evicts = !matches!(end, WriteEnd::Abort);
+    let outcome = match (write.disarm(), end) {
+        (ticket, WriteEnd::Abort) => match ticket {
+            Some(ticket) => {
+                cache
+                    .op(backend.end_write(group, &key, &ticket, WriteEnd::Abort))
+                    .await
+            }
+            None => Ok(false),
+        },
         (Some(ticket), end) => cache.op(backend.end_write(group, &key, &ticket, end)).await,
         // Without a registered write no store is safe; drop the old value.
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
     cache.flights().detach(group, &key);
-    ok_or_warn("write", group, outcome);
+    if let Err(error) = outcome {
+        if evicts {
+            // The old value may still be there: make sure it goes.
+            retry::queue(&cache, Eviction::Key(group.to_owned(), key), &error);
+        } else {
+            ok_or_warn(&cache, "write", group, Err::<(), _>(error));
+        }
+    }
     ret
 }
 
@@ -463,12 +502,21 @@ where
 }
 
 async fn evict_now(cache: &Cache, group: &str, target: Target) {
-    let outcome = match target {
-        Target::All => cache.evict_group_unchecked(group).await,
-        Target::Key(Ok(key)) => cache.invalidate(group, &key).await.map(drop),
-        Target::Key(Err(error)) => Err(error),
+    let (outcome, eviction) = match target {
+        Target::All => (
+            cache.evict_group_unchecked(group).await,
+            Eviction::Group(group.to_owned()),
+        ),
+        Target::Key(Ok(key)) => (
+            cache.invalidate(group, &key).await.map(drop),
+            Eviction::Key(group.to_owned(), key),
+        ),
+        Target::Key(Err(error)) => {
+            tracing::error!(group, %error, "cache key does not encode; the entry cannot be evicted");
+            return;
+        }
     };
     if let Err(error) = outcome {
-        tracing::error!(group, %error, "cache eviction failed; the entry lives until its TTL");
+        retry::queue(cache, eviction, &error);
     }
 }

@@ -11,6 +11,7 @@ use crate::envelope::Meta;
 use crate::flight::{self, FlightGuard, Joined};
 use crate::key::EntryKey;
 use crate::lease::LeaseGuard;
+use crate::stats::Warning;
 use crate::{Cache, Error};
 
 /// How many flights a caller follows before it loads by itself: a bound on
@@ -52,60 +53,51 @@ impl<'c> Read<'c> {
             match found {
                 Lookup::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
                 Lookup::Miss(lease) => return self.load(lease, None),
-                Lookup::Held(holder) => {
+                Lookup::Held => {
                     if follows == MAX_FOLLOWS {
                         return load_without_cache();
                     }
                     follows += 1;
                     match self.cache.flights().join(self.group, self.key) {
                         Joined::Follower(done) => flight::wait(done).await,
-                        Joined::Leader(flight) => return self.wait_for(holder, flight).await,
+                        Joined::Leader(flight) => return self.wait_for(flight).await,
                     }
                 }
             }
         }
     }
 
-    /// Another process holds the lease: poll, with backoff, until its value is
-    /// there or its lease gone; past `lock_timeout` take the lease over (or,
-    /// if someone else did, load without storing).
-    async fn wait_for<V: DeserializeOwned>(
-        &self,
-        mut holder: String,
-        flight: FlightGuard<'c>,
-    ) -> Found<'c, V> {
+    /// Another process holds the lease: poll, with backoff, until its value
+    /// is there or its lease gone. Past `lock_timeout`, load without the
+    /// lease and store nothing: the holder keeps its lease and stores its own
+    /// value, so a slow load is not raced into never being stored.
+    async fn wait_for<V: DeserializeOwned>(&self, flight: FlightGuard<'c>) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
         let mut delay = FIRST_POLL;
         loop {
-            let now = Instant::now();
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(now))).await;
-            delay = (delay * 2).min(MAX_POLL);
-            let stealing = Instant::now() >= deadline;
-            let want = if stealing {
-                Want::Steal(&holder)
-            } else {
-                Want::Lock
-            };
-            let Some(found) = self.lookup(want).await else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::debug!(
+                    group = self.group,
+                    "cache lease held past the lock timeout; loading without it"
+                );
                 return Found::Load {
                     lease: None,
                     flight: Some(flight),
                 };
-            };
-            match found {
-                Lookup::Hit(bytes) => return self.open_or_reload(&bytes, Some(flight)).await,
-                Lookup::Miss(lease) => return self.load(lease, Some(flight)),
-                Lookup::Held(_) if stealing => {
-                    tracing::debug!(
-                        group = self.group,
-                        "cache lease taken over by another waiter; loading without it"
-                    );
+            }
+            tokio::time::sleep(delay.min(left)).await;
+            delay = (delay * 2).min(MAX_POLL);
+            match self.lookup(Want::Lock).await {
+                Some(Lookup::Hit(bytes)) => return self.open_or_reload(&bytes, Some(flight)).await,
+                Some(Lookup::Miss(lease)) => return self.load(lease, Some(flight)),
+                Some(Lookup::Held) => {}
+                None => {
                     return Found::Load {
                         lease: None,
                         flight: Some(flight),
-                    };
+                    }
                 }
-                Lookup::Held(other) => holder = other,
             }
         }
     }
@@ -155,12 +147,12 @@ impl<'c> Read<'c> {
         }
     }
 
-    async fn lookup(&self, want: Want<'_>) -> Option<Lookup> {
+    async fn lookup(&self, want: Want) -> Option<Lookup> {
         let found = self
             .cache
             .op(self.cache.backend().lookup(self.group, self.key, want))
             .await;
-        ok_or_warn("lookup", self.group, found)
+        ok_or_warn(self.cache, "lookup", self.group, found)
     }
 }
 
@@ -171,13 +163,22 @@ fn load_without_cache<'c, V>() -> Found<'c, V> {
     }
 }
 
-/// Logs a failed cache operation and turns it into `None`: the call goes on
-/// without the cache.
-pub(crate) fn ok_or_warn<T>(what: &str, group: &str, result: Result<T, Error>) -> Option<T> {
+/// Logs a failed cache operation (at most once a second, with the number of
+/// failures the line stands for) and turns it into `None`: the call goes on
+/// without the cache. Skips while the breaker is open are counted, not logged.
+pub(crate) fn ok_or_warn<T>(
+    cache: &Cache,
+    what: &str,
+    group: &str,
+    result: Result<T, Error>,
+) -> Option<T> {
     match result {
         Ok(value) => Some(value),
+        Err(Error::Unavailable) => None,
         Err(error) => {
-            tracing::warn!(group, %error, "cache {what} failed; continuing without the cache");
+            cache.counters().warn_limited(Warning::Failure, |count| {
+                tracing::warn!(group, %error, count, "cache {what} failed; continuing without the cache");
+            });
             None
         }
     }

@@ -108,7 +108,7 @@ impl Memory {
         state
     }
 
-    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want<'_>) -> Lookup {
+    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want) -> Lookup {
         let now = Instant::now();
         let name = name(group, key);
         let mut state = self.state();
@@ -147,12 +147,11 @@ impl Memory {
             return Lookup::Hit(bytes);
         }
         if let Some(held) = held {
-            match want {
-                Want::Peek => return Lookup::Miss(None),
-                Want::Lease | Want::ForceLease => return Lookup::Miss(Some(held)),
-                Want::Steal(holder) if holder == held.token => {}
-                _ => return Lookup::Held(held.token),
-            }
+            return match want {
+                Want::Peek => Lookup::Miss(None),
+                Want::Lease | Want::ForceLease => Lookup::Miss(Some(held)),
+                Want::Lock | Want::Refresh => Lookup::Held,
+            };
         }
         if want == Want::Peek {
             return Lookup::Miss(None);

@@ -29,7 +29,7 @@ use crate::Error;
 
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Want<'a> {
+pub(crate) enum Want {
     /// Only read; take no lease.
     Peek,
     /// Read, and on a miss take or share the read lease (no stampede lock).
@@ -37,9 +37,6 @@ pub(crate) enum Want<'a> {
     /// Read, and on a miss take the read lease unless another caller holds
     /// it: then answer [`Lookup::Held`].
     Lock,
-    /// As `Lock`, but take the lease over if this token still holds it (its
-    /// holder took longer than the waiter's bound).
-    Steal(&'a str),
     /// The value is live and due for refresh: take the lease beside it
     /// unless someone already refreshes it (then `Miss(None)`).
     Refresh,
@@ -60,8 +57,8 @@ pub(crate) struct Lease {
 pub(crate) enum Lookup {
     Hit(Vec<u8>),
     Miss(Option<Lease>),
-    /// A miss whose lease another caller holds (the holder's token).
-    Held(String),
+    /// A miss whose lease another caller holds.
+    Held,
 }
 
 /// A registered write in flight, returned by `begin_write`.
@@ -93,7 +90,7 @@ impl Backend {
         &self,
         group: &str,
         key: &EntryKey,
-        want: Want<'_>,
+        want: Want,
     ) -> Result<Lookup, Error> {
         match self {
             Backend::Memory(m) => Ok(m.lookup(group, key, want)),

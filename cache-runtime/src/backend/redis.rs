@@ -11,21 +11,29 @@
 //!
 //! Every operation is one script call (one round trip) that names all the keys
 //! it touches in `KEYS`, all of one group, hence one slot. Nothing ever scans.
+//!
+//! Contents are not trusted: a key holding another Redis type is deleted and
+//! the operation run again. When Redis is full (`maxmemory` with
+//! `noeviction`) it refuses every script that may write, so operations fall
+//! back to plain commands it still accepts: a lookup reads without a lease,
+//! and anything that would remove a value deletes it with `DEL`.
 
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::EntryKey;
+use crate::stats::{bump, Counters};
 use crate::Error;
 
-/// KEYS: entry, gen. ARGV: mode (peek|lease|lock|steal|refresh|force), new
-/// token, lease ms, fresh gen, and for steal the holder's token. Returns the
-/// envelope on a hit, `{token, gen}` for a lease, `{holder, gen, 'held'}` when
-/// another caller holds it, nil otherwise.
+/// KEYS: entry, gen. ARGV: mode (peek|lease|lock|refresh|force), new token,
+/// lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}` for a
+/// lease, `{holder, gen, 'held'}` when another caller holds it, nil otherwise.
 static LOOKUP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -47,8 +55,8 @@ end
 if live and mode ~= 'force' then return e[1] end
 if mode == 'peek' then return nil end
 if held then
-  if mode == 'lease' or mode == 'force' then return {e[3], gen} end
-  if mode == 'lock' or e[3] ~= ARGV[5] then return {e[3], gen, 'held'} end
+  if mode == 'lock' then return {e[3], gen, 'held'} end
+  return {e[3], gen}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
@@ -148,10 +156,33 @@ return 0
     )
 });
 
+/// KEYS: entry, writers, gen. Deletes those holding an unexpected type.
+static REPAIR: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local repaired = 0
+local expected = {'hash', 'hash', 'string'}
+for i = 1, 3 do
+  local found = redis.call('TYPE', KEYS[i]).ok
+  if found ~= expected[i] and found ~= 'none' then
+    redis.call('DEL', KEYS[i])
+    repaired = repaired + 1
+  end
+end
+return repaired
+",
+    )
+});
+
 pub(crate) struct Redis {
     conn: ConnectionManager,
     prefix: String,
     lease_ms: u64,
+    counters: Arc<Counters>,
+}
+
+fn is_oom(error: &Error) -> bool {
+    matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
 }
 
 /// The names of one entry's keys.
@@ -166,11 +197,72 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Redis {
-    pub(crate) fn new(conn: ConnectionManager, prefix: String, lease_ttl: Duration) -> Self {
+    pub(crate) fn new(
+        conn: ConnectionManager,
+        prefix: String,
+        lease_ttl: Duration,
+        counters: Arc<Counters>,
+    ) -> Self {
         Redis {
             conn,
             prefix,
             lease_ms: millis(lease_ttl),
+            counters,
+        }
+    }
+
+    /// Runs a script; when a key it touches holds another type, deletes the
+    /// keys of the wrong type and runs it once more.
+    async fn run<T: FromRedisValue>(
+        &self,
+        names: &Names,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        match script.invoke_async(&mut self.conn.clone()).await {
+            Err(error) if error.code() == Some("WRONGTYPE") => {
+                let repaired: i64 = REPAIR
+                    .key(&names.entry)
+                    .key(&names.writers)
+                    .key(&names.gen)
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                if repaired > 0 {
+                    bump(&self.counters.repaired);
+                    tracing::warn!(
+                        entry = names.entry,
+                        "cache keys held another Redis type; deleted them"
+                    );
+                }
+                Ok(script.invoke_async(&mut self.conn.clone()).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A plain `DEL`, which Redis accepts even when it is full.
+    async fn delete(&self, key: &str) -> Result<bool, Error> {
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    /// A lookup without a lease, in plain read commands (Redis is full).
+    async fn peek_plain(&self, names: &Names) -> Result<Lookup, Error> {
+        type Field = Option<Vec<u8>>;
+        let (gen, (value, value_gen)): (Field, (Field, Field)) = redis::pipe()
+            .cmd("GET")
+            .arg(&names.gen)
+            .cmd("HMGET")
+            .arg(&names.entry)
+            .arg("v")
+            .arg("g")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        match (gen, value, value_gen) {
+            (Some(gen), Some(value), Some(value_gen)) if gen == value_gen => Ok(Lookup::Hit(value)),
+            _ => Ok(Lookup::Miss(None)),
         }
     }
 
@@ -191,27 +283,27 @@ impl Redis {
         &self,
         group: &str,
         key: &EntryKey,
-        want: Want<'_>,
+        want: Want,
     ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
-        let (mode, holder) = match want {
-            Want::Peek => ("peek", ""),
-            Want::Lease => ("lease", ""),
-            Want::Lock => ("lock", ""),
-            Want::Steal(holder) => ("steal", holder),
-            Want::Refresh => ("refresh", ""),
-            Want::ForceLease => ("force", ""),
+        let mode = match want {
+            Want::Peek => "peek",
+            Want::Lease => "lease",
+            Want::Lock => "lock",
+            Want::Refresh => "refresh",
+            Want::ForceLease => "force",
         };
-        let reply: Value = LOOKUP
-            .key(&names.entry)
+        let mut script = LOOKUP.key(&names.entry);
+        script
             .key(&names.gen)
             .arg(mode)
             .arg(token())
             .arg(self.lease_ms)
-            .arg(token())
-            .arg(holder)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(token());
+        let reply: Value = match self.run(&names, &script).await {
+            Err(error) if is_oom(&error) => return self.peek_plain(&names).await,
+            other => other?,
+        };
         match reply {
             Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
             Value::Array(parts) => {
@@ -221,7 +313,7 @@ impl Redis {
                 let mut parts = parts.into_iter();
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some(token), Some(gen), None) => Ok(Lookup::Miss(Some(Lease { token, gen }))),
-                    (Some(holder), Some(_), Some(_)) => Ok(Lookup::Held(holder)),
+                    (Some(_holder), Some(_), Some(_)) => Ok(Lookup::Held),
                     _ => Err(redis::RedisError::from((
                         redis::ErrorKind::UnexpectedReturnType,
                         "unexpected reply from the cache lookup script",
@@ -240,11 +332,9 @@ impl Redis {
         lease: &Lease,
     ) -> Result<(), Error> {
         let names = self.names(group, key);
-        let _: i64 = RELEASE
-            .key(&names.entry)
-            .arg(&lease.token)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let mut script = RELEASE.key(&names.entry);
+        script.arg(&lease.token);
+        let _: i64 = self.run(&names, &script).await?;
         Ok(())
     }
 
@@ -257,29 +347,27 @@ impl Redis {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let names = self.names(group, key);
-        let stored: i64 = FILL
-            .key(&names.entry)
+        let mut script = FILL.key(&names.entry);
+        script
             .key(&names.gen)
             .arg(&lease.token)
             .arg(&lease.gen)
             .arg(bytes)
-            .arg(millis(ttl))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(millis(ttl));
+        let stored: i64 = self.run(&names, &script).await?;
         Ok(stored == 1)
     }
 
     pub(crate) async fn begin_write(&self, group: &str, key: &EntryKey) -> Result<Ticket, Error> {
         let names = self.names(group, key);
         let token = token();
-        let gen: String = BEGIN_WRITE
-            .key(&names.writers)
+        let mut script = BEGIN_WRITE.key(&names.writers);
+        script
             .key(&names.gen)
             .arg(&token)
             .arg(self.lease_ms)
-            .arg(super::token())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(super::token());
+        let gen: String = self.run(&names, &script).await?;
         Ok(Ticket { token, gen })
     }
 
@@ -296,29 +384,32 @@ impl Redis {
             WriteEnd::Evict => ("evict", Vec::new(), 0),
             WriteEnd::Abort => ("abort", Vec::new(), 0),
         };
-        let stored: i64 = END_WRITE
-            .key(&names.entry)
+        let mut script = END_WRITE.key(&names.entry);
+        script
             .key(&names.writers)
             .key(&names.gen)
             .arg(&ticket.token)
             .arg(&ticket.gen)
             .arg(mode)
             .arg(bytes)
-            .arg(ttl)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(stored == 1)
+            .arg(ttl);
+        match self.run::<i64>(&names, &script).await {
+            // The writer record stays until its TTL: later puts evict.
+            Err(error) if is_oom(&error) && mode != "abort" => {
+                self.delete(&names.entry).await.map(|_| false)
+            }
+            other => Ok(other? == 1),
+        }
     }
 
     pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
         let names = self.names(group, key);
-        let existed: i64 = REPLACE
-            .key(&names.entry)
-            .key(&names.writers)
-            .key(&names.gen)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(existed == 1)
+        let mut script = REPLACE.key(&names.entry);
+        script.key(&names.writers).key(&names.gen);
+        match self.run::<i64>(&names, &script).await {
+            Err(error) if is_oom(&error) => self.delete(&names.entry).await,
+            other => Ok(other? == 1),
+        }
     }
 
     pub(crate) async fn store(
@@ -329,24 +420,34 @@ impl Redis {
         ttl: Duration,
     ) -> Result<(), Error> {
         let names = self.names(group, key);
-        let _: i64 = REPLACE
-            .key(&names.entry)
+        let mut script = REPLACE.key(&names.entry);
+        script
             .key(&names.writers)
             .key(&names.gen)
             .arg(bytes)
             .arg(millis(ttl))
-            .arg(token())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+            .arg(token());
+        match self.run::<i64>(&names, &script).await {
+            Err(error) if is_oom(&error) => {
+                // The new value cannot be stored; the old one must not stay.
+                self.delete(&names.entry).await?;
+                Err(error)
+            }
+            other => other.map(drop),
+        }
     }
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
-        let _: () = redis::cmd("SET")
+        let set: Result<(), redis::RedisError> = redis::cmd("SET")
             .arg(self.gen_key(group))
             .arg(token())
             .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+            .await;
+        match set.map_err(Error::from) {
+            // Without its generation key every entry of the group is a miss;
+            // the next write starts a new generation.
+            Err(error) if is_oom(&error) => self.delete(&self.gen_key(group)).await.map(drop),
+            other => other,
+        }
     }
 }

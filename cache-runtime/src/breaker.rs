@@ -1,0 +1,118 @@
+//! The circuit breaker: after repeated failures to reach the backend, skip it
+//! for a cool-down, so that a dead Redis does not add a timeout to every call;
+//! then let one call through as a probe, and close again when it succeeds.
+//!
+//! Only failures to reach the server count (connection errors, timeouts). An
+//! error the server answers with (out of memory, wrong type) shows that it is
+//! up, and closes the breaker.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    epoch: Instant,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the breaker is open; 0 when closed.
+    open_until_ms: AtomicU64,
+    probing: AtomicBool,
+}
+
+/// Whether an operation may go to the backend.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    Closed,
+    /// The first call after a cool-down: its outcome decides.
+    Probe,
+    Open,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cool_down: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cool_down,
+            epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    pub(crate) fn pass(&self) -> Pass {
+        let open_until = self.open_until_ms.load(Ordering::Acquire);
+        if open_until == 0 {
+            return Pass::Closed;
+        }
+        if self.now_ms() < open_until {
+            return Pass::Open;
+        }
+        match self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Pass::Probe,
+            Err(_) => Pass::Open,
+        }
+    }
+
+    /// The server answered.
+    pub(crate) fn succeeded(&self, pass: &Pass) {
+        self.failures.store(0, Ordering::Relaxed);
+        if *pass == Pass::Probe || self.open_until_ms.load(Ordering::Relaxed) != 0 {
+            self.open_until_ms.store(0, Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    /// The server could not be reached; says whether the breaker opened.
+    pub(crate) fn failed(&self, pass: &Pass) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if *pass == Pass::Probe
+            || (failures >= self.threshold && self.open_until_ms.load(Ordering::Relaxed) == 0)
+        {
+            let until =
+                self.now_ms() + u64::try_from(self.cool_down.as_millis()).unwrap_or(u64::MAX / 2);
+            self.open_until_ms.store(until, Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+            return *pass != Pass::Probe;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_closes_after_a_good_probe() {
+        let breaker = Breaker::new(3, Duration::from_millis(20));
+        for _ in 0..2 {
+            assert_eq!(breaker.pass(), Pass::Closed);
+            assert!(!breaker.failed(&Pass::Closed));
+        }
+        assert!(breaker.failed(&Pass::Closed), "the third failure opens it");
+        assert_eq!(breaker.pass(), Pass::Open);
+        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(breaker.pass(), Pass::Probe);
+        assert_eq!(breaker.pass(), Pass::Open, "one probe at a time");
+        assert!(
+            !breaker.failed(&Pass::Probe),
+            "a failed probe reopens without counting a new trip"
+        );
+        assert_eq!(breaker.pass(), Pass::Open);
+        std::thread::sleep(Duration::from_millis(25));
+        let probe = breaker.pass();
+        assert_eq!(probe, Pass::Probe);
+        breaker.succeeded(&probe);
+        assert_eq!(breaker.pass(), Pass::Closed);
+    }
+}

@@ -1,0 +1,154 @@
+//! Counters of what the cache did and what went wrong, and rate-limited
+//! warnings: a dead Redis logs a line a second per kind of failure, with the
+//! number of failures it stands for, not a line per call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A snapshot of a cache's counters since it was built
+/// ([`Cache::stats`](crate::Cache::stats)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = cache_runtime::Cache::in_memory();
+/// cache.set("g", "k", &1, None).await?;
+/// let stats = cache.stats();
+/// assert_eq!(stats.errors, 0);
+/// assert_eq!(stats.breaker_trips, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Backend operations that failed (errors and timeouts) or were skipped
+    /// because the breaker was open.
+    pub errors: u64,
+    /// Of those, the ones that timed out.
+    pub timeouts: u64,
+    /// Times the circuit breaker opened.
+    pub breaker_trips: u64,
+    /// Backend operations skipped while the breaker was open.
+    pub bypassed: u64,
+    /// Evictions that failed and were queued for retry in the background.
+    pub evictions_queued: u64,
+    /// Queued evictions that later succeeded.
+    pub evictions_retried: u64,
+    /// Queued evictions given up after the retry window.
+    pub evictions_abandoned: u64,
+    /// Stored entries that could not be read back (another type, garbage,
+    /// truncated, too large): each was a miss and was overwritten.
+    pub undecodable: u64,
+    /// Values not stored because they exceeded the maximum value size.
+    pub oversized: u64,
+    /// Keys found holding another Redis type, deleted and read again.
+    pub repaired: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) errors: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) breaker_trips: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+    pub(crate) evictions_queued: AtomicU64,
+    pub(crate) evictions_retried: AtomicU64,
+    pub(crate) evictions_abandoned: AtomicU64,
+    pub(crate) undecodable: AtomicU64,
+    pub(crate) oversized: AtomicU64,
+    pub(crate) repaired: AtomicU64,
+    warnings: [Limiter; 2],
+}
+
+/// Counts one event.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            errors: get(&self.errors),
+            timeouts: get(&self.timeouts),
+            breaker_trips: get(&self.breaker_trips),
+            bypassed: get(&self.bypassed),
+            evictions_queued: get(&self.evictions_queued),
+            evictions_retried: get(&self.evictions_retried),
+            evictions_abandoned: get(&self.evictions_abandoned),
+            undecodable: get(&self.undecodable),
+            oversized: get(&self.oversized),
+            repaired: get(&self.repaired),
+        }
+    }
+
+    /// Runs `log` at most once a second for this kind of warning, passing the
+    /// number of warnings it stands for.
+    pub(crate) fn warn_limited(&self, kind: Warning, log: impl FnOnce(u64)) {
+        if let Some(count) = self.warnings[kind as usize].admit() {
+            log(count);
+        }
+    }
+}
+
+/// Kinds of rate-limited warnings.
+#[derive(Clone, Copy)]
+pub(crate) enum Warning {
+    /// A backend operation failed.
+    Failure,
+    /// A stored entry could not be read back.
+    Undecodable,
+}
+
+/// Admits one event a second and counts the others.
+struct Limiter {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            pending: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Limiter {
+    fn admit(&self) -> Option<u64> {
+        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= 1000;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.pending.fetch_sub(pending, Ordering::Relaxed);
+            return Some(pending);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_warning_passes_and_the_next_ones_are_counted() {
+        let limiter = Limiter::default();
+        assert_eq!(limiter.admit(), Some(1));
+        assert_eq!(limiter.admit(), None);
+        assert_eq!(limiter.admit(), None);
+        assert_eq!(
+            limiter.pending.load(Ordering::Relaxed),
+            2,
+            "the suppressed ones wait for the next line"
+        );
+    }
+}
