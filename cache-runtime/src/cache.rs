@@ -276,7 +276,7 @@ impl Cache {
         match &result {
             Err(error) if error.is_unreachable() => {
                 bump(&counters.errors);
-                if matches!(error, Error::Timeout(_)) {
+                if error.is_timeout() {
                     bump(&counters.timeouts);
                 }
                 if breaker.failed(&pass) {

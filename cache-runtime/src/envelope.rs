@@ -6,11 +6,13 @@
 //! bytes 9..17  when the value was stored, Unix milliseconds
 //! bytes 17..21 how long the body took to compute it, milliseconds
 //! bytes 21..29 how long the value is fresh from when it was stored, milliseconds
-//! bytes 29..   the value, encoded by the cache's codec
+//! bytes 29..37 the length of what follows
+//! bytes 37..   the value, encoded by the cache's codec
 //! ```
 //!
-//! Opening an envelope of another version, another type, or with a payload the
-//! codec rejects is an [`OpenError`], which callers treat as a miss. The timing
+//! Opening an envelope of another version, another type, of the wrong length
+//! (truncated: a cut JSON number can still parse) or with a payload the codec
+//! rejects is an [`OpenError`], which callers treat as a miss. The timing
 //! fields drive early refresh and stale-while-revalidate ([`Meta`]).
 
 use std::any::type_name;
@@ -24,7 +26,7 @@ use crate::codec::{Codec, CodecError};
 use crate::Error;
 
 const FORMAT: u8 = 1;
-const HEADER: usize = 29;
+const HEADER: usize = 37;
 
 /// The timing data of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,7 @@ pub(crate) fn seal<T: Serialize>(
     bytes.extend_from_slice(&stored_at.to_le_bytes());
     bytes.extend_from_slice(&load_ms.to_le_bytes());
     bytes.extend_from_slice(&fresh_ms.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&payload);
     Ok(bytes)
 }
@@ -122,6 +125,9 @@ pub(crate) fn open<T: DeserializeOwned>(
         le[..range.len()].copy_from_slice(&bytes[range]);
         u64::from_le_bytes(le)
     };
+    if usize::try_from(field(29..37)).ok() != Some(bytes.len() - HEADER) {
+        return Err(OpenError::Truncated(bytes.len()));
+    }
     let meta = Meta {
         stored_at_ms: field(9..17),
         load_ms: u32::try_from(field(17..21)).unwrap_or(u32::MAX),
@@ -185,8 +191,15 @@ mod tests {
             open::<u32>(&Json, &other),
             Err(OpenError::Version(9))
         ));
+        let ten = seal(&Json, &10u32, Duration::ZERO, Duration::ZERO).unwrap();
+        let cut = &ten[..ten.len() - 1]; // "1": still a number
+        assert!(matches!(
+            open::<u32>(&Json, cut),
+            Err(OpenError::Truncated(_))
+        ));
         let mut garbage = bytes[..HEADER].to_vec();
         garbage.extend_from_slice(b"{not json");
+        garbage[29..37].copy_from_slice(&9u64.to_le_bytes());
         assert!(matches!(
             open::<u32>(&Json, &garbage),
             Err(OpenError::Codec(_))

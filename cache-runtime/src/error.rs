@@ -38,6 +38,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the operation timed out (ours or the client's response timeout).
+    pub(crate) fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Redis(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
+
     /// Whether the backend could not be reached or did not answer in time, as
     /// opposed to answering with an error (which shows it is up).
     pub(crate) fn is_unreachable(&self) -> bool {

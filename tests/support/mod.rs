@@ -8,40 +8,120 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::Cache;
 
-/// A `redis-server` started for one test and stopped when dropped.
+/// A `redis-server` started for one test and stopped when dropped. Tests can
+/// kill it, pause it (`SIGSTOP`), and start it again on the same port.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server with persistence off; panics with a clear message when
     /// `redis-server` is missing or does not answer within 10 s.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra configuration (`["--maxmemory", "2mb"]`).
+    pub fn start_with(args: &[&str]) -> Self {
         for _attempt in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed: run the README's test command, which installs it");
-            let mut server = RedisServer { child, port };
-            if server.wait_ready(Duration::from_secs(10)) {
+            let mut server = Self::reserve_with(args);
+            if server.spawn() {
                 return server;
             }
             // Most likely another process took the port between our probe and
             // the server's bind: try another one.
-            let _ = server.child.kill();
         }
         panic!("redis-server did not start on a free loopback port after 5 attempts");
+    }
+
+    /// A free port with no server on it yet: [`restart`](Self::restart) starts it.
+    pub fn reserve() -> Self {
+        Self::reserve_with(&[])
+    }
+
+    fn reserve_with(args: &[&str]) -> Self {
+        RedisServer {
+            child: None,
+            port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is not installed: run the README's test command, which installs it",
+            );
+        self.child = Some(child);
+        if self.wait_ready(Duration::from_secs(10)) {
+            return true;
+        }
+        self.kill();
+        false
+    }
+
+    /// Starts the server again on the same port (after [`kill`](Self::kill)),
+    /// empty.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        for _attempt in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100)); // the port may linger briefly
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// Kills the server (`SIGKILL`) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (`SIGSTOP`): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill(1) is available");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(None)) => {}
+                _ => return false,
             }
             if self.ping() {
                 return true;
@@ -66,7 +146,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// A cache on this server with the given prefix.
+    /// A cache on this server.
     pub async fn cache(&self) -> Cache {
         Cache::builder()
             .redis(self.url())
@@ -88,8 +168,13 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &self.child {
+            // a paused server would not die of SIGKILL until resumed on some systems
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
     }
 }
 
@@ -119,12 +204,12 @@ where
     }
 }
 
-/// Runs one async test case against a backend: `memory` and `redis` test
+/// Runs one async test case against a backend: `in_memory` and `on_redis` test
 /// modules, each with one `#[tokio::test]` per case.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
-        mod memory {
+        mod in_memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
@@ -132,7 +217,7 @@ macro_rules! on_both_backends {
                 }
             )*
         }
-        mod redis {
+        mod on_redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {

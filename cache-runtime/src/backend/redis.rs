@@ -11,6 +11,9 @@
 //!
 //! Every operation is one script call (one round trip) that names all the keys
 //! it touches in `KEYS`, all of one group, hence one slot. Nothing ever scans.
+//! A script that adds data makes a memory-growing write (`SET`, `HSET`) its
+//! first write: a full Redis refuses a script's first such write, so the
+//! cache never pushes it past `maxmemory`.
 //!
 //! Contents are not trusted: a key holding another Redis type is deleted and
 //! the operation run again. When Redis is full (`maxmemory` with
@@ -58,8 +61,8 @@ if held then
   if mode == 'lock' then return {e[3], gen, 'held'} end
   return {e[3], gen}
 end
-redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
+redis.call('HDEL', KEYS[1], 'v', 'g')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {ARGV[2], gen}
 ",
@@ -87,8 +90,8 @@ static FILL: Lazy<Script> = Lazy::new(|| {
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'g', ARGV[2])
+redis.call('HDEL', KEYS[1], 't', 'lg')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ",
@@ -140,16 +143,18 @@ static REPLACE: Lazy<Script> = Lazy::new(|| {
 local gen = redis.call('GET', KEYS[3])
 local e = redis.call('HMGET', KEYS[1], 'v', 'g')
 local existed = gen and e[1] and e[2] == gen
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
 if ARGV[1] then
   if not gen then
     gen = ARGV[3]
     redis.call('SET', KEYS[3], gen)
   end
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 'g', gen)
+  redis.call('HDEL', KEYS[1], 't', 'lg')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
 end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
 if existed then return 1 end
 return 0
 ",

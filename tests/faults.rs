@@ -1,0 +1,435 @@
+//! Promise 5 and 6 under injected faults: Redis down at start-up, killed,
+//! hung, restarted, full, or holding contents it should not.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use support::{eventually, RedisServer};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(100);
+const BODY: Duration = Duration::from_millis(10);
+/// Scheduling slack on a loaded 2-core machine, on top of body + op timeout.
+const SLACK: Duration = Duration::from_millis(250);
+
+async fn fast_cache(server: &RedisServer) -> Cache {
+    Cache::builder()
+        .redis(server.url())
+        .op_timeout(OP_TIMEOUT)
+        .breaker(3, Duration::from_millis(300))
+        .eviction_retry(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("building never needs the server")
+}
+
+#[derive(Default)]
+struct Db {
+    rows: Mutex<HashMap<u64, u64>>,
+    reads: AtomicUsize,
+}
+
+impl Db {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+    fn value(&self, id: u64) -> u64 {
+        *self.rows.lock().unwrap().get(&id).unwrap_or(&id)
+    }
+}
+
+#[cached(group = "faults", skip(cache, db), cache = cache, ttl = 60)]
+async fn read(cache: &Cache, db: &Db, id: u64) -> u64 {
+    db.reads.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(BODY).await;
+    db.value(id)
+}
+
+#[cache_evict(group = "faults", skip(cache, db), cache = cache)]
+async fn update(cache: &Cache, db: &Db, id: u64) -> Result<(), String> {
+    *db.rows.lock().unwrap().entry(id).or_insert(id) += 1000;
+    Ok(())
+}
+
+#[cache_put(group = "faults", skip(cache, db), cache = cache)]
+async fn put(cache: &Cache, db: &Db, id: u64) -> u64 {
+    let mut rows = db.rows.lock().unwrap();
+    let row = rows.entry(id).or_insert(id);
+    *row += 1;
+    *row
+}
+
+/// Runs a read and checks it returned the database's value within the body's
+/// time plus the op timeout.
+async fn timed_read(cache: &Cache, db: &Db, id: u64) -> Duration {
+    let started = Instant::now();
+    assert_eq!(
+        read(cache, db, id).await,
+        db.value(id),
+        "the call returns its body's (or a fresh cached) value"
+    );
+    let took = started.elapsed();
+    assert!(
+        took <= BODY + OP_TIMEOUT + SLACK,
+        "a call took {took:?}, more than body + op timeout"
+    );
+    took
+}
+
+/// Waits until reads of `id` hit again: the cache works.
+async fn recovers(cache: &Cache, db: &Db, id: u64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(limit, "the cache to serve hits again", || async {
+        read(cache, db, id).await;
+        let before = db.reads();
+        read(cache, db, id).await;
+        db.reads() == before
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_with_redis_down_then_recovering() {
+    let mut server = RedisServer::reserve();
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    for id in 0..10 {
+        timed_read(&cache, &db, id).await;
+    }
+    assert_eq!(db.reads(), 10, "every call ran its body");
+    server.restart();
+    let took = recovers(&cache, &db, 1, Duration::from_secs(2)).await;
+    eprintln!(
+        "started with Redis down: recovered {took:?} after it answered; {:?}",
+        cache.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_then_restarted() {
+    let mut server = RedisServer::start();
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    timed_read(&cache, &db, 1).await;
+    timed_read(&cache, &db, 1).await;
+    assert_eq!(db.reads(), 1);
+
+    server.kill();
+    let mut slowest = Duration::ZERO;
+    for id in 0..30 {
+        slowest = slowest.max(timed_read(&cache, &db, id % 3).await);
+    }
+    let stats = cache.stats();
+    eprintln!("Redis killed: slowest call {slowest:?}; {stats:?}");
+    assert!(stats.errors >= 3, "failures are counted");
+    assert!(stats.breaker_trips >= 1, "the breaker opened");
+    assert!(stats.bypassed >= 1, "and calls skipped the dead Redis");
+
+    server.restart();
+    let took = recovers(&cache, &db, 1, Duration::from_secs(2)).await;
+    eprintln!("Redis restarted: recovered {took:?} after it answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_costs_at_most_the_op_timeout_then_nothing() {
+    let server = RedisServer::start();
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    timed_read(&cache, &db, 1).await;
+
+    server.pause();
+    let mut calls = Vec::new();
+    for id in 0..20 {
+        calls.push(timed_read(&cache, &db, id % 4).await);
+    }
+    let after_trip = &calls[5..];
+    let worst_after_trip = after_trip.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "Redis hung: first calls {:?}, worst after the breaker opened {worst_after_trip:?}",
+        &calls[..5]
+    );
+    assert!(
+        cache.stats().timeouts >= 3,
+        "timeouts are counted: {:?}",
+        cache.stats()
+    );
+    assert!(
+        worst_after_trip < BODY + OP_TIMEOUT,
+        "with the breaker open a call does not wait for the op timeout"
+    );
+
+    server.resume();
+    let took = recovers(&cache, &db, 1, Duration::from_secs(2)).await;
+    eprintln!(
+        "Redis resumed: recovered {took:?} after; {:?}",
+        cache.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_eviction_is_retried_in_the_background() {
+    let server = RedisServer::start();
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    timed_read(&cache, &db, 1).await;
+
+    server.pause();
+    let started = Instant::now();
+    update(&cache, &db, 1).await.unwrap();
+    assert!(
+        started.elapsed() <= OP_TIMEOUT + SLACK,
+        "the eviction did not hold the call"
+    );
+    assert!(
+        cache.stats().evictions_queued >= 1,
+        "the failed eviction was queued"
+    );
+    server.resume();
+    eventually(
+        Duration::from_secs(5),
+        "the eviction to be retried",
+        || async { cache.stats().evictions_retried >= 1 },
+    )
+    .await;
+    assert_eq!(
+        read(&cache, &db, 1).await,
+        1001,
+        "the next read sees the write"
+    );
+    eprintln!("failed eviction: {:?}", cache.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_full_writes_fail_calls_succeed_reads_hit() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    timed_read(&cache, &db, 1).await;
+    timed_read(&cache, &db, 2).await;
+    assert_eq!(db.reads(), 2);
+
+    // Fill Redis, then set its limit below what it holds: with noeviction it
+    // stays over the limit and refuses every write that would add memory.
+    let mut conn = server.client().await;
+    for i in 0..64 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("junk:{i}"))
+            .arg(vec![b'x'; 16 * 1024])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used - 256 * 1024)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("one-more")
+        .arg("x")
+        .query_async(&mut conn)
+        .await;
+    assert!(refused.is_err(), "Redis refuses writes once full");
+
+    let reads = db.reads();
+    timed_read(&cache, &db, 1).await;
+    assert_eq!(db.reads(), reads, "a cached entry still hits");
+    timed_read(&cache, &db, 3).await;
+    timed_read(&cache, &db, 3).await;
+    assert_eq!(
+        db.reads(),
+        reads + 2,
+        "a miss runs the body and cannot be stored"
+    );
+    update(&cache, &db, 2).await.unwrap();
+    assert_eq!(
+        read(&cache, &db, 2).await,
+        1002,
+        "an eviction still removes the entry"
+    );
+    assert_eq!(put(&cache, &db, 1).await, 2, "a put returns its value");
+    assert_eq!(
+        read(&cache, &db, 1).await,
+        2,
+        "and the value it could not store is not served stale"
+    );
+    assert_eq!(
+        cache.stats().breaker_trips,
+        0,
+        "a full Redis is up: the breaker stays closed"
+    );
+    eprintln!("Redis full: {:?}", cache.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_contents_are_misses_and_are_overwritten() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .max_value_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let db = Db::default();
+    let mut conn = server.client().await;
+    read(&cache, &db, 100).await; // creates the group's generation
+    let gen: Vec<u8> = redis::cmd("GET")
+        .arg("cache:{faults}:gen")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let entry = |id: u64| format!("cache:{{faults}}:e:{id}");
+    let hset = |id: u64, value: Vec<u8>| {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(entry(id))
+            .arg("v")
+            .arg(value)
+            .arg("g")
+            .arg(gen.clone());
+        cmd
+    };
+
+    // a key of another Redis type
+    let _: () = redis::cmd("SET")
+        .arg(entry(7))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // garbage bytes, and a huge value
+    let _: () = hset(8, b"\x00\xff garbage".to_vec())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = hset(9, vec![b'x'; 1 << 20])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // a truncated envelope of a good entry
+    read(&cache, &db, 10).await;
+    let good: Vec<u8> = redis::cmd("HGET")
+        .arg(entry(10))
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = hset(10, good[..good.len() - 1].to_vec())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    for id in [7, 8, 9, 10] {
+        let reads = db.reads();
+        assert_eq!(read(&cache, &db, id).await, id, "entry {id} is a miss");
+        assert_eq!(db.reads(), reads + 1);
+        assert_eq!(read(&cache, &db, id).await, id);
+        assert_eq!(
+            db.reads(),
+            reads + 1,
+            "entry {id} was overwritten with a good one"
+        );
+    }
+
+    // the group's generation key of another type
+    let _: () = redis::cmd("DEL")
+        .arg("cache:{faults}:gen")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("cache:{faults}:gen")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let reads = db.reads();
+    assert_eq!(read(&cache, &db, 11).await, 11);
+    assert_eq!(read(&cache, &db, 11).await, 11);
+    assert_eq!(db.reads(), reads + 1, "the group works again");
+
+    let stats = cache.stats();
+    eprintln!("untrusted contents: {stats:?}");
+    assert!(stats.repaired >= 2, "keys of another type were repaired");
+    assert!(
+        stats.undecodable >= 3,
+        "garbage, huge and truncated entries were counted"
+    );
+}
+
+#[cached(group = "big", skip(cache, calls), cache = cache)]
+async fn big(cache: &Cache, calls: &AtomicUsize, id: u64) -> String {
+    calls.fetch_add(1, Ordering::SeqCst);
+    "x".repeat(100 * 1024 + id as usize)
+}
+
+async fn values_over_the_maximum_size_are_not_stored(server_url: Option<String>) {
+    let builder = Cache::builder().max_value_size(64 * 1024);
+    let cache = match server_url {
+        Some(url) => builder.redis(url).build().await.unwrap(),
+        None => builder.build().await.unwrap(),
+    };
+    let calls = AtomicUsize::new(0);
+    assert_eq!(big(&cache, &calls, 1).await.len(), 100 * 1024 + 1);
+    assert_eq!(big(&cache, &calls, 1).await.len(), 100 * 1024 + 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the value was not stored");
+    assert!(cache.stats().oversized >= 2);
+}
+
+#[tokio::test]
+async fn oversized_values_are_not_stored_in_memory() {
+    values_over_the_maximum_size_are_not_stored(None).await;
+}
+
+#[tokio::test]
+async fn oversized_values_are_not_stored_on_redis() {
+    let server = RedisServer::start();
+    values_over_the_maximum_size_are_not_stored(Some(server.url())).await;
+}
+
+#[cache_put(group = "puts", skip(cache, hold), cache = cache)]
+async fn held_put(cache: &Cache, hold: bool, id: u64) -> u64 {
+    if hold {
+        std::future::pending::<()>().await;
+    }
+    id * 2
+}
+
+/// A put dropped mid-body ends its write: the next put of the key, which
+/// overlaps nothing, stores its value.
+async fn a_dropped_put_leaves_no_writer_record(cache: Cache) {
+    let dropped = tokio::spawn({
+        let cache = cache.clone();
+        async move { held_put(&cache, true, 5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await; // the write is registered
+    dropped.abort();
+    assert!(dropped.await.is_err());
+    eventually(
+        Duration::from_secs(2),
+        "a later put to store its value",
+        || async {
+            held_put(&cache, false, 5).await;
+            cache.get::<u64>("puts", &5u64).await.unwrap() == Some(10)
+        },
+    )
+    .await;
+}
+
+on_both_backends!(a_dropped_put_leaves_no_writer_record);
