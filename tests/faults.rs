@@ -433,3 +433,76 @@ async fn a_dropped_put_leaves_no_writer_record(cache: Cache) {
 }
 
 on_both_backends!(a_dropped_put_leaves_no_writer_record);
+
+/// Redis restarts with its data (append-only file) while an eviction is
+/// still pending retry: the stale entry is back, and reads must not serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_eviction_keeps_reads_off_a_restored_stale_entry() {
+    let dir = std::env::temp_dir().join(format!(
+        "cache-aof-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut server = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir_arg,
+    ]);
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    assert_eq!(read(&cache, &db, 1).await, 1);
+    assert_eq!(read(&cache, &db, 1).await, 1);
+    assert_eq!(db.reads(), 1, "cached");
+
+    server.kill();
+    let killed = Instant::now();
+    update(&cache, &db, 1).await.unwrap(); // the row is now 1001; the eviction fails
+    assert_eq!(cache.stats().evictions_queued, 1);
+    // Retries run 100, 300, 700 and 1500 ms after the failure: restart in
+    // between, with the stale entry restored from the append-only file.
+    tokio::time::sleep_until((killed + Duration::from_millis(750)).into()).await;
+    server.restart();
+    eventually(
+        Duration::from_secs(2),
+        "the cache to reach the restarted server",
+        || async { cache.has("probe", &0u8).await.is_ok() },
+    )
+    .await;
+    let mut conn = server.client().await;
+    let restored: bool = redis::cmd("EXISTS")
+        .arg("cache:{faults}:e:1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(restored, "the stale entry came back with the data");
+    assert_eq!(
+        cache.stats().evictions_retried,
+        0,
+        "the retry has not run yet"
+    );
+    assert_eq!(
+        read(&cache, &db, 1).await,
+        1001,
+        "a read while the eviction is pending skips the stale entry"
+    );
+    assert_eq!(
+        cache.get::<u64>("faults", &1u64).await.unwrap(),
+        None,
+        "and so does the programmatic API"
+    );
+
+    eventually(
+        Duration::from_secs(5),
+        "the eviction to be retried",
+        || async { cache.stats().evictions_retried == 1 },
+    )
+    .await;
+    assert_eq!(read(&cache, &db, 1).await, 1001);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,7 @@ use crate::config::{CacheBuilder, Settings};
 use crate::envelope::Meta;
 use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
+use crate::retry::Pending;
 use crate::stats::{bump, Counters, Stats, Warning};
 use crate::{envelope, Error};
 
@@ -47,6 +48,7 @@ struct Inner {
     flights: Flights,
     breaker: Breaker,
     counters: Arc<Counters>,
+    pending: Pending,
 }
 
 impl std::fmt::Debug for Cache {
@@ -76,6 +78,7 @@ impl Cache {
                 settings,
                 flights: Flights::default(),
                 counters,
+                pending: Pending::default(),
             }),
         }
     }
@@ -130,13 +133,17 @@ impl Cache {
         crate::current::scope(cache, future).await
     }
 
-    /// Reads a value. An entry that does not decode as `T` is `None`.
+    /// Reads a value. An entry that does not decode as `T`, or whose eviction
+    /// failed and is being retried, is `None`.
     pub async fn get<T: DeserializeOwned>(
         &self,
         group: &str,
         key: &(impl Serialize + ?Sized),
     ) -> Result<Option<T>, Error> {
         let key = entry_key(group, key)?;
+        if self.pending().blocks(group, &key) {
+            return Ok(None); // an eviction of it is pending retry
+        }
         match self
             .op(self.backend().lookup(group, &key, Want::Peek))
             .await?
@@ -175,6 +182,9 @@ impl Cache {
     /// Whether an entry holds a value.
     pub async fn has(&self, group: &str, key: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
         let key = entry_key(group, key)?;
+        if self.pending().blocks(group, &key) {
+            return Ok(false);
+        }
         let found = self
             .op(self.backend().lookup(group, &key, Want::Peek))
             .await?;
@@ -249,6 +259,11 @@ impl Cache {
         let evicted = self.op(self.backend().evict_group(group)).await;
         self.flights().detach_group(group);
         evicted
+    }
+
+    /// Evictions pending retry in this process.
+    pub(crate) fn pending(&self) -> &Pending {
+        &self.inner.pending
     }
 
     pub(crate) fn counters(&self) -> &Counters {

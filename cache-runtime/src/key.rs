@@ -54,6 +54,31 @@ impl EntryKey {
     }
 }
 
+/// The Redis names of one entry's keys: for prefix `P`, group `G` and key
+/// text `K`, `P:{G}:e:K` (the entry), `P:{G}:w:K` (its writer record) and
+/// `P:{G}:gen` (the group's generation). Neither `P` nor `G` holds a brace, so
+/// the hash tag of each is exactly `G`: a group lives in one cluster slot.
+pub(crate) struct Names {
+    pub(crate) entry: String,
+    pub(crate) writers: String,
+    pub(crate) gen: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str, group: &str, key: &EntryKey) -> Self {
+        let base = format!("{prefix}:{{{group}}}:");
+        Names {
+            entry: format!("{base}e:{}", key.as_str()),
+            writers: format!("{base}w:{}", key.as_str()),
+            gen: format!("{base}gen"),
+        }
+    }
+
+    pub(crate) fn gen(prefix: &str, group: &str) -> String {
+        format!("{prefix}:{{{group}}}:gen")
+    }
+}
+
 /// Checks that a group name can sit inside a Redis hash tag: no braces, and
 /// not empty (Redis Cluster ignores an empty `{}` tag and would spread the
 /// group's keys over several slots).
@@ -67,6 +92,137 @@ pub(crate) fn check_group(group: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    /// The part of a key Redis Cluster hashes: the text between the first
+    /// `{` and the first `}` after it, when that is not empty; else the key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(len) = key[open + 1..].find('}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    struct Nested {
+        name: String,
+        tags: Vec<String>,
+        inner: Option<(u8, bool)>,
+    }
+
+    fn nested() -> impl Strategy<Value = Nested> {
+        (
+            any::<String>(),
+            proptest::collection::vec(any::<String>(), 0..3),
+            any::<Option<(u8, bool)>>(),
+        )
+            .prop_map(|(name, tags, inner)| Nested { name, tags, inner })
+    }
+
+    fn group() -> impl Strategy<Value = String> {
+        "[^{}]{1,24}"
+    }
+
+    fn distinct_keys<T: Serialize + PartialEq + std::fmt::Debug>(
+        a: &T,
+        b: &T,
+    ) -> Result<(), TestCaseError> {
+        if a != b {
+            prop_assert_ne!(
+                EntryKey::new(a).unwrap(),
+                EntryKey::new(b).unwrap(),
+                "{:?} and {:?} share a key",
+                a,
+                b
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn strings_never_share_a_key(a in any::<String>(), b in any::<String>()) {
+            distinct_keys(&a, &b)?;
+        }
+
+        #[test]
+        fn numbers_never_share_a_key(a in any::<i64>(), b in any::<i64>()) {
+            distinct_keys(&a, &b)?;
+        }
+
+        #[test]
+        fn tuples_and_options_never_share_a_key(
+            a in any::<(String, Option<u32>, Vec<u8>)>(),
+            b in any::<(String, Option<u32>, Vec<u8>)>(),
+        ) {
+            distinct_keys(&a, &b)?;
+        }
+
+        #[test]
+        fn nested_structs_never_share_a_key(a in nested(), b in nested()) {
+            distinct_keys(&a, &b)?;
+        }
+
+        #[test]
+        fn near_misses_never_share_a_key(s in "[a-z:{}*, ]{0,200}", i in 0usize..200) {
+            // the same text split differently, and one character changed
+            let cut = i.min(s.len());
+            let (head, tail) = s.split_at(cut);
+            distinct_keys(&(head.to_owned(), tail.to_owned()), &(s.clone(), String::new()))?;
+            let mut changed = s.clone().into_bytes();
+            if let Some(byte) = changed.get_mut(cut) {
+                *byte = if *byte == b'a' { b'b' } else { b'a' };
+            }
+            distinct_keys(&s, &String::from_utf8(changed).unwrap())?;
+        }
+
+        #[test]
+        fn the_hash_tag_of_every_key_is_its_group(prefix in "[^{}]{0,12}", group in group(), key in any::<String>()) {
+            let names = Names::new(&prefix, &group, &EntryKey::new(&key).unwrap());
+            for name in [&names.entry, &names.writers, &names.gen] {
+                prop_assert_eq!(hash_tag(name), group.as_str());
+            }
+            prop_assert_eq!(names.gen, Names::gen(&prefix, &group));
+        }
+
+        #[test]
+        fn different_groups_or_keys_never_share_a_name(
+            g1 in group(), g2 in group(), k1 in any::<String>(), k2 in any::<String>(),
+        ) {
+            let a = Names::new("cache", &g1, &EntryKey::new(&k1).unwrap());
+            let b = Names::new("cache", &g2, &EntryKey::new(&k2).unwrap());
+            if (&g1, &k1) != (&g2, &k2) {
+                prop_assert_ne!(&a.entry, &b.entry);
+                prop_assert_ne!(&a.writers, &b.writers);
+            }
+            if g1 != g2 {
+                prop_assert_ne!(&a.gen, &b.gen);
+            }
+            for name in [&b.entry, &b.writers, &b.gen] {
+                prop_assert_ne!(&a.gen, name);
+                prop_assert!(&a.entry != name || (g1 == g2 && k1 == k2));
+            }
+        }
+
+        #[test]
+        fn evicting_a_group_never_touches_another(g1 in group(), g2 in group(), key in any::<u32>()) {
+            prop_assume!(g1 != g2);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            runtime.block_on(async {
+                let cache = crate::Cache::in_memory();
+                cache.set(&g1, &key, &1u8, None).await.unwrap();
+                cache.set(&g2, &key, &2u8, None).await.unwrap();
+                cache.evict_group(&g1).await.unwrap();
+                assert_eq!(cache.get::<u8>(&g1, &key).await.unwrap(), None);
+                assert_eq!(cache.get::<u8>(&g2, &key).await.unwrap(), Some(2), "{g2:?} lost its entry when {g1:?} was evicted");
+            });
+        }
+    }
 
     #[test]
     fn short_keys_stay_readable() {

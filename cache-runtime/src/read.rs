@@ -44,6 +44,11 @@ pub(crate) struct Read<'c> {
 
 impl<'c> Read<'c> {
     pub(crate) async fn resolve<V: DeserializeOwned>(&self) -> Found<'c, V> {
+        if self.cache.pending().blocks(self.group, self.key) {
+            // An eviction of this key failed and is being retried: the
+            // cached value may be stale, so read past it.
+            return load_without_cache();
+        }
         let mut follows = 0;
         loop {
             let want = if self.lock { Want::Lock } else { Want::Lease };

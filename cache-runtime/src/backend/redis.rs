@@ -30,7 +30,7 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
-use crate::key::EntryKey;
+use crate::key::{EntryKey, Names};
 use crate::stats::{bump, Counters};
 use crate::Error;
 
@@ -190,13 +190,6 @@ fn is_oom(error: &Error) -> bool {
     matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
 }
 
-/// The names of one entry's keys.
-struct Names {
-    entry: String,
-    writers: String,
-    gen: String,
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -271,17 +264,8 @@ impl Redis {
         }
     }
 
-    fn gen_key(&self, group: &str) -> String {
-        format!("{}:{{{group}}}:gen", self.prefix)
-    }
-
     fn names(&self, group: &str, key: &EntryKey) -> Names {
-        let base = format!("{}:{{{group}}}:", self.prefix);
-        Names {
-            entry: format!("{base}e:{}", key.as_str()),
-            writers: format!("{base}w:{}", key.as_str()),
-            gen: self.gen_key(group),
-        }
+        Names::new(&self.prefix, group, key)
     }
 
     pub(crate) async fn lookup(
@@ -444,14 +428,17 @@ impl Redis {
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
         let set: Result<(), redis::RedisError> = redis::cmd("SET")
-            .arg(self.gen_key(group))
+            .arg(Names::gen(&self.prefix, group))
             .arg(token())
             .query_async(&mut self.conn.clone())
             .await;
         match set.map_err(Error::from) {
             // Without its generation key every entry of the group is a miss;
             // the next write starts a new generation.
-            Err(error) if is_oom(&error) => self.delete(&self.gen_key(group)).await.map(drop),
+            Err(error) if is_oom(&error) => self
+                .delete(&Names::gen(&self.prefix, group))
+                .await
+                .map(drop),
             other => other,
         }
     }
