@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
@@ -505,4 +505,95 @@ async fn a_pending_eviction_keeps_reads_off_a_restored_stale_entry() {
     assert_eq!(read(&cache, &db, 1).await, 1001);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A caller dropped while its lookup (which takes the lease) is in flight
+/// leaves no lease behind: the next caller does not wait for the lock timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_during_its_lookup_leaves_no_lease() {
+    let server = RedisServer::start();
+    let cache = server.cache().await; // op timeout 2 s, lock timeout 3 s
+    let db = Arc::new(Db::default());
+    let mut conn = server.client().await;
+    read(&cache, &db, 100).await; // scripts loaded, group generation set
+
+    server.pause();
+    let dropped = tokio::spawn({
+        let (cache, db) = (cache.clone(), db.clone());
+        async move { read(&cache, &db, 5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await; // the lookup is sent
+    dropped.abort();
+    assert!(dropped.await.is_err());
+    server.resume(); // the lookup runs now and takes the lease
+
+    eventually(
+        Duration::from_secs(2),
+        "the orphaned lease to be given back",
+        || async {
+            let lease: Option<String> = redis::cmd("HGET")
+                .arg("cache:{faults}:e:5")
+                .arg("t")
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            lease.is_none()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(read(&cache, &db, 5).await, 5);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the next caller waited {:?} for a lease nobody held",
+        started.elapsed()
+    );
+    let stored: bool = redis::cmd("HEXISTS")
+        .arg("cache:{faults}:e:5")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored, "and stored its value");
+}
+
+/// A put dropped while its write registration is in flight leaves no writer
+/// record: later puts are not taken for overlapping ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_dropped_during_its_registration_leaves_no_writer_record() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let db = Arc::new(Db::default());
+    let conn = server.client().await;
+    put(&cache, &db, 100).await; // scripts loaded
+
+    server.pause();
+    let dropped = tokio::spawn({
+        let (cache, db) = (cache.clone(), db.clone());
+        async move { put(&cache, &db, 6).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await; // the registration is sent
+    dropped.abort();
+    assert!(dropped.await.is_err());
+    server.resume();
+
+    eventually(
+        Duration::from_secs(2),
+        "the orphaned writer record to be ended",
+        || async {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg("cache:{faults}:w:6")
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            !exists
+        },
+    )
+    .await;
+    let version = put(&cache, &db, 6).await;
+    assert_eq!(
+        cache.get::<u64>("faults", &6u64).await.unwrap(),
+        Some(version),
+        "the next put stores its value"
+    );
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::__private::{self as private, PlainKind, Policy};
-use crate::backend::{Backend, Lookup, Want};
+use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
 use crate::envelope::Meta;
@@ -145,7 +145,7 @@ impl Cache {
             return Ok(None); // an eviction of it is pending retry
         }
         match self
-            .op(self.backend().lookup(group, &key, Want::Peek))
+            .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
             .await?
         {
             Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes).map(|(value, _)| value)),
@@ -186,7 +186,7 @@ impl Cache {
             return Ok(false);
         }
         let found = self
-            .op(self.backend().lookup(group, &key, Want::Peek))
+            .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
             .await?;
         Ok(matches!(found, Lookup::Hit(_)))
     }

@@ -13,27 +13,45 @@ pub(crate) struct LeaseGuard {
     group: String,
     key: EntryKey,
     lease: Option<Lease>,
+    /// Whether this caller created the lease (only the creator gives it back:
+    /// a lease shared with lock off is still its creator's to fill).
+    owned: bool,
 }
 
 impl LeaseGuard {
-    pub(crate) fn new(cache: &Cache, group: &str, key: &EntryKey, lease: Lease) -> Self {
+    pub(crate) fn new(
+        cache: &Cache,
+        group: &str,
+        key: &EntryKey,
+        lease: Lease,
+        owned: bool,
+    ) -> Self {
         LeaseGuard {
             cache: cache.clone(),
             group: group.to_owned(),
             key: key.clone(),
             lease: Some(lease),
+            owned,
         }
     }
 
-    /// The lease was used (filled) or the caller gives it back itself.
-    pub(crate) fn disarm(&mut self) -> Option<Lease> {
-        self.lease.take()
+    pub(crate) fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    pub(crate) fn owned(&self) -> bool {
+        self.owned
+    }
+
+    /// The lease was used (filled) or given back: nothing to do on drop.
+    pub(crate) fn disarm(&mut self) {
+        self.lease = None;
     }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else {
+        let Some(lease) = self.lease.take().filter(|_| self.owned) else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -63,18 +81,24 @@ pub(crate) struct WriteGuard {
 }
 
 impl WriteGuard {
-    pub(crate) fn new(cache: &Cache, group: &str, key: &EntryKey, ticket: Option<Ticket>) -> Self {
+    /// Guards a write about to be registered under `token`, before the
+    /// request is sent: if the caller is dropped while it is in flight, the
+    /// record it may create is ended all the same.
+    pub(crate) fn new(cache: &Cache, group: &str, key: &EntryKey, token: String) -> Self {
         WriteGuard {
             cache: cache.clone(),
             group: group.to_owned(),
             key: key.clone(),
-            ticket,
+            ticket: Some(Ticket {
+                token,
+                gen: String::new(),
+            }),
         }
     }
 
-    /// The put ends the write itself.
-    pub(crate) fn disarm(&mut self) -> Option<Ticket> {
-        self.ticket.take()
+    /// The put ended the write itself, or never sent it.
+    pub(crate) fn disarm(&mut self) {
+        self.ticket = None;
     }
 }
 

@@ -288,14 +288,19 @@ async fn fill(
     mut lease: LeaseGuard,
     sealed: Option<(Vec<u8>, Duration)>,
 ) {
-    let Some(held) = lease.disarm() else { return };
+    let Some(held) = lease.lease().cloned() else {
+        return;
+    };
     let outcome = match sealed {
         Some((bytes, ttl)) => cache
             .op(cache.backend().fill(group, key, &held, bytes, ttl))
             .await
             .map(drop),
-        None => cache.op(cache.backend().release(group, key, &held)).await,
+        None if lease.owned() => cache.op(cache.backend().release(group, key, &held)).await,
+        None => Ok(()),
     };
+    // Disarmed only now: dropped mid-request, the guard gives the lease back.
+    lease.disarm();
     ok_or_warn(cache, "store", group, outcome);
 }
 
@@ -432,13 +437,17 @@ where
         }
     };
     let backend = cache.backend();
-    let begun = cache.op(backend.begin_write(group, &key)).await;
-    let mut write = WriteGuard::new(
-        &cache,
-        group,
-        &key,
-        ok_or_warn(&cache, "write", group, begun),
-    );
+    let token = crate::backend::token();
+    let mut write = WriteGuard::new(&cache, group, &key, token.clone());
+    let ticket = match cache.op(backend.begin_write(group, &key, &token)).await {
+        Ok(ticket) => Some(ticket),
+        Err(Error::Unavailable) => {
+            write.disarm(); // never sent
+            None
+        }
+        // It may still run later: the guard ends it when the put is done.
+        Err(error) => ok_or_warn(&cache, "write", group, Err(error)),
+    };
     let started = Instant::now();
     let ret = body.await;
     let end = if !K::succeeded(&ret) {
@@ -450,7 +459,10 @@ where
         }
     };
     let evicts = !matches!(end, WriteEnd::Abort);
-    let outcome = match (write.disarm(), end) {
+    if ticket.is_some() {
+        write.disarm(); // the put ends it below
+    }
+    let outcome = match (ticket, end) {
         (ticket, WriteEnd::Abort) => match ticket {
             Some(ticket) => {
                 cache

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Lookup, Want};
+use crate::backend::{token, Lease, Lookup, Want};
 use crate::envelope::Meta;
 use crate::flight::{self, FlightGuard, Joined};
 use crate::key::EntryKey;
@@ -32,13 +32,20 @@ pub(crate) enum Found<'c, V> {
     },
 }
 
+/// A lookup's answer, its lease guarded.
+enum Answer {
+    Hit(Vec<u8>),
+    Miss(Option<LeaseGuard>),
+    Held,
+}
+
 pub(crate) struct Read<'c> {
     pub(crate) cache: &'c Cache,
     pub(crate) group: &'c str,
     pub(crate) key: &'c EntryKey,
     /// Stampede protection: one load per key across processes.
     pub(crate) lock: bool,
-    /// How long to wait for another process's load before taking it over.
+    /// How long to wait for another process's load before loading anyway.
     pub(crate) lock_timeout: Duration,
 }
 
@@ -52,13 +59,13 @@ impl<'c> Read<'c> {
         let mut follows = 0;
         loop {
             let want = if self.lock { Want::Lock } else { Want::Lease };
-            let Some(found) = self.lookup(want).await else {
+            let Some(answer) = self.lookup(want).await else {
                 return load_without_cache();
             };
-            match found {
-                Lookup::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
-                Lookup::Miss(lease) => return self.load(lease, None),
-                Lookup::Held => {
+            match answer {
+                Answer::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
+                Answer::Miss(lease) => return self.load(lease, None),
+                Answer::Held => {
                     if follows == MAX_FOLLOWS {
                         return load_without_cache();
                     }
@@ -94,9 +101,9 @@ impl<'c> Read<'c> {
             tokio::time::sleep(delay.min(left)).await;
             delay = (delay * 2).min(MAX_POLL);
             match self.lookup(Want::Lock).await {
-                Some(Lookup::Hit(bytes)) => return self.open_or_reload(&bytes, Some(flight)).await,
-                Some(Lookup::Miss(lease)) => return self.load(lease, Some(flight)),
-                Some(Lookup::Held) => {}
+                Some(Answer::Hit(bytes)) => return self.open_or_reload(&bytes, Some(flight)).await,
+                Some(Answer::Miss(lease)) => return self.load(lease, Some(flight)),
+                Some(Answer::Held) => {}
                 None => {
                     return Found::Load {
                         lease: None,
@@ -111,10 +118,8 @@ impl<'c> Read<'c> {
     /// someone else refreshes it.
     pub(crate) async fn refresh_lease(&self) -> Option<LeaseGuard> {
         match self.lookup(Want::Refresh).await? {
-            Lookup::Miss(Some(lease)) => {
-                Some(LeaseGuard::new(self.cache, self.group, self.key, lease))
-            }
-            _ => None,
+            Answer::Miss(lease) => lease,
+            Answer::Hit(_) | Answer::Held => None,
         }
     }
 
@@ -128,7 +133,7 @@ impl<'c> Read<'c> {
         }
         // The entry does not decode: load, and overwrite it.
         match self.lookup(Want::ForceLease).await {
-            Some(Lookup::Miss(lease)) => self.load(lease, flight),
+            Some(Answer::Miss(lease)) => self.load(lease, flight),
             _ => Found::Load {
                 lease: None,
                 flight,
@@ -136,28 +141,49 @@ impl<'c> Read<'c> {
         }
     }
 
-    fn load<V>(
-        &self,
-        lease: Option<crate::backend::Lease>,
-        flight: Option<FlightGuard<'c>>,
-    ) -> Found<'c, V> {
+    fn load<V>(&self, lease: Option<LeaseGuard>, flight: Option<FlightGuard<'c>>) -> Found<'c, V> {
         let flight = match (flight, &lease) {
             (Some(flight), _) => Some(flight),
             (None, Some(_)) if self.lock => Some(self.cache.flights().lead(self.group, self.key)),
             (None, _) => None,
         };
-        Found::Load {
-            lease: lease.map(|lease| LeaseGuard::new(self.cache, self.group, self.key, lease)),
-            flight,
-        }
+        Found::Load { lease, flight }
     }
 
-    async fn lookup(&self, want: Want) -> Option<Lookup> {
+    /// Looks up. A lease the request may create carries a token chosen here
+    /// and guarded before the request is sent: if this caller is dropped while
+    /// the request is in flight (or it times out and runs later), the lease is
+    /// given back instead of blocking the key until it expires.
+    async fn lookup(&self, want: Want) -> Option<Answer> {
+        let token = token();
+        let mut pending = (want != Want::Peek).then(|| {
+            let lease = Lease {
+                token: token.clone(),
+                gen: String::new(),
+            };
+            LeaseGuard::new(self.cache, self.group, self.key, lease, true)
+        });
         let found = self
             .cache
-            .op(self.cache.backend().lookup(self.group, self.key, want))
+            .op(self
+                .cache
+                .backend()
+                .lookup(self.group, self.key, want, &token))
             .await;
-        ok_or_warn(self.cache, "lookup", self.group, found)
+        if let (Some(pending), Ok(_) | Err(Error::Unavailable)) = (pending.as_mut(), &found) {
+            pending.disarm(); // answered, or never sent
+        }
+        Some(match ok_or_warn(self.cache, "lookup", self.group, found)? {
+            Lookup::Hit(bytes) => Answer::Hit(bytes),
+            Lookup::Held => Answer::Held,
+            Lookup::Miss(None) => Answer::Miss(None),
+            Lookup::Miss(Some(lease)) => {
+                let owned = lease.token == token;
+                Answer::Miss(Some(LeaseGuard::new(
+                    self.cache, self.group, self.key, lease, owned,
+                )))
+            }
+        })
     }
 }
 

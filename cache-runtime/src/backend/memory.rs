@@ -108,7 +108,7 @@ impl Memory {
         state
     }
 
-    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want) -> Lookup {
+    pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want, token: &str) -> Lookup {
         let now = Instant::now();
         let name = name(group, key);
         let mut state = self.state();
@@ -135,7 +135,7 @@ impl Memory {
                 return Lookup::Miss(None);
             }
             let lease = Lease {
-                token: token(),
+                token: token.to_owned(),
                 gen,
             };
             if let Some(entry) = state.entries.get_mut(&name) {
@@ -157,7 +157,7 @@ impl Memory {
             return Lookup::Miss(None);
         }
         let lease = Lease {
-            token: token(),
+            token: token.to_owned(),
             gen,
         };
         state.entries.insert(
@@ -215,12 +215,12 @@ impl Memory {
         }
     }
 
-    pub(crate) fn begin_write(&self, group: &str, key: &EntryKey) -> Ticket {
+    pub(crate) fn begin_write(&self, group: &str, key: &EntryKey, token: &str) -> Ticket {
         let now = Instant::now();
         let name = name(group, key);
         let mut state = self.state();
         let ticket = Ticket {
-            token: token(),
+            token: token.to_owned(),
             gen: state.gen(group),
         };
         let expires = now + self.lease_ttl;

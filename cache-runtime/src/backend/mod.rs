@@ -86,15 +86,18 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    /// Looks up an entry; a lease it creates carries `token`, which the caller
+    /// chose (and guarded) before sending the request.
     pub(crate) async fn lookup(
         &self,
         group: &str,
         key: &EntryKey,
         want: Want,
+        token: &str,
     ) -> Result<Lookup, Error> {
         match self {
-            Backend::Memory(m) => Ok(m.lookup(group, key, want)),
-            Backend::Redis(r) => r.lookup(group, key, want).await,
+            Backend::Memory(m) => Ok(m.lookup(group, key, want, token)),
+            Backend::Redis(r) => r.lookup(group, key, want, token).await,
         }
     }
 
@@ -112,10 +115,16 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn begin_write(&self, group: &str, key: &EntryKey) -> Result<Ticket, Error> {
+    /// Registers a write carrying `token`, chosen (and guarded) by the caller.
+    pub(crate) async fn begin_write(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        token: &str,
+    ) -> Result<Ticket, Error> {
         match self {
-            Backend::Memory(m) => Ok(m.begin_write(group, key)),
-            Backend::Redis(r) => r.begin_write(group, key).await,
+            Backend::Memory(m) => Ok(m.begin_write(group, key, token)),
+            Backend::Redis(r) => r.begin_write(group, key, token).await,
         }
     }
 
@@ -185,6 +194,9 @@ impl Backend {
         }
     }
 }
+
+/// The token of a lookup that takes no lease ([`Want::Peek`]).
+pub(crate) const NO_LEASE: &str = "";
 
 /// A fresh random token for leases, writers and group generations.
 pub(crate) fn token() -> String {

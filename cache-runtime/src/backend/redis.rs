@@ -273,6 +273,7 @@ impl Redis {
         group: &str,
         key: &EntryKey,
         want: Want,
+        token: &str,
     ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
         let mode = match want {
@@ -286,9 +287,9 @@ impl Redis {
         script
             .key(&names.gen)
             .arg(mode)
-            .arg(token())
+            .arg(token)
             .arg(self.lease_ms)
-            .arg(token());
+            .arg(super::token());
         let reply: Value = match self.run(&names, &script).await {
             Err(error) if is_oom(&error) => return self.peek_plain(&names).await,
             other => other?,
@@ -347,17 +348,24 @@ impl Redis {
         Ok(stored == 1)
     }
 
-    pub(crate) async fn begin_write(&self, group: &str, key: &EntryKey) -> Result<Ticket, Error> {
+    pub(crate) async fn begin_write(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        token: &str,
+    ) -> Result<Ticket, Error> {
         let names = self.names(group, key);
-        let token = token();
         let mut script = BEGIN_WRITE.key(&names.writers);
         script
             .key(&names.gen)
-            .arg(&token)
+            .arg(token)
             .arg(self.lease_ms)
             .arg(super::token());
         let gen: String = self.run(&names, &script).await?;
-        Ok(Ticket { token, gen })
+        Ok(Ticket {
+            token: token.to_owned(),
+            gen,
+        })
     }
 
     pub(crate) async fn end_write(
