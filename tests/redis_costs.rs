@@ -119,34 +119,110 @@ async fn write(cache: &Cache, id: u64) -> u64 {
 #[cache_evict(group = "costs", skip(cache), cache = cache)]
 async fn remove(cache: &Cache, id: u64) {}
 
+/// The commands clients send (not those scripts run), read from `MONITOR`.
+struct Monitor {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Monitor {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("monitor connection");
+        stream.write_all(b"MONITOR\r\n").expect("MONITOR");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let monitor = Monitor { lines };
+        let ok = monitor
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("MONITOR answered");
+        assert_eq!(ok, "+OK", "MONITOR is on before the test sends anything");
+        monitor
+    }
+
+    /// The client commands (upper-cased names) seen until `ECHO marker`.
+    fn until(&self, marker: &str) -> Vec<String> {
+        let mut commands = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("MONITOR saw the marker within 5 s");
+            if line.contains(marker) {
+                return commands;
+            }
+            // +1732300000.123 [0 127.0.0.1:53422] "GET" "..."; scripts: [0 lua]
+            if line.contains("lua]") || !line.contains('"') {
+                continue;
+            }
+            if let Some(name) = line.split('"').nth(1) {
+                commands.push(name.to_uppercase());
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_of_each_path() {
+async fn commands_each_path_sends() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let mut conn = server.client().await;
+    let port: u16 = server
+        .url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     read(&cache, 1).await; // loads the scripts
     write(&cache, 1).await;
     remove(&cache, 1).await;
+    let monitor = Monitor::start(port);
+    let _: String = redis::cmd("ECHO")
+        .arg("start")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    monitor.until("start");
 
     let mut sent = BTreeMap::new();
     for (path, run) in [("miss", 0), ("hit", 1), ("put", 2), ("evict", 3)] {
-        reset(&mut conn).await;
         match run {
             0 | 1 => drop(read(&cache, 2).await),
             2 => drop(write(&cache, 2).await),
             _ => remove(&cache, 2).await,
         }
-        // commandstats also counts the commands a script runs; each script
-        // call is one round trip.
-        let calls = commands_since_reset(&mut conn).await;
-        assert!(
-            !calls.contains_key("eval"),
-            "{path} fell back to EVAL: {calls:?}"
-        );
-        sent.insert(path, calls.get("evalsha").copied().unwrap_or(0));
+        let _: String = redis::cmd("ECHO")
+            .arg(path)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        sent.insert(path, monitor.until(path));
     }
-    assert_eq!(sent["hit"], 1, "a hit is one round trip");
-    assert_eq!(sent["miss"], 2, "a miss is a lookup and a fill");
-    assert_eq!(sent["put"], 2, "a put registers the write and ends it");
-    assert_eq!(sent["evict"], 1, "an eviction is one call");
+    // GET and HMGET are sent as one pipeline: one round trip.
+    assert_eq!(
+        sent["hit"],
+        ["GET", "HMGET"],
+        "a hit is two plain reads in one round trip, no script"
+    );
+    assert_eq!(
+        sent["miss"],
+        ["GET", "HMGET", "EVALSHA", "EVALSHA"],
+        "a miss: the reads, the lease, the fill"
+    );
+    assert_eq!(
+        sent["put"],
+        ["EVALSHA", "EVALSHA"],
+        "a put registers the write and ends it"
+    );
+    assert_eq!(sent["evict"], ["EVALSHA"], "an eviction is one call");
 }

@@ -235,8 +235,8 @@ impl Cache {
         &self.inner.backend
     }
 
-    pub(crate) fn codec(&self) -> &dyn crate::codec::Codec {
-        self.inner.settings.codec.as_ref()
+    pub(crate) fn codec(&self) -> &crate::codec::ValueCodec {
+        &self.inner.settings.codec
     }
 
     pub(crate) fn settings(&self) -> &Settings {

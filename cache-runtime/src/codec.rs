@@ -71,3 +71,36 @@ impl Codec for Json {
         Ok(())
     }
 }
+
+/// The codec a cache uses: the built-in JSON, called directly (no dynamic
+/// dispatch per field), or a custom [`Codec`] through `erased_serde`.
+pub(crate) enum ValueCodec {
+    Json,
+    Custom(Box<dyn Codec>),
+}
+
+impl ValueCodec {
+    pub(crate) fn encode<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        match self {
+            ValueCodec::Json => Ok(serde_json::to_vec(value)?),
+            ValueCodec::Custom(codec) => codec.encode(value),
+        }
+    }
+
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<T, CodecError> {
+        match self {
+            ValueCodec::Json => Ok(serde_json::from_slice(bytes)?),
+            ValueCodec::Custom(codec) => {
+                let mut out = None;
+                codec.decode(bytes, &mut |de| {
+                    out = Some(erased_serde::deserialize::<T>(de)?);
+                    Ok(())
+                })?;
+                out.ok_or_else(|| "the codec produced no value".into())
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::backend::{memory::Memory, redis::Redis, Backend};
-use crate::codec::{Codec, Json};
+use crate::codec::{Codec, ValueCodec};
 use crate::stats::Counters;
 use crate::{Cache, Error};
 
@@ -14,7 +14,7 @@ use crate::{Cache, Error};
 pub(crate) struct Settings {
     pub(crate) default_ttl: Duration,
     pub(crate) op_timeout: Duration,
-    pub(crate) codec: Box<dyn Codec>,
+    pub(crate) codec: ValueCodec,
     pub(crate) lock: bool,
     pub(crate) lock_timeout: Duration,
     pub(crate) jitter: f64,
@@ -39,7 +39,7 @@ enum Target {
 /// | [`default_ttl`](Self::default_ttl) | 300 s |
 /// | [`op_timeout`](Self::op_timeout) | 250 ms |
 /// | [`lease_ttl`](Self::lease_ttl) | 30 s |
-/// | [`codec`](Self::codec) | [`Json`] |
+/// | [`codec`](Self::codec) | [`Json`](crate::codec::Json) |
 /// | [`lock`](Self::lock) | on |
 /// | [`lock_timeout`](Self::lock_timeout) | 3 s |
 /// | [`jitter`](Self::jitter) | 0.1 |
@@ -69,7 +69,7 @@ pub struct CacheBuilder {
     default_ttl: Duration,
     op_timeout: Duration,
     lease_ttl: Duration,
-    codec: Box<dyn Codec>,
+    codec: ValueCodec,
     lock: bool,
     lock_timeout: Duration,
     jitter: f64,
@@ -88,7 +88,7 @@ impl Default for CacheBuilder {
             default_ttl: Duration::from_secs(300),
             op_timeout: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(30),
-            codec: Box::new(Json),
+            codec: ValueCodec::Json,
             lock: true,
             lock_timeout: Duration::from_secs(3),
             jitter: 0.1,
@@ -199,9 +199,10 @@ impl CacheBuilder {
         self
     }
 
-    /// The value codec (default [`Json`]).
+    /// The value codec (default [`Json`](crate::codec::Json), which is
+    /// called directly; a custom codec goes through `erased_serde`).
     pub fn codec(mut self, codec: impl Codec) -> Self {
-        self.codec = Box::new(codec);
+        self.codec = ValueCodec::Custom(Box::new(codec));
         self
     }
 

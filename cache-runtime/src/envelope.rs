@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::{CodecError, ValueCodec};
 use crate::Error;
 
 const FORMAT: u8 = 1;
@@ -82,7 +82,7 @@ impl fmt::Display for OpenError {
 
 /// Encodes `value` in an envelope.
 pub(crate) fn seal<T: Serialize>(
-    codec: &dyn Codec,
+    codec: &ValueCodec,
     value: &T,
     load: Duration,
     fresh: Duration,
@@ -108,7 +108,7 @@ pub(crate) fn seal<T: Serialize>(
 /// Decodes a value and its timing data from an envelope made by [`seal`] for
 /// the same type.
 pub(crate) fn open<T: DeserializeOwned>(
-    codec: &dyn Codec,
+    codec: &ValueCodec,
     bytes: &[u8],
 ) -> Result<(T, Meta), OpenError> {
     if bytes.len() < HEADER {
@@ -133,15 +133,8 @@ pub(crate) fn open<T: DeserializeOwned>(
         load_ms: u32::try_from(field(17..21)).unwrap_or(u32::MAX),
         fresh_ms: field(21..29),
     };
-    let mut out = None;
-    codec
-        .decode(&bytes[HEADER..], &mut |de| {
-            out = Some(erased_serde::deserialize::<T>(de)?);
-            Ok(())
-        })
-        .map_err(OpenError::Codec)?;
-    out.map(|value| (value, meta))
-        .ok_or_else(|| OpenError::Codec("the codec produced no value".into()))
+    let value = codec.decode(&bytes[HEADER..]).map_err(OpenError::Codec)?;
+    Ok((value, meta))
 }
 
 /// FNV-1a over the type's name: stable across processes built by the same
@@ -157,7 +150,7 @@ fn fingerprint<T: ?Sized>() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Json;
+    use crate::codec::ValueCodec::Json;
 
     #[test]
     fn round_trip() {

@@ -60,18 +60,40 @@ impl EntryKey {
 /// the hash tag of each is exactly `G`: a group lives in one cluster slot.
 pub(crate) struct Names {
     pub(crate) entry: String,
-    pub(crate) writers: String,
     pub(crate) gen: String,
+    base_len: usize,
+    key_start: usize,
 }
 
 impl Names {
     pub(crate) fn new(prefix: &str, group: &str, key: &EntryKey) -> Self {
-        let base = format!("{prefix}:{{{group}}}:");
+        let base_len = prefix.len() + group.len() + 4;
+        let mut entry = String::with_capacity(base_len + 2 + key.as_str().len());
+        entry.push_str(prefix);
+        entry.push_str(":{");
+        entry.push_str(group);
+        entry.push_str("}:");
+        let mut gen = String::with_capacity(base_len + 3);
+        gen.push_str(&entry);
+        gen.push_str("gen");
+        entry.push_str("e:");
+        let key_start = entry.len();
+        entry.push_str(key.as_str());
         Names {
-            entry: format!("{base}e:{}", key.as_str()),
-            writers: format!("{base}w:{}", key.as_str()),
-            gen: format!("{base}gen"),
+            entry,
+            gen,
+            base_len,
+            key_start,
         }
+    }
+
+    /// The writer record's name, built when an operation needs it.
+    pub(crate) fn writers(&self) -> String {
+        let mut writers = String::with_capacity(self.entry.len());
+        writers.push_str(&self.entry[..self.base_len]);
+        writers.push_str("w:");
+        writers.push_str(&self.entry[self.key_start..]);
+        writers
     }
 
     pub(crate) fn gen(prefix: &str, group: &str) -> String {
@@ -184,9 +206,11 @@ mod tests {
         #[test]
         fn the_hash_tag_of_every_key_is_its_group(prefix in "[^{}]{0,12}", group in group(), key in any::<String>()) {
             let names = Names::new(&prefix, &group, &EntryKey::new(&key).unwrap());
-            for name in [&names.entry, &names.writers, &names.gen] {
+            for name in [&names.entry, &names.writers(), &names.gen] {
                 prop_assert_eq!(hash_tag(name), group.as_str());
             }
+            prop_assert_eq!(&names.entry, &format!("{prefix}:{{{group}}}:e:{}", EntryKey::new(&key).unwrap().as_str()));
+            prop_assert_eq!(names.writers(), format!("{prefix}:{{{group}}}:w:{}", EntryKey::new(&key).unwrap().as_str()));
             prop_assert_eq!(names.gen, Names::gen(&prefix, &group));
         }
 
@@ -198,12 +222,12 @@ mod tests {
             let b = Names::new("cache", &g2, &EntryKey::new(&k2).unwrap());
             if (&g1, &k1) != (&g2, &k2) {
                 prop_assert_ne!(&a.entry, &b.entry);
-                prop_assert_ne!(&a.writers, &b.writers);
+                prop_assert_ne!(a.writers(), b.writers());
             }
             if g1 != g2 {
                 prop_assert_ne!(&a.gen, &b.gen);
             }
-            for name in [&b.entry, &b.writers, &b.gen] {
+            for name in [&b.entry, &b.writers(), &b.gen] {
                 prop_assert_ne!(&a.gen, name);
                 prop_assert!(&a.entry != name || (g1 == g2 && k1 == k2));
             }

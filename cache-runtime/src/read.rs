@@ -56,15 +56,28 @@ impl<'c> Read<'c> {
             // cached value may be stale, so read past it.
             return load_without_cache();
         }
+        // Hits, the common case, are plain reads; only a miss takes a lease.
+        let mut answer = self.lookup(Want::Peek).await;
+        let mut peeked = true;
         let mut follows = 0;
         loop {
-            let want = if self.lock { Want::Lock } else { Want::Lease };
-            let Some(answer) = self.lookup(want).await else {
+            let Some(found) = answer else {
                 return load_without_cache();
             };
-            match answer {
+            match found {
                 Answer::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
-                Answer::Miss(lease) => return self.load(lease, None),
+                Answer::Miss(Some(lease)) => return self.load(Some(lease), None),
+                Answer::Miss(None) if peeked => {
+                    let want = if self.lock { Want::Lock } else { Want::Lease };
+                    answer = self.lookup(want).await;
+                    peeked = false;
+                }
+                Answer::Miss(None) => return load_without_cache(),
+                // With the lock off, a held lease is shared.
+                Answer::Held if !self.lock => {
+                    answer = self.lookup(Want::Lease).await;
+                    peeked = false;
+                }
                 Answer::Held => {
                     if follows == MAX_FOLLOWS {
                         return load_without_cache();
@@ -74,6 +87,8 @@ impl<'c> Read<'c> {
                         Joined::Follower(done) => flight::wait(done).await,
                         Joined::Leader(flight) => return self.wait_for(flight).await,
                     }
+                    answer = self.lookup(Want::Peek).await;
+                    peeked = true;
                 }
             }
         }
@@ -100,7 +115,12 @@ impl<'c> Read<'c> {
             }
             tokio::time::sleep(delay.min(left)).await;
             delay = (delay * 2).min(MAX_POLL);
-            match self.lookup(Want::Lock).await {
+            // Polls are plain reads; only once the lease is gone, take it.
+            let answer = match self.lookup(Want::Peek).await {
+                Some(Answer::Miss(None)) => self.lookup(Want::Lock).await,
+                other => other,
+            };
+            match answer {
                 Some(Answer::Hit(bytes)) => return self.open_or_reload(&bytes, Some(flight)).await,
                 Some(Answer::Miss(lease)) => return self.load(lease, Some(flight)),
                 Some(Answer::Held) => {}
@@ -155,7 +175,11 @@ impl<'c> Read<'c> {
     /// the request is in flight (or it times out and runs later), the lease is
     /// given back instead of blocking the key until it expires.
     async fn lookup(&self, want: Want) -> Option<Answer> {
-        let token = token();
+        let token = if want == Want::Peek {
+            String::new()
+        } else {
+            token()
+        };
         let mut pending = (want != Want::Peek).then(|| {
             let lease = Lease {
                 token: token.clone(),

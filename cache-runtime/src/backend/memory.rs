@@ -148,7 +148,7 @@ impl Memory {
         }
         if let Some(held) = held {
             return match want {
-                Want::Peek => Lookup::Miss(None),
+                Want::Peek => Lookup::Held,
                 Want::Lease | Want::ForceLease => Lookup::Miss(Some(held)),
                 Want::Lock | Want::Refresh => Lookup::Held,
             };

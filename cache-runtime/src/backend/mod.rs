@@ -30,7 +30,8 @@ use crate::Error;
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Want {
-    /// Only read; take no lease.
+    /// Only read, in plain commands (no script): a hit, [`Lookup::Held`] when
+    /// a caller holds the lease, or a miss; takes no lease.
     Peek,
     /// Read, and on a miss take or share the read lease (no stampede lock).
     Lease,

@@ -1,0 +1,874 @@
+//! Side-by-side benchmarks: `#[cached]` against hand-written cache-aside on
+//! redis-rs, the `cached` crate's async Redis store, `redis-benchmark`, a
+//! SCAN+UNLINK group deletion, and moka, on one `redis-server` this binary
+//! starts. Contenders run interleaved, round after round, in this process;
+//! each ratio compares medians of those interleaved samples.
+//!
+//! ```text
+//! cargo bench --bench compare              # full run, writes BENCHMARKS.md
+//! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
+//! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
+//! ```
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{cached, Cache};
+use redis::aio::ConnectionManager;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// About 100 bytes of JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Small {
+    id: u64,
+    name: String,
+    price_cents: u32,
+    in_stock: bool,
+    category: String,
+}
+
+/// About 10 KB of JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Large {
+    id: u64,
+    name: String,
+    readings: Vec<u32>,
+}
+
+fn small(id: u64) -> Small {
+    Small {
+        id,
+        name: format!("stainless steel teapot {id}"),
+        price_cents: 4999,
+        in_stock: true,
+        category: "kitchen/tea".to_owned(),
+    }
+}
+
+fn large(id: u64) -> Large {
+    Large {
+        id,
+        name: format!("sensor {id}"),
+        readings: (0..1100).map(|i| 1_000_000 + i * 7).collect(),
+    }
+}
+
+// ---- contenders ----------------------------------------------------------
+
+#[cached(group = "b_small", skip(cache), cache = cache, ttl = 3600)]
+async fn ours_small(cache: &Cache, id: u64) -> Small {
+    small(id)
+}
+
+#[cached(group = "b_large", skip(cache), cache = cache, ttl = 3600)]
+async fn ours_large(cache: &Cache, id: u64) -> Large {
+    large(id)
+}
+
+/// Cache-aside as one writes it by hand: GET, decode; on a miss compute and SET EX.
+async fn by_hand<T: Serialize + DeserializeOwned>(
+    conn: &ConnectionManager,
+    key: String,
+    compute: impl FnOnce() -> T,
+) -> T {
+    let mut conn = conn.clone();
+    let found: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(None);
+    if let Some(value) = found.and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+        return value;
+    }
+    let value = compute();
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    let _: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(&key)
+        .arg(bytes)
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await;
+    value
+}
+
+static URL: OnceLock<String> = OnceLock::new();
+
+#[derive(Debug, Clone)]
+struct BenchError;
+
+#[cached::macros::concurrent_cached(
+    map_error = r##"|_e| BenchError"##,
+    ty = "cached::AsyncRedisCache<u64, Small>",
+    create = r##" {
+        cached::AsyncRedisCache::builder("cached_small")
+            .ttl(std::time::Duration::from_secs(3600))
+            .connection_string(URL.get().expect("url set"))
+            .build()
+            .await
+            .expect("cached crate store")
+    } "##
+)]
+async fn crate_small(id: u64) -> Result<Small, BenchError> {
+    Ok(small(id))
+}
+
+#[cached::macros::concurrent_cached(
+    map_error = r##"|_e| BenchError"##,
+    ty = "cached::AsyncRedisCache<u64, Large>",
+    create = r##" {
+        cached::AsyncRedisCache::builder("cached_large")
+            .ttl(std::time::Duration::from_secs(3600))
+            .connection_string(URL.get().expect("url set"))
+            .build()
+            .await
+            .expect("cached crate store")
+    } "##
+)]
+async fn crate_large(id: u64) -> Result<Large, BenchError> {
+    Ok(large(id))
+}
+
+// ---- measurement ---------------------------------------------------------
+
+#[derive(Default, Clone)]
+struct Sample {
+    latencies: Vec<Duration>,
+    calls: u64,
+    busy: Duration,
+}
+
+impl Sample {
+    fn median(&mut self) -> Duration {
+        self.percentile(0.5)
+    }
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let at = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        self.latencies[at]
+    }
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Row {
+    case: String,
+    contender: String,
+    median: String,
+    p99: String,
+    throughput: String,
+    ratio: String,
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Runs `batch` for each contender in turn, `rounds` times, and returns the
+/// samples in contender order.
+async fn interleave<F, Fut>(contenders: usize, rounds: usize, mut batch: F) -> Vec<Sample>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Sample>,
+{
+    let mut samples = vec![Sample::default(); contenders];
+    for _ in 0..rounds {
+        for (contender, sample) in samples.iter_mut().enumerate() {
+            let batch = batch(contender).await;
+            sample.latencies.extend(batch.latencies);
+            sample.calls += batch.calls;
+            sample.busy += batch.busy;
+        }
+    }
+    samples
+}
+
+/// Times `calls` sequential calls of `call(i)`.
+async fn sequential<F, Fut>(calls: u64, mut call: F) -> Sample
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut sample = Sample::default();
+    let started = Instant::now();
+    for i in 0..calls {
+        let one = Instant::now();
+        call(i).await;
+        sample.latencies.push(one.elapsed());
+    }
+    sample.busy = started.elapsed();
+    sample.calls = calls;
+    sample
+}
+
+fn rows_for(case: &str, names: &[&str], samples: &mut [Sample], rows: &mut Vec<Row>) {
+    let baseline = samples[0].median();
+    for (name, sample) in names.iter().zip(samples.iter_mut()) {
+        let median = sample.median();
+        rows.push(Row {
+            case: case.to_owned(),
+            contender: (*name).to_owned(),
+            median: micros(median),
+            p99: micros(sample.percentile(0.99)),
+            throughput: format!("{:.0}/s", sample.throughput()),
+            ratio: format!(
+                "{:.2}x",
+                median.as_secs_f64() / baseline.as_secs_f64().max(1e-12)
+            ),
+        });
+    }
+}
+
+// ---- cases ---------------------------------------------------------------
+
+struct Bench {
+    quick: bool,
+    server: support::RedisServer,
+    cache: Cache,
+    conn: ConnectionManager,
+    rows: Vec<Row>,
+    plot: Vec<(String, Vec<(usize, f64)>)>,
+}
+
+impl Bench {
+    fn rounds(&self, full: usize) -> usize {
+        if self.quick {
+            (full / 4).max(2)
+        } else {
+            full
+        }
+    }
+
+    async fn hit_latency(&mut self) {
+        const KEYS: u64 = 100;
+        for id in 0..KEYS {
+            ours_small(&self.cache, id).await;
+            ours_large(&self.cache, id).await;
+            by_hand(&self.conn, format!("hand:s:{id}"), || small(id)).await;
+            by_hand(&self.conn, format!("hand:l:{id}"), || large(id)).await;
+            crate_small(id).await.ok();
+            crate_large(id).await.ok();
+        }
+        let calls = if self.quick { 500 } else { 2000 };
+        let rounds = self.rounds(8);
+        let (cache, conn) = (self.cache.clone(), self.conn.clone());
+        let mut samples = interleave(3, rounds, |c| {
+            let (cache, conn) = (cache.clone(), conn.clone());
+            async move {
+                match c {
+                    0 => {
+                        sequential(calls, |i| {
+                            let conn = conn.clone();
+                            async move {
+                                by_hand(&conn, format!("hand:s:{}", i % KEYS), || small(0)).await;
+                            }
+                        })
+                        .await
+                    }
+                    1 => {
+                        sequential(calls, |i| {
+                            let cache = cache.clone();
+                            async move {
+                                ours_small(&cache, i % KEYS).await;
+                            }
+                        })
+                        .await
+                    }
+                    _ => {
+                        sequential(calls, |i| async move {
+                            crate_small(i % KEYS).await.ok();
+                        })
+                        .await
+                    }
+                }
+            }
+        })
+        .await;
+        rows_for(
+            "hit, 100 B, 1 task",
+            &["hand-written redis-rs", "#[cached]", "cached crate"],
+            &mut samples,
+            &mut self.rows,
+        );
+        let mut samples = interleave(3, rounds, |c| {
+            let (cache, conn) = (cache.clone(), conn.clone());
+            async move {
+                match c {
+                    0 => {
+                        sequential(calls, |i| {
+                            let conn = conn.clone();
+                            async move {
+                                by_hand(&conn, format!("hand:l:{}", i % KEYS), || large(0)).await;
+                            }
+                        })
+                        .await
+                    }
+                    1 => {
+                        sequential(calls, |i| {
+                            let cache = cache.clone();
+                            async move {
+                                ours_large(&cache, i % KEYS).await;
+                            }
+                        })
+                        .await
+                    }
+                    _ => {
+                        sequential(calls, |i| async move {
+                            crate_large(i % KEYS).await.ok();
+                        })
+                        .await
+                    }
+                }
+            }
+        })
+        .await;
+        rows_for(
+            "hit, 10 KB, 1 task",
+            &["hand-written redis-rs", "#[cached]", "cached crate"],
+            &mut samples,
+            &mut self.rows,
+        );
+    }
+
+    async fn hit_throughput(&mut self) {
+        const KEYS: u64 = 100;
+        let total: u64 = if self.quick { 20_000 } else { 100_000 };
+        let mut ours_line = Vec::new();
+        let mut hand_line = Vec::new();
+        let mut bench_line = Vec::new();
+        let mut pipelined_line = Vec::new();
+        for tasks in [1usize, 16, 256] {
+            let per_task = total / tasks as u64;
+            let (cache, conn) = (self.cache.clone(), self.conn.clone());
+            let samples = interleave(2, self.rounds(4), |c| {
+                let (cache, conn) = (cache.clone(), conn.clone());
+                async move {
+                    let started = Instant::now();
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|t| {
+                            let (cache, conn) = (cache.clone(), conn.clone());
+                            tokio::spawn(async move {
+                                for i in 0..per_task {
+                                    let id = (i * 7 + t as u64) % KEYS;
+                                    if c == 0 {
+                                        by_hand(&conn, format!("hand:s:{id}"), || small(0)).await;
+                                    } else {
+                                        ours_small(&cache, id).await;
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    for handle in handles {
+                        handle.await.expect("a bench task panicked");
+                    }
+                    let busy = started.elapsed();
+                    let calls = per_task * tasks as u64;
+                    Sample {
+                        latencies: vec![busy / calls as u32],
+                        calls,
+                        busy,
+                    }
+                }
+            })
+            .await;
+            let case = format!("hit throughput, {tasks} tasks");
+            let (hand, ours) = (samples[0].throughput(), samples[1].throughput());
+            hand_line.push((tasks, hand));
+            ours_line.push((tasks, ours));
+            for (name, sample, ratio) in [
+                ("hand-written redis-rs", &samples[0], 1.0),
+                ("#[cached]", &samples[1], ours / hand),
+            ] {
+                self.rows.push(Row {
+                    case: case.clone(),
+                    contender: name.to_owned(),
+                    median: micros(sample.busy / sample.calls.max(1) as u32),
+                    p99: "".to_owned(),
+                    throughput: format!("{:.0}/s", sample.throughput()),
+                    ratio: format!("{ratio:.2}x throughput"),
+                });
+            }
+            for (pipeline, line) in [(1, &mut bench_line), (16, &mut pipelined_line)] {
+                let rps = redis_benchmark(
+                    &self.server,
+                    tasks,
+                    pipeline,
+                    if self.quick { 50_000 } else { 200_000 },
+                );
+                line.push((tasks, rps));
+                self.rows.push(Row {
+                    case: case.clone(),
+                    contender: format!(
+                        "redis-benchmark -t get -c {tasks}{}",
+                        if pipeline > 1 { " -P 16" } else { "" }
+                    ),
+                    median: "".to_owned(),
+                    p99: "".to_owned(),
+                    throughput: format!("{rps:.0}/s"),
+                    ratio: format!("{:.2}x (#[cached] / this)", ours / rps),
+                });
+            }
+        }
+        self.plot = vec![
+            ("#[cached]".to_owned(), ours_line),
+            ("hand-written redis-rs".to_owned(), hand_line),
+            ("redis-benchmark GET".to_owned(), bench_line),
+            ("redis-benchmark GET -P 16".to_owned(), pipelined_line),
+        ];
+    }
+
+    async fn miss_path(&mut self) {
+        let calls = if self.quick { 300 } else { 1500 };
+        let next = Arc::new(AtomicU64::new(1_000_000));
+        let (cache, conn) = (self.cache.clone(), self.conn.clone());
+        let mut samples = interleave(2, self.rounds(8), |c| {
+            let (cache, conn, next) = (cache.clone(), conn.clone(), next.clone());
+            async move {
+                sequential(calls, |_| {
+                    let (cache, conn) = (cache.clone(), conn.clone());
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        if c == 0 {
+                            by_hand(&conn, format!("hand:s:{id}"), || small(id)).await;
+                        } else {
+                            ours_small(&cache, id).await;
+                        }
+                    }
+                })
+                .await
+            }
+        })
+        .await;
+        rows_for(
+            "miss (lookup, body, store), 100 B",
+            &["hand-written GET + SET EX", "#[cached]"],
+            &mut samples,
+            &mut self.rows,
+        );
+    }
+
+    async fn group_eviction(&mut self) {
+        let sizes: &[u64] = if self.quick {
+            &[10, 1_000, 100_000]
+        } else {
+            &[10, 1_000, 100_000, 1_000_000]
+        };
+        let mut conn = self.conn.clone();
+        for &size in sizes {
+            let group = format!("ev{size}");
+            self.cache
+                .set(&group, &0u64, &small(0), None)
+                .await
+                .expect("seed the group");
+            let gen: Vec<u8> = redis::cmd("GET")
+                .arg(format!("cache:{{{group}}}:gen"))
+                .query_async(&mut conn)
+                .await
+                .expect("gen");
+            let value = serde_json::to_vec(&small(0)).unwrap_or_default();
+            for start in (1..size).step_by(10_000) {
+                let mut pipe = redis::pipe();
+                for i in start..(start + 10_000).min(size) {
+                    pipe.cmd("HSET")
+                        .arg(format!("cache:{{{group}}}:e:{i}"))
+                        .arg("v")
+                        .arg(&value)
+                        .arg("g")
+                        .arg(&gen)
+                        .ignore();
+                    pipe.cmd("SET")
+                        .arg(format!("scan:{size}:{i}"))
+                        .arg(&value)
+                        .ignore();
+                }
+                let _: () = pipe.query_async(&mut conn).await.expect("fill");
+            }
+            let started = Instant::now();
+            self.cache.evict_group(&group).await.expect("evict group");
+            let ours = started.elapsed();
+            let started = Instant::now();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("scan:{size}:*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("scan");
+                if !keys.is_empty() {
+                    let _: () = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("unlink");
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            let scan = started.elapsed();
+            for (name, took, ratio) in [
+                ("SCAN + UNLINK", scan, 1.0),
+                (
+                    "#[cache_evict(all)]",
+                    ours,
+                    ours.as_secs_f64() / scan.as_secs_f64(),
+                ),
+            ] {
+                self.rows.push(Row {
+                    case: format!("evict a group of {size} keys"),
+                    contender: name.to_owned(),
+                    median: micros(took),
+                    p99: "".to_owned(),
+                    throughput: "".to_owned(),
+                    ratio: format!("{ratio:.5}x"),
+                });
+            }
+            let _: () = redis::cmd("FLUSHDB")
+                .query_async(&mut conn)
+                .await
+                .expect("flush");
+        }
+    }
+
+    async fn stampede(&mut self) {
+        const CALLERS: usize = 1000;
+        let rounds = if self.quick { 2 } else { 5 };
+        let round = Arc::new(AtomicU64::new(0));
+        let runs: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let (cache, conn) = (self.cache.clone(), self.conn.clone());
+        let mut samples = interleave(3, rounds, |c| {
+            let (cache, conn, runs, round) =
+                (cache.clone(), conn.clone(), runs.clone(), round.clone());
+            async move {
+                let key = 5_000_000 + round.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|_| {
+                        let (cache, conn, runs) = (cache.clone(), conn.clone(), runs.clone());
+                        tokio::spawn(async move {
+                            let one = Instant::now();
+                            let slow = |runs: &AtomicUsize| {
+                                runs.fetch_add(1, Ordering::Relaxed);
+                                small(key)
+                            };
+                            match c {
+                                0 => drop(
+                                    by_hand(&conn, format!("hand:s:{key}"), || slow(&runs[0]))
+                                        .await,
+                                ),
+                                1 => drop(stampede_ours(&cache, &runs[1], key).await),
+                                _ => drop(stampede_crate(key).await),
+                            }
+                            one.elapsed()
+                        })
+                    })
+                    .collect();
+                let mut sample = Sample::default();
+                for task in tasks {
+                    sample
+                        .latencies
+                        .push(task.await.expect("a caller panicked"));
+                }
+                sample.busy = started.elapsed();
+                sample.calls = CALLERS as u64;
+                sample
+            }
+        })
+        .await;
+        let names = ["hand-written redis-rs", "#[cached]", "cached crate"];
+        for (i, (name, sample)) in names.iter().zip(samples.iter_mut()).enumerate() {
+            let runs = if i == 2 {
+                CRATE_STAMPEDE_RUNS.load(Ordering::Relaxed)
+            } else {
+                runs[i].load(Ordering::Relaxed)
+            };
+            let body_runs = runs as f64 / rounds as f64;
+            self.rows.push(Row {
+                case: format!("stampede: {CALLERS} callers, cold key, 20 ms body"),
+                contender: format!("{name} ({body_runs:.0} body runs per key)"),
+                median: micros(sample.median()),
+                p99: micros(sample.percentile(0.99)),
+                throughput: "".to_owned(),
+                ratio: "".to_owned(),
+            });
+        }
+    }
+
+    async fn in_memory_hit(&mut self) {
+        let cache = Cache::in_memory();
+        let moka: moka::future::Cache<u64, Arc<Small>> = moka::future::Cache::new(10_000);
+        for id in 0..100 {
+            ours_small(&cache, id).await;
+            moka.insert(id, Arc::new(small(id))).await;
+        }
+        let calls = if self.quick { 20_000 } else { 100_000 };
+        let mut samples = interleave(2, self.rounds(8), |c| {
+            let (cache, moka) = (cache.clone(), moka.clone());
+            async move {
+                sequential(calls, |i| {
+                    let (cache, moka) = (cache.clone(), moka.clone());
+                    async move {
+                        if c == 0 {
+                            std::hint::black_box(moka.get(&(i % 100)).await);
+                        } else {
+                            std::hint::black_box(ours_small(&cache, i % 100).await);
+                        }
+                    }
+                })
+                .await
+            }
+        })
+        .await;
+        rows_for(
+            "in-memory hit, 100 B",
+            &["moka::future::Cache::get", "#[cached] in memory"],
+            &mut samples,
+            &mut self.rows,
+        );
+    }
+}
+
+#[cached(group = "b_stampede", skip(cache, runs), cache = cache, ttl = 3600)]
+async fn stampede_ours(cache: &Cache, runs: &AtomicUsize, id: u64) -> Small {
+    runs.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    small(id)
+}
+
+/// Body runs of the `cached` crate's stampede contender (its macro takes
+/// only the key's arguments).
+static CRATE_STAMPEDE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached::macros::concurrent_cached(
+    map_error = r##"|_e| BenchError"##,
+    ty = "cached::AsyncRedisCache<u64, Small>",
+    create = r##" {
+        cached::AsyncRedisCache::builder("cached_stampede")
+            .ttl(std::time::Duration::from_secs(3600))
+            .connection_string(URL.get().expect("url set"))
+            .build()
+            .await
+            .expect("cached crate store")
+    } "##
+)]
+async fn stampede_crate(id: u64) -> Result<Small, BenchError> {
+    CRATE_STAMPEDE_RUNS.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(small(id))
+}
+
+/// `redis-benchmark -t get` at this concurrency: the server's own ceiling.
+fn redis_benchmark(
+    server: &support::RedisServer,
+    clients: usize,
+    pipeline: usize,
+    requests: u64,
+) -> f64 {
+    let port = server
+        .url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or("6379")
+        .to_owned();
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port,
+            "-t",
+            "get",
+            "-q",
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-P",
+            &pipeline.to_string(),
+        ])
+        .output()
+        .expect("redis-benchmark comes with redis-server");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "GET: 123456.79 requests per second, p50=0.191 msec"
+    text.rsplit("GET: ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|rps| rps.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn svg(lines: &[(String, Vec<(usize, f64)>)]) -> String {
+    let (w, h, left, bottom) = (640.0, 400.0, 80.0, 50.0);
+    let max = lines
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let xs = [1usize, 16, 256];
+    let x = |tasks: usize| {
+        left + (xs.iter().position(|&t| t == tasks).unwrap_or(0) as f64) * (w - left - 40.0) / 2.0
+    };
+    let y = |v: f64| h - bottom - v / max * (h - bottom - 30.0);
+    let colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">Hit throughput (GET/s) vs concurrent tasks</text>"#,
+        w / 2.0
+    );
+    let _ = write!(
+        out,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="30" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - 30.0,
+        h - bottom,
+        h - bottom
+    );
+    for t in xs {
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
+            x(t),
+            h - bottom + 18.0
+        );
+    }
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="end">{:.0}k</text>"#,
+            left - 6.0,
+            y(v) + 4.0,
+            v / 1000.0
+        );
+    }
+    for (i, (name, points)) in lines.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for &(t, v) in points {
+            let _ = write!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                x(t),
+                y(v)
+            );
+        }
+        let _ = write!(
+            out,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{color}"/><text x="{}" y="{}">{name}</text>"#,
+            left + 10.0,
+            40.0 + i as f64 * 16.0,
+            left + 28.0,
+            44.0 + i as f64 * 16.0
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">concurrent tasks</text></svg>"#,
+        w / 2.0,
+        h - 10.0
+    );
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let server = support::RedisServer::start();
+    let _ = URL.set(server.url());
+    let cache = Cache::builder()
+        .redis(server.url())
+        .build()
+        .await
+        .expect("cache");
+    let conn = ConnectionManager::new(redis::Client::open(server.url()).expect("url"))
+        .await
+        .expect("connection");
+
+    if args.iter().any(|a| a == "--profile-hit") {
+        ours_small(&cache, 1).await;
+        for _ in 0..20_000 {
+            std::hint::black_box(ours_small(&cache, 1).await);
+        }
+        return;
+    }
+
+    let started = Instant::now();
+    let mut bench = Bench {
+        quick,
+        server,
+        cache,
+        conn,
+        rows: Vec::new(),
+        plot: Vec::new(),
+    };
+    bench.hit_latency().await;
+    bench.hit_throughput().await;
+    bench.miss_path().await;
+    bench.group_eviction().await;
+    bench.stampede().await;
+    bench.in_memory_hit().await;
+
+    let mut conn = bench.conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut table = String::from("| case | contender | median | p99 | throughput | ratio |\n| --- | --- | --- | --- | --- | --- |\n");
+    for r in &bench.rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.case, r.contender, r.median, r.p99, r.throughput, r.ratio
+        );
+    }
+    println!("{table}");
+    println!(
+        "{} cores, Redis {version}, {:?}{}",
+        cores,
+        started.elapsed(),
+        if quick { " (--quick)" } else { "" }
+    );
+    let report = format!(
+        "# Benchmarks\n\nMeasured by `cargo bench --bench compare{}` on {cores} cores against Redis {version} on loopback, \
+         all contenders in one process, interleaved round by round; ratios compare medians (first row of each case is \
+         the baseline unless the ratio column says otherwise).\n\n{table}\n![hit throughput vs concurrency](benchmarks/throughput.svg)\n",
+        if quick { " -- --quick" } else { "" }
+    );
+    std::fs::create_dir_all("benchmarks").expect("benchmarks/");
+    std::fs::write("benchmarks/throughput.svg", svg(&bench.plot)).expect("write the plot");
+    std::fs::write("BENCHMARKS.md", report).expect("write BENCHMARKS.md");
+}
