@@ -74,7 +74,7 @@ async fn ours_large(cache: &Cache, id: u64) -> Large {
 async fn by_hand<T: Serialize + DeserializeOwned>(
     conn: &ConnectionManager,
     key: String,
-    compute: impl FnOnce() -> T,
+    compute: impl std::future::Future<Output = T>,
 ) -> T {
     let mut conn = conn.clone();
     let found: Option<Vec<u8>> = redis::cmd("GET")
@@ -85,7 +85,7 @@ async fn by_hand<T: Serialize + DeserializeOwned>(
     if let Some(value) = found.and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
         return value;
     }
-    let value = compute();
+    let value = compute.await;
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     let _: redis::RedisResult<()> = redis::cmd("SET")
         .arg(&key)
@@ -253,8 +253,8 @@ impl Bench {
         for id in 0..KEYS {
             ours_small(&self.cache, id).await;
             ours_large(&self.cache, id).await;
-            by_hand(&self.conn, format!("hand:s:{id}"), || small(id)).await;
-            by_hand(&self.conn, format!("hand:l:{id}"), || large(id)).await;
+            by_hand(&self.conn, format!("hand:s:{id}"), async { small(id) }).await;
+            by_hand(&self.conn, format!("hand:l:{id}"), async { large(id) }).await;
             crate_small(id).await.ok();
             crate_large(id).await.ok();
         }
@@ -269,7 +269,8 @@ impl Bench {
                         sequential(calls, |i| {
                             let conn = conn.clone();
                             async move {
-                                by_hand(&conn, format!("hand:s:{}", i % KEYS), || small(0)).await;
+                                by_hand(&conn, format!("hand:s:{}", i % KEYS), async { small(0) })
+                                    .await;
                             }
                         })
                         .await
@@ -307,7 +308,8 @@ impl Bench {
                         sequential(calls, |i| {
                             let conn = conn.clone();
                             async move {
-                                by_hand(&conn, format!("hand:l:{}", i % KEYS), || large(0)).await;
+                                by_hand(&conn, format!("hand:l:{}", i % KEYS), async { large(0) })
+                                    .await;
                             }
                         })
                         .await
@@ -360,7 +362,8 @@ impl Bench {
                                 for i in 0..per_task {
                                     let id = (i * 7 + t as u64) % KEYS;
                                     if c == 0 {
-                                        by_hand(&conn, format!("hand:s:{id}"), || small(0)).await;
+                                        by_hand(&conn, format!("hand:s:{id}"), async { small(0) })
+                                            .await;
                                     } else {
                                         ours_small(&cache, id).await;
                                     }
@@ -439,7 +442,7 @@ impl Bench {
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     async move {
                         if c == 0 {
-                            by_hand(&conn, format!("hand:s:{id}"), || small(id)).await;
+                            by_hand(&conn, format!("hand:s:{id}"), async { small(id) }).await;
                         } else {
                             ours_small(&cache, id).await;
                         }
@@ -539,6 +542,7 @@ impl Bench {
                 });
             }
             let _: () = redis::cmd("FLUSHDB")
+                .arg("ASYNC")
                 .query_async(&mut conn)
                 .await
                 .expect("flush");
@@ -562,15 +566,13 @@ impl Bench {
                         let (cache, conn, runs) = (cache.clone(), conn.clone(), runs.clone());
                         tokio::spawn(async move {
                             let one = Instant::now();
-                            let slow = |runs: &AtomicUsize| {
-                                runs.fetch_add(1, Ordering::Relaxed);
+                            let slow = async {
+                                runs[0].fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                                 small(key)
                             };
                             match c {
-                                0 => drop(
-                                    by_hand(&conn, format!("hand:s:{key}"), || slow(&runs[0]))
-                                        .await,
-                                ),
+                                0 => drop(by_hand(&conn, format!("hand:s:{key}"), slow).await),
                                 1 => drop(stampede_ours(&cache, &runs[1], key).await),
                                 _ => drop(stampede_crate(key).await),
                             }

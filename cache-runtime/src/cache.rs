@@ -276,6 +276,10 @@ impl Cache {
         &self,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
+        if let Backend::Memory(_) = self.backend() {
+            // In-process and never blocking: no timeout or breaker to pay for.
+            return op.await;
+        }
         let counters = self.counters();
         let breaker = &self.inner.breaker;
         let pass = breaker.pass();

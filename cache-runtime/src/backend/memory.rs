@@ -1,14 +1,16 @@
 //! The in-memory backend: the same protocol as Redis, in one process.
 //!
-//! State sits behind one mutex; no operation awaits while holding it. Expired
-//! entries are dropped when touched, and a sweep runs once the operations since
-//! the last one outnumber the entries, so its cost is amortised O(1) per call.
+//! State sits behind one mutex; no operation awaits while holding it. Maps are
+//! keyed by group, then by key text, so a lookup allocates nothing; group
+//! generations are random `u64`s. Expired entries are dropped when touched,
+//! and a sweep runs once the operations since the last one outnumber the
+//! entries, so its cost is amortised O(1) per call.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use super::{Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::EntryKey;
 
 pub(crate) struct Memory {
@@ -18,15 +20,22 @@ pub(crate) struct Memory {
 
 #[derive(Default)]
 struct State {
-    gens: HashMap<String, String>,
+    gens: HashMap<String, u64>,
+    groups: HashMap<String, Group>,
+    ops_since_sweep: usize,
+    size_at_sweep: usize,
+}
+
+#[derive(Default)]
+struct Group {
     entries: HashMap<String, Entry>,
     writers: HashMap<String, Writers>,
-    ops_since_sweep: usize,
 }
 
 struct Entry {
-    value: Option<(Vec<u8>, String)>,
-    lease: Option<Lease>,
+    value: Option<(Vec<u8>, u64)>,
+    /// A read lease: its token and generation.
+    lease: Option<(String, u64)>,
     expires: Instant,
 }
 
@@ -37,44 +46,65 @@ struct Writers {
     expires: Instant,
 }
 
-/// The map key of an entry: `{group}key`. A group holds no `}`, so the first
-/// `}` ends it and different pairs never share a name.
-fn name(group: &str, key: &EntryKey) -> String {
-    format!("{{{group}}}{}", key.as_str())
+/// A lease as callers see it: the generation as text, as Redis keeps it.
+fn lease(token: &str, gen: u64) -> Lease {
+    Lease {
+        token: token.to_owned(),
+        gen: gen.to_string(),
+    }
 }
 
 impl State {
-    fn gen(&mut self, group: &str) -> String {
-        self.gens
-            .entry(group.to_owned())
-            .or_insert_with(token)
-            .clone()
+    fn gen(&mut self, group: &str) -> u64 {
+        match self.gens.get(group) {
+            Some(gen) => *gen,
+            None => *self
+                .gens
+                .entry(group.to_owned())
+                .or_insert_with(|| fastrand::u64(..)),
+        }
     }
 
-    fn live_entry(&mut self, name: &str, now: Instant) -> Option<&mut Entry> {
-        if self.entries.get(name).is_some_and(|e| e.expires <= now) {
-            self.entries.remove(name);
-        }
-        self.entries.get_mut(name)
+    fn group(&mut self, group: &str) -> &mut Group {
+        self.groups.entry(group.to_owned()).or_default()
     }
 
-    fn live_writers(&mut self, name: &str, now: Instant) -> Option<&mut Writers> {
-        if self.writers.get(name).is_some_and(|w| w.expires <= now) {
-            self.writers.remove(name);
+    fn live_entry(&mut self, group: &str, key: &str, now: Instant) -> Option<&mut Entry> {
+        let entries = &mut self.groups.get_mut(group)?.entries;
+        if entries.get(key).is_some_and(|e| e.expires <= now) {
+            entries.remove(key);
         }
-        self.writers.get_mut(name)
+        entries.get_mut(key)
+    }
+
+    fn live_writers(&mut self, group: &str, key: &str, now: Instant) -> Option<&mut Writers> {
+        let writers = &mut self.groups.get_mut(group)?.writers;
+        if writers.get(key).is_some_and(|w| w.expires <= now) {
+            writers.remove(key);
+        }
+        writers.get_mut(key)
+    }
+
+    fn remove_entry(&mut self, group: &str, key: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.entries.remove(key);
+        }
+    }
+
+    fn put_entry(&mut self, group: &str, key: &str, entry: Entry) {
+        self.group(group).entries.insert(key.to_owned(), entry);
     }
 
     /// Removes an entry and marks the writes in flight on it as overlapped;
     /// says whether a live value was there.
-    fn invalidate(&mut self, group: &str, name: &str, now: Instant) -> bool {
-        let gen = self.gens.get(group).cloned();
+    fn invalidate(&mut self, group: &str, key: &str, now: Instant) -> bool {
+        let gen = self.gens.get(group).copied();
         let existed = self
-            .live_entry(name, now)
+            .live_entry(group, key, now)
             .and_then(|e| e.value.as_ref())
-            .is_some_and(|(_, value_gen)| Some(value_gen) == gen.as_ref());
-        self.entries.remove(name);
-        if let Some(w) = self.live_writers(name, now) {
+            .is_some_and(|(_, value_gen)| Some(*value_gen) == gen);
+        self.remove_entry(group, key);
+        if let Some(w) = self.live_writers(group, key, now) {
             w.overlapped = true;
         }
         existed
@@ -82,12 +112,18 @@ impl State {
 
     fn sweep_now_and_then(&mut self, now: Instant) {
         self.ops_since_sweep += 1;
-        if self.ops_since_sweep < 1024.max(self.entries.len() + self.writers.len()) {
+        if self.ops_since_sweep < self.size_at_sweep.max(1024) {
             return;
         }
         self.ops_since_sweep = 0;
-        self.entries.retain(|_, e| e.expires > now);
-        self.writers.retain(|_, w| w.expires > now);
+        let mut size = 0;
+        self.groups.retain(|_, g| {
+            g.entries.retain(|_, e| e.expires > now);
+            g.writers.retain(|_, w| w.expires > now);
+            size += g.entries.len() + g.writers.len();
+            !(g.entries.is_empty() && g.writers.is_empty())
+        });
+        self.size_at_sweep = size;
     }
 }
 
@@ -110,23 +146,27 @@ impl Memory {
 
     pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want, token: &str) -> Lookup {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
         let gen = match want {
             Want::Peek => match state.gens.get(group) {
-                Some(gen) => gen.clone(),
+                Some(gen) => *gen,
                 None => return Lookup::Miss(None),
             },
             _ => state.gen(group),
         };
-        let (live, held) = match state.live_entry(&name, now) {
+        let (live, held) = match state.live_entry(group, key, now) {
             Some(entry) => (
                 entry
                     .value
                     .as_ref()
                     .filter(|(_, g)| *g == gen)
                     .map(|(bytes, _)| bytes.clone()),
-                entry.lease.as_ref().filter(|l| l.gen == gen).cloned(),
+                entry
+                    .lease
+                    .as_ref()
+                    .filter(|(_, g)| *g == gen)
+                    .map(|(token, _)| token.clone()),
             ),
             None => (None, None),
         };
@@ -134,14 +174,10 @@ impl Memory {
             if live.is_none() || held.is_some() {
                 return Lookup::Miss(None);
             }
-            let lease = Lease {
-                token: token.to_owned(),
-                gen,
-            };
-            if let Some(entry) = state.entries.get_mut(&name) {
-                entry.lease = Some(lease.clone());
+            if let Some(entry) = state.live_entry(group, key, now) {
+                entry.lease = Some((token.to_owned(), gen));
             }
-            return Lookup::Miss(Some(lease));
+            return Lookup::Miss(Some(lease(token, gen)));
         }
         if let Some(bytes) = live.filter(|_| want != Want::ForceLease) {
             return Lookup::Hit(bytes);
@@ -149,42 +185,39 @@ impl Memory {
         if let Some(held) = held {
             return match want {
                 Want::Peek => Lookup::Held,
-                Want::Lease | Want::ForceLease => Lookup::Miss(Some(held)),
+                Want::Lease | Want::ForceLease => Lookup::Miss(Some(lease(&held, gen))),
                 Want::Lock | Want::Refresh => Lookup::Held,
             };
         }
         if want == Want::Peek {
             return Lookup::Miss(None);
         }
-        let lease = Lease {
-            token: token.to_owned(),
-            gen,
-        };
-        state.entries.insert(
-            name,
+        state.put_entry(
+            group,
+            key,
             Entry {
                 value: None,
-                lease: Some(lease.clone()),
+                lease: Some((token.to_owned(), gen)),
                 expires: now + self.lease_ttl,
             },
         );
-        Lookup::Miss(Some(lease))
+        Lookup::Miss(Some(lease(token, gen)))
     }
 
     pub(crate) fn release(&self, group: &str, key: &EntryKey, lease: &Lease) {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
-        let Some(entry) = state.live_entry(&name, now) else {
+        let Some(entry) = state.live_entry(group, key, now) else {
             return;
         };
-        if entry.lease.as_ref().map(|l| &l.token) != Some(&lease.token) {
+        if entry.lease.as_ref().map(|(token, _)| token) != Some(&lease.token) {
             return;
         }
         if entry.value.is_some() {
             entry.lease = None;
         } else {
-            state.entries.remove(&name);
+            state.remove_entry(group, key);
         }
     }
 
@@ -197,15 +230,25 @@ impl Memory {
         ttl: Duration,
     ) -> bool {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
-        if state.gens.get(group) != Some(&lease.gen) {
+        let Some(gen) = state
+            .gens
+            .get(group)
+            .copied()
+            .filter(|gen| gen.to_string() == lease.gen)
+        else {
             return false;
-        }
-        match state.live_entry(&name, now) {
-            Some(entry) if entry.lease.as_ref() == Some(lease) => {
+        };
+        match state.live_entry(group, key, now) {
+            Some(entry)
+                if entry
+                    .lease
+                    .as_ref()
+                    .is_some_and(|(token, _)| *token == lease.token) =>
+            {
                 *entry = Entry {
-                    value: Some((bytes, lease.gen.clone())),
+                    value: Some((bytes, gen)),
                     lease: None,
                     expires: now + ttl,
                 };
@@ -217,33 +260,31 @@ impl Memory {
 
     pub(crate) fn begin_write(&self, group: &str, key: &EntryKey, token: &str) -> Ticket {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
-        let ticket = Ticket {
-            token: token.to_owned(),
-            gen: state.gen(group),
-        };
+        let gen = state.gen(group);
         let expires = now + self.lease_ttl;
-        match state.live_writers(&name, now) {
+        match state.live_writers(group, key, now) {
             Some(w) => {
                 w.overlapped |= w.in_flight > 0;
-                w.last = ticket.token.clone();
+                w.last = token.to_owned();
                 w.in_flight += 1;
                 w.expires = expires;
             }
             None => {
-                state.writers.insert(
-                    name,
-                    Writers {
-                        last: ticket.token.clone(),
-                        overlapped: false,
-                        in_flight: 1,
-                        expires,
-                    },
-                );
+                let writers = Writers {
+                    last: token.to_owned(),
+                    overlapped: false,
+                    in_flight: 1,
+                    expires,
+                };
+                state.group(group).writers.insert(key.to_owned(), writers);
             }
         }
-        ticket
+        Ticket {
+            token: token.to_owned(),
+            gen: gen.to_string(),
+        }
     }
 
     pub(crate) fn end_write(
@@ -254,66 +295,63 @@ impl Memory {
         end: WriteEnd,
     ) -> bool {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
-        let gen_unchanged = state.gens.get(group) == Some(&ticket.gen);
-        let sole = match state.live_writers(&name, now) {
+        let gen = state.gens.get(group).copied();
+        let gen_unchanged = gen.is_some_and(|gen| gen.to_string() == ticket.gen);
+        let sole = match state.live_writers(group, key, now) {
             Some(w) => {
                 let sole = w.last == ticket.token && !w.overlapped && gen_unchanged;
                 w.in_flight = w.in_flight.saturating_sub(1);
                 if w.in_flight == 0 {
-                    state.writers.remove(&name);
+                    if let Some(g) = state.groups.get_mut(group) {
+                        g.writers.remove(key);
+                    }
                 }
                 sole
             }
             None => false,
         };
-        match end {
-            WriteEnd::Abort => false,
-            WriteEnd::Evict => {
-                state.entries.remove(&name);
-                false
+        match (end, gen) {
+            (WriteEnd::Abort, _) => false,
+            (WriteEnd::Store(bytes, ttl), Some(gen)) if sole => {
+                let entry = Entry {
+                    value: Some((bytes, gen)),
+                    lease: None,
+                    expires: now + ttl,
+                };
+                state.put_entry(group, key, entry);
+                true
             }
-            WriteEnd::Store(bytes, ttl) => {
-                state.entries.remove(&name);
-                if sole {
-                    state.entries.insert(
-                        name,
-                        Entry {
-                            value: Some((bytes, ticket.gen.clone())),
-                            lease: None,
-                            expires: now + ttl,
-                        },
-                    );
-                }
-                sole
+            _ => {
+                state.remove_entry(group, key);
+                false
             }
         }
     }
 
     pub(crate) fn invalidate(&self, group: &str, key: &EntryKey) -> bool {
         let now = Instant::now();
-        let name = name(group, key);
-        self.state().invalidate(group, &name, now)
+        self.state().invalidate(group, key.as_str(), now)
     }
 
     pub(crate) fn store(&self, group: &str, key: &EntryKey, bytes: Vec<u8>, ttl: Duration) {
         let now = Instant::now();
-        let name = name(group, key);
+        let key = key.as_str();
         let mut state = self.state();
-        state.invalidate(group, &name, now);
+        state.invalidate(group, key, now);
         let gen = state.gen(group);
-        state.entries.insert(
-            name,
-            Entry {
-                value: Some((bytes, gen)),
-                lease: None,
-                expires: now + ttl,
-            },
-        );
+        let entry = Entry {
+            value: Some((bytes, gen)),
+            lease: None,
+            expires: now + ttl,
+        };
+        state.put_entry(group, key, entry);
     }
 
     pub(crate) fn evict_group(&self, group: &str) {
-        self.state().gens.insert(group.to_owned(), token());
+        self.state()
+            .gens
+            .insert(group.to_owned(), fastrand::u64(..));
     }
 }
