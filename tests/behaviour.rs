@@ -433,7 +433,7 @@ async fn scope_sets_the_default_cache(cache: Cache) {
     assert_eq!(cache.get::<u64>("scoped", &12u64).await.unwrap(), Some(144));
 }
 
-on_both_backends!(
+on_each_backend!(
     miss_then_hit,
     evict_then_fresh_read,
     put_then_hit,

@@ -228,7 +228,7 @@ async fn slow_read(cache: &Cache, db: &Db, id: u64, delay_ms: u64) -> u64 {
     version
 }
 
-on_both_backends!(
+on_each_backend!(
     stale_set_after_evict,
     stale_set_after_put,
     stale_set_after_group_eviction,

@@ -266,7 +266,7 @@ async fn errors_reach_every_waiter_and_are_not_cached(cache: Cache) {
     );
 }
 
-on_both_backends!(
+on_each_backend!(
     five_hundred_tasks_on_a_cold_key_run_the_body_once,
     errors_reach_every_waiter_and_are_not_cached,
     different_keys_load_in_parallel,

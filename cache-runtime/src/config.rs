@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
 
+use crate::backend::connection::{Connection, LazyCluster};
 use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::codec::{Codec, ValueCodec};
 use crate::stats::Counters;
@@ -28,6 +30,7 @@ pub(crate) struct Settings {
 enum Target {
     Memory,
     Redis(String),
+    Cluster(Vec<String>),
 }
 
 /// Builds a [`Cache`]. Start from [`Cache::builder`].
@@ -107,6 +110,28 @@ impl CacheBuilder {
     /// server is down; only a malformed URL fails.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.target = Target::Redis(url.into());
+        self
+    }
+
+    /// Uses a Redis Cluster, discovered from any of these nodes
+    /// (`redis://host:port`). A group lives in one slot (its name is the
+    /// keys' hash tag), so every operation stays on one node; MOVED and
+    /// failovers are followed. Connects on first use, like [`redis`](Self::redis).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn redis_cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -250,6 +275,25 @@ impl CacheBuilder {
                     .set_connection_timeout(Some(self.op_timeout))
                     .set_number_of_retries(1);
                 let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+                Backend::Redis(Redis::new(
+                    Connection::Single(conn),
+                    self.prefix.clone(),
+                    self.lease_ttl,
+                    counters.clone(),
+                ))
+            }
+            Target::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(Error::Config(
+                        "redis_cluster needs at least one node".to_owned(),
+                    ));
+                }
+                let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                    .response_timeout(self.op_timeout)
+                    .connection_timeout(self.op_timeout)
+                    .retries(2)
+                    .build()?;
+                let conn = Connection::Cluster(Arc::new(LazyCluster::new(client)));
                 Backend::Redis(Redis::new(
                     conn,
                     self.prefix.clone(),

@@ -4,6 +4,8 @@
 //! a put's writer record, so that later puts of the key are not taken for
 //! overlapping ones.
 
+use std::time::{Duration, Instant};
+
 use crate::backend::{Lease, Ticket, WriteEnd};
 use crate::key::EntryKey;
 use crate::Cache;
@@ -54,21 +56,41 @@ impl Drop for LeaseGuard {
         let Some(lease) = self.lease.take().filter(|_| self.owned) else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to release it from: the lease expires by its TTL.
-            return;
-        };
-        let (cache, group, key) = (
-            self.cache.clone(),
+        release_later(
+            &self.cache,
             std::mem::take(&mut self.group),
             self.key.clone(),
+            lease,
         );
-        runtime.spawn(async move {
-            if let Err(error) = cache.op(cache.backend().release(&group, &key, &lease)).await {
-                tracing::warn!(group, %error, "could not release an abandoned cache lease; it expires by its TTL");
-            }
-        });
     }
+}
+
+/// Gives a lease back from a background task, retrying with backoff for a
+/// few seconds: the release may first meet the failure (a dead master, an
+/// open breaker) that stopped its holder. A lease that cannot be given back
+/// expires by its TTL.
+pub(crate) fn release_later(cache: &Cache, group: String, key: EntryKey, lease: Lease) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // no runtime to release it from
+    };
+    let cache = cache.clone();
+    runtime.spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match cache.op(cache.backend().release(&group, &key, &lease)).await {
+                Ok(()) => return,
+                Err(error) if Instant::now() >= deadline => {
+                    tracing::warn!(group, %error, "could not give back an abandoned cache lease; it expires by its TTL");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    });
 }
 
 /// A put's registered write. Dropped before the put ended, it ends the write

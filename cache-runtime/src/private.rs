@@ -301,6 +301,11 @@ async fn fill(
     };
     // Disarmed only now: dropped mid-request, the guard gives the lease back.
     lease.disarm();
+    if outcome.is_err() && lease.owned() {
+        // The store (or release) may not have happened: give the lease back,
+        // so that the next caller need not wait for it.
+        crate::lease::release_later(cache, group.to_owned(), key.clone(), held);
+    }
     ok_or_warn(cache, "store", group, outcome);
 }
 

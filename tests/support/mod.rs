@@ -204,10 +204,11 @@ where
     }
 }
 
-/// Runs one async test case against a backend: `in_memory` and `on_redis` test
-/// modules, each with one `#[tokio::test]` per case.
+/// Runs async test cases against every backend: `in_memory`, `on_redis` (a
+/// server per test) and `on_cluster` (a 3-master cluster per test) modules,
+/// each with one `#[tokio::test]` per case.
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_each_backend {
     ($($case:ident),* $(,)?) => {
         mod in_memory {
             $(
@@ -226,5 +227,208 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = $crate::support::RedisCluster::start(3, 0);
+                    super::$case(cluster.cache().await).await;
+                }
+            )*
+        }
     };
+}
+
+/// A local Redis Cluster for one test: `masters` masters with `replicas`
+/// replicas each, on free loopback ports, created with
+/// `redis-cli --cluster create` and stopped when dropped.
+pub struct RedisCluster {
+    nodes: Vec<(u16, Option<Child>)>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cache-cluster-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..masters * (1 + replicas) {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                // a replica may take over whatever its data's age (tests only)
+                .args(["--cluster-replica-validity-factor", "0"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--logfile", &format!("node-{port}.log"), "--dbfilename", &format!("dump-{port}.rdb")])
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run the README's test command, which installs it");
+            cluster.nodes.push((port, Some(child)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (port, _) in &cluster.nodes {
+            while !ping(*port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli comes with redis-server");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() || !cluster.replicas_in_sync() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach state ok (replicas in sync) within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Whether every running node reports `cluster_state:ok` and sees every
+    /// slot served.
+    pub fn is_ok(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .all(|(port, _)| {
+                let info = cli(*port, &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            })
+    }
+
+    /// Whether every replica has synced with its master.
+    fn replicas_in_sync(&self) -> bool {
+        self.nodes.iter().all(|(port, _)| {
+            let info = cli(*port, &["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// A cache on this cluster.
+    pub async fn cache(&self) -> Cache {
+        Cache::builder()
+            .redis_cluster(self.urls())
+            .op_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("cache on the test cluster")
+    }
+
+    /// The ports of the masters, by `CLUSTER NODES`.
+    pub fn masters(&self) -> Vec<u16> {
+        let Some((port, _)) = self.nodes.iter().find(|(_, child)| child.is_some()) else {
+            return Vec::new();
+        };
+        cli(*port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter_map(|address| address.split(['@', ':']).nth(1)?.parse().ok())
+            .collect()
+    }
+
+    /// The port of the master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let port = self.masters()[0];
+        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields.get(2).is_some_and(|flags| flags.contains("master")) {
+                continue;
+            }
+            for range in &fields[8..] {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(start), Ok(end)) = (start.parse::<u16>(), end.parse::<u16>()) {
+                    if (start..=end).contains(&slot) {
+                        return fields[1]
+                            .split(['@', ':'])
+                            .nth(1)
+                            .and_then(|p| p.parse().ok())
+                            .expect("a port");
+                    }
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (`SIGKILL`).
+    pub fn kill(&mut self, port: u16) {
+        for (node, child) in &mut self.nodes {
+            if *node == port {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::env::var_os("KEEP_CLUSTER_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    cli(port, &["PING"]).trim() == "PONG"
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }

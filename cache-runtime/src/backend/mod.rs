@@ -19,6 +19,7 @@
 //!   put stores its value only when no other write overlapped it; otherwise it
 //!   deletes the entry. Concurrent puts leave the last write or nothing.
 
+pub(crate) mod connection;
 pub(crate) mod memory;
 pub(crate) mod redis;
 

@@ -26,9 +26,9 @@ use std::time::Duration;
 use once_cell::sync::Lazy;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
+use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::{EntryKey, Names};
 use crate::stats::{bump, Counters};
@@ -183,7 +183,7 @@ return repaired
 });
 
 pub(crate) struct Redis {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     lease_ms: u64,
     counters: Arc<Counters>,
@@ -199,7 +199,7 @@ fn millis(d: Duration) -> u64 {
 
 impl Redis {
     pub(crate) fn new(
-        conn: ConnectionManager,
+        conn: Connection,
         prefix: String,
         lease_ttl: Duration,
         counters: Arc<Counters>,

@@ -1,0 +1,135 @@
+//! Redis Cluster: a group lives in one slot, groups spread over the masters,
+//! and a master killed mid-run (a failover to its replica) leaves every call
+//! succeeding. The behaviour, race and stampede suites also run on a cluster
+//! (their `on_cluster` modules).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{cached, Cache};
+use support::{eventually, RedisCluster};
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_lives_in_one_slot_and_groups_spread_over_the_masters() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let mut masters_used = BTreeSet::new();
+    for g in 0..30 {
+        let group = format!("group-{g}");
+        for k in 0..5u64 {
+            cache.set(&group, &k, &k, None).await.unwrap();
+        }
+        let names: Vec<String> = (0..5)
+            .map(|k| format!("cache:{{{group}}}:e:{k}"))
+            .chain([
+                format!("cache:{{{group}}}:gen"),
+                format!("cache:{{{group}}}:w:0"),
+            ])
+            .collect();
+        let port = cluster.masters()[0];
+        let slots: BTreeSet<String> = names
+            .iter()
+            .map(|n| cli(port, &["CLUSTER", "KEYSLOT", n]))
+            .collect();
+        assert_eq!(
+            slots.len(),
+            1,
+            "the keys of {group} share one slot: {slots:?}"
+        );
+        let master = cluster.master_of(&names[0]);
+        assert_eq!(
+            cli(master, &["EXISTS", &names[0]]),
+            "1",
+            "{group} is stored on the master of its slot"
+        );
+        masters_used.insert(master);
+    }
+    assert_eq!(
+        masters_used.len(),
+        3,
+        "30 groups spread over all 3 masters: {masters_used:?}"
+    );
+}
+
+#[cached(group = "failover", skip(cache, runs), cache = cache, ttl = 60)]
+async fn read(cache: &Cache, runs: &AtomicUsize, id: u64) -> u64 {
+    runs.fetch_add(1, Ordering::SeqCst);
+    id * 3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_run_fails_over_and_calls_keep_succeeding() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .op_timeout(Duration::from_millis(300))
+        .breaker(3, Duration::from_millis(300))
+        // A lease taken on the dying master survives on its replica: it is
+        // given back once the new master answers, and until then a miss of
+        // that key waits for it at most lock_timeout, then loads.
+        .lock_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    assert_eq!(read(&cache, &runs, 7).await, 21);
+    assert_eq!(read(&cache, &runs, 7).await, 21);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "cached on the cluster");
+
+    let victim = cluster.master_of("cache:{failover}:e:7");
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let mut calls = 0;
+    let mut slowest = Duration::ZERO;
+    while killed.elapsed() < Duration::from_secs(4) {
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, &runs, calls % 5).await,
+            (calls % 5) * 3,
+            "every call returns its value"
+        );
+        slowest = slowest.max(started.elapsed());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the replica to take over",
+        || async { cluster.is_ok() },
+    )
+    .await;
+    let recovered = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "hits on the new master",
+        || async {
+            read(&cache, &runs, 100).await;
+            let before = runs.load(Ordering::SeqCst);
+            read(&cache, &runs, 100).await;
+            runs.load(Ordering::SeqCst) == before
+        },
+    )
+    .await;
+    eprintln!(
+        "master {victim} killed: {calls} calls in 4 s, slowest {slowest:?}; cache hits again {:?} after the failover; {:?}",
+        recovered.elapsed(),
+        cache.stats()
+    );
+    assert!(
+        slowest < Duration::from_millis(300 + 500 + 700),
+        "no call waited longer than op timeout + lock timeout (+ slack): slowest {slowest:?}"
+    );
+}
