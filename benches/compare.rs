@@ -613,22 +613,34 @@ impl Bench {
 
     async fn in_memory_hit(&mut self) {
         let cache = Cache::in_memory();
+        let local = Cache::builder()
+            .redis(self.server.url())
+            .local(10_000, Duration::from_secs(60))
+            .build()
+            .await
+            .expect("cache with a local tier");
+        // wait for its invalidation subscription (the tier serves only then)
+        while local.stats().local_flushes == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let moka: moka::future::Cache<u64, Arc<Small>> = moka::future::Cache::new(10_000);
         for id in 0..100 {
             ours_small(&cache, id).await;
+            ours_small(&local, id).await;
+            ours_small(&local, id).await; // a Redis hit: now kept locally
             moka.insert(id, Arc::new(small(id))).await;
         }
         let calls = if self.quick { 20_000 } else { 100_000 };
-        let mut samples = interleave(2, self.rounds(8), |c| {
-            let (cache, moka) = (cache.clone(), moka.clone());
+        let mut samples = interleave(3, self.rounds(8), |c| {
+            let (cache, local, moka) = (cache.clone(), local.clone(), moka.clone());
             async move {
                 sequential(calls, |i| {
-                    let (cache, moka) = (cache.clone(), moka.clone());
+                    let (cache, local, moka) = (cache.clone(), local.clone(), moka.clone());
                     async move {
-                        if c == 0 {
-                            std::hint::black_box(moka.get(&(i % 100)).await);
-                        } else {
-                            std::hint::black_box(ours_small(&cache, i % 100).await);
+                        match c {
+                            0 => drop(std::hint::black_box(moka.get(&(i % 100)).await)),
+                            1 => drop(std::hint::black_box(ours_small(&cache, i % 100).await)),
+                            _ => drop(std::hint::black_box(ours_small(&local, i % 100).await)),
                         }
                     }
                 })
@@ -637,8 +649,12 @@ impl Bench {
         })
         .await;
         rows_for(
-            "in-memory hit, 100 B",
-            &["moka::future::Cache::get", "#[cached] in memory"],
+            "in-process hit, 100 B",
+            &[
+                "moka::future::Cache::get",
+                "#[cached] in memory",
+                "#[cached] local tier over Redis",
+            ],
             &mut samples,
             &mut self.rows,
         );

@@ -14,6 +14,7 @@ use crate::config::{CacheBuilder, Settings};
 use crate::envelope::Meta;
 use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
+use crate::local::{Invalidation, Local};
 use crate::retry::Pending;
 use crate::stats::{bump, Counters, Stats, Warning};
 use crate::{envelope, Error};
@@ -49,6 +50,7 @@ struct Inner {
     breaker: Breaker,
     counters: Arc<Counters>,
     pending: Pending,
+    local: Option<Arc<Local>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -70,6 +72,7 @@ impl Cache {
         backend: Backend,
         settings: Settings,
         counters: Arc<Counters>,
+        local: Option<Arc<Local>>,
     ) -> Self {
         Cache {
             inner: Arc::new(Inner {
@@ -79,6 +82,7 @@ impl Cache {
                 flights: Flights::default(),
                 counters,
                 pending: Pending::default(),
+                local,
             }),
         }
     }
@@ -166,6 +170,7 @@ impl Cache {
         let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
         let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
         self.flights().detach(group, &key);
+        self.forget(Invalidation::Key(group, &key));
         stored
     }
 
@@ -252,13 +257,28 @@ impl Cache {
     pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
         let existed = self.op(self.backend().invalidate(group, key)).await;
         self.flights().detach(group, key);
+        self.forget(Invalidation::Key(group, key));
         existed
     }
 
     pub(crate) async fn evict_group_unchecked(&self, group: &str) -> Result<(), Error> {
         let evicted = self.op(self.backend().evict_group(group)).await;
         self.flights().detach_group(group);
+        self.forget(Invalidation::Group(group));
         evicted
+    }
+
+    /// The local tier, when there is one.
+    pub(crate) fn local(&self) -> Option<&Local> {
+        self.inner.local.as_deref()
+    }
+
+    /// Drops this process's local copies of what a write changes, before the
+    /// write returns (other processes hear of it by pub/sub).
+    pub(crate) fn forget(&self, invalidation: Invalidation<'_>) {
+        if let Some(local) = self.local() {
+            local.invalidate(&invalidation);
+        }
     }
 
     /// Evictions pending retry in this process.

@@ -9,6 +9,7 @@ use redis::cluster::ClusterClientBuilder;
 use crate::backend::connection::{Connection, LazyCluster};
 use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::codec::{Codec, ValueCodec};
+use crate::local::{self, invalidation_channel, Local};
 use crate::stats::Counters;
 use crate::{Cache, Error};
 
@@ -81,6 +82,7 @@ pub struct CacheBuilder {
     eviction_retry: Duration,
     breaker_threshold: u32,
     breaker_cool_down: Duration,
+    local: Option<(usize, Duration)>,
 }
 
 impl Default for CacheBuilder {
@@ -100,6 +102,7 @@ impl Default for CacheBuilder {
             eviction_retry: Duration::from_secs(60),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(1),
+            local: None,
         }
     }
 }
@@ -224,6 +227,28 @@ impl CacheBuilder {
         self
     }
 
+    /// Adds a local tier: an in-process copy of up to `capacity` entries read
+    /// from Redis, each kept at most `max_ttl` (and never past its TTL), so
+    /// that hits cost no round trip. Copies are dropped when any process
+    /// writes the entry (every write announces itself on Redis pub/sub), and
+    /// the whole tier is flushed and bypassed while that subscription is
+    /// down. Needs a Redis backend.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .local(10_000, Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn local(mut self, capacity: usize, max_ttl: Duration) -> Self {
+        self.local = Some((capacity, max_ttl));
+        self
+    }
+
     /// The value codec (default [`Json`](crate::codec::Json), which is
     /// called directly; a custom codec goes through `erased_serde`).
     pub fn codec(mut self, codec: impl Codec) -> Self {
@@ -266,6 +291,33 @@ impl CacheBuilder {
             ));
         }
         let counters = Arc::new(Counters::default());
+        let local = match (self.local, &self.target) {
+            (None, _) => None,
+            (Some(_), Target::Memory) => {
+                return Err(Error::Config(
+                    "the local tier goes in front of Redis; this cache is in memory".to_owned(),
+                ));
+            }
+            (Some((capacity, max_ttl)), target) => {
+                if capacity == 0 || max_ttl.is_zero() {
+                    return Err(Error::Config(
+                        "the local tier needs a capacity and a max TTL".to_owned(),
+                    ));
+                }
+                let url = match target {
+                    Target::Redis(url) => url.clone(),
+                    Target::Cluster(urls) => urls.first().cloned().unwrap_or_default(),
+                    Target::Memory => String::new(),
+                };
+                let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
+                local::subscribe(
+                    Arc::downgrade(&tier),
+                    redis::Client::open(url.as_str())?,
+                    invalidation_channel(&self.prefix),
+                );
+                Some(tier)
+            }
+        };
         let backend = match &self.target {
             Target::Memory => Backend::Memory(Memory::new(self.lease_ttl)),
             Target::Redis(url) => {
@@ -302,16 +354,16 @@ impl CacheBuilder {
                 ))
             }
         };
-        Ok(self.finish(backend, counters))
+        Ok(self.finish(backend, counters, local))
     }
 
     /// Builds an in-memory cache synchronously (the backend needs no I/O).
     pub(crate) fn build_in_memory(self) -> Cache {
         let backend = Backend::Memory(Memory::new(self.lease_ttl));
-        self.finish(backend, Arc::default())
+        self.finish(backend, Arc::default(), None)
     }
 
-    fn finish(self, backend: Backend, counters: Arc<Counters>) -> Cache {
+    fn finish(self, backend: Backend, counters: Arc<Counters>, local: Option<Arc<Local>>) -> Cache {
         Cache::from_parts(
             backend,
             Settings {
@@ -328,6 +380,7 @@ impl CacheBuilder {
                 breaker_cool_down: self.breaker_cool_down,
             },
             counters,
+            local,
         )
     }
 }

@@ -53,6 +53,7 @@ mod error;
 mod flight;
 mod key;
 mod lease;
+mod local;
 mod read;
 mod retry;
 mod stats;

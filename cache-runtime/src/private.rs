@@ -234,6 +234,7 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             cache,
             group: self.group,
             key,
+            epoch: cache.local().map_or(0, |local| local.epoch()),
             lock: self.lock.unwrap_or(cache.settings().lock),
             lock_timeout: self.lock_timeout.unwrap_or(cache.settings().lock_timeout),
         }
@@ -481,6 +482,7 @@ where
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
     cache.flights().detach(group, &key);
+    cache.forget(crate::local::Invalidation::Key(group, &key));
     if let Err(error) = outcome {
         if evicts {
             // The old value may still be there: make sure it goes.

@@ -47,6 +47,8 @@ pub(crate) struct Read<'c> {
     pub(crate) lock: bool,
     /// How long to wait for another process's load before loading anyway.
     pub(crate) lock_timeout: Duration,
+    /// The local tier's epoch when this read began.
+    pub(crate) epoch: u64,
 }
 
 impl<'c> Read<'c> {
@@ -55,6 +57,15 @@ impl<'c> Read<'c> {
             // An eviction of this key failed and is being retried: the
             // cached value may be stale, so read past it.
             return load_without_cache();
+        }
+        if let Some(bytes) = self
+            .cache
+            .local()
+            .and_then(|local| local.get(self.group, self.key))
+        {
+            if let Some((value, meta)) = self.cache.open(self.group, self.key, &bytes) {
+                return Found::Hit(value, meta);
+            }
         }
         // Hits, the common case, are plain reads; only a miss takes a lease.
         let mut answer = self.lookup(Want::Peek).await;
@@ -149,6 +160,11 @@ impl<'c> Read<'c> {
         flight: Option<FlightGuard<'c>>,
     ) -> Found<'c, V> {
         if let Some((value, meta)) = self.cache.open(self.group, self.key, bytes) {
+            if let Some(local) = self.cache.local() {
+                let fresh_for =
+                    Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));
+                local.insert(self.group, self.key, bytes, fresh_for, self.epoch);
+            }
             return Found::Hit(value, meta);
         }
         // The entry does not decode: load, and overwrite it.

@@ -42,6 +42,11 @@ pub struct Stats {
     pub oversized: u64,
     /// Keys found holding another Redis type, deleted and read again.
     pub repaired: u64,
+    /// Hits served by the local tier.
+    pub local_hits: u64,
+    /// Times the local tier was flushed (its invalidation subscription was
+    /// (re)made or dropped).
+    pub local_flushes: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +61,8 @@ pub(crate) struct Counters {
     pub(crate) undecodable: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) repaired: AtomicU64,
+    pub(crate) local_hits: AtomicU64,
+    pub(crate) local_flushes: AtomicU64,
     warnings: [Limiter; 2],
 }
 
@@ -78,6 +85,8 @@ impl Counters {
             undecodable: get(&self.undecodable),
             oversized: get(&self.oversized),
             repaired: get(&self.repaired),
+            local_hits: get(&self.local_hits),
+            local_flushes: get(&self.local_flushes),
         }
     }
 

@@ -31,6 +31,7 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::{EntryKey, Names};
+use crate::local::{invalidation_channel, Invalidation};
 use crate::stats::{bump, Counters};
 use crate::Error;
 
@@ -120,7 +121,8 @@ return gen
 });
 
 /// KEYS: entry, writers, gen. ARGV: writer token, gen at begin,
-/// mode (store|evict|abort), envelope, ttl ms. Returns 1 when it stored.
+/// mode (store|evict|abort), envelope, ttl ms, invalidation channel and
+/// message. Returns 1 when it stored.
 static END_WRITE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -129,37 +131,57 @@ local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV
 local n = (tonumber(w[3]) or 1) - 1
 if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
 if ARGV[3] == 'abort' then return 0 end
-redis.call('DEL', KEYS[1])
-if ARGV[3] == 'evict' or not sole then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[4], 'g', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
+local stored = 0
+if ARGV[3] == 'store' and sole then
+  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'g', ARGV[2])
+  redis.call('HDEL', KEYS[1], 't', 'lg')
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  stored = 1
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return stored
 ",
     )
 });
 
-/// KEYS: entry, writers, gen. ARGV: envelope and ttl ms to store, or nothing
-/// to only invalidate; fresh gen. Returns 1 when a live value was there.
+/// KEYS: entry, writers, gen. ARGV: invalidation channel and message; then
+/// envelope, ttl ms and fresh gen to store, or nothing to only invalidate.
+/// Returns 1 when a live value was there.
 static REPLACE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local gen = redis.call('GET', KEYS[3])
 local e = redis.call('HMGET', KEYS[1], 'v', 'g')
 local existed = gen and e[1] and e[2] == gen
-if ARGV[1] then
+if ARGV[3] then
   if not gen then
-    gen = ARGV[3]
+    gen = ARGV[5]
     redis.call('SET', KEYS[3], gen)
   end
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'g', gen)
+  redis.call('HSET', KEYS[1], 'v', ARGV[3], 'g', gen)
   redis.call('HDEL', KEYS[1], 't', 'lg')
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 else
   redis.call('DEL', KEYS[1])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 if existed then return 1 end
 return 0
+",
+    )
+});
+
+/// KEYS: gen. ARGV: a new generation, invalidation channel and message.
+/// Evicts the group in one write, whatever its size.
+static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
 ",
     )
 });
@@ -185,6 +207,8 @@ return repaired
 pub(crate) struct Redis {
     conn: Connection,
     prefix: String,
+    /// Where every write announces itself, for local tiers to drop copies.
+    channel: String,
     lease_ms: u64,
     counters: Arc<Counters>,
 }
@@ -205,6 +229,7 @@ impl Redis {
         counters: Arc<Counters>,
     ) -> Self {
         Redis {
+            channel: invalidation_channel(&prefix),
             conn,
             prefix,
             lease_ms: millis(lease_ttl),
@@ -409,7 +434,9 @@ impl Redis {
             .arg(&ticket.gen)
             .arg(mode)
             .arg(bytes)
-            .arg(ttl);
+            .arg(ttl)
+            .arg(&self.channel)
+            .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(&names, &script).await {
             // The writer record stays until its TTL: later puts evict.
             Err(error) if is_oom(&error) && mode != "abort" => {
@@ -422,7 +449,11 @@ impl Redis {
     pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
         let names = self.names(group, key);
         let mut script = REPLACE.key(&names.entry);
-        script.key(names.writers()).key(&names.gen);
+        script
+            .key(names.writers())
+            .key(&names.gen)
+            .arg(&self.channel)
+            .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(&names, &script).await {
             Err(error) if is_oom(&error) => self.delete(&names.entry).await,
             other => Ok(other? == 1),
@@ -441,6 +472,8 @@ impl Redis {
         script
             .key(names.writers())
             .key(&names.gen)
+            .arg(&self.channel)
+            .arg(Invalidation::Key(group, key).message())
             .arg(bytes)
             .arg(millis(ttl))
             .arg(token());
@@ -455,19 +488,24 @@ impl Redis {
     }
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
-        let set: Result<(), redis::RedisError> = redis::cmd("SET")
-            .arg(Names::gen(&self.prefix, group))
-            .arg(token())
-            .query_async(&mut self.conn.clone())
-            .await;
+        let gen = Names::gen(&self.prefix, group);
+        let message = Invalidation::Group(group).message();
+        let mut script = EVICT_GROUP.key(&gen);
+        script.arg(token()).arg(&self.channel).arg(&message);
+        let set: Result<i64, redis::RedisError> = script.invoke_async(&mut self.conn.clone()).await;
         match set.map_err(Error::from) {
             // Without its generation key every entry of the group is a miss;
             // the next write starts a new generation.
-            Err(error) if is_oom(&error) => self
-                .delete(&Names::gen(&self.prefix, group))
-                .await
-                .map(drop),
-            other => other,
+            Err(error) if is_oom(&error) => {
+                self.delete(&gen).await?;
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(&message)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                Ok(())
+            }
+            other => other.map(drop),
         }
     }
 }

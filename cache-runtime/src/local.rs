@@ -1,0 +1,259 @@
+//! The local tier: an in-process copy of entries read from Redis, in front of
+//! it, for hits that cost no round trip. Opt in with
+//! [`CacheBuilder::local`](crate::CacheBuilder::local).
+//!
+//! Every write to Redis announces itself on a pub/sub channel
+//! (`{prefix}:invalidations`) in the same script that makes it. A subscriber
+//! task drops the local copies it names. While that subscription is down, the
+//! local tier is flushed and bypassed, since messages may be missed (the advice
+//! of Redis's client-side caching guide). A read that began before an
+//! invalidation does not insert its value after it (an epoch check), and
+//! every copy expires after at most `max_ttl`, the bound on what a lost
+//! message can cost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::key::EntryKey;
+use crate::stats::{bump, Counters};
+
+/// The channel a cache with this prefix announces its writes on.
+pub(crate) fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}:invalidations")
+}
+
+/// What a write invalidates.
+pub(crate) enum Invalidation<'a> {
+    Key(&'a str, &'a EntryKey),
+    Group(&'a str),
+}
+
+impl Invalidation<'_> {
+    /// The message announcing it: `["k", group, key]` or `["g", group]`.
+    pub(crate) fn message(&self) -> String {
+        let message = match self {
+            Invalidation::Key(group, key) => serde_json::to_string(&("k", group, key.as_str())),
+            Invalidation::Group(group) => serde_json::to_string(&("g", group)),
+        };
+        message.unwrap_or_default()
+    }
+}
+
+struct Copy {
+    bytes: Arc<[u8]>,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Copies {
+    groups: HashMap<String, HashMap<String, Copy>>,
+    len: usize,
+}
+
+pub(crate) struct Local {
+    capacity: usize,
+    max_ttl: Duration,
+    copies: Mutex<Copies>,
+    /// Bumped by every invalidation: a read inserts only if it saw none.
+    epoch: AtomicU64,
+    /// Whether the invalidation subscription is up (else: bypass).
+    live: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl Local {
+    pub(crate) fn new(capacity: usize, max_ttl: Duration, counters: Arc<Counters>) -> Self {
+        Local {
+            capacity,
+            max_ttl,
+            copies: Mutex::new(Copies::default()),
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            counters,
+        }
+    }
+
+    fn copies(&self) -> MutexGuard<'_, Copies> {
+        self.copies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A live local copy of an entry, when the subscription is up.
+    pub(crate) fn get(&self, group: &str, key: &EntryKey) -> Option<Arc<[u8]>> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = Instant::now();
+        let copies = self.copies();
+        let copy = copies.groups.get(group)?.get(key.as_str())?;
+        (copy.expires > now).then(|| {
+            bump(&self.counters.local_hits);
+            copy.bytes.clone()
+        })
+    }
+
+    /// Keeps a copy of an entry read from Redis, fresh for `fresh_for`, unless
+    /// an invalidation came since `epoch` (the read may be older than it).
+    pub(crate) fn insert(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        bytes: &[u8],
+        fresh_for: Duration,
+        epoch: u64,
+    ) {
+        if fresh_for.is_zero() || !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        let expires = Instant::now() + fresh_for.min(self.max_ttl);
+        let mut copies = self.copies();
+        if self.epoch() != epoch {
+            return;
+        }
+        if copies.len >= self.capacity
+            && !copies
+                .groups
+                .get(group)
+                .is_some_and(|g| g.contains_key(key.as_str()))
+        {
+            make_room(&mut copies);
+        }
+        let copy = Copy {
+            bytes: bytes.into(),
+            expires,
+        };
+        let replaced = copies
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .insert(key.as_str().to_owned(), copy);
+        if replaced.is_none() {
+            copies.len += 1;
+        }
+    }
+
+    /// Drops what an invalidation names (this process's own writes, and
+    /// messages from the others).
+    pub(crate) fn invalidate(&self, invalidation: &Invalidation<'_>) {
+        let mut copies = self.copies();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let removed = match invalidation {
+            Invalidation::Key(group, key) => copies
+                .groups
+                .get_mut(*group)
+                .and_then(|g| g.remove(key.as_str()))
+                .map_or(0, |_| 1),
+            Invalidation::Group(group) => copies.groups.remove(*group).map_or(0, |g| g.len()),
+        };
+        copies.len -= removed;
+    }
+
+    fn invalidate_message(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Vec<String>>(payload).as_deref() {
+            Ok([kind, group, key]) if kind == "k" => {
+                let mut copies = self.copies();
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                if copies
+                    .groups
+                    .get_mut(group)
+                    .and_then(|g| g.remove(key))
+                    .is_some()
+                {
+                    copies.len -= 1;
+                }
+            }
+            Ok([kind, group]) if kind == "g" => {
+                let mut copies = self.copies();
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                if let Some(g) = copies.groups.remove(group.as_str()) {
+                    copies.len -= g.len();
+                }
+            }
+            // Not ours to read: flush rather than risk a stale copy.
+            _ => self.flush(),
+        }
+    }
+
+    /// Drops every copy (the subscription dropped: messages may be lost).
+    fn flush(&self) {
+        let mut copies = self.copies();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *copies = Copies::default();
+        bump(&self.counters.local_flushes);
+    }
+}
+
+/// Makes room for one copy: drops expired copies, else an arbitrary tenth.
+fn make_room(copies: &mut Copies) {
+    let now = Instant::now();
+    let before = copies.len;
+    for group in copies.groups.values_mut() {
+        group.retain(|_, copy| copy.expires > now);
+    }
+    let mut len: usize = copies.groups.values().map(HashMap::len).sum();
+    if len == before {
+        let mut drop = (before / 10).max(1);
+        for group in copies.groups.values_mut() {
+            let keys: Vec<String> = group.keys().take(drop).cloned().collect();
+            for key in keys {
+                group.remove(&key);
+                drop -= 1;
+                len -= 1;
+            }
+            if drop == 0 {
+                break;
+            }
+        }
+    }
+    copies.groups.retain(|_, g| !g.is_empty());
+    copies.len = len;
+}
+
+/// Subscribes to the invalidation channel for as long as the local tier
+/// lives, reconnecting with backoff; while unsubscribed the tier is flushed
+/// and bypassed.
+pub(crate) fn subscribe(local: Weak<Local>, client: redis::Client, channel: String) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if local.strong_count() == 0 {
+                return;
+            }
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match subscribed.await {
+                Ok(pubsub) => {
+                    let Some(tier) = local.upgrade() else { return };
+                    tier.flush(); // what was missed while down
+                    tier.live.store(true, Ordering::Release);
+                    drop(tier);
+                    delay = Duration::from_millis(50);
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(tier) = local.upgrade() else { return };
+                        tier.invalidate_message(message.get_payload_bytes());
+                    }
+                    let Some(tier) = local.upgrade() else { return };
+                    tier.live.store(false, Ordering::Release);
+                    tier.flush();
+                    tracing::warn!("cache invalidation subscription dropped: local tier flushed and bypassed until it is back");
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cache invalidation subscription failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,296 @@
+//! The local tier: hits without a round trip, dropped when any process writes
+//! the entry, flushed while its invalidation subscription is down.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use support::{eventually, RedisServer};
+
+/// The "database" is a Redis key, so that two processes share it.
+async fn db_read(conn: &redis::aio::MultiplexedConnection, id: u64) -> u64 {
+    redis::cmd("GET")
+        .arg(format!("test:row:{id}"))
+        .query_async::<Option<u64>>(&mut conn.clone())
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[cached(group = "rows", skip(cache, conn), cache = cache, ttl = 60)]
+async fn read(cache: &Cache, conn: &redis::aio::MultiplexedConnection, id: u64) -> u64 {
+    db_read(conn, id).await
+}
+
+#[cache_evict(group = "rows", key = id, cache = cache)]
+async fn update(cache: &Cache, conn: &redis::aio::MultiplexedConnection, id: u64, version: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("test:row:{id}"))
+        .arg(version)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+}
+
+#[cache_put(group = "rows", key = id, skip(cache, conn), cache = cache)]
+async fn put(
+    cache: &Cache,
+    conn: &redis::aio::MultiplexedConnection,
+    id: u64,
+    version: u64,
+) -> u64 {
+    let _: () = redis::cmd("SET")
+        .arg(format!("test:row:{id}"))
+        .arg(version)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    version
+}
+
+#[cache_evict(group = "rows", all, skip(cache, conn), cache = cache)]
+async fn update_all(
+    cache: &Cache,
+    conn: &redis::aio::MultiplexedConnection,
+    id: u64,
+    version: u64,
+) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("test:row:{id}"))
+        .arg(version)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+}
+
+async fn local_cache(url: &str) -> Cache {
+    let cache = Cache::builder()
+        .redis(url)
+        .local(1000, Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the invalidation subscription",
+        || async { cache.stats().local_flushes >= 1 },
+    )
+    .await;
+    cache
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hits_skip_redis_and_own_writes_drop_them() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server.url()).await;
+    let conn = server.client().await;
+    update(&cache, &conn, 1, 10).await;
+    assert_eq!(read(&cache, &conn, 1).await, 10); // miss: loads
+    assert_eq!(read(&cache, &conn, 1).await, 10); // Redis hit: kept locally
+    let before = cache.stats().local_hits;
+    assert_eq!(read(&cache, &conn, 1).await, 10);
+    assert_eq!(
+        cache.stats().local_hits,
+        before + 1,
+        "served by the local tier"
+    );
+    update(&cache, &conn, 1, 11).await;
+    assert_eq!(
+        read(&cache, &conn, 1).await,
+        11,
+        "this process's write dropped its copy at once"
+    );
+    assert_eq!(put(&cache, &conn, 1, 12).await, 12);
+    assert_eq!(read(&cache, &conn, 1).await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_flushes_and_bypasses_the_local_tier() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server.url()).await;
+    let mut conn = server.client().await;
+    update(&cache, &conn, 2, 20).await;
+    read(&cache, &conn, 2).await;
+    read(&cache, &conn, 2).await;
+    let hits = cache.stats().local_hits;
+    read(&cache, &conn, 2).await;
+    assert_eq!(cache.stats().local_hits, hits + 1, "warm in the local tier");
+
+    let flushes = cache.stats().local_flushes;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the invalidation connection was killed");
+    eventually(
+        Duration::from_secs(2),
+        "the local tier to be flushed",
+        || async { cache.stats().local_flushes > flushes },
+    )
+    .await;
+    let hits = cache.stats().local_hits;
+    // change the row behind the cache's back: only Redis knows nothing of it
+    // either, but the local copy must be gone, so this read goes to Redis
+    read(&cache, &conn, 2).await;
+    assert_eq!(
+        cache.stats().local_hits,
+        hits,
+        "the flushed tier served nothing"
+    );
+}
+
+// ---- two processes --------------------------------------------------------
+
+const WORKER_URL: &str = "LOCAL_WORKER_URL";
+
+/// Process B: reads key 9 in a loop from its local tier and records when it
+/// first sees each new version. Run by the two-process test only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a worker process spawned by the two-process test"]
+async fn local_tier_worker() {
+    let url = std::env::var(WORKER_URL).expect("run by the two-process test");
+    let cache = local_cache(&url).await;
+    let conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut last = read(&cache, &conn, 9).await;
+    let _: () = redis::cmd("SET")
+        .arg("test:ready")
+        .arg(1)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stop: bool = redis::cmd("EXISTS")
+            .arg("test:stop")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        if stop || Instant::now() > deadline {
+            break;
+        }
+        for _ in 0..50 {
+            let seen = read(&cache, &conn, 9).await;
+            if seen != last {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("test:seen:{seen}"))
+                    .arg(now_ms())
+                    .query_async(&mut conn.clone())
+                    .await
+                    .unwrap();
+                last = seen;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let _: () = redis::cmd("SET")
+        .arg("test:local_hits")
+        .arg(cache.stats().local_hits)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_stops_serving_the_old_value_within_a_bound() {
+    let server = RedisServer::start();
+    let cache = Cache::builder().redis(server.url()).build().await.unwrap();
+    let mut conn = server.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("test:row:9")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut worker: Child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "local_tier_worker",
+            "--ignored",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(WORKER_URL, server.url())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the worker to cache the row",
+        || async {
+            redis::cmd("EXISTS")
+                .arg("test:ready")
+                .query_async::<bool>(&mut conn.clone())
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the worker serves locally now
+
+    let mut delays = Vec::new();
+    for version in 2..=61u64 {
+        match version % 3 {
+            0 => update(&cache, &conn, 9, version).await,
+            1 => drop(put(&cache, &conn, 9, version).await),
+            _ => update_all(&cache, &conn, 9, version).await,
+        }
+        let written = now_ms();
+        let key = format!("test:seen:{version}");
+        let started = Instant::now();
+        let seen = loop {
+            let seen: Option<u64> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if let Some(seen) = seen {
+                break seen;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the worker still served version {} 2 s after the write",
+                version - 1
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        delays.push(seen.saturating_sub(written));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = redis::cmd("SET")
+        .arg("test:stop")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "the worker failed");
+    let local_hits: u64 = redis::cmd("GET")
+        .arg("test:local_hits")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    delays.sort_unstable();
+    let (p50, p99) = (delays[delays.len() / 2], delays[delays.len() * 99 / 100]);
+    eprintln!("local tier invalidation across processes: p50 {p50} ms, p99 {p99} ms, max {} ms over {} writes (evict, put, group); worker served {local_hits} local hits", delays[delays.len() - 1], delays.len());
+    assert!(
+        local_hits > 100,
+        "the worker was reading from its local tier ({local_hits} local hits)"
+    );
+    assert!(p99 <= 100, "p99 propagation {p99} ms");
+}
