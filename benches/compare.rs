@@ -661,6 +661,54 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// How long a second cache (its own connections, as another process
+    /// would have) keeps serving a local copy after a write returns.
+    async fn propagation(&mut self) {
+        let writer = Cache::builder()
+            .redis(self.server.url())
+            .build()
+            .await
+            .expect("writer");
+        let reader = Cache::builder()
+            .redis(self.server.url())
+            .local(1000, Duration::from_secs(60))
+            .build()
+            .await
+            .expect("reader with a local tier");
+        while reader.stats().local_flushes == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let rounds = if self.quick { 50 } else { 300 };
+        let mut sample = Sample::default();
+        for round in 0..rounds {
+            let id = 9_000_000 + round;
+            ours_small(&reader, id).await; // miss
+            ours_small(&reader, id).await; // Redis hit, kept locally
+            writer.delete("b_small", &id).await.expect("delete");
+            let written = Instant::now();
+            loop {
+                let local_hits = reader.stats().local_hits;
+                ours_small(&reader, id).await;
+                if reader.stats().local_hits == local_hits {
+                    break; // no longer served locally
+                }
+                tokio::task::yield_now().await;
+            }
+            sample.latencies.push(written.elapsed());
+            sample.calls += 1;
+        }
+        self.rows.push(Row {
+            case: "local tier: write to invalidation in another cache".to_owned(),
+            contender: "pub/sub, two caches with their own connections (one process)".to_owned(),
+            median: micros(sample.median()),
+            p99: micros(sample.percentile(0.99)),
+            throughput: "".to_owned(),
+            ratio: "".to_owned(),
+        });
+    }
+}
+
 #[cached(group = "b_stampede", skip(cache, runs), cache = cache, ttl = 3600)]
 async fn stampede_ours(cache: &Cache, runs: &AtomicUsize, id: u64) -> Small {
     runs.fetch_add(1, Ordering::Relaxed);
@@ -851,6 +899,7 @@ async fn main() {
     bench.group_eviction().await;
     bench.stampede().await;
     bench.in_memory_hit().await;
+    bench.propagation().await;
 
     let mut conn = bench.conn.clone();
     let info: String = redis::cmd("INFO")
