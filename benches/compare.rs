@@ -261,84 +261,25 @@ impl Bench {
         let calls = if self.quick { 500 } else { 2000 };
         let rounds = self.rounds(8);
         let (cache, conn) = (self.cache.clone(), self.conn.clone());
-        let mut samples = interleave(3, rounds, |c| {
-            let (cache, conn) = (cache.clone(), conn.clone());
-            async move {
-                match c {
-                    0 => {
-                        sequential(calls, |i| {
-                            let conn = conn.clone();
-                            async move {
-                                by_hand(&conn, format!("hand:s:{}", i % KEYS), async { small(0) })
-                                    .await;
-                            }
-                        })
-                        .await
-                    }
-                    1 => {
-                        sequential(calls, |i| {
-                            let cache = cache.clone();
-                            async move {
-                                ours_small(&cache, i % KEYS).await;
-                            }
-                        })
-                        .await
-                    }
-                    _ => {
-                        sequential(calls, |i| async move {
-                            crate_small(i % KEYS).await.ok();
-                        })
-                        .await
-                    }
+        for (case, big) in [("hit, 100 B, 1 task", false), ("hit, 10 KB, 1 task", true)] {
+            let mut samples = interleave(3, rounds, |contender| {
+                let (cache, conn) = (cache.clone(), conn.clone());
+                async move {
+                    sequential(calls, |i| {
+                        let (cache, conn) = (cache.clone(), conn.clone());
+                        async move { hit_once(contender, big, &cache, &conn, i % KEYS).await }
+                    })
+                    .await
                 }
-            }
-        })
-        .await;
-        rows_for(
-            "hit, 100 B, 1 task",
-            &["hand-written redis-rs", "#[cached]", "cached crate"],
-            &mut samples,
-            &mut self.rows,
-        );
-        let mut samples = interleave(3, rounds, |c| {
-            let (cache, conn) = (cache.clone(), conn.clone());
-            async move {
-                match c {
-                    0 => {
-                        sequential(calls, |i| {
-                            let conn = conn.clone();
-                            async move {
-                                by_hand(&conn, format!("hand:l:{}", i % KEYS), async { large(0) })
-                                    .await;
-                            }
-                        })
-                        .await
-                    }
-                    1 => {
-                        sequential(calls, |i| {
-                            let cache = cache.clone();
-                            async move {
-                                ours_large(&cache, i % KEYS).await;
-                            }
-                        })
-                        .await
-                    }
-                    _ => {
-                        sequential(calls, |i| async move {
-                            crate_large(i % KEYS).await.ok();
-                        })
-                        .await
-                    }
-                }
-            }
-        })
-        .await;
-        rows_for(
-            "hit, 10 KB, 1 task",
-            &["hand-written redis-rs", "#[cached]", "cached crate"],
-            &mut samples,
-            &mut self.rows,
-        );
+            })
+            .await;
+            rows_for(
+                case,
+                &["hand-written redis-rs", "#[cached]", "cached crate"],
+                &mut samples,
+                &mut self.rows,
+            );
+        }
     }
 
     async fn hit_throughput(&mut self) {
@@ -736,6 +677,19 @@ async fn stampede_crate(id: u64) -> Result<Small, BenchError> {
     CRATE_STAMPEDE_RUNS.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(20)).await;
     Ok(small(id))
+}
+
+/// One hit by contender 0 (hand-written), 1 (`#[cached]`) or 2 (the `cached`
+/// crate), of the 100 B value or, when `big`, the 10 KB one.
+async fn hit_once(contender: usize, big: bool, cache: &Cache, conn: &ConnectionManager, id: u64) {
+    match (contender, big) {
+        (0, false) => drop(by_hand(conn, format!("hand:s:{id}"), async { small(0) }).await),
+        (0, true) => drop(by_hand(conn, format!("hand:l:{id}"), async { large(0) }).await),
+        (1, false) => drop(ours_small(cache, id).await),
+        (1, true) => drop(ours_large(cache, id).await),
+        (_, false) => drop(crate_small(id).await),
+        (_, true) => drop(crate_large(id).await),
+    }
 }
 
 /// `redis-benchmark -t get` at this concurrency: the server's own ceiling.

@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
@@ -15,22 +14,7 @@ use support::RedisServer;
 
 const KEYS: u64 = 8;
 
-#[derive(Default)]
-struct Db {
-    rows: Mutex<HashMap<u64, u64>>,
-}
-
-impl Db {
-    fn read(&self, id: u64) -> u64 {
-        self.rows.lock().unwrap().get(&id).copied().unwrap_or(0)
-    }
-    fn bump(&self, id: u64) -> u64 {
-        let mut rows = self.rows.lock().unwrap();
-        let version = rows.entry(id).or_insert(0);
-        *version += 1;
-        *version
-    }
-}
+use support::VersionedDb as Db;
 
 #[cached(group = "chaos", skip(cache, db), cache = cache, ttl = 30)]
 async fn read(cache: &Cache, db: &Db, id: u64) -> u64 {

@@ -19,6 +19,15 @@ async fn db_read(conn: &redis::aio::MultiplexedConnection, id: u64) -> u64 {
         .unwrap_or(0)
 }
 
+async fn db_write(conn: &redis::aio::MultiplexedConnection, id: u64, version: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("test:row:{id}"))
+        .arg(version)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+}
+
 #[cached(group = "rows", skip(cache, conn), cache = cache, ttl = 60)]
 async fn read(cache: &Cache, conn: &redis::aio::MultiplexedConnection, id: u64) -> u64 {
     db_read(conn, id).await
@@ -26,12 +35,7 @@ async fn read(cache: &Cache, conn: &redis::aio::MultiplexedConnection, id: u64) 
 
 #[cache_evict(group = "rows", key = id, cache = cache)]
 async fn update(cache: &Cache, conn: &redis::aio::MultiplexedConnection, id: u64, version: u64) {
-    let _: () = redis::cmd("SET")
-        .arg(format!("test:row:{id}"))
-        .arg(version)
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    db_write(conn, id, version).await;
 }
 
 #[cache_put(group = "rows", key = id, skip(cache, conn), cache = cache)]
@@ -41,12 +45,7 @@ async fn put(
     id: u64,
     version: u64,
 ) -> u64 {
-    let _: () = redis::cmd("SET")
-        .arg(format!("test:row:{id}"))
-        .arg(version)
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    db_write(conn, id, version).await;
     version
 }
 
@@ -57,12 +56,7 @@ async fn update_all(
     id: u64,
     version: u64,
 ) {
-    let _: () = redis::cmd("SET")
-        .arg(format!("test:row:{id}"))
-        .arg(version)
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    db_write(conn, id, version).await;
 }
 
 async fn local_cache(url: &str) -> Cache {

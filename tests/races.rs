@@ -3,31 +3,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use tokio::sync::Notify;
 
 /// Versioned rows: every write bumps the row's version.
-#[derive(Default)]
-struct Db {
-    rows: Mutex<HashMap<u64, u64>>,
-}
-
-impl Db {
-    fn read(&self, id: u64) -> u64 {
-        self.rows.lock().unwrap().get(&id).copied().unwrap_or(0)
-    }
-    fn bump(&self, id: u64) -> u64 {
-        let mut rows = self.rows.lock().unwrap();
-        let version = rows.entry(id).or_insert(0);
-        *version += 1;
-        *version
-    }
-}
+use support::VersionedDb as Db;
 
 /// Holds a body at one point until the test releases it.
 #[derive(Default)]

@@ -185,6 +185,25 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A versioned table: every write bumps a row's version, so a test can tell
+/// whether a read returned a value older than a write.
+#[derive(Default)]
+pub struct VersionedDb {
+    rows: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl VersionedDb {
+    pub fn read(&self, id: u64) -> u64 {
+        self.rows.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+    pub fn bump(&self, id: u64) -> u64 {
+        let mut rows = self.rows.lock().unwrap();
+        let version = rows.entry(id).or_insert(0);
+        *version += 1;
+        *version
+    }
+}
+
 /// Polls `condition` every 10 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
