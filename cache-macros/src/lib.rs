@@ -15,7 +15,20 @@ use args::{Args, Attr};
 /// Cache-aside read: on a hit return the stored value without running the
 /// body; on a miss run the body and store its value.
 ///
-/// See the `cache-runtime` documentation for the options.
+/// ```text
+/// #[cached(ttl = 300, group = "products", skip(db))]
+/// async fn get_product(db: &Db, id: u64) -> Result<Product, DbError>
+/// ```
+///
+/// Options: `group = "name"` (default: module path and function name),
+/// `ttl = secs | Duration`, `key = expr` (default: the arguments left after
+/// `self` and `skip`), `skip(a, b)`, `cache = &Cache`, `unless = |v| bool`,
+/// `ttl_fn = |v| Duration`, `cache_none`, `none_ttl = ...`, `lock` /
+/// `lock = false`, `lock_timeout = ...`, `early` / `early = beta`,
+/// `jitter = 0.1`, `stale_while_revalidate = ...` (owned arguments only),
+/// `result` / `option` / `plain`, `crate = "path"`. Only `Ok` and `Some`
+/// (and `None` with `cache_none`) are stored. Compiling examples are in the
+/// `cache-runtime` crate documentation.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Attr::Cached, args, item)
@@ -23,12 +36,33 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Invalidate after the body succeeded: one entry, or the whole group with
 /// `all`; `before` evicts before the body runs.
+///
+/// ```text
+/// #[cache_evict(group = "products", skip(db))]
+/// async fn delete_product(db: &Db, id: u64) -> Result<(), DbError>
+/// ```
+///
+/// Options: `group = "name"` (required), `key = expr`, `skip(a, b)`,
+/// `all`, `before`, `cache = &Cache`, `result` / `option` / `plain`,
+/// `crate = "path"`. An `Err` evicts nothing (unless `before`). Several may
+/// be stacked on one function.
 #[proc_macro_attribute]
 pub fn cache_evict(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Attr::Evict, args, item)
 }
 
 /// Write-through: run the body, then store its value under the key.
+///
+/// ```text
+/// #[cache_put(ttl = 300, group = "products", key = id)]
+/// async fn rename_product(db: &Db, id: u64, name: String) -> Result<Product, DbError>
+/// ```
+///
+/// Options: `group = "name"` (required), `ttl`, `key = expr`, `skip(a, b)`,
+/// `cache = &Cache`, `unless`, `ttl_fn`, `cache_none`, `none_ttl`,
+/// `result` / `option` / `plain`, `crate = "path"`. An `Err` stores and
+/// evicts nothing; a value that is not stored (`unless`, `None`) evicts the
+/// old one. Puts that overlap each other leave the last write or nothing.
 #[proc_macro_attribute]
 pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Attr::Put, args, item)
