@@ -133,3 +133,41 @@ async fn a_master_killed_mid_run_fails_over_and_calls_keep_succeeding() {
         "no call waited longer than op timeout + lock timeout (+ slack): slowest {slowest:?}"
     );
 }
+
+#[cached(group = "cluster_local", skip(cache, runs), cache = cache, ttl = 60)]
+async fn version(cache: &Cache, runs: &AtomicUsize, id: u64) -> usize {
+    runs.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A local tier on a cluster: a write made through another cache (its own
+/// connections) drops the copy; the invalidation travels by cluster pub/sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tier_on_a_cluster_is_invalidated_by_writes_elsewhere() {
+    let cluster = RedisCluster::start(3, 0);
+    let writer = cluster.cache().await;
+    let reader = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the invalidation subscription",
+        || async { reader.stats().local_flushes >= 1 },
+    )
+    .await;
+    let runs = AtomicUsize::new(0);
+    assert_eq!(version(&reader, &runs, 1).await, 0); // miss
+    assert_eq!(version(&reader, &runs, 1).await, 0); // Redis hit, kept locally
+    let local_hits = reader.stats().local_hits;
+    assert_eq!(version(&reader, &runs, 1).await, 0);
+    assert_eq!(reader.stats().local_hits, local_hits + 1, "served locally");
+    assert!(writer.delete("cluster_local", &1u64).await.unwrap());
+    eventually(
+        Duration::from_secs(2),
+        "the reader to drop its copy",
+        || async { version(&reader, &runs, 1).await == 1 },
+    )
+    .await;
+}

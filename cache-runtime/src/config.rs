@@ -304,15 +304,19 @@ impl CacheBuilder {
                         "the local tier needs a capacity and a max TTL".to_owned(),
                     ));
                 }
-                let url = match target {
-                    Target::Redis(url) => url.clone(),
-                    Target::Cluster(urls) => urls.first().cloned().unwrap_or_default(),
-                    Target::Memory => String::new(),
+                let urls = match target {
+                    Target::Redis(url) => vec![url.clone()],
+                    Target::Cluster(urls) => urls.clone(),
+                    Target::Memory => Vec::new(),
                 };
+                let nodes = urls
+                    .iter()
+                    .map(|url| redis::Client::open(url.as_str()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
                 local::subscribe(
                     Arc::downgrade(&tier),
-                    redis::Client::open(url.as_str())?,
+                    nodes,
                     invalidation_channel(&self.prefix),
                 );
                 Some(tier)

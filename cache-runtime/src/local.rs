@@ -217,15 +217,21 @@ fn make_room(copies: &mut Copies) {
 }
 
 /// Subscribes to the invalidation channel for as long as the local tier
-/// lives, reconnecting with backoff; while unsubscribed the tier is flushed
-/// and bypassed.
-pub(crate) fn subscribe(local: Weak<Local>, client: redis::Client, channel: String) {
+/// lives, reconnecting with backoff, trying each of `nodes` in turn (in a
+/// cluster, messages reach every node); while unsubscribed the tier is
+/// flushed and bypassed.
+pub(crate) fn subscribe(local: Weak<Local>, nodes: Vec<redis::Client>, channel: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(50);
+        let mut attempt = 0usize;
         loop {
             if local.strong_count() == 0 {
                 return;
             }
+            let Some(client) = nodes.get(attempt % nodes.len().max(1)) else {
+                return;
+            };
+            attempt += 1;
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
