@@ -265,6 +265,10 @@ async fn redis_full_writes_fail_calls_succeed_reads_hit() {
         "an eviction still removes the entry"
     );
     assert_eq!(put(&cache, &db, 1).await, 2, "a put returns its value");
+    assert!(
+        !cache.has("faults", &1u64).await.unwrap(),
+        "a full Redis stored nothing for it"
+    );
     assert_eq!(
         read(&cache, &db, 1).await,
         2,

@@ -128,19 +128,18 @@ static END_WRITE: Lazy<Script> = Lazy::new(|| {
         r"
 local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
 local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
-local n = (tonumber(w[3]) or 1) - 1
-if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
-if ARGV[3] == 'abort' then return 0 end
 local stored = 0
 if ARGV[3] == 'store' and sole then
   redis.call('HSET', KEYS[1], 'v', ARGV[4], 'g', ARGV[2])
   redis.call('HDEL', KEYS[1], 't', 'lg')
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   stored = 1
-else
+elseif ARGV[3] ~= 'abort' then
   redis.call('DEL', KEYS[1])
 end
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+local n = (tonumber(w[3]) or 1) - 1
+if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
+if ARGV[3] ~= 'abort' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return stored
 ",
     )
