@@ -560,10 +560,7 @@ impl Bench {
             .build()
             .await
             .expect("cache with a local tier");
-        // wait for its invalidation subscription (the tier serves only then)
-        while local.stats().local_flushes == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        support::local_tier_ready(&local).await;
         let moka: moka::future::Cache<u64, Arc<Small>> = moka::future::Cache::new(10_000);
         for id in 0..100 {
             ours_small(&cache, id).await;
@@ -617,9 +614,7 @@ impl Bench {
             .build()
             .await
             .expect("reader with a local tier");
-        while reader.stats().local_flushes == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        support::local_tier_ready(&reader).await;
         let rounds = if self.quick { 50 } else { 300 };
         let mut sample = Sample::default();
         for round in 0..rounds {

@@ -151,12 +151,7 @@ async fn a_local_tier_on_a_cluster_is_invalidated_by_writes_elsewhere() {
         .build()
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the invalidation subscription",
-        || async { reader.stats().local_flushes >= 1 },
-    )
-    .await;
+    support::local_tier_ready(&reader).await;
     let runs = AtomicUsize::new(0);
     assert_eq!(version(&reader, &runs, 1).await, 0); // miss
     assert_eq!(version(&reader, &runs, 1).await, 0); // Redis hit, kept locally

@@ -66,12 +66,7 @@ async fn local_cache(url: &str) -> Cache {
         .build()
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the invalidation subscription",
-        || async { cache.stats().local_flushes >= 1 },
-    )
-    .await;
+    support::local_tier_ready(&cache).await;
     cache
 }
 

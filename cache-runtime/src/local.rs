@@ -139,46 +139,38 @@ impl Local {
         }
     }
 
-    /// Drops what an invalidation names (this process's own writes, and
-    /// messages from the others).
+    /// Drops what an invalidation names (this process's own writes).
     pub(crate) fn invalidate(&self, invalidation: &Invalidation<'_>) {
-        let mut copies = self.copies();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        let removed = match invalidation {
-            Invalidation::Key(group, key) => copies
-                .groups
-                .get_mut(*group)
-                .and_then(|g| g.remove(key.as_str()))
-                .map_or(0, |_| 1),
-            Invalidation::Group(group) => copies.groups.remove(*group).map_or(0, |g| g.len()),
-        };
-        copies.len -= removed;
+        match invalidation {
+            Invalidation::Key(group, key) => self.drop_copies(group, Some(key.as_str())),
+            Invalidation::Group(group) => self.drop_copies(group, None),
+        }
     }
 
+    /// Drops what a message from another process names.
     fn invalidate_message(&self, payload: &[u8]) {
         match serde_json::from_slice::<Vec<String>>(payload).as_deref() {
-            Ok([kind, group, key]) if kind == "k" => {
-                let mut copies = self.copies();
-                self.epoch.fetch_add(1, Ordering::AcqRel);
-                if copies
-                    .groups
-                    .get_mut(group)
-                    .and_then(|g| g.remove(key))
-                    .is_some()
-                {
-                    copies.len -= 1;
-                }
-            }
-            Ok([kind, group]) if kind == "g" => {
-                let mut copies = self.copies();
-                self.epoch.fetch_add(1, Ordering::AcqRel);
-                if let Some(g) = copies.groups.remove(group.as_str()) {
-                    copies.len -= g.len();
-                }
-            }
+            Ok([kind, group, key]) if kind == "k" => self.drop_copies(group, Some(key)),
+            Ok([kind, group]) if kind == "g" => self.drop_copies(group, None),
             // Not ours to read: flush rather than risk a stale copy.
             _ => self.flush(),
         }
+    }
+
+    /// Drops the copy of one key, or of a whole group, and moves the epoch
+    /// on so that reads already under way do not put it back.
+    fn drop_copies(&self, group: &str, key: Option<&str>) {
+        let mut copies = self.copies();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let removed = match key {
+            Some(key) => copies
+                .groups
+                .get_mut(group)
+                .and_then(|g| g.remove(key))
+                .map_or(0, |_| 1),
+            None => copies.groups.remove(group).map_or(0, |g| g.len()),
+        };
+        copies.len -= removed;
     }
 
     /// Drops every copy (the subscription dropped: messages may be lost).

@@ -324,12 +324,8 @@ where
     F: Future<Output = R>,
 {
     let group = policy.group;
-    let key = match key {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::warn!(group, %error, "cache key does not encode; running without the cache");
-            return body.await;
-        }
+    let Some(key) = readable_key(group, key) else {
+        return body.await;
     };
     let read = policy.read(&cache, &key);
     let found = read.resolve::<K::Value>().await;
@@ -353,12 +349,8 @@ where
     F: Future<Output = R> + Send + 'static,
 {
     let group = policy.group;
-    let key = match key {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::warn!(group, %error, "cache key does not encode; running without the cache");
-            return body.await;
-        }
+    let Some(key) = readable_key(group, key) else {
+        return body.await;
     };
     let read = policy.read(&cache, &key);
     let found = match read.resolve::<K::Value>().await {
@@ -383,6 +375,18 @@ where
         found => found,
     };
     complete(&policy, &read, found, body).await
+}
+
+/// The key of a read, or `None` (logged) when it does not encode: the call
+/// then runs without the cache.
+fn readable_key(group: &str, key: Result<EntryKey, Error>) -> Option<EntryKey> {
+    match key {
+        Ok(key) => Some(key),
+        Err(error) => {
+            tracing::warn!(group, %error, "cache key does not encode; running without the cache");
+            None
+        }
+    }
 }
 
 /// Finishes a read: return a hit (or refresh it early), or run the body and

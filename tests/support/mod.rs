@@ -204,6 +204,17 @@ impl VersionedDb {
     }
 }
 
+/// Waits until a cache's local tier has subscribed to invalidations (it
+/// serves nothing before): its first flush marks the subscription.
+pub async fn local_tier_ready(cache: &Cache) {
+    eventually(
+        Duration::from_secs(5),
+        "the local tier's invalidation subscription",
+        || async { cache.stats().local_flushes >= 1 },
+    )
+    .await;
+}
+
 /// Polls `condition` every 10 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
