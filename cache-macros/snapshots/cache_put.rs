@@ -2,10 +2,8 @@
 async fn rename_product(db: &Db, id: u64, name: String) -> Result<Product, DbError> {
     ::cache_runtime::__private::put(
             ::cache_runtime::__private::current(),
-            ::cache_runtime::__private::Policy::<
-                ::cache_runtime::__private::ResultKind,
-                Result<Product, DbError>,
-            >::new("products")
+            ::cache_runtime::__private::Probe::<Result<Product, DbError>>::NEW
+                .cache_policy("products")
                 .ttl(::cache_runtime::__private::StdDuration::from_secs(300)),
             ::cache_runtime::__private::key(&(id)),
             async move { db.rename(id, name).await },

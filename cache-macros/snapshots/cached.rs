@@ -2,10 +2,8 @@
 async fn get_product(db: &Db, id: u64) -> Result<Product, DbError> {
     ::cache_runtime::__private::cached(
             ::cache_runtime::__private::current(),
-            ::cache_runtime::__private::Policy::<
-                ::cache_runtime::__private::ResultKind,
-                Result<Product, DbError>,
-            >::new("products")
+            ::cache_runtime::__private::Probe::<Result<Product, DbError>>::NEW
+                .cache_policy("products")
                 .ttl(::cache_runtime::__private::StdDuration::from_secs(300)),
             ::cache_runtime::__private::key(::cache_runtime::__private::key_part(&id)),
             async move { db.load(id).await },

@@ -2,10 +2,8 @@
 async fn get_product(db: Arc<Db>, id: u64) -> Result<Product, DbError> {
     ::cache_runtime::__private::cached_swr(
             ::cache_runtime::__private::current(),
-            ::cache_runtime::__private::Policy::<
-                ::cache_runtime::__private::ResultKind,
-                Result<Product, DbError>,
-            >::new("products")
+            ::cache_runtime::__private::Probe::<Result<Product, DbError>>::NEW
+                .cache_policy("products")
                 .ttl(::cache_runtime::__private::StdDuration::from_secs(60))
                 .lock_timeout(::cache_runtime::__private::StdDuration::from_secs(1))
                 .early(1.0)

@@ -2,12 +2,12 @@
 async fn find_user(&self, tenant: &str, id: u64) -> Option<User> {
     ::cache_runtime::__private::cached(
             ::cache_runtime::__private::handle(&self.cache),
-            ::cache_runtime::__private::Policy::<
+            ::cache_runtime::__private::policy::<
                 ::cache_runtime::__private::OptionKind,
                 Option<User>,
-            >::new("users")
+            >("users")
                 .cache_none()
-                .none_ttl(::cache_runtime::__private::StdDuration::from_secs(10))
+                .negative_ttl(::cache_runtime::__private::StdDuration::from_secs(10))
                 .unless(|u| u.is_guest)
                 .ttl_fn(|u| u.ttl()),
             ::cache_runtime::__private::key(

@@ -48,6 +48,8 @@ impl Attr {
             "ttl_fn",
             "cache_none",
             "none_ttl",
+            "cache_err",
+            "err_ttl",
             "lock",
             "lock_timeout",
             "early",
@@ -88,6 +90,9 @@ pub(crate) struct Args {
     pub(crate) group: Option<LitStr>,
     pub(crate) ttl: Option<Ttl>,
     pub(crate) none_ttl: Option<Ttl>,
+    /// `cache_err = |e| bool`, spanned on the option's name.
+    pub(crate) cache_err: Option<(Span, Expr)>,
+    pub(crate) err_ttl: Option<Ttl>,
     pub(crate) key: Option<Expr>,
     pub(crate) skip: Vec<Ident>,
     pub(crate) cache: Option<Expr>,
@@ -146,6 +151,8 @@ impl Args {
             }
             "ttl" => self.ttl = Some(parse_ttl("ttl", meta.value()?)?),
             "none_ttl" => self.none_ttl = Some(parse_ttl("none_ttl", meta.value()?)?),
+            "err_ttl" => self.err_ttl = Some(parse_ttl("err_ttl", meta.value()?)?),
+            "cache_err" => self.cache_err = Some((span, meta.value()?.parse()?)),
             "key" => self.key = Some(meta.value()?.parse()?),
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "unless" => self.unless = Some(meta.value()?.parse()?),

@@ -3,18 +3,28 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+use syn::visit::Visit;
+use syn::{
+    Expr, ExprAsync, ExprCall, FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType,
+    Stmt, Type, TypeParamBound,
+};
 
 use crate::args::{Args, Attr, Shape, Ttl};
 
+/// Where the body to wrap is.
+enum Body {
+    /// An `async fn`: its block.
+    Async,
+    /// A function rewritten by `#[async_trait]` (or by another attribute that
+    /// kept its shape, such as `#[tracing::instrument]`): the `async` block
+    /// its last statement boxes, `Box::pin(async move { .. })`, and where
+    /// that statement is.
+    Boxed(usize, ExprAsync),
+}
+
 pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<TokenStream> {
+    let (body, ret) = body_and_output(attr, &item)?;
     let sig = &item.sig;
-    if sig.asyncness.is_none() {
-        return Err(syn::Error::new(
-            sig.fn_token.span,
-            format!("#[{}] can only be applied to an `async fn`", attr.name()),
-        ));
-    }
     for name in &args.skip {
         let exists = sig.inputs.iter().any(|arg| match arg {
             FnArg::Typed(pat) => matches!(&*pat.pat, Pat::Ident(p) if p.ident == *name),
@@ -32,42 +42,32 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         error.combine(syn::Error::new_spanned(key, "remove this `key` or `all`"));
         return Err(error);
     }
-    let ret: Type = match &sig.output {
-        ReturnType::Type(_, ty) => (**ty).clone(),
-        ReturnType::Default => syn::parse_quote!(()),
-    };
-    if attr == Attr::Put && is_unit(&ret) {
-        return Err(syn::Error::new(
-            match &sig.output {
-                ReturnType::Type(_, ty) => ty.span(),
-                ReturnType::Default => sig.ident.span(),
-            },
-            "#[cache_put] stores the function's return value, but this function returns `()`; use #[cache_evict] to invalidate instead",
-        ));
-    }
+    check_return(attr, &ret, sig)?;
     if let Some((span, _)) = &args.stale_while_revalidate {
         check_owned_arguments(sig, *span)?;
     }
-    let shape = args.shape.unwrap_or_else(|| shape_of(&ret));
-    if let Some(span) = args.cache_none {
-        if shape != Shape::Option {
-            return Err(syn::Error::new(
-                span,
-                "`cache_none` needs a function returning `Option<T>`",
-            ));
-        }
-    }
-    if args.none_ttl.is_some() && args.cache_none.is_none() {
+    if let (Some(ttl), None) = (&args.none_ttl, args.cache_none) {
         return Err(syn::Error::new(
-            Span::call_site(),
+            ttl_span(ttl),
             "`none_ttl` needs `cache_none`",
         ));
     }
+    if let (Some(ttl), None) = (&args.err_ttl, &args.cache_err) {
+        return Err(syn::Error::new(
+            ttl_span(ttl),
+            "`err_ttl` needs `cache_err`",
+        ));
+    }
+    let krate = args
+        .krate
+        .as_ref()
+        .map_or_else(|| quote!(::cache_runtime), ToTokens::to_token_stream);
+    let private = quote!(#krate::__private);
     let group = match (&args.group, attr) {
         (Some(group), _) => group.to_token_stream(),
+        // The path of the function, from the type name of a closure in it.
         (None, Attr::Cached) => {
-            let name = sig.ident.to_string();
-            quote!(::core::concat!(::core::module_path!(), "::", #name))
+            quote!(#private::default_group(::core::any::type_name_of_val(&|| ())))
         }
         (None, _) => {
             return Err(syn::Error::new(
@@ -79,23 +79,17 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             ))
         }
     };
-
-    let krate = args
-        .krate
-        .as_ref()
-        .map_or_else(|| quote!(::cache_runtime), ToTokens::to_token_stream);
-    let private = quote!(#krate::__private);
-    let kind = match shape {
-        Shape::Result => quote!(#private::ResultKind),
-        Shape::Option => quote!(#private::OptionKind),
-        Shape::Plain => quote!(#private::PlainKind),
-    };
     let cache = match &args.cache {
         Some(expr) => quote!(#private::handle(#expr)),
         None => quote!(#private::current()),
     };
-    let block = &item.block;
-    let body = quote!(async move #block);
+    let wrapped = match &body {
+        Body::Async => {
+            let block = &item.block;
+            quote!(async move #block)
+        }
+        Body::Boxed(_, future) => future.to_token_stream(),
+    };
 
     let call = match attr {
         Attr::Evict => {
@@ -107,13 +101,14 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
                 }
             };
             let before = args.before;
+            let kind = kind(&private, &args, &ret);
             quote! {
-                #private::evict::<#kind, #ret, _>(#cache, #group, #target, #before, #body).await
+                #private::evict(#cache, #kind, #group, #target, #before, #wrapped).await
             }
         }
         Attr::Cached | Attr::Put => {
             let key = key_expr(&private, &args, sig)?;
-            let mut policy = quote!(#private::Policy::<#kind, #ret>::new(#group));
+            let mut policy = policy(&private, &args, &ret, &group)?;
             if let Some(ttl) = &args.ttl {
                 let ttl = duration(&private, ttl);
                 policy.extend(quote!(.ttl(#ttl)));
@@ -121,9 +116,12 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             if args.cache_none.is_some() {
                 policy.extend(quote!(.cache_none()));
             }
-            if let Some(ttl) = &args.none_ttl {
+            if let Some((_, select)) = &args.cache_err {
+                policy.extend(quote!(.cache_err(#select)));
+            }
+            if let Some(ttl) = args.none_ttl.as_ref().or(args.err_ttl.as_ref()) {
                 let ttl = duration(&private, ttl);
-                policy.extend(quote!(.none_ttl(#ttl)));
+                policy.extend(quote!(.negative_ttl(#ttl)));
             }
             if let Some(unless) = &args.unless {
                 policy.extend(quote!(.unless(#unless)));
@@ -156,12 +154,201 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
                 (None, _) => quote!(put),
             };
             quote! {
-                #private::#flow(#cache, #policy, #key, #body).await
+                #private::#flow(#cache, #policy, #key, #wrapped).await
             }
         }
     };
-    item.block = Box::new(syn::parse_quote!({ #call }));
+    match body {
+        Body::Async => item.block = Box::new(syn::parse_quote!({ #call })),
+        Body::Boxed(at, _) => {
+            item.block.stmts[at] = Stmt::Expr(
+                syn::parse_quote!(::std::boxed::Box::pin(async move { #call })),
+                None,
+            );
+        }
+    }
     Ok(item.into_token_stream())
+}
+
+/// Where the body is, and the type the function's future returns.
+fn body_and_output(attr: Attr, item: &ItemFn) -> syn::Result<(Body, Type)> {
+    let sig = &item.sig;
+    if sig.asyncness.is_some() {
+        let ret = match &sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote_spanned!(sig.ident.span()=> ()),
+        };
+        return Ok((Body::Async, ret));
+    }
+    let boxed = item.block.stmts.iter().enumerate().next_back();
+    let boxed = boxed.and_then(|(at, stmt)| Some((at, boxed_future(stmt)?)));
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) => future_output(ty),
+        ReturnType::Default => None,
+    };
+    match (boxed, output) {
+        (Some((at, future)), Some(ret)) => Ok((Body::Boxed(at, future.clone()), ret.clone())),
+        _ => Err(syn::Error::new(
+            sig.fn_token.span,
+            format!(
+                "#[{}] can only be applied to an `async fn` (in an `#[async_trait]` impl or trait too)",
+                attr.name()
+            ),
+        )),
+    }
+}
+
+/// The `async` block in `Box::pin(async move { .. })`, the shape of a
+/// function rewritten by `#[async_trait]`.
+fn boxed_future(stmt: &Stmt) -> Option<&ExprAsync> {
+    let Stmt::Expr(Expr::Call(ExprCall { func, args, .. }), None) = stmt else {
+        return None;
+    };
+    let Expr::Path(path) = &**func else {
+        return None;
+    };
+    let segments: Vec<_> = path.path.segments.iter().map(|s| &s.ident).collect();
+    match (segments.as_slice(), args.first()) {
+        ([.., boxed, pin], Some(Expr::Async(future))) if *boxed == "Box" && *pin == "pin" => {
+            Some(future)
+        }
+        _ => None,
+    }
+}
+
+/// `R` in a return type such as `Pin<Box<dyn Future<Output = R> + Send>>`.
+fn future_output(ty: &Type) -> Option<&Type> {
+    let bounds = match ty {
+        Type::Path(path) => {
+            let last = path.path.segments.last()?;
+            let PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            return args.args.iter().find_map(|arg| match arg {
+                GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+                GenericArgument::Type(inner) => future_output(inner),
+                _ => None,
+            });
+        }
+        Type::TraitObject(object) => &object.bounds,
+        Type::ImplTrait(object) => &object.bounds,
+        Type::Paren(inner) => return future_output(&inner.elem),
+        _ => return None,
+    };
+    bounds.iter().find_map(|bound| match bound {
+        TypeParamBound::Trait(bound) => {
+            let future = bound.path.segments.last()?;
+            if future.ident != "Future" {
+                return None;
+            }
+            let PathArguments::AngleBracketed(args) = &future.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|arg| match arg {
+                GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+                _ => None,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The return type must be nameable, and `#[cached]`/`#[cache_put]` need a
+/// value to store.
+fn check_return(attr: Attr, ret: &Type, sig: &syn::Signature) -> syn::Result<()> {
+    struct FindImpl<'a>(Option<&'a syn::TypeImplTrait>);
+    impl<'a> Visit<'a> for FindImpl<'a> {
+        fn visit_type_impl_trait(&mut self, found: &'a syn::TypeImplTrait) {
+            self.0.get_or_insert(found);
+        }
+    }
+    let mut find = FindImpl(None);
+    find.visit_type(ret);
+    if let Some(opaque) = find.0 {
+        let why = match attr {
+            Attr::Cached | Attr::Put => {
+                "stores the return value and reads it back, so it must name its type"
+            }
+            Attr::Evict => "tells success from failure by the return type, so it must name it",
+        };
+        return Err(syn::Error::new_spanned(
+            opaque,
+            format!(
+                "#[{}] {why}; `impl Trait` can't be named. Put the attribute on a function that returns the data (a `Result<Product, DbError>`, say), and build the response from it",
+                attr.name()
+            ),
+        ));
+    }
+    let unit = matches!(ret, Type::Tuple(t) if t.elems.is_empty());
+    let message = match attr {
+        _ if !unit => return Ok(()),
+        Attr::Evict => return Ok(()),
+        Attr::Cached => "#[cached] returns the stored value instead of running the body, but this function returns `()`: a hit would skip its effects. Cache a function that returns the data, or use #[cache_evict] on a write",
+        Attr::Put => "#[cache_put] stores the function's return value, but this function returns `()`; use #[cache_evict] to invalidate instead",
+    };
+    let span = match &sig.output {
+        ReturnType::Type(_, ty) if sig.asyncness.is_some() => ty.span(),
+        _ => sig.ident.span(),
+    };
+    Err(syn::Error::new(span, message))
+}
+
+/// The policy, for the kind of return value an option asks for, else for the
+/// one the type itself has, found by method resolution on it (aliases too).
+fn policy(
+    private: &TokenStream,
+    args: &Args,
+    ret: &Type,
+    group: &TokenStream,
+) -> syn::Result<TokenStream> {
+    // Spanned on the option: a return type that does not fit is reported there.
+    let forced = |name: &str, span: Span| {
+        let kind = syn::Ident::new(name, span);
+        let policy = respan(quote!(#private::policy::<#private::#kind, #ret>), span);
+        quote_spanned!(span=> #policy(#group))
+    };
+    let shape_span = Span::call_site();
+    let cache_err = args.cache_err.as_ref().map(|(span, _)| *span);
+    Ok(match (cache_err, args.cache_none, args.shape) {
+        (Some(err), Some(none), _) => {
+            let mut error = syn::Error::new(
+                err,
+                "`cache_err` is for `Result` returns and `cache_none` for `Option` returns: use one",
+            );
+            error.combine(syn::Error::new(none, "`cache_none` here"));
+            return Err(error);
+        }
+        (Some(span), None, None | Some(Shape::Result)) => forced("ResultWithErrKind", span),
+        (None, Some(span), None | Some(Shape::Option)) => forced("OptionKind", span),
+        (Some(span), None, Some(_)) | (None, Some(span), Some(_)) => {
+            return Err(syn::Error::new(
+                span,
+                "this option contradicts `result`/`option`/`plain`",
+            ))
+        }
+        (None, None, Some(Shape::Result)) => forced("ResultKind", shape_span),
+        (None, None, Some(Shape::Option)) => forced("OptionKind", shape_span),
+        (None, None, Some(Shape::Plain)) => forced("PlainKind", shape_span),
+        (None, None, None) => {
+            // Spanned on the return type: a value that can't be cached is reported there.
+            let probe = respan(
+                quote!(#private::Probe::<#ret>::NEW.cache_policy),
+                ret.span(),
+            );
+            quote!(#probe(#group))
+        }
+    })
+}
+
+/// The kind of return value `#[cache_evict]` reads: as for [`policy`], but
+/// with no bound on the value, which it does not store.
+fn kind(private: &TokenStream, args: &Args, ret: &Type) -> TokenStream {
+    match args.shape {
+        Some(Shape::Result) => quote!(#private::ResultKind),
+        Some(Shape::Option) => quote!(#private::OptionKind),
+        Some(Shape::Plain) => quote!(#private::PlainKind),
+        None => quote!(#private::Probe::<#ret>::NEW.cache_kind()),
+    }
 }
 
 /// The key: `key = expr`, or the arguments left after `self` and `skip`.
@@ -190,10 +377,35 @@ fn key_expr(private: &TokenStream, args: &Args, sig: &syn::Signature) -> syn::Re
     })
 }
 
+/// `tokens`, every one spanned at `span`, so that an error about the
+/// expression they make points there.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = inner.into();
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
+}
+
 fn duration(private: &TokenStream, ttl: &Ttl) -> TokenStream {
     match ttl {
         Ttl::Secs(secs) => quote!(#private::StdDuration::from_secs(#secs)),
         Ttl::Expr(expr) => expr.to_token_stream(),
+    }
+}
+
+fn ttl_span(ttl: &Ttl) -> Span {
+    match ttl {
+        Ttl::Secs(secs) => secs.span(),
+        Ttl::Expr(expr) => expr.span(),
     }
 }
 
@@ -217,22 +429,5 @@ fn check_owned_arguments(sig: &syn::Signature, option: Span) -> syn::Result<()> 
             error.combine(syn::Error::new(option, "background refresh requested here"));
             Err(error)
         }
-    }
-}
-
-fn is_unit(ty: &Type) -> bool {
-    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
-}
-
-/// `Result`, `Option` or anything else, by the last path segment.
-fn shape_of(ty: &Type) -> Shape {
-    let last = match ty {
-        Type::Path(path) => path.path.segments.last().map(|s| s.ident.to_string()),
-        _ => None,
-    };
-    match last.as_deref() {
-        Some("Result") => Shape::Result,
-        Some("Option") => Shape::Option,
-        _ => Shape::Plain,
     }
 }

@@ -133,3 +133,50 @@ fn cached_stale_while_revalidate() {
         },
     );
 }
+
+#[test]
+fn cached_default_group_and_cache_err() {
+    check(
+        "cached_default_group_and_cache_err",
+        Attr::Cached,
+        quote!(
+            ttl = 300,
+            cache_err = |e| matches!(e, DbError::NotFound),
+            err_ttl = 30
+        ),
+        quote! {
+            async fn load(&self, id: u64) -> DbResult<Product> {
+                self.db.load(id).await
+            }
+        },
+    );
+}
+
+/// What `#[async_trait]` makes of `async fn load(&self, id: u64) -> Option<Row>`
+/// in an impl: the attribute wraps the boxed `async` block.
+#[test]
+fn cached_async_trait() {
+    check(
+        "cached_async_trait",
+        Attr::Cached,
+        quote!(group = "rows"),
+        quote! {
+            fn load<'life0, 'async_trait>(
+                &'life0 self,
+                id: u64,
+            ) -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Option<Row>> + ::core::marker::Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    let __self = self;
+                    let id = id;
+                    let __ret: Option<Row> = { __self.db.load(id).await };
+                    #[allow(unreachable_code)]
+                    __ret
+                })
+            }
+        },
+    );
+}

@@ -11,7 +11,7 @@ use crate::__private::{self as private, PlainKind, Policy};
 use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
-use crate::envelope::Meta;
+use crate::envelope::{Meta, Opener};
 use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
@@ -152,7 +152,9 @@ impl Cache {
             .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
             .await?
         {
-            Lookup::Hit(bytes) => Ok(self.open(group, &key, &bytes).map(|(value, _)| value)),
+            Lookup::Hit(bytes) => Ok(self
+                .open(group, &key, &bytes, envelope::open)
+                .map(|(value, _)| value)),
             Lookup::Miss(_) | Lookup::Held => Ok(None),
         }
     }
@@ -338,16 +340,17 @@ impl Cache {
 
     /// Opens an envelope; an entry that does not decode (or is larger than
     /// the maximum value size) is logged, counted and `None`.
-    pub(crate) fn open<T: DeserializeOwned>(
+    pub(crate) fn open<T>(
         &self,
         group: &str,
         key: &EntryKey,
         bytes: &[u8],
+        open: Opener<T>,
     ) -> Option<(T, Meta)> {
         let opened = if bytes.len() > self.inner.settings.max_value_size {
             Err(envelope::OpenError::TooLarge(bytes.len()))
         } else {
-            envelope::open(self.codec(), bytes)
+            open(self.codec(), bytes)
         };
         match opened {
             Ok(opened) => Some(opened),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! byte 0       format version (1)
-//! bytes 1..9   fingerprint of the value's type name (FNV-1a, little endian)
+//! bytes 1..9   fingerprint of the value's type name (FNV-1a, little endian);
+//!              for an error cached by `cache_err`, of `Failure<E>`
 //! bytes 9..17  when the value was stored, Unix milliseconds
 //! bytes 17..21 how long the body took to compute it, milliseconds
 //! bytes 21..29 how long the value is fresh from when it was stored, milliseconds
@@ -17,6 +18,7 @@
 
 use std::any::type_name;
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -80,8 +82,39 @@ impl fmt::Display for OpenError {
     }
 }
 
+/// How a reader opens an envelope: [`open`] for a type, or [`open_result`].
+pub(crate) type Opener<V> = fn(&ValueCodec, &[u8]) -> Result<(V, Meta), OpenError>;
+
+/// How a writer seals a value: [`seal`], or [`seal_error`] for an error.
+pub(crate) type Sealer<V> = fn(&ValueCodec, &V, Duration, Duration) -> Result<Vec<u8>, Error>;
+
 /// Encodes `value` in an envelope.
 pub(crate) fn seal<T: Serialize>(
+    codec: &ValueCodec,
+    value: &T,
+    load: Duration,
+    fresh: Duration,
+) -> Result<Vec<u8>, Error> {
+    seal_as(fingerprint::<T>(), codec, value, load, fresh)
+}
+
+/// Marks an error stored by `cache_err` apart from a value of the same type.
+struct Failure<E>(PhantomData<E>);
+
+/// Encodes an error selected by `cache_err` in an envelope: its own
+/// fingerprint keeps it apart from values, so a reader that does not cache
+/// errors takes it for another type (a miss).
+pub(crate) fn seal_error<E: Serialize>(
+    codec: &ValueCodec,
+    error: &E,
+    load: Duration,
+    fresh: Duration,
+) -> Result<Vec<u8>, Error> {
+    seal_as(fingerprint::<Failure<E>>(), codec, error, load, fresh)
+}
+
+fn seal_as<T: Serialize>(
+    fingerprint: u64,
     codec: &ValueCodec,
     value: &T,
     load: Duration,
@@ -96,7 +129,7 @@ pub(crate) fn seal<T: Serialize>(
     let load_ms = u32::try_from(load.as_millis()).unwrap_or(u32::MAX);
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.push(FORMAT);
-    bytes.extend_from_slice(&fingerprint::<T>().to_le_bytes());
+    bytes.extend_from_slice(&fingerprint.to_le_bytes());
     bytes.extend_from_slice(&stored_at.to_le_bytes());
     bytes.extend_from_slice(&load_ms.to_le_bytes());
     bytes.extend_from_slice(&fresh_ms.to_le_bytes());
@@ -111,14 +144,39 @@ pub(crate) fn open<T: DeserializeOwned>(
     codec: &ValueCodec,
     bytes: &[u8],
 ) -> Result<(T, Meta), OpenError> {
+    let (found, meta) = header(bytes)?;
+    if found != fingerprint::<T>() {
+        return Err(OpenError::Type);
+    }
+    let value = codec.decode(&bytes[HEADER..]).map_err(OpenError::Codec)?;
+    Ok((value, meta))
+}
+
+/// Decodes an envelope made by [`seal`] for `T` as `Ok`, or one made by
+/// [`seal_error`] for `E` as `Err`.
+pub(crate) fn open_result<T: DeserializeOwned, E: DeserializeOwned>(
+    codec: &ValueCodec,
+    bytes: &[u8],
+) -> Result<(Result<T, E>, Meta), OpenError> {
+    let (found, meta) = header(bytes)?;
+    let payload = &bytes[HEADER..];
+    let value = if found == fingerprint::<T>() {
+        Ok(codec.decode(payload).map_err(OpenError::Codec)?)
+    } else if found == fingerprint::<Failure<E>>() {
+        Err(codec.decode(payload).map_err(OpenError::Codec)?)
+    } else {
+        return Err(OpenError::Type);
+    };
+    Ok((value, meta))
+}
+
+/// Checks an envelope's version and length; its fingerprint and timing data.
+fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
     if bytes.len() < HEADER {
         return Err(OpenError::Truncated(bytes.len()));
     }
     if bytes[0] != FORMAT {
         return Err(OpenError::Version(bytes[0]));
-    }
-    if bytes[1..9] != fingerprint::<T>().to_le_bytes() {
-        return Err(OpenError::Type);
     }
     let field = |range: std::ops::Range<usize>| {
         let mut le = [0u8; 8];
@@ -133,8 +191,7 @@ pub(crate) fn open<T: DeserializeOwned>(
         load_ms: u32::try_from(field(17..21)).unwrap_or(u32::MAX),
         fresh_ms: field(21..29),
     };
-    let value = codec.decode(&bytes[HEADER..]).map_err(OpenError::Codec)?;
-    Ok((value, meta))
+    Ok((field(1..9), meta))
 }
 
 /// FNV-1a over the type's name: stable across processes built by the same
@@ -196,6 +253,24 @@ mod tests {
         assert!(matches!(
             open::<u32>(&Json, &garbage),
             Err(OpenError::Codec(_))
+        ));
+    }
+
+    #[test]
+    fn cached_errors_are_apart_from_values_of_the_same_type() {
+        let value = seal(&Json, &"ok".to_owned(), Duration::ZERO, Duration::ZERO).unwrap();
+        let error = seal_error(&Json, &"gone".to_owned(), Duration::ZERO, Duration::ZERO).unwrap();
+        let opened = |bytes| open_result::<String, String>(&Json, bytes).map(|(v, _)| v);
+        assert_eq!(opened(&value).unwrap(), Ok("ok".to_owned()));
+        assert_eq!(opened(&error).unwrap(), Err("gone".to_owned()));
+        assert!(matches!(
+            open::<String>(&Json, &error),
+            Err(OpenError::Type)
+        ));
+        let other = seal(&Json, &1u8, Duration::ZERO, Duration::ZERO).unwrap();
+        assert!(matches!(
+            open_result::<String, String>(&Json, &other),
+            Err(OpenError::Type)
         ));
     }
 }

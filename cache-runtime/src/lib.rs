@@ -52,6 +52,7 @@ mod envelope;
 mod error;
 mod flight;
 mod key;
+mod kind;
 mod lease;
 mod local;
 mod read;

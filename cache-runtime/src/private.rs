@@ -1,25 +1,59 @@
 //! What the attribute expansions call. Not a public API: names and signatures
 //! change without notice.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::WriteEnd;
-use crate::envelope::Meta;
+use crate::envelope::{Meta, Opener, Sealer};
 use crate::key::EntryKey;
+use crate::kind::Split;
+pub use crate::kind::{
+    CacheValue, Kind, OptionKind, PlainKind, PlainProbe, Probe, ResultKind, ResultWithErrKind,
+};
 use crate::lease::{LeaseGuard, WriteGuard};
 use crate::read::{ok_or_warn, Found, Read};
 use crate::retry::{self, Eviction};
 use crate::stats::{bump, Warning};
-use crate::{envelope, Cache, Error};
+use crate::{Cache, Error};
 
 pub use std::time::Duration as StdDuration;
+
+/// The group of a `#[cached]` without `group = ...`, from the `type_name` of
+/// a closure in its body: the function's path as the compiler prints it, with
+/// the module, a method's self type and trait, and a generic function's type
+/// arguments (`app::Users::get`, `app::<app::Pg as app::Store>::load`,
+/// `app::parse<u64>`). No two functions, nor two instantiations of one, share
+/// it.
+pub fn default_group(closure: &'static str) -> &'static str {
+    let mut name = closure;
+    while let Some(outer) = name.strip_suffix("::{{closure}}") {
+        name = outer;
+    }
+    if name.contains(['{', '}']) {
+        // A closure among the type arguments: braces would end the hash tag.
+        return without_braces(name);
+    }
+    name
+}
+
+/// `name` with its braces made parentheses, made once per name.
+fn without_braces(name: &'static str) -> &'static str {
+    static NAMES: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
+        LazyLock::new(Mutex::default);
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    names.entry(name).or_insert_with(|| {
+        let replaced = name.replace('{', "(").replace('}', ")");
+        Box::leak(replaced.into_boxed_str())
+    })
+}
 
 /// The cache for an attribute without `cache = ...`.
 pub fn current() -> Cache {
@@ -61,68 +95,13 @@ pub fn key<K: Serialize + ?Sized>(key: &K) -> Result<EntryKey, Error> {
     EntryKey::new(key)
 }
 
-/// How a function's return value maps to what is cached.
-pub trait Kind<R> {
-    /// What is stored.
-    type Value;
-    /// What `unless` and `ttl_fn` see.
-    type Item;
-    /// Whether the call succeeded (only then is anything stored or evicted).
-    fn succeeded(ret: &R) -> bool;
-    /// The value to store and the item the predicates see; `None` when the
-    /// call failed. The item is `None` for a `None` of an `Option` return.
-    fn split(ret: &R) -> Option<(&Self::Value, Option<&Self::Item>)>;
-    /// Rebuilds a return value from a stored one.
-    fn rebuild(value: Self::Value) -> R;
-}
-
-/// `Result<T, E>`: only `Ok(T)` is stored.
-pub struct ResultKind;
-/// `Option<T>`: `Some` is stored; `None` only with `cache_none`.
-pub struct OptionKind;
-/// Any other type: stored as it is.
-pub struct PlainKind;
-
-impl<T, E> Kind<Result<T, E>> for ResultKind {
-    type Value = T;
-    type Item = T;
-    fn succeeded(ret: &Result<T, E>) -> bool {
-        ret.is_ok()
-    }
-    fn split(ret: &Result<T, E>) -> Option<(&T, Option<&T>)> {
-        ret.as_ref().ok().map(|v| (v, Some(v)))
-    }
-    fn rebuild(value: T) -> Result<T, E> {
-        Ok(value)
-    }
-}
-
-impl<T> Kind<Option<T>> for OptionKind {
-    type Value = Option<T>;
-    type Item = T;
-    fn succeeded(_: &Option<T>) -> bool {
-        true
-    }
-    fn split(ret: &Option<T>) -> Option<(&Option<T>, Option<&T>)> {
-        Some((ret, ret.as_ref()))
-    }
-    fn rebuild(value: Option<T>) -> Option<T> {
-        value
-    }
-}
-
-impl<T> Kind<T> for PlainKind {
-    type Value = T;
-    type Item = T;
-    fn succeeded(_: &T) -> bool {
-        true
-    }
-    fn split(ret: &T) -> Option<(&T, Option<&T>)> {
-        Some((ret, Some(ret)))
-    }
-    fn rebuild(value: T) -> T {
-        value
-    }
+/// The policy of an attribute whose options choose the kind of return value
+/// (`result`, `option`, `plain`, `cache_none`, `cache_err`).
+pub fn policy<K: Kind<R>, R>(group: &str) -> Policy<'_, K, R>
+where
+    K::Value: CacheValue,
+{
+    Policy::new(group)
 }
 
 type Predicate<'a, T> = Box<dyn Fn(&T) -> bool + Send + Sync + 'a>;
@@ -134,8 +113,9 @@ type TtlFn<'a, T> = Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>;
 pub struct Policy<'a, K: Kind<R>, R> {
     group: &'a str,
     ttl: Option<Duration>,
-    none_ttl: Option<Duration>,
-    cache_none: bool,
+    /// Which `None` or `Err` to store (`cache_none`, `cache_err`).
+    negative: Option<Predicate<'a, K::Negative>>,
+    negative_ttl: Option<Duration>,
     unless: Option<Predicate<'a, K::Item>>,
     ttl_fn: Option<TtlFn<'a, K::Item>>,
     lock: Option<bool>,
@@ -143,16 +123,23 @@ pub struct Policy<'a, K: Kind<R>, R> {
     early: Option<f64>,
     jitter: Option<f64>,
     stale_while_revalidate: Option<Duration>,
+    /// How values are sealed and opened: the kind's, chosen where the value
+    /// type is checked, so that the flows need no bound of their own.
+    seal: Sealer<K::Value>,
+    open: Opener<K::Value>,
     kind: PhantomData<fn() -> (K, R)>,
 }
 
-impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
+impl<'a, K: Kind<R>, R> Policy<'a, K, R>
+where
+    K::Value: CacheValue,
+{
     pub fn new(group: &'a str) -> Self {
         Policy {
             group,
             ttl: None,
-            none_ttl: None,
-            cache_none: false,
+            negative: None,
+            negative_ttl: None,
             unless: None,
             ttl_fn: None,
             lock: None,
@@ -160,19 +147,29 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             early: None,
             jitter: None,
             stale_while_revalidate: None,
+            seal: K::seal,
+            open: K::open,
             kind: PhantomData,
         }
     }
+}
+
+impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
-    pub fn none_ttl(mut self, ttl: Duration) -> Self {
-        self.none_ttl = Some(ttl);
+    pub fn cache_none(mut self) -> Self {
+        self.negative = Some(Box::new(|_| true));
         self
     }
-    pub fn cache_none(mut self) -> Self {
-        self.cache_none = true;
+    pub fn cache_err(mut self, f: impl Fn(&K::Negative) -> bool + Send + Sync + 'a) -> Self {
+        self.negative = Some(Box::new(f));
+        self
+    }
+    /// The TTL of a stored `None` or error (`none_ttl`, `err_ttl`).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
         self
     }
     pub fn unless(mut self, f: impl Fn(&K::Item) -> bool + Send + Sync + 'a) -> Self {
@@ -209,16 +206,25 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     fn decide<'r>(&self, ret: &'r R, cache: &Cache) -> Option<(&'r K::Value, Duration)>
     where
         K::Item: 'r,
+        K::Negative: 'r,
     {
-        let (value, item) = K::split(ret)?;
-        let ttl = match item {
-            None if !self.cache_none => return None,
-            None => self.none_ttl.or(self.ttl),
-            Some(item) => {
+        let (value, ttl) = match K::split(ret) {
+            Split::Failed => return None,
+            Split::Value(value, item) => {
                 if self.unless.as_ref().is_some_and(|unless| unless(item)) {
                     return None;
                 }
-                self.ttl_fn.as_ref().map(|f| f(item)).or(self.ttl)
+                (value, self.ttl_fn.as_ref().map(|f| f(item)).or(self.ttl))
+            }
+            Split::Negative(value, negative) => {
+                if !self
+                    .negative
+                    .as_ref()
+                    .is_some_and(|select| select(negative))
+                {
+                    return None;
+                }
+                (value, self.negative_ttl.or(self.ttl))
             }
         };
         let ttl = ttl.unwrap_or(cache.settings().default_ttl);
@@ -252,12 +258,9 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
 
     /// The envelope to store for a return value and its TTL (freshness plus
     /// the stale-while-revalidate window), if it is to be stored.
-    fn seal(&self, cache: &Cache, ret: &R, load: Duration) -> Option<(Vec<u8>, Duration)>
-    where
-        K::Value: Serialize,
-    {
+    fn seal(&self, cache: &Cache, ret: &R, load: Duration) -> Option<(Vec<u8>, Duration)> {
         let (value, fresh) = self.decide(ret, cache)?;
-        let sealed = envelope::seal(cache.codec(), value, load, fresh);
+        let sealed = (self.seal)(cache.codec(), value, load, fresh);
         let bytes = ok_or_warn(cache, "encode", self.group, sealed)?;
         let max = cache.settings().max_value_size;
         if bytes.len() > max {
@@ -320,7 +323,6 @@ pub async fn cached<K, R, F>(
 ) -> R
 where
     K: Kind<R>,
-    K::Value: Serialize + DeserializeOwned,
     F: Future<Output = R>,
 {
     let group = policy.group;
@@ -328,7 +330,7 @@ where
         return body.await;
     };
     let read = policy.read(&cache, &key);
-    let found = read.resolve::<K::Value>().await;
+    let found = read.resolve(policy.open).await;
     complete(&policy, &read, found, body).await
 }
 
@@ -343,7 +345,7 @@ pub async fn cached_swr<K, R, F>(
 ) -> R
 where
     K: Kind<R> + 'static,
-    K::Value: Serialize + DeserializeOwned + Send,
+    K::Value: Send,
     K::Item: 'static,
     R: Send + 'static,
     F: Future<Output = R> + Send + 'static,
@@ -353,7 +355,7 @@ where
         return body.await;
     };
     let read = policy.read(&cache, &key);
-    let found = match read.resolve::<K::Value>().await {
+    let found = match read.resolve(policy.open).await {
         Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
             if let Some(lease) = read.refresh_lease().await {
                 let (cache, key) = (cache.clone(), key.clone());
@@ -399,7 +401,6 @@ async fn complete<K, R, F>(
 ) -> R
 where
     K: Kind<R>,
-    K::Value: Serialize + DeserializeOwned,
     F: Future<Output = R>,
 {
     let cache = read.cache;
@@ -435,7 +436,6 @@ pub async fn put<K, R, F>(
 ) -> R
 where
     K: Kind<R>,
-    K::Value: Serialize,
     F: Future<Output = R>,
 {
     let group = policy.group;
@@ -508,7 +508,14 @@ pub enum Target {
 
 /// `#[cache_evict]`: run the body and evict after it succeeded, or evict
 /// first with `before`.
-pub async fn evict<K, R, F>(cache: Cache, group: &str, target: Target, before: bool, body: F) -> R
+pub async fn evict<K, R, F>(
+    cache: Cache,
+    _kind: K,
+    group: &str,
+    target: Target,
+    before: bool,
+    body: F,
+) -> R
 where
     K: Kind<R>,
     F: Future<Output = R>,
@@ -541,5 +548,28 @@ async fn evict_now(cache: &Cache, group: &str, target: Target) {
     };
     if let Err(error) = outcome {
         retry::queue(cache, eviction, &error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_group;
+
+    #[test]
+    fn default_groups_are_the_function_path() {
+        assert_eq!(
+            default_group("app::<app::Pg as app::Store>::load::{{closure}}::{{closure}}"),
+            "app::<app::Pg as app::Store>::load"
+        );
+        assert_eq!(
+            default_group("app::parse<u64>::{{closure}}"),
+            "app::parse<u64>"
+        );
+        let with_closure = default_group("app::run<app::main::{{closure}}>::{{closure}}");
+        assert_eq!(with_closure, "app::run<app::main::((closure))>");
+        assert!(std::ptr::eq(
+            with_closure,
+            default_group("app::run<app::main::{{closure}}>::{{closure}}")
+        ));
     }
 }

@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-
 use crate::backend::{token, Lease, Lookup, Want};
-use crate::envelope::Meta;
+use crate::envelope::{Meta, Opener};
 use crate::flight::{self, FlightGuard, Joined};
 use crate::key::EntryKey;
 use crate::lease::LeaseGuard;
@@ -52,7 +50,8 @@ pub(crate) struct Read<'c> {
 }
 
 impl<'c> Read<'c> {
-    pub(crate) async fn resolve<V: DeserializeOwned>(&self) -> Found<'c, V> {
+    /// Resolves the read; `open` decodes what it finds.
+    pub(crate) async fn resolve<V>(&self, open: Opener<V>) -> Found<'c, V> {
         if self.cache.pending().blocks(self.group, self.key) {
             // An eviction of this key failed and is being retried: the
             // cached value may be stale, so read past it.
@@ -63,7 +62,7 @@ impl<'c> Read<'c> {
             .local()
             .and_then(|local| local.get(self.group, self.key))
         {
-            if let Some((value, meta)) = self.cache.open(self.group, self.key, &bytes) {
+            if let Some((value, meta)) = self.cache.open(self.group, self.key, &bytes, open) {
                 return Found::Hit(value, meta);
             }
         }
@@ -76,7 +75,7 @@ impl<'c> Read<'c> {
                 return load_without_cache();
             };
             match found {
-                Answer::Hit(bytes) => return self.open_or_reload(&bytes, None).await,
+                Answer::Hit(bytes) => return self.open_or_reload(&bytes, open, None).await,
                 Answer::Miss(Some(lease)) => return self.load(Some(lease), None),
                 Answer::Miss(None) if peeked => {
                     let want = if self.lock { Want::Lock } else { Want::Lease };
@@ -96,7 +95,7 @@ impl<'c> Read<'c> {
                     follows += 1;
                     match self.cache.flights().join(self.group, self.key) {
                         Joined::Follower(done) => flight::wait(done).await,
-                        Joined::Leader(flight) => return self.wait_for(flight).await,
+                        Joined::Leader(flight) => return self.wait_for(flight, open).await,
                     }
                     answer = self.lookup(Want::Peek).await;
                     peeked = true;
@@ -109,7 +108,7 @@ impl<'c> Read<'c> {
     /// is there or its lease gone. Past `lock_timeout`, load without the
     /// lease and store nothing: the holder keeps its lease and stores its own
     /// value, so a slow load is not raced into never being stored.
-    async fn wait_for<V: DeserializeOwned>(&self, flight: FlightGuard<'c>) -> Found<'c, V> {
+    async fn wait_for<V>(&self, flight: FlightGuard<'c>, open: Opener<V>) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
         let mut delay = FIRST_POLL;
         loop {
@@ -132,7 +131,9 @@ impl<'c> Read<'c> {
                 other => other,
             };
             match answer {
-                Some(Answer::Hit(bytes)) => return self.open_or_reload(&bytes, Some(flight)).await,
+                Some(Answer::Hit(bytes)) => {
+                    return self.open_or_reload(&bytes, open, Some(flight)).await
+                }
                 Some(Answer::Miss(lease)) => return self.load(lease, Some(flight)),
                 Some(Answer::Held) => {}
                 None => {
@@ -154,12 +155,13 @@ impl<'c> Read<'c> {
         }
     }
 
-    async fn open_or_reload<V: DeserializeOwned>(
+    async fn open_or_reload<V>(
         &self,
         bytes: &[u8],
+        open: Opener<V>,
         flight: Option<FlightGuard<'c>>,
     ) -> Found<'c, V> {
-        if let Some((value, meta)) = self.cache.open(self.group, self.key, bytes) {
+        if let Some((value, meta)) = self.cache.open(self.group, self.key, bytes, open) {
             if let Some(local) = self.cache.local() {
                 let fresh_for =
                     Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));

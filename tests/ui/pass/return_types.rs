@@ -13,6 +13,31 @@ impl From<std::num::ParseIntError> for MyError {
 
 type MyResult<T> = Result<T, MyError>;
 
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ApiError;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// An alias is read by its type: only `Ok` is cached, with no option needed,
+/// and the error type needs nothing.
+#[cached(group = "alias_by_type")]
+async fn alias_by_type(id: u64) -> MyResult<u64> {
+    Ok(id)
+}
+
+#[cached(group = "not_found", cache_err = |e| matches!(e, ApiError), err_ttl = 5)]
+async fn negative(id: u64) -> ApiResult<u64> {
+    Err(ApiError)
+}
+
+/// A generic function: each instantiation has its own entries.
+#[cached]
+async fn parse<T: std::str::FromStr + serde::Serialize + serde::de::DeserializeOwned>(
+    text: String,
+) -> Option<T> {
+    text.parse().ok()
+}
+
 #[cached(group = "io")]
 async fn io_result(id: u64) -> std::io::Result<u64> {
     Ok(id)
