@@ -20,15 +20,19 @@ use args::{Args, Attr};
 /// async fn get_product(db: &Db, id: u64) -> Result<Product, DbError>
 /// ```
 ///
-/// Options: `group = "name"` (default: module path and function name),
-/// `ttl = secs | Duration`, `key = expr` (default: the arguments left after
-/// `self` and `skip`), `skip(a, b)`, `cache = &Cache`, `unless = |v| bool`,
-/// `ttl_fn = |v| Duration`, `cache_none`, `none_ttl = ...`, `lock` /
-/// `lock = false`, `lock_timeout = ...`, `early` / `early = beta`,
+/// Options: `group = "name"` (default: the function's path, with a method's
+/// self type and trait and a generic function's type arguments, such as
+/// `<app::Pg as app::Store>::load`), `ttl = secs | Duration`, `key = expr`
+/// (default: the arguments left after `self` and `skip`), `skip(a, b)`,
+/// `cache = &Cache`, `unless = |v| bool`, `ttl_fn = |v| Duration`,
+/// `cache_none`, `none_ttl = ...`, `cache_err = |e| bool`, `err_ttl = ...`,
+/// `lock` / `lock = false`, `lock_timeout = ...`, `early` / `early = beta`,
 /// `jitter = 0.1`, `stale_while_revalidate = ...` (owned arguments only),
 /// `result` / `option` / `plain`, `crate = "path"`. Only `Ok` and `Some`
-/// (and `None` with `cache_none`) are stored. Compiling examples are in the
-/// `cache-runtime` crate documentation.
+/// are stored, and `None` with `cache_none`, errors with `cache_err`. The
+/// return type is read by its type, aliases included. Works on `async fn`
+/// in impls and traits, and on `#[async_trait]` methods. Compiling examples
+/// are in the `cache-runtime` crate documentation.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Attr::Cached, args, item)

@@ -34,6 +34,38 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Methods work alike, in impls and traits (`#[async_trait]` too); without
+//! `group`, a method's group is its path, self type and trait included. On a
+//! `Result` (or an alias of one), `cache_err` also stores the errors it
+//! selects, so that an unknown id does not reach the database every time:
+//!
+//! ```
+//! use cache_runtime::cached;
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! enum DbError {
+//!     NotFound,
+//!     Unavailable,
+//! }
+//!
+//! struct Db;
+//!
+//! impl Db {
+//!     #[cached(ttl = 300, cache_err = |e| *e == DbError::NotFound, err_ttl = 30)]
+//!     async fn load(&self, id: u64) -> Result<String, DbError> {
+//!         match id {
+//!             0 => Err(DbError::NotFound),
+//!             _ => Ok(format!("row {id}")),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! assert_eq!(Db.load(0).await, Err(DbError::NotFound)); // stored for 30 s
+//! assert_eq!(Db.load(7).await.as_deref(), Ok("row 7")); // stored for 300 s
+//! # }
+//! ```
+//!
 //! With nothing installed the attributes use a process-wide in-memory cache;
 //! [`Cache::install`] sets the default, [`Cache::scope`] overrides it for one
 //! task. See the repository README for keys, options and the Redis layout.
