@@ -42,6 +42,11 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// Milliseconds since the value was stored.
+    pub(crate) fn age_ms(&self) -> u128 {
+        u128::from(now_ms().saturating_sub(self.stored_at_ms))
+    }
+
     /// Milliseconds from now until the value stops being fresh (negative once
     /// it is stale).
     pub(crate) fn fresh_for_ms(&self) -> i128 {

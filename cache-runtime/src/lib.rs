@@ -83,6 +83,8 @@ mod current;
 mod envelope;
 mod error;
 mod flight;
+#[cfg(feature = "http")]
+pub mod http;
 mod key;
 mod kind;
 mod lease;

@@ -123,6 +123,8 @@ pub struct Policy<'a, K: Kind<R>, R> {
     early: Option<f64>,
     jitter: Option<f64>,
     stale_while_revalidate: Option<Duration>,
+    /// A hit at least this old is loaded again (HTTP `max-age=N`, `no-cache`).
+    revalidate_after: Option<Duration>,
     /// How values are sealed and opened: the kind's, chosen where the value
     /// type is checked, so that the flows need no bound of their own.
     seal: Sealer<K::Value>,
@@ -147,6 +149,7 @@ where
             early: None,
             jitter: None,
             stale_while_revalidate: None,
+            revalidate_after: None,
             seal: K::seal,
             open: K::open,
             kind: PhantomData,
@@ -198,6 +201,13 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     }
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.stale_while_revalidate = Some(window);
+        self
+    }
+    /// Loads again, and stores, instead of returning a hit at least `age`
+    /// old; another caller's refresh in progress is not waited for.
+    #[cfg(feature = "http")]
+    pub(crate) fn revalidate_after(mut self, age: Duration) -> Self {
+        self.revalidate_after = Some(age);
         self
     }
 
@@ -406,11 +416,16 @@ where
     let cache = read.cache;
     let (lease, flight) = match found {
         Found::Hit(value, meta) => {
-            if !policy.refresh_early(cache, &meta) {
+            let revalidate = policy
+                .revalidate_after
+                .is_some_and(|age| meta.age_ms() >= age.as_millis());
+            if !revalidate && !policy.refresh_early(cache, &meta) {
                 return K::rebuild(value);
             }
             match read.refresh_lease().await {
                 Some(lease) => (Some(lease), None),
+                // Someone else refreshes it: load without storing.
+                None if revalidate => (None, None),
                 None => return K::rebuild(value),
             }
         }
@@ -531,7 +546,7 @@ where
     ret
 }
 
-async fn evict_now(cache: &Cache, group: &str, target: Target) {
+pub(crate) async fn evict_now(cache: &Cache, group: &str, target: Target) {
     let (outcome, eviction) = match target {
         Target::All => (
             cache.evict_group_unchecked(group).await,

@@ -1,0 +1,225 @@
+//! What the layer stores of a response, whether it may, and the responses it
+//! sends: with `X-Cache`, `ETag`, `Cache-Control`, `Age`, or a `304`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, ETAG, SET_COOKIE,
+    TRANSFER_ENCODING, VARY,
+};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use serde::{Deserialize, Serialize};
+
+use super::request;
+use crate::envelope::now_ms;
+
+/// Whether the response came from the cache (`HIT`), from the handler
+/// (`MISS`), or the cache was skipped (`BYPASS`).
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// A response as stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: StoredBody,
+    etag: String,
+    /// When the handler produced it, Unix milliseconds (for `Age`).
+    generated_ms: u64,
+    /// When the entry expires, Unix milliseconds (for `max-age`).
+    expires_ms: u64,
+}
+
+/// A text body is kept as text, which JSON stores compactly.
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredBody {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl StoredBody {
+    fn new(bytes: Bytes) -> StoredBody {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => StoredBody::Text(text),
+            Err(binary) => StoredBody::Bytes(binary.into_bytes()),
+        }
+    }
+    fn bytes(&self) -> Bytes {
+        match self {
+            StoredBody::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
+            StoredBody::Bytes(bytes) => Bytes::copy_from_slice(bytes),
+        }
+    }
+}
+
+/// A response the handler produced or the cache returned.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Loaded {
+    stored: Stored,
+    /// Produced by the handler in this call (never set on a hit).
+    #[serde(skip)]
+    fresh: bool,
+    /// May be stored (decided when it was produced).
+    #[serde(skip)]
+    storable: bool,
+}
+
+/// How the layer that sends a response is configured.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) private: bool,
+    pub(crate) ttl: Duration,
+    pub(crate) max_size: usize,
+}
+
+/// An error reading the handler's body.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Loaded {
+    /// Reads a handler's response whole, and decides whether it may be
+    /// stored: a `200` to a `GET`, without `Set-Cookie`, `Vary`, or a
+    /// `Cache-Control` of `no-store` (or `private`, on a shared layer), no
+    /// larger than the cache's maximum value size.
+    pub(crate) async fn read<B>(
+        response: Response<B>,
+        shape: Shape,
+        head: bool,
+    ) -> Result<Loaded, BodyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BodyError>,
+    {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+        let control = parts.headers.get_all(CACHE_CONTROL);
+        let forbids = |directive: &str| {
+            control.iter().filter_map(|v| v.to_str().ok()).any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().split('=').next() == Some(directive))
+            })
+        };
+        let mut storable = parts.status == StatusCode::OK
+            && !head
+            && !parts.headers.contains_key(SET_COOKIE)
+            && !parts.headers.contains_key(VARY)
+            && !forbids("no-store")
+            && (shape.private || !forbids("private"))
+            && body.len() <= shape.max_size;
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            if [CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, AGE, X_CACHE].contains(name) {
+                continue;
+            }
+            match value.to_str() {
+                Ok(value) => headers.push((name.as_str().to_owned(), value.to_owned())),
+                Err(_) => storable = false, // kept as sent, never stored
+            }
+        }
+        let etag = match parts.headers.get(ETAG).and_then(|v| v.to_str().ok()) {
+            Some(own) => own.to_owned(),
+            None => request::etag(&body),
+        };
+        let generated_ms = now_ms();
+        let expires_ms = generated_ms.saturating_add(shape.ttl.as_millis() as u64);
+        Ok(Loaded {
+            stored: Stored {
+                status: parts.status.as_u16(),
+                headers,
+                body: StoredBody::new(body),
+                etag,
+                generated_ms,
+                expires_ms,
+            },
+            fresh: true,
+            storable,
+        })
+    }
+
+    /// The response as the handler made it.
+    pub(crate) fn unchanged(self) -> Response<Full<Bytes>> {
+        let stored = self.stored;
+        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+        build(status, header_map(&stored.headers), stored.body.bytes())
+    }
+
+    pub(crate) fn storable(&self) -> bool {
+        self.storable
+    }
+
+    /// The response to send for `request`: a `304` when its `If-None-Match`
+    /// matches, else the response with the cache's headers; no body for a
+    /// `HEAD`.
+    pub(crate) fn respond(
+        self,
+        request: &HeaderMap,
+        shape: Shape,
+        head: bool,
+    ) -> Response<Full<Bytes>> {
+        let stored = self.stored;
+        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+        let mut headers = header_map(&stored.headers);
+        let outcome = if self.fresh { "MISS" } else { "HIT" };
+        headers.insert(X_CACHE, HeaderValue::from_static(outcome));
+        if self.fresh && !self.storable {
+            // Not the cache's: sent as the handler made it.
+            return build(status, headers, stored.body.bytes());
+        }
+        let now = now_ms();
+        if let Ok(etag) = HeaderValue::from_str(&stored.etag) {
+            headers.entry(ETAG).or_insert(etag);
+        }
+        if !headers.contains_key(CACHE_CONTROL) {
+            let left = stored.expires_ms.saturating_sub(now) / 1000;
+            let value = match shape.private {
+                true => format!("private, max-age={left}"),
+                false => format!("max-age={left}"),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(CACHE_CONTROL, value);
+            }
+        }
+        if !self.fresh {
+            let age = now.saturating_sub(stored.generated_ms) / 1000;
+            headers.insert(AGE, HeaderValue::from(age));
+        }
+        if request::none_match(request, &stored.etag) {
+            // RFC 9110 §15.4.5: what a 200 would carry that a cache needs.
+            let mut kept = HeaderMap::new();
+            for name in [ETAG, CACHE_CONTROL, VARY, AGE, X_CACHE] {
+                for value in headers.get_all(&name) {
+                    kept.append(name.clone(), value.clone());
+                }
+            }
+            return build(StatusCode::NOT_MODIFIED, kept, Bytes::new());
+        }
+        let body = stored.body.bytes();
+        if head {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            return build(status, headers, Bytes::new());
+        }
+        build(status, headers, body)
+    }
+}
+
+fn header_map(stored: &[(String, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(stored.len() + 4);
+    for (name, value) in stored {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

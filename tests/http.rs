@@ -1,0 +1,467 @@
+//! The HTTP layer through a real axum server on a loopback port and a real
+//! HTTP client, on every backend.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use cache_runtime::http::CacheLayer;
+use cache_runtime::Cache;
+use reqwest::{Client, Method};
+use support::{eventually, RedisServer};
+
+/// The data behind the routes, and how often the read handler ran.
+#[derive(Default)]
+struct Shop {
+    names: Mutex<HashMap<u64, String>>,
+    reads: AtomicUsize,
+    /// How long the read handler takes.
+    slow: Mutex<Duration>,
+}
+
+type Shared = Arc<Shop>;
+
+impl Shop {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+    fn name(&self, id: u64) -> String {
+        let names = self.names.lock().unwrap();
+        names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("product {id}"))
+    }
+}
+
+async fn show(State(shop): State<Shared>, Path(id): Path<u64>) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let slow = *shop.slow.lock().unwrap();
+    if !slow.is_zero() {
+        tokio::time::sleep(slow).await;
+    }
+    shop.name(id)
+}
+
+async fn replace(
+    State(shop): State<Shared>,
+    Path(id): Path<u64>,
+    name: String,
+) -> impl IntoResponse {
+    if name == "fail" {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "refused".to_owned());
+    }
+    shop.names.lock().unwrap().insert(id, name.clone());
+    (StatusCode::OK, name)
+}
+
+async fn remove(State(shop): State<Shared>, Path(id): Path<u64>) -> StatusCode {
+    shop.names.lock().unwrap().insert(id, format!("gone {id}"));
+    StatusCode::NO_CONTENT
+}
+
+async fn with_cookie(State(shop): State<Shared>) -> impl IntoResponse {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    ([("set-cookie", "session=1")], "personal")
+}
+
+async fn missing(State(shop): State<Shared>) -> impl IntoResponse {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::NOT_FOUND, "no such thing")
+}
+
+/// A running app: its address, data and a client.
+struct App {
+    addr: SocketAddr,
+    shop: Shared,
+    client: Client,
+}
+
+impl App {
+    async fn start(layer: CacheLayer) -> App {
+        let shop = Shared::default();
+        let app = Router::new()
+            .route(
+                "/products/{id}",
+                get(show).put(replace).delete(remove).post(replace),
+            )
+            .route("/cookie", get(with_cookie))
+            .route("/missing", get(missing))
+            .route_layer(layer)
+            .with_state(shop.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        App {
+            addr,
+            shop,
+            client: Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("http://{}{path}", self.addr))
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the app answers");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, path, headers, "").await
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+    fn x_cache(&self) -> &str {
+        self.header("x-cache")
+    }
+}
+
+fn layer(cache: &Cache) -> CacheLayer {
+    CacheLayer::new("products")
+        .ttl(Duration::from_secs(60))
+        .cache(cache.clone())
+}
+
+async fn a_miss_then_a_hit_with_validators(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let first = app.get("/products/1", &[]).await;
+    assert_eq!(
+        (first.status, first.x_cache(), first.body.as_str()),
+        (200, "MISS", "product 1")
+    );
+    assert!(
+        first.header("etag").starts_with('"'),
+        "a strong, quoted ETag"
+    );
+    // The TTL left, rounded down.
+    assert!(["max-age=60", "max-age=59"].contains(&first.header("cache-control")));
+    assert_eq!(first.header("age"), "", "no Age on a miss");
+    let second = app.get("/products/1", &[]).await;
+    assert_eq!(
+        (second.status, second.x_cache(), second.body.as_str()),
+        (200, "HIT", "product 1")
+    );
+    assert_eq!(second.header("etag"), first.header("etag"));
+    assert!(
+        ["0", "1"].contains(&second.header("age")),
+        "Age: {}",
+        second.header("age")
+    );
+    assert!(second.header("cache-control").starts_with("max-age="));
+    assert_eq!(app.shop.reads(), 1, "the hit did not run the handler");
+    // Query parameters in any order meet.
+    app.get("/products/1?b=2&a=1", &[]).await;
+    let sorted = app.get("/products/1?a=1&b=2", &[]).await;
+    assert_eq!(sorted.x_cache(), "HIT");
+}
+
+async fn if_none_match_gets_304_without_the_handler(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let etag = app.get("/products/2", &[]).await.header("etag").to_owned();
+    let not_modified = app.get("/products/2", &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.body, "");
+    assert_eq!(not_modified.header("etag"), etag);
+    assert!(not_modified.header("cache-control").starts_with("max-age="));
+    assert_eq!(not_modified.x_cache(), "HIT");
+    assert_eq!(app.shop.reads(), 1);
+    let weak = format!("\"other\", W/{etag}");
+    assert_eq!(
+        app.get("/products/2", &[("if-none-match", &weak)])
+            .await
+            .status,
+        304
+    );
+    let other = app
+        .get("/products/2", &[("if-none-match", "\"other\"")])
+        .await;
+    assert_eq!((other.status, other.body.as_str()), (200, "product 2"));
+    // A second, independent app computes the same ETag: a 304 on its miss.
+    let elsewhere = App::start(layer(&Cache::in_memory())).await;
+    let fresh = elsewhere
+        .get("/products/2", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!((fresh.status, fresh.x_cache()), (304, "MISS"));
+    assert_eq!(elsewhere.shop.reads(), 1);
+}
+
+async fn age_counts_seconds_since_the_response_was_made(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    app.get("/products/3", &[]).await;
+    eventually(Duration::from_secs(5), "Age to reach 1", || async {
+        app.get("/products/3", &[]).await.header("age") == "1"
+    })
+    .await;
+    let hit = app.get("/products/3", &[]).await;
+    let left: u64 = hit.header("cache-control")["max-age=".len()..]
+        .parse()
+        .unwrap();
+    assert!(left < 60, "max-age is the TTL left: {left}");
+}
+
+async fn request_directives(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    // no-store: bypassed both ways.
+    let bypass = app
+        .get("/products/4", &[("cache-control", "no-store")])
+        .await;
+    assert_eq!(bypass.x_cache(), "BYPASS");
+    assert_eq!(
+        app.get("/products/4", &[]).await.x_cache(),
+        "MISS",
+        "no-store stored nothing"
+    );
+    assert_eq!(
+        app.get("/products/4", &[("cache-control", "no-store")])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
+    assert_eq!(app.shop.reads(), 3);
+    // no-cache: runs the handler and stores its response.
+    app.shop.names.lock().unwrap().insert(4, "renamed".into());
+    assert_eq!(
+        app.get("/products/4", &[]).await.body,
+        "product 4",
+        "the old entry"
+    );
+    let refreshed = app
+        .get("/products/4", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(
+        (refreshed.x_cache(), refreshed.body.as_str()),
+        ("MISS", "renamed")
+    );
+    let after = app.get("/products/4", &[]).await;
+    assert_eq!((after.x_cache(), after.body.as_str()), ("HIT", "renamed"));
+    // max-age=N: an entry older than N seconds is a miss.
+    let reads = app.shop.reads();
+    assert_eq!(
+        app.get("/products/4", &[("cache-control", "max-age=100")])
+            .await
+            .x_cache(),
+        "HIT"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the entry to be a second old",
+        || async { app.get("/products/4", &[]).await.header("age") == "1" },
+    )
+    .await;
+    let old = app
+        .get("/products/4", &[("cache-control", "max-age=1")])
+        .await;
+    assert_eq!(old.x_cache(), "MISS");
+    assert_eq!(app.shop.reads(), reads + 1);
+}
+
+async fn writes_evict_after_success_only(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    app.get("/products/5", &[]).await;
+    let failed = app.send(Method::PUT, "/products/5", &[], "fail").await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(
+        app.get("/products/5", &[]).await.x_cache(),
+        "HIT",
+        "a failed PUT evicted nothing"
+    );
+    let put = app.send(Method::PUT, "/products/5", &[], "kettle").await;
+    assert_eq!(put.status, 200);
+    let after = app.get("/products/5", &[]).await;
+    assert_eq!((after.x_cache(), after.body.as_str()), ("MISS", "kettle"));
+    assert_eq!(
+        app.send(Method::DELETE, "/products/5", &[], "")
+            .await
+            .status,
+        204
+    );
+    let gone = app.get("/products/5", &[]).await;
+    assert_eq!((gone.x_cache(), gone.body.as_str()), ("MISS", "gone 5"));
+    // The attributes' group eviction reaches the layer's entries.
+    cache.evict_group("products").await.unwrap();
+    assert_eq!(app.get("/products/5", &[]).await.x_cache(), "MISS");
+}
+
+async fn write_through_and_evict_group(cache: Cache) {
+    let app = App::start(layer(&cache).write_through()).await;
+    app.get("/products/6", &[]).await;
+    app.send(Method::PUT, "/products/6", &[], "teapot").await;
+    let hit = app.get("/products/6", &[]).await;
+    assert_eq!(
+        (hit.x_cache(), hit.body.as_str()),
+        ("HIT", "teapot"),
+        "the PUT's response is the entry"
+    );
+    assert_eq!(app.shop.reads(), 1);
+    app.send(Method::PUT, "/products/6", &[], "fail").await;
+    assert_eq!(
+        app.get("/products/6", &[]).await.body,
+        "teapot",
+        "a failed PUT stores nothing"
+    );
+
+    let grouped = CacheLayer::new("grouped")
+        .cache(cache.clone())
+        .evict_group();
+    let grouped = App::start(grouped).await;
+    grouped.get("/products/7", &[]).await;
+    grouped.get("/products/8", &[]).await;
+    grouped.send(Method::POST, "/products/9", &[], "new").await;
+    assert_eq!(grouped.get("/products/7", &[]).await.x_cache(), "MISS");
+    assert_eq!(grouped.get("/products/8", &[]).await.x_cache(), "MISS");
+}
+
+async fn what_is_never_stored(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    for path in ["/cookie", "/missing"] {
+        let first = app.get(path, &[]).await;
+        assert_eq!(first.x_cache(), "MISS");
+        assert_eq!(first.header("etag"), "", "{path}: not the cache's");
+        assert_eq!(
+            app.get(path, &[]).await.x_cache(),
+            "MISS",
+            "{path} was not stored"
+        );
+    }
+    assert_eq!(
+        app.get("/cookie", &[]).await.header("set-cookie"),
+        "session=1"
+    );
+    assert_eq!(app.get("/missing", &[]).await.status, 404);
+    assert_eq!(app.shop.reads(), 6);
+}
+
+async fn credentials_and_private_entries(cache: Cache) {
+    let shared = App::start(layer(&cache)).await;
+    shared.get("/products/10", &[]).await;
+    for credential in [("authorization", "Bearer a"), ("cookie", "session=a")] {
+        let reply = shared.get("/products/10", &[credential]).await;
+        assert_eq!(
+            reply.x_cache(),
+            "BYPASS",
+            "{credential:?} is never served a shared entry"
+        );
+    }
+    assert_eq!(shared.shop.reads(), 3);
+
+    let private = App::start(layer(&cache).private()).await;
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    let first = private.get("/products/11", &alice).await;
+    assert_eq!(first.x_cache(), "MISS");
+    assert!(first
+        .header("cache-control")
+        .starts_with("private, max-age="));
+    assert_eq!(private.get("/products/11", &alice).await.x_cache(), "HIT");
+    assert_eq!(
+        private.get("/products/11", &bob).await.x_cache(),
+        "MISS",
+        "Bob gets his own entry"
+    );
+    assert_eq!(private.get("/products/11", &bob).await.x_cache(), "HIT");
+    // A write reaches every user's entry of the path.
+    private
+        .send(Method::PUT, "/products/11", &alice, "mine")
+        .await;
+    assert_eq!(private.get("/products/11", &bob).await.body, "mine");
+}
+
+async fn head_is_answered_from_the_get_entry(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    app.get("/products/12", &[]).await;
+    let head = app.send(Method::HEAD, "/products/12", &[], "").await;
+    assert_eq!(
+        (head.status, head.x_cache(), head.body.as_str()),
+        (200, "HIT", "")
+    );
+    assert_eq!(head.header("content-length"), "10");
+    assert_eq!(app.shop.reads(), 1);
+}
+
+async fn concurrent_misses_run_the_handler_once(cache: Cache) {
+    let app = Arc::new(App::start(layer(&cache)).await);
+    *app.shop.slow.lock().unwrap() = Duration::from_millis(100);
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.get("/products/13", &[]).await.body })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "product 13");
+    }
+    assert_eq!(app.shop.reads(), 1, "64 concurrent misses, one handler run");
+}
+
+on_each_backend!(
+    a_miss_then_a_hit_with_validators,
+    if_none_match_gets_304_without_the_handler,
+    age_counts_seconds_since_the_response_was_made,
+    request_directives,
+    writes_evict_after_success_only,
+    write_through_and_evict_group,
+    what_is_never_stored,
+    credentials_and_private_entries,
+    head_is_answered_from_the_get_entry,
+    concurrent_misses_run_the_handler_once,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_still_serves_the_handler_within_the_op_timeout() {
+    let server = RedisServer::reserve(); // nothing listens there
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let app = App::start(layer(&cache)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = app.get("/products/14", &[]).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "product 14"));
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "served within the op timeout: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(app.shop.reads(), 5);
+}
