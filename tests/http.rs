@@ -18,6 +18,7 @@ use cache_runtime::http::CacheLayer;
 use cache_runtime::Cache;
 use reqwest::{Client, Method};
 use support::{eventually, RedisServer};
+use tokio::sync::Notify;
 
 /// The data behind the routes, and how often the read handler ran.
 #[derive(Default)]
@@ -26,6 +27,8 @@ struct Shop {
     reads: AtomicUsize,
     /// How long the read handler takes.
     slow: Mutex<Duration>,
+    /// When set, the read handler waits for it before it reads.
+    gate: Mutex<Option<Arc<Notify>>>,
 }
 
 type Shared = Arc<Shop>;
@@ -49,7 +52,41 @@ async fn show(State(shop): State<Shared>, Path(id): Path<u64>) -> String {
     if !slow.is_zero() {
         tokio::time::sleep(slow).await;
     }
-    shop.name(id)
+    let name = shop.name(id);
+    let gate = shop.gate.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        gate.notified().await; // the name was read before
+    }
+    name
+}
+
+async fn greet(State(shop): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let lang = headers
+        .get("accept-language")
+        .map_or("none", |v| v.to_str().unwrap());
+    ([("vary", "Accept-Language")], format!("hello {lang}"))
+}
+
+async fn forget() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// A response the handler marks: `vary` is a `Vary`, else a `Cache-Control`.
+async fn marked(State(shop): State<Shared>, Path(mark): Path<String>) -> impl IntoResponse {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let header = match mark.as_str() {
+        "vary" => ("vary", "*"),
+        other => (
+            "cache-control",
+            if other == "private" {
+                "private"
+            } else {
+                "no-store"
+            },
+        ),
+    };
+    ([header], mark)
 }
 
 async fn replace(
@@ -96,6 +133,8 @@ impl App {
             )
             .route("/cookie", get(with_cookie))
             .route("/missing", get(missing))
+            .route("/lang", get(greet).delete(forget))
+            .route("/marked/{mark}", get(marked))
             .route_layer(layer)
             .with_state(shop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -350,7 +389,13 @@ async fn write_through_and_evict_group(cache: Cache) {
 
 async fn what_is_never_stored(cache: Cache) {
     let app = App::start(layer(&cache)).await;
-    for path in ["/cookie", "/missing"] {
+    for path in [
+        "/cookie",
+        "/missing",
+        "/marked/vary",
+        "/marked/private",
+        "/marked/no-store",
+    ] {
         let first = app.get(path, &[]).await;
         assert_eq!(first.x_cache(), "MISS");
         assert_eq!(first.header("etag"), "", "{path}: not the cache's");
@@ -365,7 +410,69 @@ async fn what_is_never_stored(cache: Cache) {
         "session=1"
     );
     assert_eq!(app.get("/missing", &[]).await.status, 404);
-    assert_eq!(app.shop.reads(), 6);
+    assert_eq!(app.shop.reads(), 12);
+}
+
+async fn vary_stores_a_variant_per_header_value(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let (en, fr) = ([("accept-language", "en")], [("accept-language", "fr")]);
+    let get = |headers| {
+        let app = &app;
+        async move {
+            let reply = app.get("/lang", headers).await;
+            let (outcome, vary) = (reply.x_cache().to_owned(), reply.header("vary").to_owned());
+            (outcome, reply.body, vary)
+        }
+    };
+    assert_eq!(get(&en).await.0, "MISS");
+    assert_eq!(get(&fr).await.0, "MISS");
+    assert_eq!(
+        get(&en).await,
+        ("HIT".into(), "hello en".into(), "Accept-Language".into())
+    );
+    assert_eq!(
+        get(&fr).await,
+        ("HIT".into(), "hello fr".into(), "Accept-Language".into())
+    );
+    assert_eq!(get(&[]).await.1, "hello none");
+    assert_eq!(app.shop.reads(), 3);
+    // Evicting the path drops every variant.
+    assert_eq!(app.send(Method::DELETE, "/lang", &[], "").await.status, 204);
+    assert_eq!(get(&fr).await.0, "MISS");
+    assert_eq!(get(&en).await.0, "MISS");
+}
+
+/// The stale-store race: a response loaded before a write is not stored
+/// after it.
+async fn a_response_loaded_before_a_write_is_not_stored(cache: Cache) {
+    let app = Arc::new(App::start(layer(&cache)).await);
+    let gate = Arc::new(Notify::new());
+    *app.shop.gate.lock().unwrap() = Some(gate.clone());
+    let slow_read = tokio::spawn({
+        let app = app.clone();
+        async move { app.get("/products/15", &[]).await.body }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the read to reach its handler",
+        || async { app.shop.reads() == 1 },
+    )
+    .await;
+    *app.shop.gate.lock().unwrap() = None;
+    assert_eq!(
+        app.send(Method::PUT, "/products/15", &[], "new")
+            .await
+            .status,
+        200
+    );
+    gate.notify_one();
+    assert_eq!(
+        slow_read.await.unwrap(),
+        "product 15",
+        "loaded before the write"
+    );
+    let next = app.get("/products/15", &[]).await;
+    assert_eq!((next.x_cache(), next.body.as_str()), ("MISS", "new"));
 }
 
 async fn credentials_and_private_entries(cache: Cache) {
@@ -438,6 +545,8 @@ on_each_backend!(
     writes_evict_after_success_only,
     write_through_and_evict_group,
     what_is_never_stored,
+    vary_stores_a_variant_per_header_value,
+    a_response_loaded_before_a_write_is_not_stored,
     credentials_and_private_entries,
     head_is_answered_from_the_get_entry,
     concurrent_misses_run_the_handler_once,

@@ -16,9 +16,10 @@
 //!   `GET`, `HEAD`, `PUT`, `PATCH`, `POST` and `DELETE` on one path address
 //!   one entry, in the layer's group.
 //! - **Stored.** `200` responses to `GET`; never one with `Set-Cookie`, a
-//!   `Cache-Control` of `no-store` (or `private` on a shared layer), `Vary`,
-//!   or a body over the cache's maximum value size. A `HEAD` is answered from
-//!   the `GET` entry.
+//!   `Cache-Control` of `no-store` (or `private` on a shared layer), `Vary:
+//!   *`, or a body over the cache's maximum value size. A response with
+//!   `Vary` is stored per value of the request headers it names. A `HEAD` is
+//!   answered from the `GET` entry.
 //! - **Sent.** `X-Cache: HIT | MISS | BYPASS`; a strong `ETag` from a hash of
 //!   the body (a handler's own is kept); `Cache-Control: max-age=<seconds
 //!   left>` (`private, ` on a private layer; a handler's own is kept); `Age`
@@ -40,12 +41,12 @@ mod response;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use tower_layer::Layer;
@@ -222,7 +223,7 @@ async fn read<S, ReqB, ResB>(
     config: &Config,
     cache: Cache,
     shape: Shape,
-    mut inner: S,
+    inner: S,
     request: Request<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
@@ -236,25 +237,57 @@ where
         return passed(inner, request, Some("BYPASS")).await;
     }
     let user = config.private.then(|| request::user(headers));
-    let key = EntryKey::new(&request::key(request.uri(), user.as_deref()));
+    let key = request::key(request.uri(), user.as_deref());
     let head = request.method() == Method::HEAD;
     let headers = headers.clone();
-    let mut policy = policy::<S::Error>(&config.group, shape);
-    if directives.no_cache {
-        policy = policy.revalidate_after(Duration::ZERO);
-    } else if let Some(seconds) = directives.max_age {
-        policy = policy.revalidate_after(Duration::from_secs(seconds));
-    }
-    let load = async move {
-        let response = inner.call(request).await.map_err(Failure::Service)?;
-        Loaded::read(response, shape, head)
-            .await
-            .map_err(Failure::Body)
+    let revalidate = match directives {
+        Directives { no_cache: true, .. } => Some(Duration::ZERO),
+        Directives { max_age, .. } => max_age.map(Duration::from_secs),
     };
-    match private::cached(cache, policy, key, load).await {
+    // The handler runs at most once, for the path's entry or for a variant.
+    let call = Mutex::new(Some((inner, request)));
+    let lookup = |key: String| {
+        let mut policy = policy::<S::Error>(&config.group, shape);
+        if let Some(age) = revalidate {
+            policy = policy.revalidate_after(age);
+        }
+        let load = load(&call, &headers, shape, head);
+        private::cached(cache.clone(), policy, EntryKey::new(&key), load)
+    };
+    let mut found = lookup(key.clone()).await;
+    if let Some(variant) = found
+        .as_ref()
+        .ok()
+        .and_then(|l| l.variant_key(&key, &headers))
+    {
+        found = lookup(variant).await;
+    }
+    match found {
         Ok(loaded) => Ok(loaded.respond(&headers, shape, head).map(Either::Left)),
         Err(failure) => failed(failure),
     }
+}
+
+/// Runs the handler, if it has not run yet, and reads its response.
+async fn load<S, ReqB, ResB>(
+    call: &Mutex<Option<(S, Request<ReqB>)>>,
+    request: &HeaderMap,
+    shape: Shape,
+    head: bool,
+) -> Result<Loaded, Failure<S::Error>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BodyError>,
+{
+    let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let Some((mut inner, req)) = taken else {
+        return Err(Failure::Body("the handler was already called".into()));
+    };
+    let response = inner.call(req).await.map_err(Failure::Service)?;
+    Loaded::read(response, request, shape, head)
+        .await
+        .map_err(Failure::Body)
 }
 
 /// `POST`, `PUT`, `PATCH`, `DELETE`: after a `2xx`, evict (RFC 9111 §4.4),
@@ -275,10 +308,11 @@ where
     let method = request.method();
     let through = config.write_through && !config.private;
     if through && (method == Method::PUT || method == Method::PATCH) {
+        let headers = request.headers().clone();
         let load = async move {
             let response = inner.call(request).await.map_err(Failure::Service)?;
             let success = response.status().is_success();
-            let loaded = Loaded::read(response, shape, false)
+            let loaded = Loaded::read(response, &headers, shape, false)
                 .await
                 .map_err(Failure::Body)?;
             if success {

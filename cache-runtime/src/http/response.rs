@@ -31,6 +31,37 @@ pub(crate) struct Stored {
     generated_ms: u64,
     /// When the entry expires, Unix milliseconds (for `max-age`).
     expires_ms: u64,
+    /// What the response varies on, when it names request headers.
+    vary: Option<Vary>,
+}
+
+/// A response that varies on request headers is stored per value of them:
+/// the entry at the path's key holds the variant for the request that made
+/// it, and the others live at keys derived from `token`, which each new
+/// entry at the path's key draws afresh. Once that entry is evicted, the
+/// variants made for it can no longer be reached.
+#[derive(Debug, Serialize, Deserialize)]
+struct Vary {
+    /// The request headers named, lower case.
+    names: Vec<String>,
+    token: String,
+    /// Their values in the request the response was made for.
+    values: Vec<Option<String>>,
+}
+
+/// The values of `names` in a request's headers.
+fn values_of(request: &HeaderMap, names: &[String]) -> Vec<Option<String>> {
+    names
+        .iter()
+        .map(|name| {
+            let values: Vec<&str> = request
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        })
+        .collect()
 }
 
 /// A text body is kept as text, which JSON stores compactly.
@@ -79,12 +110,13 @@ pub(crate) struct Shape {
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Loaded {
-    /// Reads a handler's response whole, and decides whether it may be
-    /// stored: a `200` to a `GET`, without `Set-Cookie`, `Vary`, or a
-    /// `Cache-Control` of `no-store` (or `private`, on a shared layer), no
-    /// larger than the cache's maximum value size.
+    /// Reads a handler's response to `request` whole, and decides whether it
+    /// may be stored: a `200` to a `GET`, without `Set-Cookie`, `Vary: *`,
+    /// or a `Cache-Control` of `no-store` (or `private`, on a shared layer),
+    /// no larger than the cache's maximum value size.
     pub(crate) async fn read<B>(
         response: Response<B>,
+        request: &HeaderMap,
         shape: Shape,
         head: bool,
     ) -> Result<Loaded, BodyError>
@@ -101,10 +133,27 @@ impl Loaded {
                     .any(|d| d.trim().split('=').next() == Some(directive))
             })
         };
+        let names: Vec<String> = parts
+            .headers
+            .get_all(VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("*"))
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        let vary = (!names.is_empty()).then(|| Vary {
+            values: values_of(request, &names),
+            names,
+            token: crate::backend::token(),
+        });
+        let vary_all = vary
+            .as_ref()
+            .is_some_and(|v| v.names.iter().any(|n| n == "*"));
         let mut storable = parts.status == StatusCode::OK
             && !head
             && !parts.headers.contains_key(SET_COOKIE)
-            && !parts.headers.contains_key(VARY)
+            && !vary_all
             && !forbids("no-store")
             && (shape.private || !forbids("private"))
             && body.len() <= shape.max_size;
@@ -132,6 +181,7 @@ impl Loaded {
                 etag,
                 generated_ms,
                 expires_ms,
+                vary,
             },
             fresh: true,
             storable,
@@ -143,6 +193,18 @@ impl Loaded {
         let stored = self.stored;
         let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
         build(status, header_map(&stored.headers), stored.body.bytes())
+    }
+
+    /// The key of the variant for `request` when this entry, found at
+    /// `key`, was made for other values of the headers it varies on.
+    pub(crate) fn variant_key(&self, key: &str, request: &HeaderMap) -> Option<String> {
+        let vary = self.stored.vary.as_ref().filter(|_| !self.fresh)?;
+        let values = values_of(request, &vary.names);
+        if values == vary.values {
+            return None;
+        }
+        let values = serde_json::to_string(&values).unwrap_or_default();
+        Some(format!("{key} vary={} {values}", vary.token))
     }
 
     pub(crate) fn storable(&self) -> bool {
