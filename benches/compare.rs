@@ -1,6 +1,7 @@
 //! Side-by-side benchmarks: `#[cached]` against hand-written cache-aside on
 //! redis-rs, the `cached` crate's async Redis store, `redis-benchmark`, a
-//! SCAN+UNLINK group deletion, and moka, on one `redis-server` this binary
+//! SCAN+UNLINK group deletion, moka, and the HTTP layer against no layer
+//! and tower-http-cache's Redis backend, on one `redis-server` this binary
 //! starts. Contenders run interleaved, round after round, in this process;
 //! each ratio compares medians of those interleaved samples.
 //!
@@ -18,7 +19,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::http;
 use cache_runtime::{cached, Cache};
+use http_body_util::Full;
 use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -600,6 +604,101 @@ impl Bench {
 }
 
 impl Bench {
+    /// A `GET` answered from the cache through an axum server on loopback,
+    /// request to response, against the same route with no layer and with
+    /// tower-http-cache's Redis backend; one keep-alive client.
+    async fn http_hit(&mut self) {
+        use axum::routing::get;
+        async fn show(axum::extract::Path(id): axum::extract::Path<u64>) -> String {
+            serde_json::to_string(&small(id)).unwrap_or_default()
+        }
+        async fn serve(app: axum::Router) -> String {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a loopback port");
+            let addr = listener.local_addr().expect("bound");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}")
+        }
+        let route = || axum::Router::new().route("/products/{id}", get(show));
+        let ours = cache_runtime::http::CacheLayer::new("b_http")
+            .ttl(Duration::from_secs(3600))
+            .cache(self.cache.clone());
+        // tower-http-cache wants a `Sync` request body and boxes its errors:
+        // it serves a plain service, behind an adapter for axum's types.
+        let theirs = {
+            use tower::{Layer, ServiceExt};
+            use tower_http_cache::prelude::*;
+            let backend = RedisBackend::new(self.conn.clone());
+            let layer = CacheLayer::builder(backend)
+                .ttl(Duration::from_secs(3600))
+                .build();
+            let handler = tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+                let id = request.uri().path().rsplit('/').next().unwrap_or("0");
+                let body = serde_json::to_string(&small(id.parse().unwrap_or(0)));
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::from(
+                    body.unwrap_or_default(),
+                )))
+            });
+            let cached = layer.layer(handler);
+            let adapter = tower::service_fn(move |request: http::Request<axum::body::Body>| {
+                let request = request.map(|_| Full::new(Bytes::new())); // a GET has no body
+                let cached = cached.clone();
+                async move {
+                    match cached.oneshot(request).await {
+                        Ok(response) => Ok(response.map(axum::body::Body::new)),
+                        Err(_) => Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(500)
+                                .body(axum::body::Body::empty())
+                                .unwrap_or_default(),
+                        ),
+                    }
+                }
+            });
+            axum::Router::new().route_service("/products/{id}", adapter)
+        };
+        let bases = [
+            serve(route()).await,
+            serve(route().route_layer(ours)).await,
+            serve(theirs).await,
+        ];
+        let client = reqwest::Client::new();
+        const KEYS: u64 = 50;
+        for base in &bases {
+            for id in 0..KEYS {
+                let url = format!("{base}/products/{id}");
+                client.get(&url).send().await.expect("warm up");
+            }
+        }
+        let calls = if self.quick { 100 } else { 400 };
+        let mut samples = interleave(3, self.rounds(20), |contender| {
+            let (client, base) = (client.clone(), bases[contender].clone());
+            async move {
+                sequential(calls, |i| {
+                    let url = format!("{base}/products/{}", i % KEYS);
+                    let client = client.clone();
+                    async move {
+                        let response = client.get(url).send().await.expect("an answer");
+                        std::hint::black_box(response.bytes().await.expect("a body"));
+                    }
+                })
+                .await
+            }
+        })
+        .await;
+        rows_for(
+            "HTTP GET, 100 B, keep-alive client",
+            &[
+                "axum route, no cache",
+                "CacheLayer hit (Redis)",
+                "tower-http-cache 0.6 hit (Redis backend)",
+            ],
+            &mut samples,
+            &mut self.rows,
+        );
+    }
+
     /// How long a second cache (its own connections, as another process
     /// would have) keeps serving a local copy after a write returns.
     async fn propagation(&mut self) {
@@ -849,6 +948,7 @@ async fn main() {
     bench.stampede().await;
     bench.in_memory_hit().await;
     bench.propagation().await;
+    bench.http_hit().await;
 
     let mut conn = bench.conn.clone();
     let info: String = redis::cmd("INFO")
