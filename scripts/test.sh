@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace, the way CI does.
-# Installs redis-server first when it is missing (the Redis tests start their
-# own servers on free loopback ports; none uses a server already running).
+# Installs redis-server and curl first when they are missing (the Redis tests
+# start their own servers on free loopback ports; none uses a server already
+# running; one HTTP test drives the layer with curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: installing it (Debian: apt-get install -y redis-server)"
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+if [ -n "$missing" ]; then
+  echo "not found:$missing; installing (Debian: apt-get install -y$missing)"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
 redis-server --version
+curl --version | sed -n 1p
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -574,3 +574,49 @@ async fn redis_down_still_serves_the_handler_within_the_op_timeout() {
     }
     assert_eq!(app.shop.reads(), 5);
 }
+
+/// A real client: curl gets the entry's ETag, then a 304 for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_a_304_for_the_etag() {
+    let app = App::start(layer(&Cache::in_memory())).await;
+    let url = format!("http://{}/products/16", app.addr);
+    let curl = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("curl")
+                .args(["--silent", "--show-error", "--max-time", "10"])
+                .args(&args)
+                .output()
+                .expect("curl runs (./scripts/test.sh installs it)");
+            assert!(output.status.success(), "curl failed: {output:?}");
+            String::from_utf8(output.stdout).expect("UTF-8")
+        })
+    };
+    let head = curl(vec![
+        "--dump-header".into(),
+        "-".into(),
+        "--output".into(),
+        "/dev/null".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: "))
+        .expect("an ETag header")
+        .trim()
+        .to_owned();
+    let status = curl(vec![
+        "--header".into(),
+        format!("If-None-Match: {etag}"),
+        "--write-out".into(),
+        "%{http_code} %{size_download}".into(),
+        "--output".into(),
+        "/dev/null".into(),
+        url,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(status, "304 0", "a 304 with no body");
+    assert_eq!(app.shop.reads(), 1, "the 304 came from the cache");
+}
