@@ -9,6 +9,7 @@
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
+//! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -927,6 +928,14 @@ async fn main() {
     if args.iter().any(|a| a == "--profile-hit") {
         ours_small(&cache, 1).await;
         for _ in 0..20_000 {
+            std::hint::black_box(ours_small(&cache, 1).await);
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--profile-memory-hit") {
+        let cache = Cache::in_memory();
+        ours_small(&cache, 1).await;
+        for _ in 0..200_000 {
             std::hint::black_box(ours_small(&cache, 1).await);
         }
         return;

@@ -17,7 +17,7 @@ use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
 use crate::retry::Pending;
 use crate::stats::{bump, Counters, Stats, Warning};
-use crate::{envelope, Error};
+use crate::{envelope, metrics, Error};
 
 /// A cache: a backend (Redis or in memory) with its settings.
 ///
@@ -173,6 +173,9 @@ impl Cache {
         let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
         self.flights().detach(group, &key);
         self.forget(Invalidation::Key(group, &key));
+        if stored.is_ok() {
+            metrics::stored(self.counters(), group);
+        }
         stored
     }
 
@@ -260,6 +263,9 @@ impl Cache {
         let existed = self.op(self.backend().invalidate(group, key)).await;
         self.flights().detach(group, key);
         self.forget(Invalidation::Key(group, key));
+        if existed.is_ok() {
+            metrics::evicted(self.counters(), group);
+        }
         existed
     }
 
@@ -267,6 +273,9 @@ impl Cache {
         let evicted = self.op(self.backend().evict_group(group)).await;
         self.flights().detach_group(group);
         self.forget(Invalidation::Group(group));
+        if evicted.is_ok() {
+            metrics::evicted(self.counters(), group);
+        }
         evicted
     }
 
@@ -308,6 +317,7 @@ impl Cache {
         if pass == Pass::Open {
             bump(&counters.bypassed);
             bump(&counters.errors);
+            metrics::error("breaker_open");
             return Err(Error::Unavailable);
         }
         let limit = self.inner.settings.op_timeout;
@@ -319,6 +329,9 @@ impl Cache {
                 bump(&counters.errors);
                 if error.is_timeout() {
                     bump(&counters.timeouts);
+                    metrics::error("timeout");
+                } else {
+                    metrics::error("unreachable");
                 }
                 if breaker.failed(&pass) {
                     bump(&counters.breaker_trips);
@@ -331,6 +344,7 @@ impl Cache {
             }
             Err(_) => {
                 bump(&counters.errors);
+                metrics::error("backend");
                 breaker.succeeded(&pass);
             }
             Ok(_) => breaker.succeeded(&pass),

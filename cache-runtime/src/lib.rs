@@ -89,6 +89,7 @@ mod key;
 mod kind;
 mod lease;
 mod local;
+mod metrics;
 mod read;
 mod retry;
 mod stats;

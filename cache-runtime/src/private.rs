@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use serde::Serialize;
 
@@ -22,7 +22,7 @@ use crate::lease::{LeaseGuard, WriteGuard};
 use crate::read::{ok_or_warn, Found, Read};
 use crate::retry::{self, Eviction};
 use crate::stats::{bump, Warning};
-use crate::{Cache, Error};
+use crate::{metrics, Cache, Error};
 
 pub use std::time::Duration as StdDuration;
 
@@ -309,7 +309,11 @@ async fn fill(
         Some((bytes, ttl)) => cache
             .op(cache.backend().fill(group, key, &held, bytes, ttl))
             .await
-            .map(drop),
+            .map(|stored| {
+                if stored {
+                    metrics::stored(cache.counters(), group);
+                }
+            }),
         None if lease.owned() => cache.op(cache.backend().release(group, key, &held)).await,
         None => Ok(()),
     };
@@ -335,13 +339,35 @@ where
     K: Kind<R>,
     F: Future<Output = R>,
 {
-    let group = policy.group;
-    let Some(key) = readable_key(group, key) else {
-        return body.await;
+    let span = call_span(policy.group);
+    let flow = async move {
+        let Some(key) = readable_key(policy.group, key) else {
+            return bypass(&cache, policy.group, body).await;
+        };
+        let read = policy.read(&cache, &key);
+        let found = read.resolve(policy.open).await;
+        complete(&policy, &read, found, body).await
     };
-    let read = policy.read(&cache, &key);
-    let found = read.resolve(policy.open).await;
-    complete(&policy, &read, found, body).await
+    flow.instrument(span).await
+}
+
+/// The span of an annotated call: `cache`, at `debug`, with its group and,
+/// once known, its outcome (`hit`, `miss`, `stale`, `bypass`, `put`,
+/// `evict`).
+fn call_span(group: &str) -> Span {
+    tracing::debug_span!("cache", group, outcome = tracing::field::Empty)
+}
+
+/// Records the outcome of the call whose span this runs in.
+fn outcome(outcome: &'static str) {
+    Span::current().record("outcome", outcome);
+}
+
+/// Runs the body without the cache: a miss.
+async fn bypass<R>(cache: &Cache, group: &str, body: impl Future<Output = R>) -> R {
+    metrics::miss(cache.counters(), group);
+    outcome("bypass");
+    body.await
 }
 
 /// `#[cached(stale_while_revalidate = ...)]`: as [`cached`], but a value past
@@ -360,33 +386,40 @@ where
     R: Send + 'static,
     F: Future<Output = R> + Send + 'static,
 {
-    let group = policy.group;
-    let Some(key) = readable_key(group, key) else {
-        return body.await;
-    };
-    let read = policy.read(&cache, &key);
-    let found = match read.resolve(policy.open).await {
-        Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
-            if let Some(lease) = read.refresh_lease().await {
-                let (cache, key) = (cache.clone(), key.clone());
-                let refresh = async move {
-                    let started = Instant::now();
-                    let ret = body.await;
-                    let sealed = policy.seal(&cache, &ret, started.elapsed());
-                    fill(&cache, policy.group, &key, lease, sealed).await;
-                };
-                let span = tracing::debug_span!(
-                    "cache_revalidate",
-                    group,
-                    stale_ms = -meta.fresh_for_ms()
-                );
-                tokio::spawn(refresh.instrument(span));
+    let span = call_span(policy.group);
+    let flow = async move {
+        let group = policy.group;
+        let Some(key) = readable_key(group, key) else {
+            return bypass(&cache, group, body).await;
+        };
+        let read = policy.read(&cache, &key);
+        let found = match read.resolve(policy.open).await {
+            Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
+                if let Some(lease) = read.refresh_lease().await {
+                    let (cache, key) = (cache.clone(), key.clone());
+                    let refresh = async move {
+                        let started = Instant::now();
+                        let ret = body.await;
+                        metrics::loaded(cache.counters(), policy.group, started.elapsed());
+                        let sealed = policy.seal(&cache, &ret, started.elapsed());
+                        fill(&cache, policy.group, &key, lease, sealed).await;
+                    };
+                    let span = tracing::debug_span!(
+                        "cache_revalidate",
+                        group,
+                        stale_ms = -meta.fresh_for_ms()
+                    );
+                    tokio::spawn(refresh.instrument(span));
+                }
+                metrics::hit(cache.counters(), group, true);
+                outcome("stale");
+                return K::rebuild(value);
             }
-            return K::rebuild(value);
-        }
-        found => found,
+            found => found,
+        };
+        complete(&policy, &read, found, body).await
     };
-    complete(&policy, &read, found, body).await
+    flow.instrument(span).await
 }
 
 /// The key of a read, or `None` (logged) when it does not encode: the call
@@ -413,29 +446,40 @@ where
     K: Kind<R>,
     F: Future<Output = R>,
 {
-    let cache = read.cache;
+    let (cache, group) = (read.cache, policy.group);
     let (lease, flight) = match found {
         Found::Hit(value, meta) => {
             let revalidate = policy
                 .revalidate_after
                 .is_some_and(|age| meta.age_ms() >= age.as_millis());
-            if !revalidate && !policy.refresh_early(cache, &meta) {
-                return K::rebuild(value);
-            }
-            match read.refresh_lease().await {
+            let refresh = match revalidate || policy.refresh_early(cache, &meta) {
+                true => read.refresh_lease().await,
+                false => None,
+            };
+            match refresh {
                 Some(lease) => (Some(lease), None),
                 // Someone else refreshes it: load without storing.
                 None if revalidate => (None, None),
-                None => return K::rebuild(value),
+                None => {
+                    metrics::hit(cache.counters(), group, false);
+                    outcome("hit");
+                    return K::rebuild(value);
+                }
             }
         }
         Found::Load { lease, flight } => (lease, flight),
     };
+    if lease.is_none() && flight.is_none() {
+        return bypass(cache, group, body).await;
+    }
+    metrics::miss(cache.counters(), group);
+    outcome("miss");
     let started = Instant::now();
     let ret = body.await;
     if let Some(lease) = lease {
+        metrics::loaded(cache.counters(), group, started.elapsed());
         let sealed = policy.seal(cache, &ret, started.elapsed());
-        fill(cache, policy.group, read.key, lease, sealed).await;
+        fill(cache, group, read.key, lease, sealed).await;
     }
     drop(flight); // this process's waiters read again now
     ret
@@ -453,6 +497,23 @@ where
     K: Kind<R>,
     F: Future<Output = R>,
 {
+    let span = call_span(policy.group);
+    write_through(cache, policy, key, body)
+        .instrument(span)
+        .await
+}
+
+async fn write_through<K, R, F>(
+    cache: Cache,
+    policy: Policy<'_, K, R>,
+    key: Result<EntryKey, Error>,
+    body: F,
+) -> R
+where
+    K: Kind<R>,
+    F: Future<Output = R>,
+{
+    outcome("put");
     let group = policy.group;
     let key = match key {
         Ok(key) => key,
@@ -487,6 +548,7 @@ where
     if ticket.is_some() {
         write.disarm(); // the put ends it below
     }
+    let stores = matches!(end, WriteEnd::Store(..));
     let outcome = match (ticket, end) {
         (ticket, WriteEnd::Abort) => match ticket {
             Some(ticket) => {
@@ -502,6 +564,9 @@ where
     };
     cache.flights().detach(group, &key);
     cache.forget(crate::local::Invalidation::Key(group, &key));
+    if stores && matches!(outcome, Ok(true)) {
+        metrics::stored(cache.counters(), group);
+    }
     if let Err(error) = outcome {
         if evicts {
             // The old value may still be there: make sure it goes.
@@ -535,15 +600,20 @@ where
     K: Kind<R>,
     F: Future<Output = R>,
 {
-    if before {
-        evict_now(&cache, group, target).await;
-        return body.await;
-    }
-    let ret = body.await;
-    if K::succeeded(&ret) {
-        evict_now(&cache, group, target).await;
-    }
-    ret
+    let span = call_span(group);
+    let flow = async move {
+        outcome("evict");
+        if before {
+            evict_now(&cache, group, target).await;
+            return body.await;
+        }
+        let ret = body.await;
+        if K::succeeded(&ret) {
+            evict_now(&cache, group, target).await;
+        }
+        ret
+    };
+    flow.instrument(span).await
 }
 
 pub(crate) async fn evict_now(cache: &Cache, group: &str, target: Target) {

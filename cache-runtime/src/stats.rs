@@ -13,6 +13,7 @@ use std::time::Instant;
 /// let cache = cache_runtime::Cache::in_memory();
 /// cache.set("g", "k", &1, None).await?;
 /// let stats = cache.stats();
+/// assert_eq!(stats.stores, 1);
 /// assert_eq!(stats.errors, 0);
 /// assert_eq!(stats.breaker_trips, 0);
 /// # Ok(()) }
@@ -20,6 +21,18 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// Lookups answered from the cache (stale values included).
+    pub hits: u64,
+    /// Lookups that found no value to return.
+    pub misses: u64,
+    /// Loads that may store their value: a miss's body, a refresh.
+    pub loads: u64,
+    /// Values stored (by loads, puts and `set`).
+    pub stores: u64,
+    /// Key and group evictions that succeeded.
+    pub evictions: u64,
+    /// Of the hits, values served past their TTL (stale-while-revalidate).
+    pub stale_served: u64,
     /// Backend operations that failed (errors and timeouts) or were skipped
     /// because the breaker was open.
     pub errors: u64,
@@ -51,6 +64,12 @@ pub struct Stats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) breaker_trips: AtomicU64,
@@ -63,6 +82,9 @@ pub(crate) struct Counters {
     pub(crate) repaired: AtomicU64,
     pub(crate) local_hits: AtomicU64,
     pub(crate) local_flushes: AtomicU64,
+    /// The metric handles of each group.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::Handles,
     warnings: [Limiter; 2],
 }
 
@@ -75,6 +97,12 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            loads: get(&self.loads),
+            stores: get(&self.stores),
+            evictions: get(&self.evictions),
+            stale_served: get(&self.stale_served),
             errors: get(&self.errors),
             timeouts: get(&self.timeouts),
             breaker_trips: get(&self.breaker_trips),

@@ -26,7 +26,7 @@ impl Store for Pg {
     #[cache_put(group = "rows", key = id, cache = &self.cache)]
     #[cache_evict(group = "counts", all)]
     async fn save(&self, id: u64, name: String) -> Result<String, std::io::Error> {
-        Ok(name)
+        Ok(format!("{id}: {name}"))
     }
 }
 
@@ -43,7 +43,7 @@ impl Store for Traced {
     #[tracing::instrument(skip(self, name))]
     #[cache_put(group = "rows", key = id)]
     async fn save(&self, id: u64, name: String) -> Result<String, std::io::Error> {
-        Ok(name)
+        Ok(format!("{id}: {name}"))
     }
 }
 

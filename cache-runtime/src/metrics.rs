@@ -1,0 +1,153 @@
+//! What the cache does, as it happens. Each event is counted in
+//! [`Stats`](crate::Stats) and, with the feature `metrics`, emitted through
+//! the [`metrics`](https://docs.rs/metrics) facade under Micrometer's cache
+//! names, so that a Prometheus exporter shows it as Spring users know it:
+//!
+//! | metric | labels | what |
+//! | --- | --- | --- |
+//! | `cache_gets_total` | `group`, `result` = `hit` \| `miss` | lookups by annotated calls, `get_or_load` and the HTTP layer (a stale value served is a hit) |
+//! | `cache_puts_total` | `group` | values stored |
+//! | `cache_evictions_total` | `group` | key and group evictions that succeeded |
+//! | `cache_load_duration_seconds` | `group` | histogram of the loads that may store (a miss's body, a refresh) |
+//! | `cache_errors_total` | `kind` = `timeout` \| `unreachable` \| `backend` \| `breaker_open` | backend operations that failed or were skipped |
+//!
+//! With no recorder installed, the facade drops each event after one check.
+
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+
+use std::time::Duration;
+
+use crate::stats::{bump, Counters};
+
+/// A lookup answered from the cache; `stale` when past its TTL
+/// (stale-while-revalidate).
+pub(crate) fn hit(counters: &Counters, group: &str, stale: bool) {
+    bump(&counters.hits);
+    if stale {
+        bump(&counters.stale_served);
+    }
+    #[cfg(feature = "metrics")]
+    counters.metrics.with(group, |m| m.hit.increment(1));
+}
+
+/// A lookup that found nothing to return.
+pub(crate) fn miss(counters: &Counters, group: &str) {
+    bump(&counters.misses);
+    #[cfg(feature = "metrics")]
+    counters.metrics.with(group, |m| m.miss.increment(1));
+}
+
+/// A load that may store its value took `took`.
+pub(crate) fn loaded(counters: &Counters, group: &str, took: Duration) {
+    bump(&counters.loads);
+    #[cfg(feature = "metrics")]
+    counters
+        .metrics
+        .with(group, |m| m.load.record(took.as_secs_f64()));
+}
+
+/// A value was stored.
+pub(crate) fn stored(counters: &Counters, group: &str) {
+    bump(&counters.stores);
+    #[cfg(feature = "metrics")]
+    counters.metrics.with(group, |m| m.put.increment(1));
+}
+
+/// A key or a group was evicted.
+pub(crate) fn evicted(counters: &Counters, group: &str) {
+    bump(&counters.evictions);
+    #[cfg(feature = "metrics")]
+    counters.metrics.with(group, |m| m.eviction.increment(1));
+}
+
+/// A backend operation failed or was skipped (already counted in `Stats`).
+pub(crate) fn error(kind: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("cache_errors_total", "kind" => kind).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use handles::Handles;
+
+/// A group's metric handles, registered once per group and recorder, so that
+/// an event costs a lookup rather than building a labelled key (which, with
+/// no recorder installed, was 9% of an in-memory hit); with none installed,
+/// an event costs one check.
+#[cfg(feature = "metrics")]
+mod handles {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
+    use std::sync::{PoisonError, RwLock};
+
+    use ::metrics::{Counter, Histogram, Recorder};
+
+    pub(crate) struct Group {
+        /// The recorder these were registered with (its address): another
+        /// one, installed later, gets its own.
+        recorder: usize,
+        pub(crate) hit: Counter,
+        pub(crate) miss: Counter,
+        pub(crate) put: Counter,
+        pub(crate) eviction: Counter,
+        pub(crate) load: Histogram,
+    }
+
+    #[derive(Default)]
+    pub(crate) struct Handles {
+        groups: RwLock<HashMap<Box<str>, Group, BuildHasherDefault<Fnv>>>,
+    }
+
+    impl Handles {
+        pub(crate) fn with(&self, group: &str, emit: impl FnOnce(&Group)) {
+            let (recorder, size) = ::metrics::with_recorder(|r| {
+                (
+                    (r as *const dyn Recorder).cast::<()>() as usize,
+                    size_of_val(r),
+                )
+            });
+            if size == 0 {
+                // The facade's no-op recorder (a real one has state to record
+                // into): nothing to look up or register.
+                return;
+            }
+            {
+                let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some(found) = groups.get(group).filter(|g| g.recorder == recorder) {
+                    return emit(found);
+                }
+            }
+            let group_label = group.to_owned();
+            let registered = Group {
+                recorder,
+                hit: ::metrics::counter!("cache_gets_total", "group" => group_label.clone(), "result" => "hit"),
+                miss: ::metrics::counter!("cache_gets_total", "group" => group_label.clone(), "result" => "miss"),
+                put: ::metrics::counter!("cache_puts_total", "group" => group_label.clone()),
+                eviction: ::metrics::counter!("cache_evictions_total", "group" => group_label.clone()),
+                load: ::metrics::histogram!("cache_load_duration_seconds", "group" => group_label),
+            };
+            emit(&registered);
+            let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+            groups.insert(group.into(), registered);
+        }
+    }
+
+    /// FNV-1a: group names are short, and this runs on every hit.
+    pub(crate) struct Fnv(u64);
+
+    impl Default for Fnv {
+        fn default() -> Self {
+            Fnv(0xcbf2_9ce4_8422_2325)
+        }
+    }
+
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+}
