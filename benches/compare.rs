@@ -993,7 +993,10 @@ async fn main() {
          the baseline unless the ratio column says otherwise).\n\n{table}\n![hit throughput vs concurrency](benchmarks/throughput.svg)\n",
         if quick { " -- --quick" } else { "" }
     );
-    std::fs::create_dir_all("benchmarks").expect("benchmarks/");
-    std::fs::write("benchmarks/throughput.svg", svg(&bench.plot)).expect("write the plot");
-    std::fs::write("BENCHMARKS.md", report).expect("write BENCHMARKS.md");
+    // At the workspace root, wherever cargo runs this from.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::create_dir_all(root.join("benchmarks")).expect("benchmarks/");
+    std::fs::write(root.join("benchmarks/throughput.svg"), svg(&bench.plot))
+        .expect("write the plot");
+    std::fs::write(root.join("BENCHMARKS.md"), report).expect("write BENCHMARKS.md");
 }

@@ -1,6 +1,7 @@
 //! The HTTP layer through a real axum server on a loopback port and a real
 //! HTTP client, on every backend.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -2,6 +2,7 @@
 //! facade (checked with metrics-util's `DebuggingRecorder`). The spans are
 //! checked in `tests/spans.rs`, a binary of their own.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::sync::OnceLock;

@@ -3,6 +3,7 @@
 //! (The encoding's injectivity and hash tags are property-tested in
 //! `cache-runtime`'s `key` module.)
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use proptest::prelude::*;
