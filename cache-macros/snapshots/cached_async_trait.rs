@@ -14,13 +14,14 @@ where
     Self: 'async_trait,
 {
     ::std::boxed::Box::pin(async move {
+        let __cache_key = ::cache_runtime::__private::key(
+            ::cache_runtime::__private::key_part(&id),
+        );
         ::cache_runtime::__private::cached(
                 ::cache_runtime::__private::current(),
                 ::cache_runtime::__private::Probe::<Option<Row>>::NEW
                     .cache_policy("rows"),
-                ::cache_runtime::__private::key(
-                    ::cache_runtime::__private::key_part(&id),
-                ),
+                __cache_key,
                 async move {
                     let __self = self;
                     let id = id;

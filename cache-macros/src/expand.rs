@@ -91,6 +91,10 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         Body::Boxed(_, future) => future.to_token_stream(),
     };
 
+    // The key is made in a statement of its own, so that the temporaries
+    // it borrows (`&dyn Serialize` parts, not `Sync`) do not live across the
+    // `.await` and make the future `!Send`. Mixed-site: the body can't see it.
+    let bound = syn::Ident::new("__cache_key", Span::mixed_site());
     let call = match attr {
         Attr::Evict => {
             let target = match args.all {
@@ -103,7 +107,8 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             let before = args.before;
             let kind = kind(&private, &args, &ret);
             quote! {
-                #private::evict(#cache, #kind, #group, #target, #before, #wrapped).await
+                let #bound = #target;
+                #private::evict(#cache, #kind, #group, #bound, #before, #wrapped).await
             }
         }
         Attr::Cached | Attr::Put => {
@@ -154,7 +159,8 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
                 (None, _) => quote!(put),
             };
             quote! {
-                #private::#flow(#cache, #policy, #key, #wrapped).await
+                let #bound = #key;
+                #private::#flow(#cache, #policy, #bound, #wrapped).await
             }
         }
     };
