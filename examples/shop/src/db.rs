@@ -1,0 +1,283 @@
+//! The data layer: a `products` table on SQLite or PostgreSQL (sqlx's `Any`
+//! driver), cached with the attributes. Every query is counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Products per list page.
+pub const PAGE: i64 = 20;
+
+/// The categories the seed spreads products over.
+pub const CATEGORIES: [&str; 8] = [
+    "kitchen", "garden", "books", "toys", "music", "tools", "sports", "office",
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    /// In cents.
+    pub price: i64,
+    /// Bumped by every write: what a client checks freshness by.
+    pub version: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// What `POST` and `PUT` carry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewProduct {
+    pub name: String,
+    pub category: String,
+    pub price: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum DbError {
+    #[error("no such product")]
+    NotFound,
+    #[error("database error: {0}")]
+    Sql(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => DbError::NotFound,
+            other => DbError::Sql(other.to_string()),
+        }
+    }
+}
+
+/// The database, its query count, and the cache the data layer uses.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    queries: Arc<AtomicU64>,
+    pub cache: Cache,
+}
+
+const COLUMNS: &str = "id, name, category, price, version, updated_at";
+
+impl Db {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and creates the
+    /// table when it is missing.
+    pub async fn connect(url: &str, cache: Cache) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .connect(url)
+            .await?;
+        let id = if sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            "id INTEGER PRIMARY KEY AUTOINCREMENT"
+        } else {
+            "id BIGSERIAL PRIMARY KEY"
+        };
+        let table = format!(
+            "CREATE TABLE IF NOT EXISTS products ({id}, name TEXT NOT NULL, \
+             category TEXT NOT NULL, price BIGINT NOT NULL, version BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL)"
+        );
+        sqlx::query(&table).execute(&pool).await?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS products_category ON products (category, id)")
+            .execute(&pool)
+            .await?;
+        Ok(Db {
+            pool,
+            queries: Arc::default(),
+            cache,
+        })
+    }
+
+    /// Inserts `count` products when the table is empty.
+    pub async fn seed(&self, count: i64) -> Result<(), DbError> {
+        let existing: i64 = sqlx::query("SELECT COUNT(*) FROM products")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if existing > 0 {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let at = i * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        at + 1,
+                        at + 2,
+                        at + 3,
+                        at + 4,
+                        at + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO products (name, category, price, version, updated_at) VALUES {}",
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(&sql);
+            for n in chunk {
+                insert = insert
+                    .bind(format!("product {}", n + 1))
+                    .bind(CATEGORIES[(*n as usize) % CATEGORIES.len()])
+                    .bind(100 + (n * 37) % 10_000)
+                    .bind(1i64)
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(count, "seeded the products table");
+        Ok(())
+    }
+
+    /// Queries run since start.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    fn counted(&self) -> &AnyPool {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("shop_db_queries_total").increment(1);
+        &self.pool
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn product(row: AnyRow) -> Result<Product, DbError> {
+    Ok(Product {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        category: row.try_get("category")?,
+        price: row.try_get("price")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One product. An unknown id is cached too, for 30 s, so that probing
+/// unknown ids does not reach the database every time.
+#[cached(
+    ttl = 300,
+    group = "products",
+    cache = &db.cache,
+    skip(db),
+    cache_err = |e| *e == DbError::NotFound,
+    err_ttl = 30
+)]
+pub async fn get_product(db: &Db, id: i64) -> Result<Product, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_one(db.counted()).await?;
+    product(row)
+}
+
+/// A page of products, of one category or all.
+#[cached(ttl = 60, group = "product_lists", cache = &db.cache, skip(db))]
+pub async fn list_products(
+    db: &Db,
+    category: Option<String>,
+    page: i64,
+) -> Result<Vec<Product>, DbError> {
+    let offset = page.max(0) * PAGE;
+    let rows = match &category {
+        Some(category) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM products WHERE category = $1 ORDER BY id LIMIT $2 OFFSET $3"
+            );
+            sqlx::query(&sql)
+                .bind(category)
+                .bind(PAGE)
+                .bind(offset)
+                .fetch_all(db.counted())
+                .await?
+        }
+        None => {
+            let sql = format!("SELECT {COLUMNS} FROM products ORDER BY id LIMIT $1 OFFSET $2");
+            sqlx::query(&sql)
+                .bind(PAGE)
+                .bind(offset)
+                .fetch_all(db.counted())
+                .await?
+        }
+    };
+    rows.into_iter().map(product).collect()
+}
+
+/// Creates a product; every list may show it, so lists are evicted, in the
+/// data layer and in the HTTP layer's group of list pages.
+#[cache_evict(group = "product_lists", cache = &db.cache, all)]
+#[cache_evict(group = "http_lists", cache = &db.cache, all)]
+pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbError> {
+    let sql = format!(
+        "INSERT INTO products (name, category, price, version, updated_at) \
+         VALUES ($1, $2, $3, 1, $4) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&input.name)
+        .bind(&input.category)
+        .bind(input.price)
+        .bind(now_ms())
+        .fetch_one(db.counted())
+        .await?;
+    let created = product(row)?;
+    // Its id may have been looked up (and its absence cached) before.
+    if let Err(error) = db.cache.delete("products", &created.id).await {
+        tracing::warn!(%error, id = created.id, "could not drop a cached absence");
+    }
+    Ok(created)
+}
+
+/// Replaces a product: the entry gets the new value (write-through), and the
+/// lists that may show it are evicted.
+#[cache_put(ttl = 300, group = "products", cache = &db.cache, key = id)]
+#[cache_evict(group = "product_lists", cache = &db.cache, all)]
+#[cache_evict(group = "http_lists", cache = &db.cache, all)]
+pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Product, DbError> {
+    let sql = format!(
+        "UPDATE products SET name = $1, category = $2, price = $3, version = version + 1, \
+         updated_at = $4 WHERE id = $5 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&input.name)
+        .bind(&input.category)
+        .bind(input.price)
+        .bind(now_ms())
+        .bind(id)
+        .fetch_one(db.counted())
+        .await?;
+    product(row)
+}
+
+/// Deletes a product and evicts it and the lists.
+#[cache_evict(group = "products", cache = &db.cache, skip(db))]
+#[cache_evict(group = "product_lists", cache = &db.cache, all)]
+#[cache_evict(group = "http_lists", cache = &db.cache, all)]
+pub async fn delete_product(db: &Db, id: i64) -> Result<(), DbError> {
+    let deleted = sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(id)
+        .execute(db.counted())
+        .await?;
+    match deleted.rows_affected() {
+        0 => Err(DbError::NotFound),
+        _ => Ok(()),
+    }
+}

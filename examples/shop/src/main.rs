@@ -1,0 +1,35 @@
+//! `cargo run -p shop`: the shop on an embedded SQLite database and the
+//! in-memory cache; `DATABASE_URL=postgres://...` for PostgreSQL,
+//! `REDIS_URL=redis://...` for Redis, `SHOP_ADDR` for the address (default
+//! 127.0.0.1:3000).
+
+use cache_runtime::Cache;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use shop::Db;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let url = match std::env::var("DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let path = std::env::temp_dir().join("cache-runtime-shop.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    };
+    let cache = Cache::from_env().await?;
+    let db = Db::connect(&url, cache).await?;
+    db.seed(10_000).await?;
+    let addr = std::env::var("SHOP_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(%addr, database = url.split(':').next().unwrap_or("?"), "shop listening");
+    axum::serve(listener, shop::app(db, metrics))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

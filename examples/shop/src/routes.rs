@@ -1,0 +1,112 @@
+//! The routes, with the HTTP layer in front of them.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cache_runtime::http::CacheLayer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+
+use crate::db::{self, Db, DbError, NewProduct};
+
+#[derive(Clone)]
+struct Shop {
+    db: Db,
+    metrics: PrometheusHandle,
+}
+
+/// The shop's router. Product pages live in the HTTP layer's group
+/// `http_products` (a `PUT` or `DELETE` on a page evicts it), list pages in
+/// `http_lists` (any write to a product evicts them all, from the data layer).
+pub fn app(db: Db, metrics: PrometheusHandle) -> Router {
+    let cache = db.cache.clone();
+    let pages = Router::new()
+        .route("/products/{id}", get(show).put(replace).delete(remove))
+        .route_layer(
+            CacheLayer::new("http_products")
+                .ttl(Duration::from_secs(60))
+                .cache(cache.clone()),
+        );
+    let lists = Router::new()
+        .route("/products", get(list).post(create))
+        .route_layer(
+            CacheLayer::new("http_lists")
+                .ttl(Duration::from_secs(30))
+                .cache(cache)
+                .evict_group(),
+        );
+    Router::new()
+        .merge(pages)
+        .merge(lists)
+        .route("/metrics", get(render))
+        .with_state(Shop { db, metrics })
+}
+
+/// A data-layer error as an HTTP response.
+struct Failed(DbError);
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            DbError::NotFound => StatusCode::NOT_FOUND,
+            DbError::Sql(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, self.0.to_string()).into_response()
+    }
+}
+
+async fn show(State(shop): State<Shop>, Path(id): Path<i64>) -> Result<impl IntoResponse, Failed> {
+    db::get_product(&shop.db, id)
+        .await
+        .map(Json)
+        .map_err(Failed)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    category: Option<String>,
+    page: Option<i64>,
+}
+
+async fn list(
+    State(shop): State<Shop>,
+    Query(query): Query<ListQuery>,
+) -> Result<impl IntoResponse, Failed> {
+    let page = query.page.unwrap_or(0);
+    db::list_products(&shop.db, query.category, page)
+        .await
+        .map(Json)
+        .map_err(Failed)
+}
+
+async fn create(
+    State(shop): State<Shop>,
+    Json(input): Json<NewProduct>,
+) -> Result<impl IntoResponse, Failed> {
+    let created = db::create_product(&shop.db, input).await.map_err(Failed)?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn replace(
+    State(shop): State<Shop>,
+    Path(id): Path<i64>,
+    Json(input): Json<NewProduct>,
+) -> Result<impl IntoResponse, Failed> {
+    db::update_product(&shop.db, id, input)
+        .await
+        .map(Json)
+        .map_err(Failed)
+}
+
+async fn remove(State(shop): State<Shop>, Path(id): Path<i64>) -> Result<StatusCode, Failed> {
+    db::delete_product(&shop.db, id).await.map_err(Failed)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn render(State(shop): State<Shop>) -> String {
+    shop.metrics.render()
+}
