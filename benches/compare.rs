@@ -998,5 +998,12 @@ async fn main() {
     std::fs::create_dir_all(root.join("benchmarks")).expect("benchmarks/");
     std::fs::write(root.join("benchmarks/throughput.svg"), svg(&bench.plot))
         .expect("write the plot");
-    std::fs::write(root.join("BENCHMARKS.md"), report).expect("write BENCHMARKS.md");
+    // The shop's load test (`cargo bench -p shop`) keeps its own section.
+    let path = root.join("BENCHMARKS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let shop = existing
+        .find("<!-- shop:start -->")
+        .map_or("", |at| &existing[at..]);
+    let report = format!("{report}\n{shop}");
+    std::fs::write(path, report.trim_end().to_owned() + "\n").expect("write BENCHMARKS.md");
 }

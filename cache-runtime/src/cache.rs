@@ -58,6 +58,7 @@ impl std::fmt::Debug for Cache {
         let backend = match self.inner.backend {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
+            Backend::Disabled => "disabled",
         };
         f.debug_struct("Cache")
             .field("backend", &backend)
@@ -101,6 +102,23 @@ impl Cache {
     /// An in-memory cache with the default settings.
     pub fn in_memory() -> Self {
         CacheBuilder::default().build_in_memory()
+    }
+
+    /// A cache that stores nothing: every annotated call runs its body, every
+    /// write succeeds at once, and the HTTP layer passes every request on.
+    /// Code keeps its attributes and layers; this switches caching off (to
+    /// measure what it buys, or as a kill switch).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::disabled();
+    /// let v: u32 = cache.get_or_load("answers", "life", None, || async { 42 }).await?;
+    /// assert_eq!(cache.get::<u32>("answers", "life").await?, None);
+    /// assert_eq!((v, cache.stats().misses, cache.stats().stores), (42, 1, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled() -> Self {
+        CacheBuilder::default().build_disabled()
     }
 
     /// A Redis cache at `REDIS_URL` when that variable is set, else an
@@ -307,7 +325,7 @@ impl Cache {
         &self,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        if let Backend::Memory(_) = self.backend() {
+        if let Backend::Memory(_) | Backend::Disabled = self.backend() {
             // In-process and never blocking: no timeout or breaker to pay for.
             return op.await;
         }

@@ -367,6 +367,11 @@ impl CacheBuilder {
         self.finish(backend, Arc::default(), None)
     }
 
+    /// Builds a cache that stores nothing.
+    pub(crate) fn build_disabled(self) -> Cache {
+        self.finish(Backend::Disabled, Arc::default(), None)
+    }
+
     fn finish(self, backend: Backend, counters: Arc<Counters>, local: Option<Arc<Local>>) -> Cache {
         Cache::from_parts(
             backend,

@@ -85,6 +85,9 @@ pub(crate) enum WriteEnd {
 pub(crate) enum Backend {
     Memory(memory::Memory),
     Redis(redis::Redis),
+    /// Stores nothing: every lookup misses (without a lease), every write
+    /// succeeds at once ([`Cache::disabled`](crate::Cache::disabled)).
+    Disabled,
 }
 
 impl Backend {
@@ -100,6 +103,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.lookup(group, key, want, token)),
             Backend::Redis(r) => r.lookup(group, key, want, token).await,
+            Backend::Disabled => Ok(Lookup::Miss(None)),
         }
     }
 
@@ -114,6 +118,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.fill(group, key, lease, bytes, ttl)),
             Backend::Redis(r) => r.fill(group, key, lease, bytes, ttl).await,
+            Backend::Disabled => Ok(false),
         }
     }
 
@@ -127,6 +132,10 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.begin_write(group, key, token)),
             Backend::Redis(r) => r.begin_write(group, key, token).await,
+            Backend::Disabled => Ok(Ticket {
+                token: token.to_owned(),
+                gen: String::new(),
+            }),
         }
     }
 
@@ -140,6 +149,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.end_write(group, key, ticket, end)),
             Backend::Redis(r) => r.end_write(group, key, ticket, end).await,
+            Backend::Disabled => Ok(false),
         }
     }
 
@@ -157,6 +167,7 @@ impl Backend {
                 Ok(())
             }
             Backend::Redis(r) => r.release(group, key, lease).await,
+            Backend::Disabled => Ok(()),
         }
     }
 
@@ -166,6 +177,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.invalidate(group, key)),
             Backend::Redis(r) => r.invalidate(group, key).await,
+            Backend::Disabled => Ok(false),
         }
     }
 
@@ -183,6 +195,7 @@ impl Backend {
                 Ok(())
             }
             Backend::Redis(r) => r.store(group, key, bytes, ttl).await,
+            Backend::Disabled => Ok(()),
         }
     }
 
@@ -193,6 +206,7 @@ impl Backend {
                 Ok(())
             }
             Backend::Redis(r) => r.evict_group(group).await,
+            Backend::Disabled => Ok(()),
         }
     }
 }

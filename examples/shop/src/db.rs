@@ -100,18 +100,18 @@ impl Db {
         })
     }
 
-    /// Inserts `count` products when the table is empty.
+    /// Inserts products until the table holds `count` of them.
     pub async fn seed(&self, count: i64) -> Result<(), DbError> {
         let existing: i64 = sqlx::query("SELECT COUNT(*) FROM products")
             .fetch_one(&self.pool)
             .await?
             .try_get(0)?;
-        if existing > 0 {
+        if existing >= count {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        for chunk in (existing..count).collect::<Vec<_>>().chunks(500) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     let at = i * 5;
@@ -141,7 +141,7 @@ impl Db {
             insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        tracing::info!(count, "seeded the products table");
+        tracing::info!(count = count - existing, "seeded the products table");
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! `cargo run -p shop`: the shop on an embedded SQLite database and the
 //! in-memory cache; `DATABASE_URL=postgres://...` for PostgreSQL,
 //! `REDIS_URL=redis://...` for Redis, `SHOP_ADDR` for the address (default
-//! 127.0.0.1:3000).
+//! 127.0.0.1:3000), `SHOP_CACHE=off` to run the same code with caching
+//! switched off (`Cache::disabled`).
 
 use cache_runtime::Cache;
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -20,7 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("sqlite://{}?mode=rwc", path.display())
         }
     };
-    let cache = Cache::from_env().await?;
+    let cache = match std::env::var("SHOP_CACHE").as_deref() {
+        Ok("off") => Cache::disabled(),
+        _ => Cache::from_env().await?,
+    };
     let db = Db::connect(&url, cache).await?;
     db.seed(10_000).await?;
     let addr = std::env::var("SHOP_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());

@@ -1,0 +1,525 @@
+//! The end-to-end load test: the shop binary, started twice on loopback (with
+//! the cache on a `redis-server` this bench starts, and with `SHOP_CACHE=off`:
+//! the same code with caching switched off), then a third time with Redis
+//! killed halfway through and started again. Each run takes HTTP load from
+//! 64 concurrent clients for a fixed time: keys drawn Zipf(1.0) over the
+//! 10,000 products, 85% product reads, 10% list reads, 5% writes (`PUT`).
+//!
+//! A read is stale when it shows a product at a version older than the
+//! newest write acknowledged to any client before the read was sent.
+//!
+//! ```text
+//! cargo bench -p shop              # 40 s a run; writes BENCHMARKS.md's shop section
+//! cargo bench -p shop -- --quick   # 15 s a run
+//! ```
+//!
+//! On PostgreSQL when `DATABASE_URL` names one, else on SQLite files.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+use serde_json::Value;
+
+const PRODUCTS: usize = 10_000;
+const CLIENTS: usize = 64;
+const CATEGORIES: [&str; 8] = [
+    "kitchen", "garden", "books", "toys", "music", "tools", "sports", "office",
+];
+
+/// Product ids by Zipf(1.0): the cumulative weights, searched per draw.
+struct Zipf(Vec<f64>);
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut total = 0.0;
+        let cdf = (1..=n)
+            .map(|k| {
+                total += 1.0 / (k as f64).powf(s);
+                total
+            })
+            .collect::<Vec<_>>();
+        Zipf(cdf.into_iter().map(|c| c / total).collect())
+    }
+    fn draw(&self) -> i64 {
+        let u = fastrand::f64();
+        self.0.partition_point(|&c| c < u) as i64 + 1
+    }
+}
+
+/// What one run measured.
+#[derive(Default)]
+struct Run {
+    name: String,
+    seconds: f64,
+    requests: u64,
+    reads: u64,
+    writes: u64,
+    failed: u64,
+    stale: u64,
+    latencies_us: Vec<u32>,
+    /// Requests completed in each second of the run.
+    per_second: Vec<u64>,
+    /// The HTTP layer's hit rate in each second, from `/metrics`.
+    hit_rate: Vec<f64>,
+    db_queries: f64,
+    hits: f64,
+    misses: f64,
+    /// Seconds from Redis answering again to throughput back at 80% of
+    /// what it was before the kill.
+    recovery: Option<f64>,
+}
+
+impl Run {
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.latencies_us.sort_unstable();
+        let at = ((self.latencies_us.len().max(1) - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies_us.get(at).copied().unwrap_or(0)) / 1000.0
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+/// The shop as a child process.
+struct Shop {
+    child: Child,
+    base: String,
+}
+
+impl Shop {
+    async fn start(database: &str, cache: Option<&str>) -> Shop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+        command
+            .env("DATABASE_URL", database)
+            .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        match cache {
+            Some(url) => command.env("REDIS_URL", url).env_remove("SHOP_CACHE"),
+            None => command.env("SHOP_CACHE", "off").env_remove("REDIS_URL"),
+        };
+        let child = command.spawn().expect("the shop binary starts");
+        let shop = Shop {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let up = client.get(format!("{}/products/1", shop.base)).send().await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                return shop;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shop did not answer within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metrics(&self, client: &Client) -> String {
+        let response = client.get(format!("{}/metrics", self.base)).send().await;
+        match response {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of the series of `name` whose labels contain every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn http_hits(text: &str) -> (f64, f64) {
+    let count = |result| {
+        ["http_products", "http_lists"]
+            .iter()
+            .map(|group| {
+                let group = format!("group=\"{group}\"");
+                metric(text, "cache_gets_total", &[&group, result])
+            })
+            .sum::<f64>()
+    };
+    (count("result=\"hit\""), count("result=\"miss\""))
+}
+
+/// Drives one run; with `redis`, kills it halfway and starts it again 3 s
+/// later.
+async fn drive(
+    name: &str,
+    shop: &Shop,
+    zipf: &Arc<Zipf>,
+    length: Duration,
+    mut redis: Option<&mut support::RedisServer>,
+) -> Run {
+    let client = Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("a client");
+    let acked: Arc<Vec<AtomicI64>> = Arc::new((0..=PRODUCTS).map(|_| AtomicI64::new(0)).collect());
+    let seconds = length.as_secs() as usize + 1;
+    let per_second: Arc<Vec<AtomicU64>> =
+        Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
+    // Reads, writes, failed requests, stale products shown.
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let before = shop.metrics(&client).await;
+    let started = Instant::now();
+    let deadline = started + length;
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|worker| {
+            let (client, base, zipf) = (client.clone(), shop.base.clone(), zipf.clone());
+            let (acked, per_second, counts, latencies) = (
+                acked.clone(),
+                per_second.clone(),
+                counts.clone(),
+                latencies.clone(),
+            );
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut writes = 0u64;
+                while Instant::now() < deadline {
+                    let roll = fastrand::f64();
+                    let sent = Instant::now();
+                    let ok = if roll < 0.05 {
+                        let id = zipf.draw();
+                        writes += 1;
+                        let body = serde_json::json!({
+                            "name": format!("w{worker}-{writes}"),
+                            "category": CATEGORIES[(id as usize - 1) % CATEGORIES.len()],
+                            "price": 100 + writes as i64,
+                        });
+                        let url = format!("{base}/products/{id}");
+                        match client.put(url).json(&body).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let product: Value = r.json().await.unwrap_or_default();
+                                let version = product["version"].as_i64().unwrap_or(0);
+                                acked[id as usize].fetch_max(version, Ordering::SeqCst);
+                                counts[1].fetch_add(1, Ordering::Relaxed);
+                                true
+                            }
+                            _ => false,
+                        }
+                    } else {
+                        // The ids the response may show, with the newest
+                        // version acknowledged for each, as of now. A list
+                        // page is known in advance: categories are dealt out
+                        // in turn, and no product is created or deleted.
+                        let (url, ids): (String, Vec<i64>) = if roll < 0.15 {
+                            let category = fastrand::usize(..CATEGORIES.len());
+                            let page = fastrand::usize(..3);
+                            let url = format!(
+                                "{base}/products?category={}&page={page}",
+                                CATEGORIES[category]
+                            );
+                            let first = category as i64 + 1 + 8 * 20 * page as i64;
+                            (url, (0..20).map(|j| first + 8 * j).collect())
+                        } else {
+                            let id = zipf.draw();
+                            (format!("{base}/products/{id}"), vec![id])
+                        };
+                        let floors: Vec<(i64, i64)> = ids
+                            .into_iter()
+                            .map(|id| (id, acked[id as usize].load(Ordering::SeqCst)))
+                            .collect();
+                        match client.get(url).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let body: Value = r.json().await.unwrap_or_default();
+                                let shown: Vec<&Value> = match body.as_array() {
+                                    Some(list) => list.iter().collect(),
+                                    None => vec![&body],
+                                };
+                                for product in shown {
+                                    let id = product["id"].as_i64().unwrap_or(0);
+                                    let version = product["version"].as_i64().unwrap_or(0);
+                                    let floor = floors
+                                        .iter()
+                                        .find(|(shown, _)| *shown == id)
+                                        .map_or(0, |(_, floor)| *floor);
+                                    if version < floor {
+                                        counts[3].fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                counts[0].fetch_add(1, Ordering::Relaxed);
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if !ok {
+                        counts[2].fetch_add(1, Ordering::Relaxed);
+                    }
+                    mine.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    let second = started.elapsed().as_secs() as usize;
+                    if let Some(bucket) = per_second.get(second) {
+                        bucket.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(mine);
+            })
+        })
+        .collect();
+    // Once a second: the HTTP layer's hit rate; halfway, the Redis outage.
+    let mut hit_rate = Vec::new();
+    let mut last = http_hits(&before);
+    let mut returned = None;
+    for second in 1..=length.as_secs() {
+        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+        let now = http_hits(&shop.metrics(&client).await);
+        let (hits, misses) = (now.0 - last.0, now.1 - last.1);
+        hit_rate.push(if hits + misses > 0.0 {
+            hits / (hits + misses)
+        } else {
+            0.0
+        });
+        last = now;
+        if let Some(server) = redis.as_deref_mut() {
+            if second == length.as_secs() / 2 {
+                server.kill();
+            } else if second == length.as_secs() / 2 + 3 {
+                server.restart();
+                returned = Some(second as usize);
+            }
+        }
+    }
+    for worker in workers {
+        worker.await.expect("a client task");
+    }
+    let after = shop.metrics(&client).await;
+    let per_second: Vec<u64> = per_second
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    let recovery = returned.map(|at| {
+        let before_kill = &per_second[1..per_second.len() / 2 - 1];
+        let normal = before_kill.iter().sum::<u64>() as f64 / before_kill.len().max(1) as f64;
+        per_second[at..]
+            .iter()
+            .position(|&n| n as f64 >= 0.8 * normal)
+            .map_or(f64::INFINITY, |late| late as f64)
+    });
+    let (hits, misses) = {
+        let (h1, m1) = http_hits(&before);
+        let (h2, m2) = http_hits(&after);
+        (h2 - h1, m2 - m1)
+    };
+    let latencies_us = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    Run {
+        name: name.to_owned(),
+        seconds: started.elapsed().as_secs_f64(),
+        requests: latencies_us.len() as u64,
+        reads: counts[0].load(Ordering::Relaxed),
+        writes: counts[1].load(Ordering::Relaxed),
+        failed: counts[2].load(Ordering::Relaxed),
+        stale: counts[3].load(Ordering::Relaxed),
+        latencies_us,
+        per_second: per_second[..length.as_secs() as usize].to_vec(),
+        hit_rate,
+        db_queries: metric(&after, "shop_db_queries_total", &[])
+            - metric(&before, "shop_db_queries_total", &[]),
+        hits,
+        misses,
+        recovery,
+    }
+}
+
+fn svg(runs: &[Run]) -> String {
+    let (width, height, pad) = (720.0, 220.0, 40.0);
+    let seconds = runs
+        .iter()
+        .map(|r| r.per_second.len())
+        .max()
+        .unwrap_or(1)
+        .max(2) as f64;
+    let top = runs
+        .iter()
+        .flat_map(|r| r.per_second.iter())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let colours = ["#1f77b4", "#d62728", "#2ca02c"];
+    let x = |s: f64| pad + s / (seconds - 1.0) * (width - 2.0 * pad);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n",
+        2.0 * height + 20.0
+    );
+    for (panel, (title, max)) in [("requests per second", top), ("HTTP layer hit rate", 1.0)]
+        .iter()
+        .enumerate()
+    {
+        let y0 = panel as f64 * (height + 20.0);
+        let y = |v: f64| y0 + height - pad / 2.0 - v / max * (height - pad);
+        let _ = writeln!(
+            out,
+            "<text x=\"{pad}\" y=\"{}\">{title} (max {max:.0})</text>",
+            y0 + 14.0
+        );
+        let _ = writeln!(
+            out,
+            "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>",
+            y(0.0),
+            width - pad,
+            y(0.0)
+        );
+        for (run, colour) in runs.iter().zip(colours) {
+            let points: Vec<String> = match panel {
+                0 => run
+                    .per_second
+                    .iter()
+                    .enumerate()
+                    .map(|(s, &n)| format!("{:.1},{:.1}", x(s as f64), y(n as f64)))
+                    .collect(),
+                _ => run
+                    .hit_rate
+                    .iter()
+                    .enumerate()
+                    .map(|(s, &h)| format!("{:.1},{:.1}", x(s as f64), y(h)))
+                    .collect(),
+            };
+            if points.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+                    points.join(" ")
+                );
+            }
+        }
+    }
+    for (i, (run, colour)) in runs.iter().zip(colours).enumerate() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
+            pad + 230.0 * i as f64,
+            2.0 * height + 12.0,
+            run.name
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Replaces the shop section of BENCHMARKS.md (between its markers), or
+/// appends it.
+fn write_report(section: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = root.join("BENCHMARKS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = ("<!-- shop:start -->", "<!-- shop:end -->");
+    let block = format!("{start}\n{section}{end}\n");
+    let report = match (existing.find(start), existing.find(end)) {
+        (Some(a), Some(b)) if a < b => format!(
+            "{}{block}{}",
+            &existing[..a],
+            &existing[b + end.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{}\n{block}", existing.trim_end()),
+    };
+    std::fs::write(&path, report).expect("write BENCHMARKS.md");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let length = Duration::from_secs(if quick { 15 } else { 40 });
+    let postgres = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"));
+    let database = |run: &str| match &postgres {
+        Some(url) => url.clone(),
+        None => {
+            let path =
+                std::env::temp_dir().join(format!("shop-load-{}-{run}.db", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    };
+    let engine = if postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let zipf = Arc::new(Zipf::new(PRODUCTS, 1.0));
+    let mut redis = support::RedisServer::start();
+    let mut runs = Vec::new();
+    for (name, cached) in [("cached", true), ("uncached", false)] {
+        let url = redis.url();
+        let shop = Shop::start(&database(name), cached.then_some(url.as_str())).await;
+        runs.push(drive(name, &shop, &zipf, length, None).await);
+    }
+    let url = redis.url();
+    let shop = Shop::start(&database("outage"), Some(&url)).await;
+    runs.push(
+        drive(
+            "cached, Redis killed halfway for 3 s",
+            &shop,
+            &zipf,
+            length,
+            Some(&mut redis),
+        )
+        .await,
+    );
+    drop(shop);
+
+    let mut table = String::from(
+        "| run | req/s | p50 ms | p99 ms | requests | failed | stale reads | DB queries per read | HTTP hit rate |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for run in &mut runs {
+        let per_read = (run.db_queries - run.writes as f64).max(0.0) / run.reads.max(1) as f64;
+        let rate = run.hits / (run.hits + run.misses).max(1.0);
+        let (p50, p99) = (run.percentile(0.5), run.percentile(0.99));
+        let _ = writeln!(
+            table,
+            "| {} | {:.0} | {p50:.2} | {p99:.2} | {} | {} | {} | {per_read:.3} | {:.1}% |",
+            run.name,
+            run.rps(),
+            run.requests,
+            run.failed,
+            run.stale,
+            100.0 * rate
+        );
+    }
+    let speedup = runs[0].rps() / runs[1].rps().max(1e-9);
+    let recovery = runs[2]
+        .recovery
+        .map_or("n/a".to_owned(), |s| format!("{s:.0} s"));
+    let section = format!(
+        "## The shop under load\n\n`cargo bench -p shop{}`: the shop binary on {engine}, 64 concurrent clients for {} s a run, \
+         Zipf(1.0) keys over 10,000 products, 85% product reads, 10% list reads, 5% PUTs; the uncached run is the same \
+         binary with `SHOP_CACHE=off`. Cached/uncached throughput: **{speedup:.1}x**. Throughput back at 80% within \
+         **{recovery}** of Redis answering again.\n\n{table}\n![shop throughput and hit rate](benchmarks/shop.svg)\n\n",
+        if quick { " -- --quick" } else { "" },
+        length.as_secs()
+    );
+    println!("{section}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::create_dir_all(root.join("benchmarks")).expect("benchmarks/");
+    std::fs::write(root.join("benchmarks/shop.svg"), svg(&runs)).expect("write the plot");
+    write_report(&section);
+}
