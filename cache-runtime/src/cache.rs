@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::__private::{self as private, PlainKind, Policy};
+use crate::__private::{self as private, PlainKind, Policy, ResultKind};
 use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
@@ -253,6 +253,41 @@ impl Cache {
     {
         let key = entry_key(group, key)?;
         let mut policy = Policy::<PlainKind, T>::new(group);
+        if let Some(ttl) = ttl {
+            policy = policy.ttl(ttl);
+        }
+        Ok(private::cached(self.clone(), policy, Ok(key), loader()).await)
+    }
+
+    /// Read-through for a fallible loader, as `#[cached]` on a `Result`: only
+    /// `Ok` is stored; an `Err` is returned as is and nothing is stored. For
+    /// a group chosen at run time, which an attribute cannot name. The outer
+    /// `Err` is an invalid group or a key that does not serialize.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// let group = format!("lists/{}", "books");
+    /// let failed = cache.try_get_or_load(&group, &0, None, || async { Err::<u32, _>("db down") }).await?;
+    /// let loaded = cache.try_get_or_load(&group, &0, None, || async { Ok::<u32, &str>(7) }).await?;
+    /// let cached = cache.try_get_or_load(&group, &0, None, || async { Ok::<u32, &str>(8) }).await?;
+    /// assert_eq!((failed, loaded, cached), (Err("db down"), Ok(7), Ok(7)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_get_or_load<T, E, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Result<T, E>, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let key = entry_key(group, key)?;
+        let mut policy = Policy::<ResultKind, Result<T, E>>::new(group);
         if let Some(ttl) = ttl {
             policy = policy.ttl(ttl);
         }

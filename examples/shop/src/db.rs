@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use serde::{Deserialize, Serialize};
@@ -56,11 +56,12 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
-/// The database, its query count, and the cache the data layer uses.
+/// The database, its query counts, and the cache the data layer uses.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    queries: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
     pub cache: Cache,
 }
 
@@ -95,7 +96,8 @@ impl Db {
             .await?;
         Ok(Db {
             pool,
-            queries: Arc::default(),
+            reads: Arc::default(),
+            writes: Arc::default(),
             cache,
         })
     }
@@ -145,15 +147,33 @@ impl Db {
         Ok(())
     }
 
-    /// Queries run since start.
-    pub fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+    /// Queries run for reads since start.
+    pub fn read_queries(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
-    fn counted(&self) -> &AnyPool {
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shop_db_queries_total").increment(1);
+    /// The pool, for a query made to read (counted).
+    fn reading(&self) -> &AnyPool {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("shop_db_queries_total", "for" => "read").increment(1);
         &self.pool
+    }
+
+    /// The pool, for a query made to write (counted).
+    fn writing(&self) -> &AnyPool {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("shop_db_queries_total", "for" => "write").increment(1);
+        &self.pool
+    }
+
+    /// Evicts the list pages that may show a product of `category`: its
+    /// category's and the unfiltered ones.
+    async fn evict_lists(&self, category: &str) {
+        for group in [list_group(Some(category)), list_group(None)] {
+            if let Err(error) = self.cache.evict_group(&group).await {
+                tracing::warn!(%error, group, "could not evict list pages");
+            }
+        }
     }
 }
 
@@ -186,19 +206,36 @@ fn product(row: AnyRow) -> Result<Product, DbError> {
 )]
 pub async fn get_product(db: &Db, id: i64) -> Result<Product, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_one(db.counted()).await?;
+    let row = sqlx::query(&sql).bind(id).fetch_one(db.reading()).await?;
     product(row)
 }
 
-/// A page of products, of one category or all.
-#[cached(ttl = 60, group = "product_lists", cache = &db.cache, skip(db))]
+/// The group of a category's list pages (`lists/books`, `lists/all`).
+fn list_group(category: Option<&str>) -> String {
+    format!("lists/{}", category.unwrap_or("all"))
+}
+
+/// A page of products, of one category or all. Each category's pages are a
+/// group of their own, so that a write evicts only the pages that may show
+/// its product: a group chosen at run time is what the programmatic API is
+/// for (`try_get_or_load` stores `Ok` only, as `#[cached]` does).
 pub async fn list_products(
     db: &Db,
     category: Option<String>,
     page: i64,
 ) -> Result<Vec<Product>, DbError> {
+    let group = list_group(category.as_deref());
+    let ttl = Some(Duration::from_secs(60));
+    let load = || load_list(db, category.as_deref(), page);
+    match db.cache.try_get_or_load(&group, &page, ttl, load).await {
+        Ok(found) => found,
+        Err(error) => Err(DbError::Sql(error.to_string())),
+    }
+}
+
+async fn load_list(db: &Db, category: Option<&str>, page: i64) -> Result<Vec<Product>, DbError> {
     let offset = page.max(0) * PAGE;
-    let rows = match &category {
+    let rows = match category {
         Some(category) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM products WHERE category = $1 ORDER BY id LIMIT $2 OFFSET $3"
@@ -207,7 +244,7 @@ pub async fn list_products(
                 .bind(category)
                 .bind(PAGE)
                 .bind(offset)
-                .fetch_all(db.counted())
+                .fetch_all(db.reading())
                 .await?
         }
         None => {
@@ -215,16 +252,15 @@ pub async fn list_products(
             sqlx::query(&sql)
                 .bind(PAGE)
                 .bind(offset)
-                .fetch_all(db.counted())
+                .fetch_all(db.reading())
                 .await?
         }
     };
     rows.into_iter().map(product).collect()
 }
 
-/// Creates a product; every list may show it, so lists are evicted, in the
-/// data layer and in the HTTP layer's group of list pages.
-#[cache_evict(group = "product_lists", cache = &db.cache, all)]
+/// Creates a product; the lists that may show it are evicted, in the data
+/// layer and in the HTTP layer's group of list pages.
 #[cache_evict(group = "http_lists", cache = &db.cache, all)]
 pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbError> {
     let sql = format!(
@@ -236,9 +272,10 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
         .bind(&input.category)
         .bind(input.price)
         .bind(now_ms())
-        .fetch_one(db.counted())
+        .fetch_one(db.writing())
         .await?;
     let created = product(row)?;
+    db.evict_lists(&created.category).await;
     // Its id may have been looked up (and its absence cached) before.
     if let Err(error) = db.cache.delete("products", &created.id).await {
         tracing::warn!(%error, id = created.id, "could not drop a cached absence");
@@ -247,11 +284,15 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
 }
 
 /// Replaces a product: the entry gets the new value (write-through), and the
-/// lists that may show it are evicted.
+/// lists that may show it, before and after, are evicted.
 #[cache_put(ttl = 300, group = "products", cache = &db.cache, key = id)]
-#[cache_evict(group = "product_lists", cache = &db.cache, all)]
 #[cache_evict(group = "http_lists", cache = &db.cache, all)]
 pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Product, DbError> {
+    let before: String = sqlx::query("SELECT category FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_one(db.writing())
+        .await?
+        .try_get(0)?;
     let sql = format!(
         "UPDATE products SET name = $1, category = $2, price = $3, version = version + 1, \
          updated_at = $4 WHERE id = $5 RETURNING {COLUMNS}"
@@ -262,22 +303,23 @@ pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Produ
         .bind(input.price)
         .bind(now_ms())
         .bind(id)
-        .fetch_one(db.counted())
+        .fetch_one(db.writing())
         .await?;
-    product(row)
+    let updated = product(row)?;
+    db.evict_lists(&before).await;
+    if updated.category != before {
+        db.evict_lists(&updated.category).await;
+    }
+    Ok(updated)
 }
 
-/// Deletes a product and evicts it and the lists.
+/// Deletes a product, and evicts it and the lists that showed it.
 #[cache_evict(group = "products", cache = &db.cache, skip(db))]
-#[cache_evict(group = "product_lists", cache = &db.cache, all)]
 #[cache_evict(group = "http_lists", cache = &db.cache, all)]
 pub async fn delete_product(db: &Db, id: i64) -> Result<(), DbError> {
-    let deleted = sqlx::query("DELETE FROM products WHERE id = $1")
-        .bind(id)
-        .execute(db.counted())
-        .await?;
-    match deleted.rows_affected() {
-        0 => Err(DbError::NotFound),
-        _ => Ok(()),
-    }
+    let sql = "DELETE FROM products WHERE id = $1 RETURNING category";
+    let row = sqlx::query(sql).bind(id).fetch_one(db.writing()).await?;
+    let category: String = row.try_get(0)?;
+    db.evict_lists(&category).await;
+    Ok(())
 }

@@ -100,10 +100,10 @@ async fn a_write_is_read_back_through_http() {
     shop.get("/products/2").await;
     assert_eq!(shop.get("/products/2").await.1, "HIT");
     read_your_write(&shop).await;
-    let queries = shop.db.queries();
+    let queries = shop.db.read_queries();
     assert_eq!(shop.get("/products/1").await.1, "HIT");
     assert_eq!(
-        shop.db.queries(),
+        shop.db.read_queries(),
         queries,
         "a hit does not reach the database"
     );
@@ -171,7 +171,7 @@ async fn metrics_count_the_cache_and_the_database() {
         value("cache_gets_total{group=\"products\",result=\"hit\"}") >= 1.0,
         "the cached 404"
     );
-    assert!(value("shop_db_queries_total") >= 2.0);
+    assert!(value("shop_db_queries_total{for=\"read\"}") >= 2.0);
     assert!(text.contains("cache_load_duration_seconds"), "{text}");
 }
 
