@@ -291,6 +291,16 @@ impl CacheBuilder {
             ));
         }
         let counters = Arc::new(Counters::default());
+        // Pub/sub channels span a server's databases: the channel names the
+        // database, so that caches on other databases hear none of this one's.
+        let db = match &self.target {
+            Target::Redis(url) => redis::Client::open(url.as_str())?
+                .get_connection_info()
+                .redis_settings()
+                .db(),
+            Target::Cluster(_) | Target::Memory => 0,
+        };
+        let channel = invalidation_channel(&self.prefix, db);
         let local = match (self.local, &self.target) {
             (None, _) => None,
             (Some(_), Target::Memory) => {
@@ -314,11 +324,7 @@ impl CacheBuilder {
                     .map(|url| redis::Client::open(url.as_str()))
                     .collect::<Result<Vec<_>, _>>()?;
                 let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
-                local::subscribe(
-                    Arc::downgrade(&tier),
-                    nodes,
-                    invalidation_channel(&self.prefix),
-                );
+                local::subscribe(Arc::downgrade(&tier), nodes, channel.clone());
                 Some(tier)
             }
         };
@@ -334,6 +340,7 @@ impl CacheBuilder {
                 Backend::Redis(Redis::new(
                     Connection::Single(conn),
                     self.prefix.clone(),
+                    channel,
                     self.lease_ttl,
                     counters.clone(),
                 ))
@@ -353,6 +360,7 @@ impl CacheBuilder {
                 Backend::Redis(Redis::new(
                     conn,
                     self.prefix.clone(),
+                    channel,
                     self.lease_ttl,
                     counters.clone(),
                 ))

@@ -21,9 +21,10 @@ use futures_util::StreamExt;
 use crate::key::EntryKey;
 use crate::stats::{bump, Counters};
 
-/// The channel a cache with this prefix announces its writes on.
-pub(crate) fn invalidation_channel(prefix: &str) -> String {
-    format!("{prefix}:invalidations")
+/// The channel a cache with this prefix on this database announces its
+/// writes on.
+pub(crate) fn invalidation_channel(prefix: &str, db: i64) -> String {
+    format!("{prefix}:{db}:invalidations")
 }
 
 /// What a write invalidates.

@@ -31,7 +31,7 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::{EntryKey, Names};
-use crate::local::{invalidation_channel, Invalidation};
+use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
 use crate::Error;
 
@@ -139,7 +139,7 @@ elseif ARGV[3] ~= 'abort' then
 end
 local n = (tonumber(w[3]) or 1) - 1
 if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
-if ARGV[3] ~= 'abort' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+if ARGV[3] ~= 'abort' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return stored
 ",
     )
@@ -166,7 +166,7 @@ else
   redis.call('DEL', KEYS[1])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if existed then return 1 end
 return 0
 ",
@@ -179,7 +179,7 @@ static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.pcall('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ",
     )
@@ -224,11 +224,12 @@ impl Redis {
     pub(crate) fn new(
         conn: Connection,
         prefix: String,
+        channel: String,
         lease_ttl: Duration,
         counters: Arc<Counters>,
     ) -> Self {
         Redis {
-            channel: invalidation_channel(&prefix),
+            channel,
             conn,
             prefix,
             lease_ms: millis(lease_ttl),
@@ -497,11 +498,16 @@ impl Redis {
             // the next write starts a new generation.
             Err(error) if is_oom(&error) => {
                 self.delete(&gen).await?;
-                let _: i64 = redis::cmd("PUBLISH")
+                // The eviction has happened; its announcement is best effort
+                // (a user without channel rights may not publish).
+                let announced: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
                     .arg(&self.channel)
                     .arg(&message)
                     .query_async(&mut self.conn.clone())
-                    .await?;
+                    .await;
+                if let Err(error) = announced {
+                    tracing::debug!(%error, "could not announce a group eviction");
+                }
                 Ok(())
             }
             other => other.map(drop),

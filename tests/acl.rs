@@ -1,0 +1,75 @@
+//! A standard ACL application user: Redis 7 gives it no channel rights by
+//! default (`acl-pubsub-default resetchannels`), so every `PUBLISH` of an
+//! invalidation is refused. The writes themselves have happened and must
+//! count as done: nothing queued for retry, nothing bypassed.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use support::RedisServer;
+
+#[cached(group = "acl", cache = cache, skip(cache, loads))]
+async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
+    loads.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+#[cache_put(group = "acl", cache = cache, key = id)]
+async fn write(cache: &Cache, id: u64, value: u64) -> u64 {
+    value
+}
+
+#[cache_evict(group = "acl", cache = cache, skip(cache))]
+async fn remove(cache: &Cache, id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_count_as_done_when_publish_is_refused() {
+    let server = RedisServer::start();
+    let mut admin = server.client().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">pw", "~*", "+@all"][..])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = server.url().replacen("redis://", "redis://app:pw@", 1);
+    let mut app = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        .arg("x")
+        .arg("y")
+        .query_async(&mut app)
+        .await;
+    assert!(
+        refused.is_err(),
+        "the user must lack channel rights for this test to mean anything"
+    );
+
+    let cache = Cache::builder().redis(url).build().await.unwrap();
+    let loads = AtomicUsize::new(0);
+    remove(&cache, 1).await.unwrap();
+    assert_eq!(read(&cache, &loads, 1).await, 1);
+    assert_eq!(read(&cache, &loads, 1).await, 1);
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the eviction did not make the key skip the cache"
+    );
+    write(&cache, 1, 5).await;
+    assert_eq!(read(&cache, &loads, 1).await, 5, "the put stored its value");
+    cache
+        .evict_group("acl")
+        .await
+        .expect("a group eviction succeeds");
+    assert_eq!(read(&cache, &loads, 1).await, 1);
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.evictions_queued), (0, 0), "{stats:?}");
+}
