@@ -15,7 +15,7 @@ use crate::envelope::{Meta, Opener};
 use crate::flight::Flights;
 use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
-use crate::retry::Pending;
+use crate::retry::{Pending, Retrier};
 use crate::stats::{bump, Counters, Stats, Warning};
 use crate::{envelope, metrics, Error};
 
@@ -43,13 +43,14 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     backend: Backend,
     settings: Settings,
     flights: Flights,
     breaker: Breaker,
     counters: Arc<Counters>,
     pending: Pending,
+    retrier: Retrier,
     local: Option<Arc<Local>>,
 }
 
@@ -83,6 +84,7 @@ impl Cache {
                 flights: Flights::default(),
                 counters,
                 pending: Pending::default(),
+                retrier: Retrier::default(),
                 local,
             }),
         }
@@ -348,6 +350,20 @@ impl Cache {
     /// Evictions pending retry in this process.
     pub(crate) fn pending(&self) -> &Pending {
         &self.inner.pending
+    }
+
+    pub(crate) fn retrier(&self) -> &Retrier {
+        &self.inner.retrier
+    }
+
+    /// A handle that does not keep the cache alive (for its background task).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The cache of a handle made by [`Cache::downgrade`], while one lives.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Cache> {
+        weak.upgrade().map(|inner| Cache { inner })
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -2,9 +2,13 @@
 //!
 //! An eviction that fails (Redis down, hung, or the breaker open) must not be
 //! forgotten: until it happens, readers can be served the value it was meant
-//! to remove. It is retried with backoff (100 ms doubling to 5 s) for the
-//! configured window (`CacheBuilder::eviction_retry`, default 60 s), logged
-//! and counted; after that the entry's TTL bounds how long it can be served.
+//! to remove. One background task per cache retries every pending eviction,
+//! 25 ms after a failure and then at most every 200 ms (while the breaker is
+//! open an attempt costs nothing, and the first one after its cool-down is
+//! the probe that closes it), for the configured window
+//! (`CacheBuilder::eviction_retry`, default 60 s); logged (rate-limited) and
+//! counted; after that the entry's TTL bounds how long it can be served. The
+//! task ends with the last handle of its cache.
 //!
 //! While an eviction is pending, this process reads the key (or the group)
 //! past the cache: the body runs and nothing is stored. So within a process a
@@ -13,11 +17,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
+use crate::cache::Inner;
 use crate::key::EntryKey;
-use crate::stats::bump;
+use crate::stats::{bump, Warning};
 use crate::{Cache, Error};
 
 /// An eviction to retry.
@@ -94,6 +101,16 @@ impl Eviction {
     }
 }
 
+/// The background task of a cache that retries its failed evictions,
+/// started with the first one.
+#[derive(Default)]
+pub(crate) struct Retrier {
+    queue: Mutex<Option<mpsc::UnboundedSender<Eviction>>>,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(25);
+const MAX_RETRY: Duration = Duration::from_millis(200);
+
 /// Queues a failed eviction for retry in the background.
 pub(crate) fn queue(cache: &Cache, eviction: Eviction, error: &Error) {
     let counters = cache.counters();
@@ -103,34 +120,87 @@ pub(crate) fn queue(cache: &Cache, eviction: Eviction, error: &Error) {
         tracing::error!(group = eviction.group(), %error, "cache eviction failed outside a runtime; the entry lives until its TTL");
         return;
     };
-    tracing::warn!(group = eviction.group(), %error, "cache eviction failed; retrying in the background");
+    counters.warn_limited(Warning::Failure, |count| {
+        tracing::warn!(group = eviction.group(), %error, count, "cache eviction failed; retrying in the background");
+    });
     cache.pending().add(&eviction);
-    let cache = cache.clone();
-    runtime.spawn(async move {
-        let deadline = Instant::now() + cache.settings().eviction_retry;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+    let mut queue = cache
+        .retrier()
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let eviction = match queue.as_ref() {
+        Some(sender) => match sender.send(eviction) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(eviction)) => eviction,
+        },
+        None => eviction,
+    };
+    // The first failure (or the task ended with its runtime): start it.
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let _ = sender.send(eviction);
+    *queue = Some(sender);
+    runtime.spawn(retry_all(cache.downgrade(), receiver));
+}
+
+/// Retries the pending evictions until each succeeds or its window ends,
+/// and stops with the last handle of its cache.
+async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Eviction>) {
+    let mut waiting: Vec<(Eviction, Instant)> = Vec::new();
+    let mut delay = FIRST_RETRY;
+    loop {
+        let next = if waiting.is_empty() {
+            queue.recv().await
+        } else {
+            tokio::select! {
+                next = queue.recv() => next,
+                () = tokio::time::sleep(delay) => None,
+            }
+        };
+        let Some(cache) = Cache::upgrade(&cache) else {
+            return;
+        };
+        let window = cache.settings().eviction_retry;
+        for eviction in next
+            .into_iter()
+            .chain(std::iter::from_fn(|| queue.try_recv().ok()))
+        {
+            waiting.push((eviction, Instant::now() + window));
+        }
+        let mut failed = false;
+        let mut kept = Vec::with_capacity(waiting.len());
+        for (eviction, deadline) in waiting.drain(..) {
             match eviction.run(&cache).await {
                 Ok(()) => {
                     cache.pending().remove(&eviction);
                     bump(&cache.counters().evictions_retried);
-                    tracing::info!(group = eviction.group(), "cache eviction succeeded on retry");
-                    return;
+                    tracing::debug!(
+                        group = eviction.group(),
+                        "cache eviction succeeded on retry"
+                    );
                 }
                 Err(error) if Instant::now() >= deadline => {
                     cache.pending().remove(&eviction);
                     bump(&cache.counters().evictions_abandoned);
-                    tracing::error!(
-                        group = eviction.group(),
-                        %error,
-                        "cache eviction given up after the retry window; the entry lives until its TTL"
-                    );
-                    return;
+                    cache.counters().warn_limited(Warning::Failure, |count| {
+                        tracing::error!(
+                            group = eviction.group(),
+                            %error,
+                            count,
+                            "cache eviction given up after the retry window; the entry lives until its TTL"
+                        );
+                    });
                 }
-                Err(_) => {}
+                Err(_) => {
+                    failed = true;
+                    kept.push((eviction, deadline));
+                }
             }
         }
-    });
+        waiting = kept;
+        delay = match failed {
+            true => (delay * 2).min(MAX_RETRY),
+            false => FIRST_RETRY,
+        };
+    }
 }
