@@ -7,8 +7,13 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
-use support::RedisServer;
+use support::{eventually, RedisServer};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
 
 #[cached(group = "acl", cache = cache, skip(cache, loads))]
 async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
@@ -27,8 +32,9 @@ async fn remove(cache: &Cache, id: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_count_as_done_when_publish_is_refused() {
+/// A server with the application user `app`, which has no channel rights;
+/// its URL for that user.
+async fn server_with_app_user() -> (RedisServer, String) {
     let server = RedisServer::start();
     let mut admin = server.client().await;
     let _: () = redis::cmd("ACL")
@@ -37,6 +43,12 @@ async fn writes_count_as_done_when_publish_is_refused() {
         .await
         .expect("ACL SETUSER");
     let url = server.url().replacen("redis://", "redis://app:pw@", 1);
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_count_as_done_when_publish_is_refused() {
+    let (_server, url) = server_with_app_user().await;
     let mut app = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -72,4 +84,74 @@ async fn writes_count_as_done_when_publish_is_refused() {
     assert_eq!(loads.load(Ordering::SeqCst), 2);
     let stats = cache.stats();
     assert_eq!((stats.errors, stats.evictions_queued), (0, 0), "{stats:?}");
+}
+
+/// Counts the warnings that say the local tier is off.
+#[derive(Clone, Default)]
+struct TierOff(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> Layer<S> for TierOff {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 |= format!("{value:?}").contains("the local tier is off");
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        if message.0 && *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Without channel rights the local tier cannot hear invalidations: it stays
+/// off, serves nothing, and says so once, at `warn`.
+#[test]
+fn the_local_tier_is_refused_loudly_without_channel_rights() {
+    let off = TierOff::default();
+    let subscriber = tracing_subscriber::registry().with(off.clone());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_server, url) = server_with_app_user().await;
+        let cache = Cache::builder()
+            .redis(url)
+            .local(100, Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(5),
+            "the warning that the tier is off",
+            || async { off.0.load(Ordering::SeqCst) == 1 },
+        )
+        .await;
+        let loads = AtomicUsize::new(0);
+        for _ in 0..3 {
+            assert_eq!(read(&cache, &loads, 9).await, 9);
+        }
+        let stats = cache.stats();
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "Redis still serves the hits"
+        );
+        assert_eq!(
+            stats.local_hits, 0,
+            "the tier never serves: it cannot hear writes"
+        );
+        tokio::time::sleep(Duration::from_millis(2500)).await; // one more refused attempt
+        assert_eq!(
+            off.0.load(Ordering::SeqCst),
+            1,
+            "said once, not per attempt"
+        );
+    });
 }

@@ -217,6 +217,7 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Vec<redis::Client>, channel: 
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0usize;
+        let mut refused = false;
         loop {
             if local.strong_count() == 0 {
                 return;
@@ -246,6 +247,20 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Vec<redis::Client>, channel: 
                     tier.live.store(false, Ordering::Release);
                     tier.flush();
                     tracing::warn!("cache invalidation subscription dropped: local tier flushed and bypassed until it is back");
+                }
+                Err(error) if error.code() == Some("NOPERM") => {
+                    // An ACL user without channel rights: the tier stays off
+                    // (it cannot hear invalidations), and says so once.
+                    if !refused {
+                        refused = true;
+                        tracing::warn!(
+                            %channel,
+                            %error,
+                            "the local tier is off: this Redis user may not subscribe to the cache's \
+                             invalidation channel; grant it with `ACL SETUSER <user> &{channel}`"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(error) => {
                     tracing::debug!(%error, "cache invalidation subscription failed; retrying");
