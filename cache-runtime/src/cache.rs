@@ -13,6 +13,7 @@ use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
 use crate::envelope::{Meta, Opener};
 use crate::flight::Flights;
+use crate::health::Health;
 use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
 use crate::retry::{Pending, Retrier};
@@ -52,6 +53,8 @@ pub(crate) struct Inner {
     pending: Pending,
     retrier: Retrier,
     local: Option<Arc<Local>>,
+    /// What the server lets the cache do, once it has answered.
+    contact: tokio::sync::OnceCell<Health>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -86,6 +89,7 @@ impl Cache {
                 pending: Pending::default(),
                 retrier: Retrier::default(),
                 local,
+                contact: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -104,6 +108,48 @@ impl Cache {
     /// An in-memory cache with the default settings.
     pub fn in_memory() -> Self {
         CacheBuilder::default().build_in_memory()
+    }
+
+    /// What the server lets this cache do: its role, and the user's script
+    /// and publish rights, checked once on first contact (this asks, within
+    /// the op timeout, if nothing has yet). The problems are also logged
+    /// once, at `warn`, when found.
+    pub async fn health(&self) -> Health {
+        let limit = self.inner.settings.op_timeout;
+        match tokio::time::timeout(limit, self.contact()).await {
+            Ok(Ok(health)) => health.clone(),
+            Ok(Err(error)) => unreachable_health(&error.to_string()),
+            Err(_) => unreachable_health("no answer within the op timeout"),
+        }
+    }
+
+    /// The verdict of first contact, asking the server if it has not
+    /// answered yet.
+    async fn contact(&self) -> Result<&Health, Error> {
+        self.inner
+            .contact
+            .get_or_try_init(|| async {
+                let health = match self.backend() {
+                    Backend::Redis(redis) => Health::of(redis.rights().await?, redis.channel()),
+                    Backend::Memory(_) | Backend::Disabled => Health::of(None, ""),
+                };
+                for problem in &health.problems {
+                    tracing::warn!(
+                        problem,
+                        "cache: the Redis server limits what the cache can do"
+                    );
+                }
+                Ok(health)
+            })
+            .await
+    }
+
+    /// Whether first contact found that this cache must serve nothing.
+    pub(crate) fn refused(&self) -> bool {
+        self.inner
+            .contact
+            .get()
+            .is_some_and(|health| !health.serving)
     }
 
     /// A cache that stores nothing: every annotated call runs its body, every
@@ -381,6 +427,10 @@ impl Cache {
             return op.await;
         }
         let counters = self.counters();
+        if self.refused() {
+            bump(&counters.bypassed);
+            return Err(Error::Unavailable);
+        }
         let breaker = &self.inner.breaker;
         let pass = breaker.pass();
         if pass == Pass::Open {
@@ -390,10 +440,22 @@ impl Cache {
             return Err(Error::Unavailable);
         }
         let limit = self.inner.settings.op_timeout;
-        let result = tokio::time::timeout(limit, op)
+        // First contact is checked within the same bound as the operation.
+        let checked = async {
+            if !self.contact().await?.serving {
+                return Err(Error::Unavailable);
+            }
+            op.await
+        };
+        let result = tokio::time::timeout(limit, checked)
             .await
             .unwrap_or(Err(Error::Timeout(limit)));
         match &result {
+            Err(Error::Unavailable) => {
+                // Refused on first contact: not a failure of the server.
+                bump(&counters.bypassed);
+                breaker.succeeded(&pass);
+            }
             Err(error) if error.is_unreachable() => {
                 bump(&counters.errors);
                 if error.is_timeout() {
@@ -452,4 +514,12 @@ impl Cache {
 fn entry_key(group: &str, key: &(impl Serialize + ?Sized)) -> Result<EntryKey, Error> {
     check_group(group)?;
     EntryKey::new(key)
+}
+
+fn unreachable_health(why: &str) -> Health {
+    Health {
+        reachable: false,
+        serving: true,
+        problems: vec![format!("the server could not be checked: {why}")],
+    }
 }

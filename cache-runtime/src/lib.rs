@@ -83,6 +83,7 @@ mod current;
 mod envelope;
 mod error;
 mod flight;
+mod health;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
@@ -97,6 +98,7 @@ mod stats;
 pub use cache::Cache;
 pub use config::CacheBuilder;
 pub use error::Error;
+pub use health::Health;
 pub use key::{EntryKey, MAX_READABLE_KEY};
 pub use stats::Stats;
 

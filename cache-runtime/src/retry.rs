@@ -113,6 +113,9 @@ const MAX_RETRY: Duration = Duration::from_millis(200);
 
 /// Queues a failed eviction for retry in the background.
 pub(crate) fn queue(cache: &Cache, eviction: Eviction, error: &Error) {
+    if cache.refused() {
+        return; // it serves nothing: nothing to invalidate
+    }
     let counters = cache.counters();
     bump(&counters.evictions_queued);
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {

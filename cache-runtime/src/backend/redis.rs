@@ -212,6 +212,72 @@ pub(crate) struct Redis {
     counters: Arc<Counters>,
 }
 
+/// What a server lets the cache do, found on first contact.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rights {
+    /// A read-only replica: the cache could not write, so it must not read.
+    pub(crate) replica: bool,
+    /// Whether the user may run scripts (`EVALSHA`): every write is one.
+    pub(crate) scripts: bool,
+    /// Whether it may publish invalidations, by `ACL DRYRUN` where the
+    /// server and the user allow asking; `None` when unknown.
+    pub(crate) publish: Option<bool>,
+}
+
+impl Redis {
+    /// The channel this backend announces writes on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Asks a single server what it lets this user do; `None` on a cluster
+    /// (its nodes are asked nothing).
+    pub(crate) async fn rights(&self) -> Result<Option<Rights>, Error> {
+        if let Connection::Cluster(_) = self.conn {
+            return Ok(None);
+        }
+        let mut conn = self.conn.clone();
+        let role: Result<Vec<Value>, redis::RedisError> =
+            redis::cmd("ROLE").query_async(&mut conn).await;
+        let replica = match role {
+            Ok(role) => role
+                .first()
+                .and_then(|first| String::from_redis_value(first.clone()).ok())
+                .is_some_and(|role| role == "slave" || role == "replica"),
+            Err(error) if error.code() == Some("NOPERM") => false,
+            Err(error) => return Err(error.into()),
+        };
+        // A script that does not exist: NOSCRIPT when scripts are allowed.
+        let probe: Result<Value, redis::RedisError> = redis::cmd("EVALSHA")
+            .arg("ffffffffffffffffffffffffffffffffffffffff")
+            .arg(0)
+            .query_async(&mut conn)
+            .await;
+        let scripts = !matches!(&probe, Err(error) if error.code() == Some("NOPERM"));
+        let user: Result<String, redis::RedisError> =
+            redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await;
+        let publish = match user {
+            Ok(user) => {
+                let dry: Result<String, redis::RedisError> = redis::cmd("ACL")
+                    .arg("DRYRUN")
+                    .arg(user)
+                    .arg("PUBLISH")
+                    .arg(&self.channel)
+                    .arg("x")
+                    .query_async(&mut conn)
+                    .await;
+                dry.ok().map(|answer| answer == "OK")
+            }
+            Err(_) => None,
+        };
+        Ok(Some(Rights {
+            replica,
+            scripts,
+            publish,
+        }))
+    }
+}
+
 fn is_oom(error: &Error) -> bool {
     matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
 }

@@ -1,0 +1,64 @@
+//! What a cache found its server lets it do, on first contact.
+
+use crate::backend::redis::Rights;
+
+/// What a cache's server lets it do, checked on first contact
+/// ([`Cache::health`](crate::Cache::health)): its role, and the user's script
+/// and publish rights. A server that cannot take the cache's writes (a
+/// read-only replica, a user without script rights) is never read from: what
+/// the cache cannot invalidate, it does not serve.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let health = cache_runtime::Cache::in_memory().health().await;
+/// assert!(health.serving && health.problems.is_empty());
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the server answered the check.
+    pub reachable: bool,
+    /// Whether the cache serves and stores; when not, every call runs its
+    /// body and nothing is cached.
+    pub serving: bool,
+    /// What the cache cannot do, and how to fix it.
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    /// The verdict on what a server allows (`None`: nothing to ask).
+    pub(crate) fn of(rights: Option<Rights>, channel: &str) -> Health {
+        let mut health = Health {
+            reachable: true,
+            serving: true,
+            problems: Vec::new(),
+        };
+        let Some(rights) = rights else {
+            return health;
+        };
+        if rights.replica {
+            health.serving = false;
+            health.problems.push(
+                "the URL points at a read-only replica: the cache cannot write there, so it serves \
+                 nothing; point it at the master"
+                    .to_owned(),
+            );
+        }
+        if !rights.scripts {
+            health.serving = false;
+            health.problems.push(
+                "the Redis user may not run scripts: every cache write is one, so the cache serves \
+                 nothing; grant it with `ACL SETUSER <user> +@scripting`"
+                    .to_owned(),
+            );
+        }
+        if rights.publish == Some(false) {
+            health.problems.push(format!(
+                "the Redis user may not publish on `{channel}`: writes still work, but local tiers \
+                 cannot hear them; grant it with `ACL SETUSER <user> &{channel}`"
+            ));
+        }
+        health
+    }
+}

@@ -1,0 +1,109 @@
+//! First contact: a server that cannot take the cache's writes (a read-only
+//! replica, a user without script rights) is never read from, and
+//! `cache.health()` says what is wrong and how to fix it.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cache_runtime::{cache_evict, cached, Cache};
+use support::RedisServer;
+
+#[cached(group = "health", cache = cache, skip(cache, loads))]
+async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
+    loads.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+#[cache_evict(group = "health", cache = cache, skip(cache))]
+async fn remove(cache: &Cache, id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+/// Two reads and an eviction: how many loads, with nothing counted as failed.
+async fn loads_for_two_reads(cache: &Cache) -> usize {
+    let loads = AtomicUsize::new(0);
+    read(cache, &loads, 1).await;
+    read(cache, &loads, 1).await;
+    remove(cache, 1).await.unwrap();
+    let stats = cache.stats();
+    assert_eq!((stats.errors, stats.evictions_queued), (0, 0), "{stats:?}");
+    loads.load(Ordering::SeqCst)
+}
+
+async fn with_user(server: &RedisServer, rules: &[&str]) -> Cache {
+    let mut admin = server.client().await;
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER").arg("app").arg("on").arg(">pw");
+    for rule in rules {
+        setuser.arg(*rule);
+    }
+    let _: () = setuser.query_async(&mut admin).await.expect("ACL SETUSER");
+    let url = server.url().replacen("redis://", "redis://app:pw@", 1);
+    Cache::builder().redis(url).build().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_allows_everything_is_healthy() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let health = cache.health().await;
+    assert!(health.reachable && health.serving, "{health:?}");
+    assert!(health.problems.is_empty(), "{health:?}");
+    assert_eq!(loads_for_two_reads(&cache).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_replica_is_never_read_from() {
+    let master = RedisServer::start();
+    let port = master
+        .url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let cache = replica.cache().await;
+    assert_eq!(
+        loads_for_two_reads(&cache).await,
+        2,
+        "every read ran its body"
+    );
+    let health = cache.health().await;
+    assert!(!health.serving, "{health:?}");
+    assert!(health.problems[0].contains("replica"), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_script_rights_is_never_read_from() {
+    let server = RedisServer::start();
+    let cache = with_user(&server, &["~*", "+@all", "-@scripting"]).await;
+    assert_eq!(
+        loads_for_two_reads(&cache).await,
+        2,
+        "every read ran its body"
+    );
+    let health = cache.health().await;
+    assert!(!health.serving, "{health:?}");
+    assert!(health.problems[0].contains("scripts"), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_channel_rights_is_served_and_told() {
+    let server = RedisServer::start();
+    let cache = with_user(&server, &["~*", "+@all"]).await;
+    assert_eq!(loads_for_two_reads(&cache).await, 1);
+    let health = cache.health().await;
+    assert!(health.serving, "{health:?}");
+    assert!(health.problems[0].contains("may not publish"), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_reported() {
+    let nothing = RedisServer::reserve();
+    let cache = Cache::builder().redis(nothing.url()).build().await.unwrap();
+    let health = cache.health().await;
+    assert!(!health.reachable, "{health:?}");
+}
