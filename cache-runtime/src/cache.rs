@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::__private::{self as private, PlainKind, Policy, ResultKind};
+use crate::__private::{self as private, CacheValue, Kind, PlainKind, Policy, ResultKind};
 use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
@@ -299,12 +299,8 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let key = entry_key(group, key)?;
-        let mut policy = Policy::<PlainKind, T>::new(group);
-        if let Some(ttl) = ttl {
-            policy = policy.ttl(ttl);
-        }
-        Ok(private::cached(self.clone(), policy, Ok(key), loader()).await)
+        self.read_through::<PlainKind, T, _, _>(group, key, ttl, loader)
+            .await
     }
 
     /// Read-through for a fallible loader, as `#[cached]` on a `Result`: only
@@ -334,8 +330,27 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.read_through::<ResultKind, Result<T, E>, _, _>(group, key, ttl, loader)
+            .await
+    }
+
+    /// The read flow of `#[cached]` for the programmatic API, reading the
+    /// loader's return value as kind `K`.
+    async fn read_through<K, R, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<R, Error>
+    where
+        K: Kind<R>,
+        K::Value: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
         let key = entry_key(group, key)?;
-        let mut policy = Policy::<ResultKind, Result<T, E>>::new(group);
+        let mut policy = Policy::<K, R>::new(group);
         if let Some(ttl) = ttl {
             policy = policy.ttl(ttl);
         }
