@@ -290,31 +290,8 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                // a replica may take over whatever its data's age (tests only)
-                .args(["--cluster-replica-validity-factor", "0"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--logfile", &format!("node-{port}.log"), "--dbfilename", &format!("dump-{port}.rdb")])
-                .arg("--dir")
-                .arg(&cluster.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed: run the README's test command, which installs it");
-            cluster.nodes.push((port, Some(child)));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (port, _) in &cluster.nodes {
-            while !ping(*port) {
-                assert!(
-                    Instant::now() < deadline,
-                    "cluster node {port} did not start"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let node = cluster.spawn_node();
+            cluster.nodes.push(node);
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -342,6 +319,44 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster
+    }
+
+    /// Starts one node on a free port whose cluster bus port (+10000) is free
+    /// too; another process may take either between the probe and the bind,
+    /// so a node that exits or does not answer is tried again elsewhere.
+    fn spawn_node(&self) -> (u16, Option<Child>) {
+        for _attempt in 0..10 {
+            let port = free_port();
+            if port > 55_000 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue; // no room for its bus port
+            }
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                // a replica may take over whatever its data's age (tests only)
+                .args(["--cluster-replica-validity-factor", "0"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--logfile", &format!("node-{port}.log"), "--dbfilename", &format!("dump-{port}.rdb")])
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run the README's test command, which installs it");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if ping(port) {
+                    return (port, Some(child));
+                }
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break; // it exited: most likely a port was taken
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("no cluster node started after 10 attempts on free loopback ports");
     }
 
     /// Whether every running node reports `cluster_state:ok` and sees every
