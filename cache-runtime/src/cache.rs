@@ -130,7 +130,9 @@ impl Cache {
             .contact
             .get_or_try_init(|| async {
                 let health = match self.backend() {
-                    Backend::Redis(redis) => Health::of(redis.rights().await?, redis.channel()),
+                    Backend::Redis(redis) => {
+                        Health::of(Some(redis.rights().await?), redis.channel())
+                    }
                     Backend::Memory(_) | Backend::Disabled => Health::of(None, ""),
                 };
                 for problem in &health.problems {

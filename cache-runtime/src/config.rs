@@ -3,10 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-
-use crate::backend::connection::{Connection, LazyCluster};
+use crate::backend::server::{Place, Server};
 use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::codec::{Codec, ValueCodec};
 use crate::local::{self, invalidation_channel, Local};
@@ -30,8 +27,7 @@ pub(crate) struct Settings {
 
 enum Target {
     Memory,
-    Redis(String),
-    Cluster(Vec<String>),
+    Redis(Place),
 }
 
 /// Builds a [`Cache`]. Start from [`Cache::builder`].
@@ -83,6 +79,8 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cool_down: Duration,
     local: Option<(usize, Duration)>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::Tls>,
 }
 
 impl Default for CacheBuilder {
@@ -103,16 +101,19 @@ impl Default for CacheBuilder {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(1),
             local: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
 
 impl CacheBuilder {
-    /// Uses the Redis server at `url` (`redis://host:port/db`). The connection
-    /// is made lazily and re-made when it drops, so building succeeds while the
+    /// Uses the Redis server at `url` (`redis://[user:password@]host:port/db`;
+    /// `rediss://` for TLS, with the `tls` feature). The connection is made
+    /// lazily and re-made when it drops, so building succeeds while the
     /// server is down; only a malformed URL fails.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.target = Target::Redis(url.into());
+        self.target = Target::Redis(Place::Single(url.into()));
         self
     }
 
@@ -134,7 +135,53 @@ impl CacheBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self.target = Target::Redis(Place::Cluster(nodes.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Uses the master that Redis Sentinel names `master` (feature
+    /// `sentinel`), asking any of `sentinels` (`redis://host:26379`, with
+    /// the sentinels' own credentials if they have any). `master` is the
+    /// name in the sentinels' configuration, or a URL naming it with the
+    /// master's credentials and database: `redis://app:secret@mymaster/2`
+    /// (`rediss://` for TLS to the master).
+    ///
+    /// The cache asks the sentinels on first use, and again whenever the
+    /// connection to the master breaks, times out or finds a replica: after a
+    /// failover it carries on with the new master, and calls run their
+    /// bodies (uncached) while there is none.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_sentinel(
+    ///         ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///         "redis://app:secret@mymaster/0",
+    ///     )
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn redis_sentinel<I, S>(mut self, sentinels: I, master: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.target = Target::Redis(Place::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.into(),
+        });
+        self
+    }
+
+    /// Certificates for `rediss://` connections (feature `tls`): a CA to
+    /// trust instead of the system's roots, and a client certificate for
+    /// mutual TLS. They apply to every `rediss://` URL of the deployment
+    /// (a cluster's nodes, Sentinel's sentinels and master).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -258,7 +305,7 @@ impl CacheBuilder {
 
     /// Builds the cache. Fails on a malformed Redis URL or a prefix holding
     /// `{` or `}`; never because the server is unreachable.
-    pub async fn build(self) -> Result<Cache, Error> {
+    pub async fn build(mut self) -> Result<Cache, Error> {
         if self.prefix.contains(['{', '}']) {
             return Err(Error::Config(format!(
                 "prefix {:?} may not contain `{{` or `}}`",
@@ -291,81 +338,45 @@ impl CacheBuilder {
             ));
         }
         let counters = Arc::new(Counters::default());
-        // Pub/sub channels span a server's databases: the channel names the
-        // database, so that caches on other databases hear none of this one's.
-        let db = match &self.target {
-            Target::Redis(url) => redis::Client::open(url.as_str())?
-                .get_connection_info()
-                .redis_settings()
-                .db(),
-            Target::Cluster(_) | Target::Memory => 0,
-        };
-        let channel = invalidation_channel(&self.prefix, db);
-        let local = match (self.local, &self.target) {
-            (None, _) => None,
-            (Some(_), Target::Memory) => {
+        let Target::Redis(place) = std::mem::replace(&mut self.target, Target::Memory) else {
+            if self.local.is_some() {
                 return Err(Error::Config(
                     "the local tier goes in front of Redis; this cache is in memory".to_owned(),
                 ));
             }
-            (Some((capacity, max_ttl)), target) => {
+            let backend = Backend::Memory(Memory::new(self.lease_ttl));
+            return Ok(self.finish(backend, counters, None));
+        };
+        let server = Server {
+            place,
+            #[cfg(feature = "tls")]
+            tls: self.tls.take(),
+        };
+        server.check()?;
+        // Pub/sub channels span a server's databases: the channel names the
+        // database, so that caches on other databases hear none of this one's.
+        let channel = invalidation_channel(&self.prefix, server.db()?);
+        let (connection, subscriptions) = server.connect(self.op_timeout)?;
+        let local = match self.local {
+            None => None,
+            Some((capacity, max_ttl)) => {
                 if capacity == 0 || max_ttl.is_zero() {
                     return Err(Error::Config(
                         "the local tier needs a capacity and a max TTL".to_owned(),
                     ));
                 }
-                let urls = match target {
-                    Target::Redis(url) => vec![url.clone()],
-                    Target::Cluster(urls) => urls.clone(),
-                    Target::Memory => Vec::new(),
-                };
-                let nodes = urls
-                    .iter()
-                    .map(|url| redis::Client::open(url.as_str()))
-                    .collect::<Result<Vec<_>, _>>()?;
                 let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
-                local::subscribe(Arc::downgrade(&tier), nodes, channel.clone());
+                local::subscribe(Arc::downgrade(&tier), subscriptions, channel.clone());
                 Some(tier)
             }
         };
-        let backend = match &self.target {
-            Target::Memory => Backend::Memory(Memory::new(self.lease_ttl)),
-            Target::Redis(url) => {
-                let client = redis::Client::open(url.as_str())?;
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.op_timeout))
-                    .set_connection_timeout(Some(self.op_timeout))
-                    .set_number_of_retries(1);
-                let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-                Backend::Redis(Redis::new(
-                    Connection::Single(conn),
-                    self.prefix.clone(),
-                    channel,
-                    self.lease_ttl,
-                    counters.clone(),
-                ))
-            }
-            Target::Cluster(urls) => {
-                if urls.is_empty() {
-                    return Err(Error::Config(
-                        "redis_cluster needs at least one node".to_owned(),
-                    ));
-                }
-                let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
-                    .response_timeout(self.op_timeout)
-                    .connection_timeout(self.op_timeout)
-                    .retries(2)
-                    .build()?;
-                let conn = Connection::Cluster(Arc::new(LazyCluster::new(client)));
-                Backend::Redis(Redis::new(
-                    conn,
-                    self.prefix.clone(),
-                    channel,
-                    self.lease_ttl,
-                    counters.clone(),
-                ))
-            }
-        };
+        let backend = Backend::Redis(Redis::new(
+            connection,
+            self.prefix.clone(),
+            channel,
+            self.lease_ttl,
+            counters.clone(),
+        ));
         Ok(self.finish(backend, counters, local))
     }
 

@@ -94,6 +94,8 @@ mod metrics;
 mod read;
 mod retry;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use cache::Cache;
 pub use config::CacheBuilder;
@@ -101,5 +103,7 @@ pub use error::Error;
 pub use health::Health;
 pub use key::{EntryKey, MAX_READABLE_KEY};
 pub use stats::Stats;
+#[cfg(feature = "tls")]
+pub use tls::Tls;
 
 pub use cache_macros::{cache_evict, cache_put, cached};

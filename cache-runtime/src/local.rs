@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use crate::backend::connection::Subscriptions;
 use crate::key::EntryKey;
 use crate::stats::{bump, Counters};
 
@@ -213,7 +214,7 @@ fn make_room(copies: &mut Copies) {
 /// lives, reconnecting with backoff, trying each of `nodes` in turn (in a
 /// cluster, messages reach every node); while unsubscribed the tier is
 /// flushed and bypassed.
-pub(crate) fn subscribe(local: Weak<Local>, nodes: Vec<redis::Client>, channel: String) {
+pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0usize;
@@ -222,12 +223,10 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Vec<redis::Client>, channel: 
             if local.strong_count() == 0 {
                 return;
             }
-            let Some(client) = nodes.get(attempt % nodes.len().max(1)) else {
-                return;
-            };
+            let node = nodes.client(attempt);
             attempt += 1;
             let subscribed = async {
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = node.await?.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

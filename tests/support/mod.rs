@@ -275,19 +275,43 @@ macro_rules! on_each_backend {
 pub struct RedisCluster {
     nodes: Vec<(u16, Option<Child>)>,
     dir: std::path::PathBuf,
+    /// TLS settings for every node (each on its TLS port, `port - 10000`).
+    tls: Vec<String>,
+}
+
+/// A node's TLS port, when its cluster has TLS.
+fn tls_port(port: u16) -> u16 {
+    port - 10_000
 }
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_with(masters, replicas, None)
+    }
+
+    /// A cluster whose nodes also serve TLS, with TLS on the cluster bus and
+    /// for replication; [`tls_urls`](Self::tls_urls) reach them.
+    pub fn start_tls(masters: usize, replicas: usize, certificates: &Certificates) -> Self {
+        Self::start_with(masters, replicas, Some(certificates))
+    }
+
+    fn start_with(masters: usize, replicas: usize, tls: Option<&Certificates>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "cache-cluster-{}-{}",
             std::process::id(),
             fastrand::u64(..)
         ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let tls = tls.map_or_else(Vec::new, |certificates| {
+            let mut args = certificates.server_args(0, false);
+            args.drain(..2); // each node has its own port
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+            args
+        });
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir,
+            tls,
         };
         for _ in 0..masters * (1 + replicas) {
             let node = cluster.spawn_node();
@@ -330,12 +354,19 @@ impl RedisCluster {
             if port > 55_000 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
                 continue; // no room for its bus port
             }
+            let tls = !self.tls.is_empty();
+            if tls && (port < 11_024 || TcpListener::bind(("127.0.0.1", tls_port(port))).is_err()) {
+                continue; // no room for its TLS port
+            }
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
                 // a replica may take over whatever its data's age (tests only)
                 .args(["--cluster-replica-validity-factor", "0"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(&self.tls)
+                // the bus follows the TLS port unless told: keep it at port + 10000
+                .args(tls.then(|| ["--tls-port".to_owned(), tls_port(port).to_string(), "--cluster-port".to_owned(), (port + 10_000).to_string()]).into_iter().flatten())
                 .args(["--logfile", &format!("node-{port}.log"), "--dbfilename", &format!("dump-{port}.rdb")])
                 .arg("--dir")
                 .arg(&self.dir)
@@ -384,6 +415,15 @@ impl RedisCluster {
             .iter()
             .filter(|(_, child)| child.is_some())
             .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// The nodes' TLS URLs (a cluster started with [`start_tls`](Self::start_tls)).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.urls()
+            .iter()
+            .filter_map(|url| url.trim_end_matches('/').rsplit(':').next()?.parse().ok())
+            .map(|port| format!("rediss://127.0.0.1:{}/", tls_port(port)))
             .collect()
     }
 
@@ -476,4 +516,123 @@ fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with `openssl` in a temporary directory removed when dropped.
+pub struct Certificates {
+    pub dir: std::path::PathBuf,
+}
+
+impl Certificates {
+    pub fn generate() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cache-tls-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl is installed (the README's test command installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cache test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("san.ext");
+        for name in ["server", "client"] {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        }
+        Certificates { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    pub fn read(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(file)).expect("a generated certificate")
+    }
+
+    /// `redis-server` arguments for a TLS port with these certificates;
+    /// `clients` says whether clients must present a certificate.
+    pub fn server_args(&self, tls_port: u16, clients: bool) -> Vec<String> {
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &self.path("server.crt"),
+            "--tls-key-file",
+            &self.path("server.key"),
+            "--tls-ca-cert-file",
+            &self.path("ca.crt"),
+            "--tls-auth-clients",
+            if clients { "yes" } else { "no" },
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port nothing listens on now.
+pub fn unused_port() -> u16 {
+    free_port()
 }

@@ -1,7 +1,8 @@
 //! The connection to Redis: one server through redis-rs's `ConnectionManager`
-//! (multiplexed, reconnecting), or a Redis Cluster through its async cluster
-//! connection (routing each command by its keys' slot, following failovers).
-//! Both connect lazily, so a cache can be built while Redis is down.
+//! (multiplexed, reconnecting), a Redis Cluster through its async cluster
+//! connection (routing each command by its keys' slot, following failovers),
+//! or the master Sentinel names. All connect lazily, so a cache can be built
+//! while Redis is down.
 
 use std::sync::Arc;
 
@@ -11,10 +12,42 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "sentinel")]
+use crate::backend::sentinel::SentinelMaster;
+
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single(ConnectionManager),
     Cluster(Arc<LazyCluster>),
+    #[cfg(feature = "sentinel")]
+    Sentinel(Arc<SentinelMaster>),
+}
+
+/// Where the local tier subscribes to invalidations.
+pub(crate) enum Subscriptions {
+    /// Any of these servers (one, or a cluster's nodes), tried in turn.
+    Nodes(Vec<redis::Client>),
+    /// Whichever server Sentinel names master at the time.
+    #[cfg(feature = "sentinel")]
+    Sentinel(Arc<SentinelMaster>),
+}
+
+impl Subscriptions {
+    /// The server to try on the `attempt`th subscription.
+    pub(crate) async fn client(&self, attempt: usize) -> RedisResult<redis::Client> {
+        match self {
+            Subscriptions::Nodes(nodes) => match nodes.get(attempt % nodes.len().max(1)) {
+                Some(node) => Ok(node.clone()),
+                None => Err((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "no node to subscribe on",
+                )
+                    .into()),
+            },
+            #[cfg(feature = "sentinel")]
+            Subscriptions::Sentinel(master) => master.client().await,
+        }
+    }
 }
 
 /// A cluster connection made on first use (and again after a failed attempt).
@@ -47,6 +80,15 @@ impl ConnectionLike for Connection {
                 let mut connection = cluster.get().await?;
                 connection.req_packed_command(cmd).await
             }),
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(master) => Box::pin(async move {
+                let (id, mut connection) = master.connection().await?;
+                let reply = connection.req_packed_command(cmd).await;
+                if let Err(error) = &reply {
+                    master.failed(id, error);
+                }
+                reply
+            }),
         }
     }
 
@@ -64,6 +106,17 @@ impl ConnectionLike for Connection {
                     .req_packed_commands(pipeline, offset, count)
                     .await
             }),
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(master) => Box::pin(async move {
+                let (id, mut connection) = master.connection().await?;
+                let replies = connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                if let Err(error) = &replies {
+                    master.failed(id, error);
+                }
+                replies
+            }),
         }
     }
 
@@ -71,6 +124,8 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(single) => single.get_db(),
             Connection::Cluster(_) => 0,
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(master) => master.db(),
         }
     }
 }

@@ -22,6 +22,9 @@
 pub(crate) mod connection;
 pub(crate) mod memory;
 pub(crate) mod redis;
+#[cfg(feature = "sentinel")]
+pub(crate) mod sentinel;
+pub(crate) mod server;
 
 use std::time::Duration;
 

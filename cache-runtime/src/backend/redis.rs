@@ -230,27 +230,31 @@ impl Redis {
         &self.channel
     }
 
-    /// Asks a single server what it lets this user do; `None` on a cluster
-    /// (its nodes are asked nothing).
-    pub(crate) async fn rights(&self) -> Result<Option<Rights>, Error> {
-        if let Connection::Cluster(_) = self.conn {
-            return Ok(None);
-        }
+    /// Asks the server what it lets this user do. In a cluster, every
+    /// command that names a key goes to a master, so only the rights are
+    /// asked (of the node that serves the probe's key, or any node).
+    pub(crate) async fn rights(&self) -> Result<Rights, Error> {
         let mut conn = self.conn.clone();
-        let role: Result<Vec<Value>, redis::RedisError> =
-            redis::cmd("ROLE").query_async(&mut conn).await;
-        let replica = match role {
-            Ok(role) => role
-                .first()
-                .and_then(|first| String::from_redis_value(first.clone()).ok())
-                .is_some_and(|role| role == "slave" || role == "replica"),
-            Err(error) if error.code() == Some("NOPERM") => false,
-            Err(error) => return Err(error.into()),
+        let replica = match &self.conn {
+            Connection::Cluster(_) => false,
+            _ => {
+                let role: Result<Vec<Value>, redis::RedisError> =
+                    redis::cmd("ROLE").query_async(&mut conn).await;
+                match role {
+                    Ok(role) => role
+                        .first()
+                        .and_then(|first| String::from_redis_value(first.clone()).ok())
+                        .is_some_and(|role| role == "slave" || role == "replica"),
+                    Err(error) if error.code() == Some("NOPERM") => false,
+                    Err(error) => return Err(error.into()),
+                }
+            }
         };
         // A script that does not exist: NOSCRIPT when scripts are allowed.
         let probe: Result<Value, redis::RedisError> = redis::cmd("EVALSHA")
             .arg("ffffffffffffffffffffffffffffffffffffffff")
-            .arg(0)
+            .arg(1)
+            .arg(&self.prefix)
             .query_async(&mut conn)
             .await;
         let scripts = !matches!(&probe, Err(error) if error.code() == Some("NOPERM"));
@@ -270,11 +274,11 @@ impl Redis {
             }
             Err(_) => None,
         };
-        Ok(Some(Rights {
+        Ok(Rights {
             replica,
             scripts,
             publish,
-        }))
+        })
     }
 }
 

@@ -1,0 +1,170 @@
+//! Where a cache's Redis is, and how to reach it: one server, a cluster, or
+//! (feature `sentinel`) the master that Sentinel names; over TLS (feature
+//! `tls`) for `rediss://` URLs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+
+use crate::backend::connection::{Connection, LazyCluster, Subscriptions};
+use crate::Error;
+
+/// Which Redis deployment a cache uses.
+pub(crate) enum Place {
+    /// One server, by URL.
+    Single(String),
+    /// A cluster, by some of its nodes' URLs.
+    Cluster(Vec<String>),
+    /// A master found through Sentinel: the sentinels' URLs, and the master's
+    /// name (or a URL naming it, for its credentials and database).
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+/// A Redis deployment and the TLS settings for reaching it.
+pub(crate) struct Server {
+    pub(crate) place: Place,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::Tls>,
+}
+
+impl Server {
+    /// Refuses settings that cannot work, before anything connects.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let urls: Vec<&String> = match &self.place {
+            Place::Single(url) => vec![url],
+            Place::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(Error::Config(
+                        "redis_cluster needs at least one node".to_owned(),
+                    ));
+                }
+                urls.iter().collect()
+            }
+            #[cfg(feature = "sentinel")]
+            Place::Sentinel { sentinels, master } => {
+                if sentinels.is_empty() || master.is_empty() {
+                    return Err(Error::Config(
+                        "redis_sentinel needs at least one sentinel and the master's name"
+                            .to_owned(),
+                    ));
+                }
+                sentinels.iter().chain([master]).collect()
+            }
+        };
+        let tls = urls.iter().any(|url| is_tls(url));
+        #[cfg(not(feature = "tls"))]
+        if tls {
+            return Err(Error::Config(
+                "`rediss://` URLs need cache-runtime's `tls` feature".to_owned(),
+            ));
+        }
+        #[cfg(feature = "tls")]
+        {
+            if let Some(certificates) = &self.tls {
+                if !tls {
+                    return Err(Error::Config(
+                        "TLS certificates were given, but no URL is `rediss://`".to_owned(),
+                    ));
+                }
+                certificates.check()?;
+            }
+            if tls {
+                crate::tls::install_crypto_provider();
+            }
+        }
+        Ok(())
+    }
+
+    /// The database index the cache writes to (0 on a cluster).
+    pub(crate) fn db(&self) -> Result<i64, Error> {
+        match &self.place {
+            Place::Single(url) => Ok(info(url)?.redis_settings().db()),
+            Place::Cluster(_) => Ok(0),
+            #[cfg(feature = "sentinel")]
+            Place::Sentinel { master, .. } => Ok(crate::backend::sentinel::master_db(master)?),
+        }
+    }
+
+    /// The connection, made lazily (building never waits for Redis), and
+    /// where the local tier subscribes to invalidations: the server, every
+    /// node of a cluster (messages reach them all), or whichever server
+    /// Sentinel names master at the time.
+    pub(crate) fn connect(
+        &self,
+        op_timeout: Duration,
+    ) -> Result<(Connection, Subscriptions), Error> {
+        match &self.place {
+            Place::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(op_timeout))
+                    .set_connection_timeout(Some(op_timeout))
+                    .set_number_of_retries(1);
+                let client = self.client(url)?;
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                Ok((
+                    Connection::Single(manager),
+                    Subscriptions::Nodes(vec![client]),
+                ))
+            }
+            Place::Cluster(urls) => {
+                let builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                    .response_timeout(op_timeout)
+                    .connection_timeout(op_timeout)
+                    .retries(2);
+                #[cfg(feature = "tls")]
+                let builder = match &self.tls {
+                    Some(tls) => builder.certs(tls.certificates()),
+                    None => builder,
+                };
+                let cluster = Arc::new(LazyCluster::new(builder.build()?));
+                let nodes = urls
+                    .iter()
+                    .map(|url| self.client(url))
+                    .collect::<Result<_, _>>()?;
+                Ok((Connection::Cluster(cluster), Subscriptions::Nodes(nodes)))
+            }
+            #[cfg(feature = "sentinel")]
+            Place::Sentinel { sentinels, master } => {
+                let master = Arc::new(crate::backend::sentinel::SentinelMaster::new(
+                    sentinels,
+                    master,
+                    #[cfg(feature = "tls")]
+                    self.tls.as_ref(),
+                    op_timeout,
+                )?);
+                Ok((
+                    Connection::Sentinel(master.clone()),
+                    Subscriptions::Sentinel(master),
+                ))
+            }
+        }
+    }
+
+    /// A client for one server, with the certificates when TLS is asked for.
+    fn client(&self, url: &str) -> Result<redis::Client, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            if is_tls(url) {
+                return Ok(redis::Client::build_with_tls(url, tls.certificates())?);
+            }
+        }
+        Ok(redis::Client::open(url)?)
+    }
+}
+
+/// Whether a URL asks for TLS.
+fn is_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+}
+
+/// A URL's connection settings.
+fn info(url: &str) -> Result<redis::ConnectionInfo, Error> {
+    Ok(redis::IntoConnectionInfo::into_connection_info(url)?)
+}
