@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace, the way CI does.
-# Installs redis-server and curl first when they are missing (the Redis tests
-# start their own servers on free loopback ports; none uses a server already
-# running; one HTTP test drives the layer with curl).
+# Installs redis-server, curl and openssl first when they are missing (the
+# Redis tests start their own servers, sentinels and clusters on free loopback
+# ports; none uses a server already running; one HTTP test drives the layer
+# with curl; the TLS tests make their certificates with openssl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ -n "$missing" ]; then
   echo "not found:$missing; installing (Debian: apt-get install -y$missing)"
   sudo=""
@@ -19,6 +21,7 @@ if [ -n "$missing" ]; then
 fi
 redis-server --version
 curl --version | sed -n 1p
+openssl version
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings

@@ -7,7 +7,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cache_runtime::{cache_evict, cached, Cache};
-use support::RedisServer;
+use support::{RedisCluster, RedisServer};
 
 #[cached(group = "health", cache = cache, skip(cache, loads))]
 async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
@@ -98,6 +98,38 @@ async fn a_user_without_channel_rights_is_served_and_told() {
     let health = cache.health().await;
     assert!(health.serving, "{health:?}");
     assert!(health.problems[0].contains("may not publish"), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_user_is_checked_too() {
+    let cluster = RedisCluster::start(3, 0);
+    for answer in cluster.on_every_node(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-@scripting",
+    ]) {
+        assert_eq!(answer.trim(), "OK");
+    }
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|url| url.replacen("redis://", "redis://app:pw@", 1))
+        .collect::<Vec<_>>();
+    let cache = Cache::builder().redis_cluster(urls).build().await.unwrap();
+    assert_eq!(
+        loads_for_two_reads(&cache).await,
+        2,
+        "every read ran its body"
+    );
+    let health = cache.health().await;
+    assert!(health.reachable && !health.serving, "{health:?}");
+    assert!(health.problems[0].contains("scripts"), "{health:?}");
+    assert!(health.problems[1].contains("may not publish"), "{health:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

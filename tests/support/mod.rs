@@ -418,6 +418,16 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Runs a command on every running node (`ACL SETUSER ...`), through
+    /// `redis-cli`; returns the answers.
+    pub fn on_every_node(&self, args: &[&str]) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| cli(*port, args))
+            .collect()
+    }
+
     /// The nodes' TLS URLs (a cluster started with [`start_tls`](Self::start_tls)).
     pub fn tls_urls(&self) -> Vec<String> {
         self.urls()

@@ -1,0 +1,245 @@
+//! Redis Sentinel (feature `sentinel`): a real master, a replica and three
+//! `redis-server --sentinel` processes started by the test. The master is
+//! killed; calls keep succeeding, and the cache comes back on the new master.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{cached, Cache};
+use support::{eventually, RedisServer};
+
+const MASTER: &str = "cachemaster";
+
+#[cached(group = "sentinel", cache = cache, skip(cache, loads))]
+async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
+    loads.fetch_add(1, Ordering::SeqCst);
+    id * 10
+}
+
+/// Three sentinels watching one master, stopped when dropped.
+struct Sentinels {
+    processes: Vec<(u16, Child)>,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinels {
+    fn start(master_port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cache-sentinel-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut sentinels = Sentinels {
+            processes: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = support::unused_port();
+            let conf = sentinels.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel failover-timeout {MASTER} 10000\n",
+                    dir = sentinels.dir.display()
+                ),
+            )
+            .expect("a sentinel configuration");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            sentinels.processes.push((port, child));
+        }
+        sentinels
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// Asks every sentinel; `None` where one does not answer.
+    async fn ask(&self, command: &[&str]) -> Vec<Option<redis::Value>> {
+        let mut answers = Vec::new();
+        for url in self.urls() {
+            let answer = async {
+                let client = redis::Client::open(url.as_str()).ok()?;
+                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                let mut cmd = redis::cmd(command[0]);
+                cmd.arg(&command[1..]);
+                cmd.query_async::<redis::Value>(&mut connection).await.ok()
+            };
+            answers.push(answer.await);
+        }
+        answers
+    }
+
+    /// The master's port, as every sentinel names it (`None` if they differ).
+    async fn master_port(&self) -> Option<u16> {
+        let mut ports = Vec::new();
+        for answer in self
+            .ask(&["SENTINEL", "get-master-addr-by-name", MASTER])
+            .await
+        {
+            let (_, port): (String, u16) = redis::from_redis_value(answer?).ok()?;
+            ports.push(port);
+        }
+        ports.dedup();
+        (ports.len() == 1).then(|| ports[0])
+    }
+
+    /// Whether every sentinel knows the replica and the two other sentinels,
+    /// which a failover needs.
+    async fn ready(&self) -> bool {
+        let replicas = self.ask(&["SENTINEL", "replicas", MASTER]).await;
+        let peers = self.ask(&["SENTINEL", "sentinels", MASTER]).await;
+        let count = |answer: &Option<redis::Value>| match answer {
+            Some(redis::Value::Array(items)) => items.len(),
+            _ => 0,
+        };
+        replicas.iter().all(|a| count(a) == 1) && peers.iter().all(|a| count(a) == 2)
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn port_of(server: &RedisServer) -> u16 {
+    server
+        .url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the test server's URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_follows_a_failover() {
+    let mut master = RedisServer::start();
+    let master_port = port_of(&master);
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]);
+    let sentinels = Sentinels::start(master_port);
+    eventually(
+        Duration::from_secs(20),
+        "the sentinels to find the replica and each other",
+        || sentinels.ready(),
+    )
+    .await;
+
+    let cache = Cache::builder()
+        .redis_sentinel(sentinels.urls(), MASTER)
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("a Sentinel cache builds");
+    let tiered = Cache::builder()
+        .redis_sentinel(sentinels.urls(), format!("redis://{MASTER}/0"))
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .expect("a Sentinel cache with a local tier builds");
+    support::local_tier_ready(&tiered).await;
+    let loads = AtomicUsize::new(0);
+    assert_eq!(read(&cache, &loads, 1).await, 10);
+    assert_eq!(read(&cache, &loads, 1).await, 10);
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "the second read hit");
+    assert!(cache.health().await.serving);
+
+    master.kill();
+    let killed = Instant::now();
+    // Keep calling, each call on a key not read before, until a write and a
+    // read of it are served by the cache again: on the new master.
+    let mut calls = 0;
+    let mut slowest = Duration::ZERO;
+    let mut promoted_at = None;
+    let replica_port = port_of(&replica);
+    let back = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the cache did not come back within 60 s of the master's death ({calls} calls)"
+        );
+        calls += 1;
+        let id = 100 + calls;
+        let started = Instant::now();
+        assert_eq!(
+            read(&cache, &loads, id).await,
+            id * 10,
+            "every call succeeds"
+        );
+        let before = loads.load(Ordering::SeqCst);
+        assert_eq!(
+            read(&cache, &loads, id).await,
+            id * 10,
+            "every call succeeds"
+        );
+        slowest = slowest.max(started.elapsed() / 2);
+        if loads.load(Ordering::SeqCst) == before {
+            break killed.elapsed(); // stored and then hit
+        }
+        if promoted_at.is_none() && sentinels.master_port().await == Some(replica_port) {
+            promoted_at = Some(killed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        sentinels.master_port().await,
+        Some(replica_port),
+        "the replica is the master now"
+    );
+    let promoted_at = promoted_at.unwrap_or(back);
+    eprintln!(
+        "sentinel failover: the sentinels named the new master {promoted_at:?} after the kill; \
+         the cache served from it {:?} later ({calls} calls in between, slowest {slowest:?})",
+        back.saturating_sub(promoted_at)
+    );
+    let health = cache.health().await;
+    assert!(health.reachable && health.serving, "{health:?}");
+
+    // The local tier subscribes again, on the new master.
+    eventually(
+        Duration::from_secs(10),
+        "the local tier to subscribe on the new master",
+        || async { tiered.stats().local_flushes >= 3 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sentinel_settings_are_checked_at_build() {
+    let error = Cache::builder()
+        .redis_sentinel(Vec::<String>::new(), MASTER)
+        .build()
+        .await
+        .expect_err("no sentinels");
+    assert!(error.to_string().contains("sentinel"), "{error}");
+    // Building connects to nothing: no sentinel needs to answer yet.
+    Cache::builder()
+        .redis_sentinel(
+            ["redis://127.0.0.1:1/"],
+            format!("redis://app:pw@{MASTER}/3"),
+        )
+        .build()
+        .await
+        .expect("a master URL with credentials and a database");
+}
