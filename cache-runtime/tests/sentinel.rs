@@ -223,6 +223,17 @@ async fn the_cache_follows_a_failover() {
         || async { tiered.stats().local_flushes >= 3 },
     )
     .await;
+
+    // With every sentinel gone, the connection to the master still serves.
+    drop(sentinels);
+    let before = loads.load(Ordering::SeqCst);
+    assert_eq!(read(&cache, &loads, 999).await, 9990);
+    assert_eq!(read(&cache, &loads, 999).await, 9990);
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        before + 1,
+        "the second read hit"
+    );
 }
 
 #[tokio::test]
