@@ -8,8 +8,10 @@
 //! ```text
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
+//! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
+//! cargo bench --bench compare -- --profile-concurrent=ours --reads=200   # 256 tasks, 10k keys (or =hand)
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -235,8 +237,13 @@ fn rows_for(case: &str, names: &[&str], samples: &mut [Sample], rows: &mut Vec<R
 
 // ---- cases ---------------------------------------------------------------
 
+/// The concurrency levels of the throughput cases.
+const TASKS: [usize; 4] = [1, 16, 64, 256];
+
 struct Bench {
     quick: bool,
+    /// `--throughput`: only the throughput cases, printed, nothing written.
+    throughput_only: bool,
     server: support::RedisServer,
     cache: Cache,
     conn: ConnectionManager,
@@ -287,93 +294,102 @@ impl Bench {
         }
     }
 
+    /// Hits from many tasks at once, on one hot key and spread over 10,000
+    /// keys: hand-written redis-rs, `#[cached]` and the `cached` crate.
     async fn hit_throughput(&mut self) {
-        const KEYS: u64 = 100;
         let total: u64 = if self.quick { 20_000 } else { 100_000 };
-        let mut ours_line = Vec::new();
-        let mut hand_line = Vec::new();
-        let mut bench_line = Vec::new();
-        let mut pipelined_line = Vec::new();
-        for tasks in [1usize, 16, 256] {
-            let per_task = total / tasks as u64;
-            let (cache, conn) = (self.cache.clone(), self.conn.clone());
-            let samples = interleave(2, self.rounds(4), |c| {
-                let (cache, conn) = (cache.clone(), conn.clone());
-                async move {
-                    let started = Instant::now();
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|t| {
-                            let (cache, conn) = (cache.clone(), conn.clone());
-                            tokio::spawn(async move {
-                                for i in 0..per_task {
-                                    let id = (i * 7 + t as u64) % KEYS;
-                                    if c == 0 {
-                                        by_hand(&conn, format!("hand:s:{id}"), async { small(0) })
-                                            .await;
-                                    } else {
-                                        ours_small(&cache, id).await;
-                                    }
-                                }
-                            })
-                        })
-                        .collect();
-                    for handle in handles {
-                        handle.await.expect("a bench task panicked");
-                    }
-                    let busy = started.elapsed();
-                    let calls = per_task * tasks as u64;
-                    Sample {
-                        latencies: vec![busy / calls as u32],
-                        calls,
-                        busy,
-                    }
-                }
-            })
-            .await;
-            let case = format!("hit throughput, {tasks} tasks");
-            let (hand, ours) = (samples[0].throughput(), samples[1].throughput());
-            hand_line.push((tasks, hand));
-            ours_line.push((tasks, ours));
-            for (name, sample, ratio) in [
-                ("hand-written redis-rs", &samples[0], 1.0),
-                ("#[cached]", &samples[1], ours / hand),
-            ] {
-                self.rows.push(Row {
-                    case: case.clone(),
-                    contender: name.to_owned(),
-                    median: micros(sample.busy / sample.calls.max(1) as u32),
-                    p99: "".to_owned(),
-                    throughput: format!("{:.0}/s", sample.throughput()),
-                    ratio: format!("{ratio:.2}x throughput"),
-                });
+        let names = ["hand-written redis-rs", "#[cached]", "cached crate"];
+        let mut lines: Vec<(String, Vec<(usize, f64)>)> = Vec::new();
+        for (shape, keys) in [("one hot key", 1u64), ("10k keys", 10_000)] {
+            for id in 0..keys {
+                ours_small(&self.cache, id).await;
+                by_hand(&self.conn, format!("hand:s:{id}"), async { small(id) }).await;
+                crate_small(id).await.ok();
             }
-            for (pipeline, line) in [(1, &mut bench_line), (16, &mut pipelined_line)] {
-                let rps = redis_benchmark(
-                    &self.server,
-                    tasks,
-                    pipeline,
-                    if self.quick { 50_000 } else { 200_000 },
-                );
-                line.push((tasks, rps));
-                self.rows.push(Row {
-                    case: case.clone(),
-                    contender: format!(
-                        "redis-benchmark -t get -c {tasks}{}",
-                        if pipeline > 1 { " -P 16" } else { "" }
-                    ),
-                    median: "".to_owned(),
-                    p99: "".to_owned(),
-                    throughput: format!("{rps:.0}/s"),
-                    ratio: format!("{:.2}x (#[cached] / this)", ours / rps),
-                });
+            for tasks in TASKS {
+                // One task makes its calls one round trip at a time: fewer.
+                let per_task = (total / tasks as u64).min(5_000);
+                let (cache, conn) = (self.cache.clone(), self.conn.clone());
+                let samples = interleave(names.len(), self.rounds(4), |c| {
+                    let (cache, conn) = (cache.clone(), conn.clone());
+                    async move {
+                        let started = Instant::now();
+                        let handles: Vec<_> = (0..tasks)
+                            .map(|t| {
+                                let (cache, conn) = (cache.clone(), conn.clone());
+                                tokio::spawn(async move {
+                                    for i in 0..per_task {
+                                        let id = (i * 7919 + t as u64 * 104_729) % keys;
+                                        match c {
+                                            0 => {
+                                                by_hand(&conn, format!("hand:s:{id}"), async {
+                                                    small(0)
+                                                })
+                                                .await;
+                                            }
+                                            1 => {
+                                                ours_small(&cache, id).await;
+                                            }
+                                            _ => {
+                                                let _ = crate_small(id).await;
+                                            }
+                                        }
+                                    }
+                                })
+                            })
+                            .collect();
+                        for handle in handles {
+                            handle.await.expect("a bench task panicked");
+                        }
+                        let busy = started.elapsed();
+                        let calls = per_task * tasks as u64;
+                        Sample {
+                            latencies: vec![busy / calls as u32],
+                            calls,
+                            busy,
+                        }
+                    }
+                })
+                .await;
+                let case = format!("hit throughput, {shape}, {tasks} tasks");
+                let hand = samples[0].throughput();
+                for (name, sample) in names.iter().zip(&samples) {
+                    let label = format!("{name}, {shape}");
+                    match lines.iter_mut().find(|(l, _)| *l == label) {
+                        Some((_, line)) => line.push((tasks, sample.throughput())),
+                        None => lines.push((label, vec![(tasks, sample.throughput())])),
+                    }
+                    self.rows.push(Row {
+                        case: case.clone(),
+                        contender: (*name).to_owned(),
+                        median: micros(sample.busy / sample.calls.max(1) as u32),
+                        p99: "".to_owned(),
+                        throughput: format!("{:.0}/s", sample.throughput()),
+                        ratio: format!("{:.2}x throughput", sample.throughput() / hand),
+                    });
+                }
+                if keys > 1 && !self.throughput_only {
+                    let rps = redis_benchmark(
+                        &self.server,
+                        tasks,
+                        1,
+                        if self.quick { 50_000 } else { 200_000 },
+                    );
+                    self.rows.push(Row {
+                        case: case.clone(),
+                        contender: format!("redis-benchmark -t get -c {tasks}"),
+                        median: "".to_owned(),
+                        p99: "".to_owned(),
+                        throughput: format!("{rps:.0}/s"),
+                        ratio: format!("{:.2}x (#[cached] / this)", samples[1].throughput() / rps),
+                    });
+                }
             }
         }
-        self.plot = vec![
-            ("#[cached]".to_owned(), ours_line),
-            ("hand-written redis-rs".to_owned(), hand_line),
-            ("redis-benchmark GET".to_owned(), bench_line),
-            ("redis-benchmark GET -P 16".to_owned(), pipelined_line),
-        ];
+        self.plot = lines
+            .into_iter()
+            .filter(|(label, _)| !label.starts_with("cached crate"))
+            .collect();
     }
 
     async fn miss_path(&mut self) {
@@ -833,9 +849,9 @@ fn svg(lines: &[(String, Vec<(usize, f64)>)]) -> String {
         .flat_map(|(_, l)| l.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
-    let xs = [1usize, 16, 256];
     let x = |tasks: usize| {
-        left + (xs.iter().position(|&t| t == tasks).unwrap_or(0) as f64) * (w - left - 40.0) / 2.0
+        left + (TASKS.iter().position(|&t| t == tasks).unwrap_or(0) as f64) * (w - left - 40.0)
+            / (TASKS.len() - 1) as f64
     };
     let y = |v: f64| h - bottom - v / max * (h - bottom - 30.0);
     let colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
@@ -855,7 +871,7 @@ fn svg(lines: &[(String, Vec<(usize, f64)>)]) -> String {
         h - bottom,
         h - bottom
     );
-    for t in xs {
+    for t in TASKS {
         let _ = write!(
             out,
             r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
@@ -932,6 +948,42 @@ async fn main() {
         }
         return;
     }
+    if let Some(who) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--profile-concurrent="))
+    {
+        // 256 tasks reading 10,000 warm keys: `ours` or `hand`.
+        const KEYS: u64 = 10_000;
+        for id in 0..KEYS {
+            ours_small(&cache, id).await;
+            by_hand(&conn, format!("hand:s:{id}"), async { small(id) }).await;
+        }
+        let hand = who == "hand";
+        let reads: u64 = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--reads="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(200);
+        let tasks: Vec<_> = (0..256u64)
+            .map(|t| {
+                let (cache, conn) = (cache.clone(), conn.clone());
+                tokio::spawn(async move {
+                    for i in 0..reads {
+                        let id = (i * 7919 + t * 104_729) % KEYS;
+                        if hand {
+                            by_hand(&conn, format!("hand:s:{id}"), async { small(0) }).await;
+                        } else {
+                            std::hint::black_box(ours_small(&cache, id).await);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("a profile task panicked");
+        }
+        return;
+    }
     if args.iter().any(|a| a == "--profile-memory-hit") {
         let cache = Cache::in_memory();
         ours_small(&cache, 1).await;
@@ -942,14 +994,26 @@ async fn main() {
     }
 
     let started = Instant::now();
+    let throughput_only = args.iter().any(|a| a == "--throughput");
     let mut bench = Bench {
         quick,
+        throughput_only,
         server,
         cache,
         conn,
         rows: Vec::new(),
         plot: Vec::new(),
     };
+    if throughput_only {
+        bench.hit_throughput().await;
+        for r in &bench.rows {
+            println!(
+                "| {} | {} | {} | {} |",
+                r.case, r.contender, r.throughput, r.ratio
+            );
+        }
+        return;
+    }
     bench.hit_latency().await;
     bench.hit_throughput().await;
     bench.miss_path().await;

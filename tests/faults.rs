@@ -440,8 +440,21 @@ on_each_backend!(a_dropped_put_leaves_no_writer_record);
 
 /// Redis restarts with its data (append-only file) while an eviction is
 /// still pending retry: the stale entry is back, and reads must not serve it.
+/// The background retrier may win the race to the restarted server (then the
+/// stale entry is gone before the reads): the scenario is run again, up to
+/// five times, until the reads meet the restored entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_eviction_keeps_reads_off_a_restored_stale_entry() {
+    for _attempt in 0..5 {
+        if reads_skip_a_restored_stale_entry().await {
+            return;
+        }
+    }
+    panic!("in 5 attempts, the retrier always evicted before the reads met the restored entry");
+}
+
+/// One run of the scenario; `false` when the retry won the race.
+async fn reads_skip_a_restored_stale_entry() -> bool {
     let dir = std::env::temp_dir().join(format!(
         "cache-aof-{}-{}",
         std::process::id(),
@@ -464,31 +477,19 @@ async fn a_pending_eviction_keeps_reads_off_a_restored_stale_entry() {
     assert_eq!(db.reads(), 1, "cached");
 
     server.kill();
-    let killed = Instant::now();
     update(&cache, &db, 1).await.unwrap(); // the row is now 1001; the eviction fails
     assert_eq!(cache.stats().evictions_queued, 1);
-    // Retries run 100, 300, 700 and 1500 ms after the failure: restart in
-    // between, with the stale entry restored from the append-only file.
-    tokio::time::sleep_until((killed + Duration::from_millis(750)).into()).await;
     server.restart();
-    eventually(
-        Duration::from_secs(2),
-        "the cache to reach the restarted server",
-        || async { cache.has("probe", &0u8).await.is_ok() },
-    )
-    .await;
     let mut conn = server.client().await;
     let restored: bool = redis::cmd("EXISTS")
         .arg("cache:{faults}:e:1")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(restored, "the stale entry came back with the data");
-    assert_eq!(
-        cache.stats().evictions_retried,
-        0,
-        "the retry has not run yet"
-    );
+    if !restored || cache.stats().evictions_retried > 0 {
+        let _ = std::fs::remove_dir_all(&dir);
+        return false; // the retry ran first
+    }
     assert_eq!(
         read(&cache, &db, 1).await,
         1001,
@@ -509,6 +510,7 @@ async fn a_pending_eviction_keeps_reads_off_a_restored_stale_entry() {
     assert_eq!(read(&cache, &db, 1).await, 1001);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+    true
 }
 
 /// A caller dropped while its lookup (which takes the lease) is in flight

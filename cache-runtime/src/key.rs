@@ -58,6 +58,7 @@ impl EntryKey {
 /// text `K`, `P:{G}:e:K` (the entry), `P:{G}:w:K` (its writer record) and
 /// `P:{G}:gen` (the group's generation). Neither `P` nor `G` holds a brace, so
 /// the hash tag of each is exactly `G`: a group lives in one cluster slot.
+#[derive(Clone)]
 pub(crate) struct Names {
     pub(crate) entry: String,
     pub(crate) gen: String,

@@ -19,6 +19,7 @@
 //!   put stores its value only when no other write overlapped it; otherwise it
 //!   deletes the entry. Concurrent puts leave the last write or nothing.
 
+pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -34,8 +35,10 @@ use crate::Error;
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Want {
-    /// Only read, in plain commands (no script): a hit, [`Lookup::Held`] when
-    /// a caller holds the lease, or a miss; takes no lease.
+    /// Only read, in plain commands (no script): a hit or a miss; takes no
+    /// lease. It may tell a held miss ([`Lookup::Held`]) from a miss (memory
+    /// does; Redis's batched peek reads no lease, and the lookup that follows
+    /// a miss tells).
     Peek,
     /// Read, and on a miss take or share the read lease (no stampede lock).
     Lease,

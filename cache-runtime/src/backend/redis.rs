@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
+use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::key::{EntryKey, Names};
@@ -205,6 +206,8 @@ return repaired
 
 pub(crate) struct Redis {
     conn: Connection,
+    /// Sends peeks, batching them under load.
+    batcher: Batcher,
     prefix: String,
     /// Where every write announces itself, for local tiers to drop copies.
     channel: String,
@@ -300,6 +303,7 @@ impl Redis {
     ) -> Self {
         Redis {
             channel,
+            batcher: Batcher::new(conn.clone()),
             conn,
             prefix,
             lease_ms: millis(lease_ttl),
@@ -347,30 +351,6 @@ impl Redis {
     /// A lookup without a lease, in two plain reads pipelined in one round
     /// trip: the hit path (a script costs Redis ten times the CPU of these),
     /// and the fallback when Redis is full.
-    async fn peek_plain(&self, names: &Names) -> Result<Lookup, Error> {
-        type Field = Option<Vec<u8>>;
-        let (gen, (value, value_gen, lease, lease_gen)): (Field, (Field, Field, Field, Field)) =
-            redis::pipe()
-                .cmd("GET")
-                .arg(&names.gen)
-                .cmd("HMGET")
-                .arg(&names.entry)
-                .arg("v")
-                .arg("g")
-                .arg("t")
-                .arg("lg")
-                .query_async(&mut self.conn.clone())
-                .await?;
-        let Some(gen) = gen else {
-            return Ok(Lookup::Miss(None));
-        };
-        Ok(match (value, value_gen, lease, lease_gen) {
-            (Some(value), Some(value_gen), _, _) if value_gen == gen => Lookup::Hit(value),
-            (_, _, Some(_), Some(lease_gen)) if lease_gen == gen => Lookup::Held,
-            _ => Lookup::Miss(None),
-        })
-    }
-
     fn names(&self, group: &str, key: &EntryKey) -> Names {
         Names::new(&self.prefix, group, key)
     }
@@ -384,7 +364,7 @@ impl Redis {
     ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
         if want == Want::Peek {
-            match self.peek_plain(&names).await {
+            match self.batcher.peek(&names).await {
                 // The server answered with an error (a key of another type,
                 // say): the script path repairs what it can.
                 Err(error) if !error.is_unreachable() => {}
@@ -406,7 +386,7 @@ impl Redis {
             .arg(self.lease_ms)
             .arg(super::token());
         let reply: Value = match self.run(&names, &script).await {
-            Err(error) if is_oom(&error) => return self.peek_plain(&names).await,
+            Err(error) if is_oom(&error) => return self.batcher.peek(&names).await,
             other => other?,
         };
         match reply {

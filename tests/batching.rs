@@ -1,0 +1,205 @@
+//! Batched reads, pinned by forced interleavings on real servers: a proxy
+//! holds the server's replies, so reads stay on the wire, answered by Redis
+//! but not yet by the proxy, while a writer on its own connection writes.
+//!
+//! - A caller that arrives after a write returned never shares a read sent
+//!   before it (it would get the value from before the write).
+//! - Callers waiting together for one key share one read: a hot key costs one
+//!   read per round trip, whatever the number of callers.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Command;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use cache_runtime::Cache;
+use support::{eventually, Proxy, RedisCluster, RedisServer};
+
+const GROUP: &str = "batching";
+
+type Read = Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
+
+/// A read of `key` through `cache`, polled once: it has reached the cache's
+/// reads (alone on the wire, or queued for the next batch) when this returns.
+fn arrive(cache: &Cache, key: u64) -> Read {
+    let cache = cache.clone();
+    let mut read: Read = Box::pin(async move {
+        cache
+            .get::<u64>(GROUP, &key)
+            .await
+            .expect("a read through the proxy")
+    });
+    let poll = read.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    assert!(
+        matches!(poll, Poll::Pending),
+        "the read waits for the server"
+    );
+    read
+}
+
+/// `HMGET` calls the server has run: one per entry read.
+fn entry_reads(port: u16) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hmget:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The interleaving, given a cache whose replies pass `proxy`, a writer on
+/// its own connection, and the port of the server that holds the group.
+async fn never_joins_a_read_on_the_wire(cache: &Cache, writer: &Cache, proxy: &Proxy, port: u16) {
+    writer.set(GROUP, &1u64, &1u64, None).await.unwrap();
+    assert_eq!(cache.get::<u64>(GROUP, &1u64).await.unwrap(), Some(1));
+
+    proxy.hold();
+    let before = entry_reads(port);
+    // More readers than may be on the wire at once: the first are on it,
+    // the rest wait for the next batch.
+    let early: Vec<_> = (0..8).map(|_| tokio::spawn(arrive(cache, 1))).collect();
+    eventually(
+        Duration::from_secs(5),
+        "the server to run the first read (its reply held by the proxy)",
+        || async { entry_reads(port) > before },
+    )
+    .await;
+    // A write returns; then a caller arrives.
+    writer.set(GROUP, &1u64, &2u64, None).await.unwrap();
+    let late = tokio::spawn(arrive(cache, 1));
+    proxy.release();
+
+    for read in early {
+        let value = read.await.unwrap();
+        assert!(matches!(value, Some(1 | 2)), "{value:?}");
+    }
+    assert_eq!(
+        late.await.unwrap(),
+        Some(2),
+        "a caller that arrived after the write returned read the value before it"
+    );
+}
+
+/// Callers queued together for one key share one read.
+async fn a_hot_key_costs_one_read_per_batch(
+    cache: &Cache,
+    writer: &Cache,
+    proxy: &Proxy,
+    port: u16,
+) {
+    writer.set(GROUP, &7u64, &70u64, None).await.unwrap();
+    assert_eq!(cache.get::<u64>(GROUP, &7u64).await.unwrap(), Some(70));
+
+    proxy.hold();
+    let before = entry_reads(port);
+    let readers: Vec<_> = (0..200).map(|_| tokio::spawn(arrive(cache, 7))).collect();
+    eventually(
+        Duration::from_secs(5),
+        "the server to run the reads on the wire",
+        || async { entry_reads(port) > before },
+    )
+    .await;
+    proxy.release();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), Some(70));
+    }
+    let reads = entry_reads(port) - before;
+    // The reads on the wire when the callers arrived (at most a few), then
+    // one batch: one read for the 200 callers.
+    assert!(
+        reads <= 4,
+        "200 callers of one key cost {reads} reads; expected the ones on the wire and one batch"
+    );
+}
+
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a port in the URL")
+}
+
+async fn through(url: String) -> Cache {
+    Cache::builder()
+        .redis(url)
+        .op_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(port_of(&server.url()));
+    let cache = through(proxy.url()).await;
+    let writer = server.cache().await;
+    let port = port_of(&server.url());
+    never_joins_a_read_on_the_wire(&cache, &writer, &proxy, port).await;
+    a_hot_key_costs_one_read_per_batch(&cache, &writer, &proxy, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    // Every node announces its proxy's port, so the cluster client reaches
+    // each node through its proxy.
+    let proxies: Vec<(u16, Proxy)> = cluster
+        .masters()
+        .into_iter()
+        .map(|port| (port, Proxy::start(port)))
+        .collect();
+    for (port, proxy) in &proxies {
+        for (setting, value) in [
+            ("cluster-announce-port", proxy.port()),
+            ("cluster-announce-bus-port", port + 10_000),
+        ] {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "CONFIG", "SET", setting])
+                .arg(value.to_string())
+                .output()
+                .expect("redis-cli");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+        }
+    }
+    eventually(
+        Duration::from_secs(20),
+        "every node to know every node by its proxy's port",
+        || async {
+            cluster
+                .on_every_node(&["CLUSTER", "NODES"])
+                .iter()
+                .all(|nodes| {
+                    proxies
+                        .iter()
+                        .all(|(_, proxy)| nodes.contains(&format!(":{}@", proxy.port())))
+                })
+        },
+    )
+    .await;
+    let cache = Cache::builder()
+        .redis_cluster(proxies.iter().map(|(_, proxy)| proxy.url()))
+        .op_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    // The nodes name each other by their proxies' ports now.
+    let announced = cluster.master_of(&format!("{{{GROUP}}}"));
+    let (port, proxy) = proxies
+        .iter()
+        .find(|(_, proxy)| proxy.port() == announced)
+        .map(|(real, proxy)| (*real, proxy))
+        .expect("a proxy for the group's master");
+    // The writer talks to that node directly (a cluster client would follow
+    // the announced ports, through the proxies): it serves the group's slot.
+    let writer = through(format!("redis://127.0.0.1:{port}/")).await;
+    never_joins_a_read_on_the_wire(&cache, &writer, proxy, port).await;
+    a_hot_key_costs_one_read_per_batch(&cache, &writer, proxy, port).await;
+}
