@@ -11,7 +11,7 @@
 //! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
-//! cargo bench --bench compare -- --profile-concurrent=ours --reads=200   # 256 tasks, 10k keys (or =hand)
+//! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1)
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -842,6 +842,25 @@ fn redis_benchmark(
         .unwrap_or(0.0)
 }
 
+/// Commands the server has run, by `INFO commandstats`.
+async fn server_commands(conn: &ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn svg(lines: &[(String, Vec<(usize, f64)>)]) -> String {
     let (w, h, left, bottom) = (640.0, 400.0, 80.0, 50.0);
     let max = lines
@@ -952,24 +971,27 @@ async fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("--profile-concurrent="))
     {
-        // 256 tasks reading 10,000 warm keys: `ours` or `hand`.
-        const KEYS: u64 = 10_000;
-        for id in 0..KEYS {
+        // 256 tasks reading warm keys (`--keys=1`: one hot key), `ours` or
+        // `hand`; prints the server's commands per read.
+        let arg = |name: &str, default: u64| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(name))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(default)
+        };
+        let (keys, reads) = (arg("--keys=", 10_000), arg("--reads=", 200));
+        for id in 0..keys {
             ours_small(&cache, id).await;
             by_hand(&conn, format!("hand:s:{id}"), async { small(id) }).await;
         }
         let hand = who == "hand";
-        let reads: u64 = args
-            .iter()
-            .find_map(|a| a.strip_prefix("--reads="))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(200);
+        let before = server_commands(&conn).await;
         let tasks: Vec<_> = (0..256u64)
             .map(|t| {
                 let (cache, conn) = (cache.clone(), conn.clone());
                 tokio::spawn(async move {
                     for i in 0..reads {
-                        let id = (i * 7919 + t * 104_729) % KEYS;
+                        let id = (i * 7919 + t * 104_729) % keys;
                         if hand {
                             by_hand(&conn, format!("hand:s:{id}"), async { small(0) }).await;
                         } else {
@@ -982,6 +1004,11 @@ async fn main() {
         for task in tasks {
             task.await.expect("a profile task panicked");
         }
+        let commands = server_commands(&conn).await - before - 1; // the INFO itself
+        println!(
+            "{who}: {:.3} server commands per read",
+            commands as f64 / (256 * reads).max(1) as f64
+        );
         return;
     }
     if args.iter().any(|a| a == "--profile-memory-hit") {
