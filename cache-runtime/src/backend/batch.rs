@@ -12,7 +12,6 @@
 //! before a write that returned before it began. A batch is sent only after
 //! every caller in it arrived, so no caller joins a read on the wire.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redis::{FromRedisValue, Value};
@@ -51,6 +50,12 @@ struct State {
     queue: Vec<Queued>,
 }
 
+/// Where a peek goes: alone on the wire, or into the queue.
+enum Slot {
+    Alone(Names),
+    Queued(oneshot::Receiver<Result<Lookup, Error>>),
+}
+
 struct Queued {
     names: Names,
     answer: oneshot::Sender<Result<Lookup, Error>>,
@@ -65,38 +70,34 @@ impl Batcher {
     }
 
     /// Reads an entry and its group's generation, taking no lease.
-    pub(crate) async fn peek(&self, names: &Names) -> Result<Lookup, Error> {
-        let waiting = {
+    pub(crate) async fn peek(&self, names: Names) -> Result<Lookup, Error> {
+        let slot = {
             let mut state = lock(&self.state);
-            if state.on_wire == MAX_ON_WIRE {
-                let (answer, answered) = oneshot::channel();
-                state.queue.push(Queued {
-                    names: names.clone(),
-                    answer,
-                });
-                Some(answered)
-            } else {
+            if state.on_wire < MAX_ON_WIRE {
                 state.on_wire += 1;
-                None
+                Slot::Alone(names)
+            } else {
+                let (answer, answered) = oneshot::channel();
+                state.queue.push(Queued { names, answer });
+                Slot::Queued(answered)
             }
         };
-        match waiting {
+        let names = match slot {
+            Slot::Alone(names) => names,
             // Dropped unanswered: the batch's task ended early (a runtime
             // shutting down).
-            Some(answered) => answered.await.unwrap_or(Err(Error::Unavailable)),
-            None => {
-                // Ending this turn, done or dropped, sends what queued meanwhile.
-                let _turn = Turn(self);
-                let mut pipe = redis::pipe();
-                pipe.cmd("GET").arg(&names.gen);
-                read_entry(&mut pipe, &names.entry);
-                let replies = pipe.query_async(&mut self.conn.clone()).await?;
-                let (gen, entries) = parse(replies)?;
-                match entries.first() {
-                    Some(fields) => Ok(verdict(gen.as_deref(), fields)),
-                    None => Err(short_reply()),
-                }
-            }
+            Slot::Queued(answered) => return answered.await.unwrap_or(Err(Error::Unavailable)),
+        };
+        // Ending this turn, done or dropped, sends what queued meanwhile.
+        let _turn = Turn(self);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&names.gen);
+        read_entry(&mut pipe, &names.entry);
+        let replies = pipe.query_async(&mut self.conn.clone()).await?;
+        let (gen, mut entries) = parse(replies)?;
+        match entries.first_mut() {
+            Some(fields) => Ok(verdict(gen.as_deref(), fields, true)),
+            None => Err(short_reply()),
         }
     }
 
@@ -140,36 +141,44 @@ impl Drop for Turn<'_> {
 }
 
 /// One batch: a pipeline per group (a group is one cluster slot), sent
-/// together, with one generation read per group and one read per key.
+/// together, with one generation read per group and one read per key. The
+/// callers are sorted by group and key, so that each group, and each key in
+/// it, is a run.
 async fn send(conn: &Connection, batch: Vec<Queued>) {
-    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, queued) in batch.iter().enumerate() {
-        groups.entry(&queued.names.gen).or_default().push(i);
-    }
-    let batch_ref = &batch;
-    let pipelines = groups.into_iter().map(|(gen, members)| async move {
+    let names = |i: usize| (batch[i].names.gen.as_str(), batch[i].names.entry.as_str());
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
+    let groups = order.chunk_by(|&a, &b| names(a).0 == names(b).0);
+    let pipelines = groups.map(|members| async move {
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(gen);
-        let mut reads: HashMap<&str, usize> = HashMap::new();
-        let mut read_of = Vec::with_capacity(members.len());
-        for &i in &members {
-            let entry = batch_ref[i].names.entry.as_str();
-            let next = reads.len();
-            let read = *reads.entry(entry).or_insert_with(|| {
+        pipe.cmd("GET").arg(names(members[0]).0);
+        // The read each member shares, and whether it is that read's last.
+        let mut reads = Vec::with_capacity(members.len());
+        for (n, &i) in members.iter().enumerate() {
+            let entry = names(i).1;
+            let first = n == 0 || names(members[n - 1]).1 != entry;
+            if first {
                 read_entry(&mut pipe, entry);
-                next
-            });
-            read_of.push(read);
+            }
+            let last = members
+                .get(n + 1)
+                .is_none_or(|&next| names(next).1 != entry);
+            let read = match first {
+                true => reads.last().map_or(0, |&(_, read, _)| read + 1),
+                false => reads.last().map_or(0, |&(_, read, _)| read),
+            };
+            reads.push((i, read, last));
         }
         let replies = pipe.query_async(&mut conn.clone()).await;
-        (members, read_of, replies.and_then(parse))
+        (reads, replies.and_then(parse))
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
-    for (members, read_of, parsed) in futures_util::future::join_all(pipelines).await {
-        for (i, read) in members.into_iter().zip(read_of) {
-            answers[i] = Some(match &parsed {
-                Ok((gen, entries)) => match entries.get(read) {
-                    Some(fields) => Ok(verdict(gen.as_deref(), fields)),
+    for (reads, parsed) in futures_util::future::join_all(pipelines).await {
+        let mut parsed = parsed;
+        for (i, read, last) in reads {
+            answers[i] = Some(match &mut parsed {
+                Ok((gen, entries)) => match entries.get_mut(read) {
+                    Some(fields) => Ok(verdict(gen.as_deref(), fields, last)),
                     None => Err(short_reply()),
                 },
                 Err(error) => Err(Error::Redis(error.clone())),
@@ -197,13 +206,17 @@ fn parse(replies: Vec<Value>) -> Result<(Option<Vec<u8>>, Vec<Fields>), redis::R
     Ok((gen, entries))
 }
 
-/// What an entry's fields mean under its group's generation.
-fn verdict(gen: Option<&[u8]>, fields: &Fields) -> Lookup {
+/// What an entry's fields mean under its group's generation; the value is
+/// moved out for its `last` reader, copied for the others.
+fn verdict(gen: Option<&[u8]>, fields: &mut Fields, last: bool) -> Lookup {
     let Some(gen) = gen else {
         return Lookup::Miss(None);
     };
     match fields {
-        (Some(value), Some(value_gen)) if value_gen == gen => Lookup::Hit(value.clone()),
+        (Some(value), Some(value_gen)) if value_gen.as_slice() == gen => match last {
+            true => Lookup::Hit(std::mem::take(value)),
+            false => Lookup::Hit(value.clone()),
+        },
         _ => Lookup::Miss(None),
     }
 }

@@ -348,9 +348,7 @@ impl Redis {
         Ok(deleted > 0)
     }
 
-    /// A lookup without a lease, in two plain reads pipelined in one round
-    /// trip: the hit path (a script costs Redis ten times the CPU of these),
-    /// and the fallback when Redis is full.
+    /// The Redis names of an entry's keys.
     fn names(&self, group: &str, key: &EntryKey) -> Names {
         Names::new(&self.prefix, group, key)
     }
@@ -362,15 +360,17 @@ impl Redis {
         want: Want,
         token: &str,
     ) -> Result<Lookup, Error> {
-        let names = self.names(group, key);
         if want == Want::Peek {
-            match self.batcher.peek(&names).await {
+            // The hit path: plain reads, batched under load (a script costs
+            // Redis ten times the CPU of these).
+            match self.batcher.peek(self.names(group, key)).await {
                 // The server answered with an error (a key of another type,
                 // say): the script path repairs what it can.
                 Err(error) if !error.is_unreachable() => {}
                 other => return other,
             }
         }
+        let names = self.names(group, key);
         let mode = match want {
             Want::Peek => "peek",
             Want::Lease => "lease",
@@ -386,7 +386,8 @@ impl Redis {
             .arg(self.lease_ms)
             .arg(super::token());
         let reply: Value = match self.run(&names, &script).await {
-            Err(error) if is_oom(&error) => return self.batcher.peek(&names).await,
+            // Redis is full: plain reads, which it still accepts.
+            Err(error) if is_oom(&error) => return self.batcher.peek(names).await,
             other => other?,
         };
         match reply {
