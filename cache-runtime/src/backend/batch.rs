@@ -1,11 +1,13 @@
 //! Batched peeks: the plain reads behind a hit, sent together under load.
 //!
-//! A peek that finds fewer than [`MAX_ON_WIRE`] of its cache's reads on the
-//! wire goes out at once, alone: a lone caller pays nothing for batching.
-//! Peeks that arrive while the wire is full wait, and go out together, one
-//! pipeline per group, as soon as a read before them returns. In a batch, peeks of one key
-//! share one read and peeks of one group one read of its generation, so a hot
-//! key costs one read per round trip, whatever the number of callers.
+//! A peek goes out at once, alone, unless a read of the same key is on the
+//! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at moderate
+//! load pay nothing for batching (no waiting for a round trip). The others
+//! wait, and go out together, one pipeline per group, as soon as a read
+//! returns. In a batch, peeks of one key share one read and peeks of one
+//! group one read of its generation: a hot key costs a read or two per round
+//! trip, whatever the number of callers, and under heavy load reads of many
+//! keys share their group's generation read.
 //!
 //! The consistency rule: a caller only shares a read **sent after it
 //! arrived**. Joining a read already on the wire could hand it a value from
@@ -22,10 +24,9 @@ use super::Lookup;
 use crate::key::Names;
 use crate::Error;
 
-/// How many reads may be on the wire at once before peeks queue. One gives
-/// the largest batches (best for hot keys); two keeps the connection busy
-/// while a batch's callers decode (better for many keys at moderate load).
-const MAX_ON_WIRE: usize = 2;
+/// How many reads (lone peeks and batches) may be on the wire before peeks
+/// of other keys queue too.
+const MAX_ON_WIRE: usize = 16;
 
 /// The most peeks in one batch; more wait for the next.
 const MAX_BATCH: usize = 1024;
@@ -41,12 +42,14 @@ pub(crate) struct Batcher {
     state: Arc<Mutex<State>>,
 }
 
+/// What is on the wire, and who waits. Peeks queue only while something is
+/// on the wire, whose return sends them.
 #[derive(Default)]
 struct State {
-    /// How many reads (lone peeks or batches) are on the wire; at
-    /// [`MAX_ON_WIRE`], a peek arriving waits for the next batch. The queue
-    /// is empty unless this is at its maximum.
-    on_wire: usize,
+    /// The keys of the lone peeks on the wire, as [`key_hash`]es.
+    alone: Vec<u64>,
+    /// How many batches are on the wire.
+    batches: usize,
     queue: Vec<Queued>,
 }
 
@@ -71,15 +74,17 @@ impl Batcher {
 
     /// Reads an entry and its group's generation, taking no lease.
     pub(crate) async fn peek(&self, names: Names) -> Result<Lookup, Error> {
+        let hash = key_hash(&names.entry);
         let slot = {
             let mut state = lock(&self.state);
-            if state.on_wire < MAX_ON_WIRE {
-                state.on_wire += 1;
-                Slot::Alone(names)
-            } else {
+            let full = state.alone.len() + state.batches >= MAX_ON_WIRE;
+            if full || state.alone.contains(&hash) {
                 let (answer, answered) = oneshot::channel();
                 state.queue.push(Queued { names, answer });
                 Slot::Queued(answered)
+            } else {
+                state.alone.push(hash);
+                Slot::Alone(names)
             }
         };
         let names = match slot {
@@ -89,7 +94,7 @@ impl Batcher {
             Slot::Queued(answered) => return answered.await.unwrap_or(Err(Error::Unavailable)),
         };
         // Ending this turn, done or dropped, sends what queued meanwhile.
-        let _turn = Turn(self);
+        let _turn = Turn(self, hash);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&names.gen);
         read_entry(&mut pipe, &names.entry);
@@ -101,23 +106,23 @@ impl Batcher {
         }
     }
 
-    /// A read left the wire: sends what queued, from a task of its own (so
-    /// that no caller's cancellation strands the others), in its place.
-    fn next_batch(&self) {
+    /// A read left the wire: sends what queued, as a batch, from a task of
+    /// its own (so that no caller's cancellation strands the others).
+    fn send_queued(&self) {
         let batch: Vec<Queued> = {
             let mut state = lock(&self.state);
             if state.queue.is_empty() {
-                state.on_wire -= 1;
                 return;
             }
             let take = state.queue.len().min(MAX_BATCH);
+            state.batches += 1;
             state.queue.drain(..take).collect()
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // Dropped outside a runtime (one shutting down): the queued
             // callers, if any are left, are answered `Unavailable`.
             drop(batch);
-            lock(&self.state).on_wire -= 1;
+            lock(&self.state).batches -= 1;
             return;
         };
         let next = Batcher {
@@ -126,17 +131,24 @@ impl Batcher {
         };
         runtime.spawn(async move {
             send(&next.conn, batch).await;
-            next.next_batch();
+            lock(&next.state).batches -= 1;
+            next.send_queued();
         });
     }
 }
 
-/// A lone peek's turn on the wire.
-struct Turn<'a>(&'a Batcher);
+/// A lone peek's turn on the wire, by its key's hash.
+struct Turn<'a>(&'a Batcher, u64);
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.next_batch();
+        {
+            let mut state = lock(&self.0.state);
+            if let Some(at) = state.alone.iter().position(|&hash| hash == self.1) {
+                state.alone.swap_remove(at);
+            }
+        }
+        self.0.send_queued();
     }
 }
 
@@ -219,6 +231,14 @@ fn verdict(gen: Option<&[u8]>, fields: &mut Fields, last: bool) -> Lookup {
         },
         _ => Lookup::Miss(None),
     }
+}
+
+/// A cheap hash of an entry's name (FNV-1a): equal names, equal hashes; a
+/// collision only makes a peek wait for a batch.
+fn key_hash(entry: &str) -> u64 {
+    entry.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A pipeline answered with fewer replies than it sent commands.
