@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use cache_runtime::Cache;
 use support::{eventually, Proxy, RedisCluster, RedisServer};
+use tokio::task::JoinHandle;
 
 const GROUP: &str = "batching";
 
@@ -53,27 +54,54 @@ fn entry_reads(port: u16) -> u64 {
         .unwrap_or(0)
 }
 
-/// The interleaving, given a cache whose replies pass `proxy`, a writer on
-/// its own connection, and the port of the server that holds the group.
-async fn never_joins_a_read_on_the_wire(cache: &Cache, writer: &Cache, proxy: &Proxy, port: u16) {
-    writer.set(GROUP, &1u64, &1u64, None).await.unwrap();
-    assert_eq!(cache.get::<u64>(GROUP, &1u64).await.unwrap(), Some(1));
+/// A cache whose replies pass `proxy`, a writer on its own connection, and
+/// the port of the server that holds the group.
+struct Setup<'a> {
+    cache: &'a Cache,
+    writer: &'a Cache,
+    proxy: &'a Proxy,
+    port: u16,
+}
 
-    proxy.hold();
-    let before = entry_reads(port);
-    // More readers than may be on the wire at once: the first are on it,
-    // the rest wait for the next batch.
-    let early: Vec<_> = (0..8).map(|_| tokio::spawn(arrive(cache, 1))).collect();
-    eventually(
-        Duration::from_secs(5),
-        "the server to run the first read (its reply held by the proxy)",
-        || async { entry_reads(port) > before },
-    )
-    .await;
+impl Setup<'_> {
+    /// Stores `value` at `key`, holds the replies, and lets `callers` readers
+    /// of `key` arrive: the first goes on the wire (the server runs it, its
+    /// reply held), the others wait behind it for a batch. Returns them and
+    /// the server's entry reads before them.
+    async fn held_readers(
+        &self,
+        key: u64,
+        value: u64,
+        callers: usize,
+    ) -> (Vec<JoinHandle<Option<u64>>>, u64) {
+        self.writer.set(GROUP, &key, &value, None).await.unwrap();
+        assert_eq!(
+            self.cache.get::<u64>(GROUP, &key).await.unwrap(),
+            Some(value)
+        );
+        self.proxy.hold();
+        let before = entry_reads(self.port);
+        let readers = (0..callers)
+            .map(|_| tokio::spawn(arrive(self.cache, key)))
+            .collect();
+        eventually(
+            Duration::from_secs(5),
+            "the server to run the first read (its reply held by the proxy)",
+            || async { entry_reads(self.port) > before },
+        )
+        .await;
+        (readers, before)
+    }
+}
+
+/// A caller that arrives after a write returned never shares a read sent
+/// before it.
+async fn never_joins_a_read_on_the_wire(setup: &Setup<'_>) {
+    let (early, _) = setup.held_readers(1, 1, 8).await;
     // A write returns; then a caller arrives.
-    writer.set(GROUP, &1u64, &2u64, None).await.unwrap();
-    let late = tokio::spawn(arrive(cache, 1));
-    proxy.release();
+    setup.writer.set(GROUP, &1u64, &2u64, None).await.unwrap();
+    let late = tokio::spawn(arrive(setup.cache, 1));
+    setup.proxy.release();
 
     for read in early {
         let value = read.await.unwrap();
@@ -87,43 +115,19 @@ async fn never_joins_a_read_on_the_wire(cache: &Cache, writer: &Cache, proxy: &P
 }
 
 /// Callers queued together for one key share one read.
-async fn a_hot_key_costs_one_read_per_batch(
-    cache: &Cache,
-    writer: &Cache,
-    proxy: &Proxy,
-    port: u16,
-) {
-    writer.set(GROUP, &7u64, &70u64, None).await.unwrap();
-    assert_eq!(cache.get::<u64>(GROUP, &7u64).await.unwrap(), Some(70));
-
-    proxy.hold();
-    let before = entry_reads(port);
-    let readers: Vec<_> = (0..200).map(|_| tokio::spawn(arrive(cache, 7))).collect();
-    eventually(
-        Duration::from_secs(5),
-        "the server to run the reads on the wire",
-        || async { entry_reads(port) > before },
-    )
-    .await;
-    proxy.release();
+async fn a_hot_key_costs_one_read_per_batch(setup: &Setup<'_>) {
+    let (readers, before) = setup.held_readers(7, 70, 200).await;
+    setup.proxy.release();
     for reader in readers {
         assert_eq!(reader.await.unwrap(), Some(70));
     }
-    let reads = entry_reads(port) - before;
-    // The reads on the wire when the callers arrived (at most a few), then
-    // one batch: one read for the 200 callers.
+    let reads = entry_reads(setup.port) - before;
+    // The read on the wire when the callers arrived, then one batch: one
+    // read for the 199 others (a little slack for scheduling).
     assert!(
         reads <= 4,
         "200 callers of one key cost {reads} reads; expected the ones on the wire and one batch"
     );
-}
-
-fn port_of(url: &str) -> u16 {
-    url.trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("a port in the URL")
 }
 
 async fn through(url: String) -> Cache {
@@ -138,12 +142,18 @@ async fn through(url: String) -> Cache {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis() {
     let server = RedisServer::start();
-    let proxy = Proxy::start(port_of(&server.url()));
+    let proxy = Proxy::start(server.port());
     let cache = through(proxy.url()).await;
     let writer = server.cache().await;
-    let port = port_of(&server.url());
-    never_joins_a_read_on_the_wire(&cache, &writer, &proxy, port).await;
-    a_hot_key_costs_one_read_per_batch(&cache, &writer, &proxy, port).await;
+    let port = server.port();
+    let setup = Setup {
+        cache: &cache,
+        writer: &writer,
+        proxy: &proxy,
+        port,
+    };
+    never_joins_a_read_on_the_wire(&setup).await;
+    a_hot_key_costs_one_read_per_batch(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +210,12 @@ async fn on_a_cluster() {
     // The writer talks to that node directly (a cluster client would follow
     // the announced ports, through the proxies): it serves the group's slot.
     let writer = through(format!("redis://127.0.0.1:{port}/")).await;
-    never_joins_a_read_on_the_wire(&cache, &writer, proxy, port).await;
-    a_hot_key_costs_one_read_per_batch(&cache, &writer, proxy, port).await;
+    let setup = Setup {
+        cache: &cache,
+        writer: &writer,
+        proxy,
+        port,
+    };
+    never_joins_a_read_on_the_wire(&setup).await;
+    a_hot_key_costs_one_read_per_batch(&setup).await;
 }

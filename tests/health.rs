@@ -57,13 +57,7 @@ async fn a_server_that_allows_everything_is_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_replica_is_never_read_from() {
     let master = RedisServer::start();
-    let port = master
-        .url()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = master.port().to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
     let cache = replica.cache().await;
     assert_eq!(

@@ -176,14 +176,7 @@ async fn commands_each_path_sends() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let mut conn = server.client().await;
-    let port: u16 = server
-        .url()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = server.port();
     read(&cache, 1).await; // loads the scripts
     write(&cache, 1).await;
     remove(&cache, 1).await;

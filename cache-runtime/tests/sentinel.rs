@@ -124,20 +124,10 @@ impl Drop for Sentinels {
     }
 }
 
-fn port_of(server: &RedisServer) -> u16 {
-    server
-        .url()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("a port in the test server's URL")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_follows_a_failover() {
     let mut master = RedisServer::start();
-    let master_port = port_of(&master);
+    let master_port = master.port();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]);
     let sentinels = Sentinels::start(master_port);
     eventually(
@@ -173,7 +163,7 @@ async fn the_cache_follows_a_failover() {
     let mut calls = 0;
     let mut slowest = Duration::ZERO;
     let mut promoted_at = None;
-    let replica_port = port_of(&replica);
+    let replica_port = replica.port();
     let back = loop {
         assert!(
             killed.elapsed() < Duration::from_secs(60),

@@ -146,6 +146,10 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A cache on this server.
     pub async fn cache(&self) -> Cache {
         Cache::builder()
