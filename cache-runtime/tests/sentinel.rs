@@ -24,10 +24,36 @@ async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
 struct Sentinels {
     processes: Vec<(u16, Child)>,
     dir: std::path::PathBuf,
+    /// Each sentinel's TLS port, when they serve TLS.
+    #[cfg(feature = "tls")]
+    tls_ports: Vec<u16>,
 }
 
 impl Sentinels {
     fn start(master_port: u16) -> Self {
+        Self::start_with(master_port, |_| String::new())
+    }
+
+    /// Sentinels that also serve TLS, and reach the master (at its TLS
+    /// port) over TLS.
+    #[cfg(feature = "tls")]
+    fn start_tls(master_tls_port: u16, certificates: &support::Certificates) -> Self {
+        let mut tls_ports = Vec::new();
+        let mut sentinels = Self::start_with(master_tls_port, |_| {
+            let tls_port = support::unused_port();
+            tls_ports.push(tls_port);
+            let mut conf = certificates.server_args(tls_port, false);
+            conf.extend(["--tls-replication", "yes"].map(str::to_owned));
+            // `--name value` pairs as configuration lines
+            conf.chunks(2)
+                .map(|pair| format!("{} {}\n", pair[0].trim_start_matches("--"), pair[1]))
+                .collect()
+        });
+        sentinels.tls_ports = tls_ports;
+        sentinels
+    }
+
+    fn start_with(master_port: u16, mut extra: impl FnMut(u16) -> String) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "cache-sentinel-{}-{}",
             std::process::id(),
@@ -37,6 +63,8 @@ impl Sentinels {
         let mut sentinels = Sentinels {
             processes: Vec::new(),
             dir,
+            #[cfg(feature = "tls")]
+            tls_ports: Vec::new(),
         };
         for _ in 0..3 {
             let port = support::unused_port();
@@ -47,8 +75,9 @@ impl Sentinels {
                     "port {port}\nbind 127.0.0.1\ndir {dir}\n\
                      sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 10000\n",
-                    dir = sentinels.dir.display()
+                     sentinel failover-timeout {MASTER} 10000\n{extra}",
+                    dir = sentinels.dir.display(),
+                    extra = extra(port),
                 ),
             )
             .expect("a sentinel configuration");
@@ -68,6 +97,14 @@ impl Sentinels {
         self.processes
             .iter()
             .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_urls(&self) -> Vec<String> {
+        self.tls_ports
+            .iter()
+            .map(|port| format!("rediss://127.0.0.1:{port}/"))
             .collect()
     }
 
@@ -243,4 +280,42 @@ async fn sentinel_settings_are_checked_at_build() {
         .build()
         .await
         .expect("a master URL with credentials and a database");
+}
+
+/// Sentinels and master over TLS: the cache asks the sentinels on their TLS
+/// ports and reaches the master on its TLS port, with the test's CA.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_master_over_tls() {
+    let certificates = support::Certificates::generate();
+    let master_tls = support::unused_port();
+    let args = certificates.server_args(master_tls, false);
+    let master = RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let sentinels = Sentinels::start_tls(master_tls, &certificates);
+    eventually(
+        Duration::from_secs(10),
+        "the sentinels to name the master",
+        || async { sentinels.master_port().await == Some(master_tls) },
+    )
+    .await;
+    let cache = Cache::builder()
+        .redis_sentinel(sentinels.tls_urls(), format!("rediss://{MASTER}/0"))
+        .tls(cache_runtime::Tls::new().ca_pem(certificates.read("ca.crt")))
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("a Sentinel cache over TLS builds");
+    let loads = AtomicUsize::new(0);
+    for _ in 0..3 {
+        assert_eq!(read(&cache, &loads, 5).await, 50);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "two hits over TLS");
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+    let mut plain = master.client().await;
+    let stored: bool = redis::cmd("EXISTS")
+        .arg("cache:{sentinel}:e:5")
+        .query_async(&mut plain)
+        .await
+        .expect("EXISTS");
+    assert!(stored, "the value is on the master");
 }
