@@ -3,17 +3,15 @@
 //! invalidation is refused. The writes themselves have happened and must
 //! count as done: nothing queued for retry, nothing bypassed.
 
+mod logs;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use logs::Logged;
 use support::{eventually, RedisServer};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
 #[cached(group = "acl", cache = cache, skip(cache, loads))]
 async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
@@ -86,40 +84,12 @@ async fn writes_count_as_done_when_publish_is_refused() {
     assert_eq!((stats.errors, stats.evictions_queued), (0, 0), "{stats:?}");
 }
 
-/// Counts the warnings that say the local tier is off.
-#[derive(Clone, Default)]
-struct TierOff(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> Layer<S> for TierOff {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Message(bool);
-        impl tracing::field::Visit for Message {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 |= format!("{value:?}").contains("the local tier is off");
-                }
-            }
-        }
-        let mut message = Message(false);
-        event.record(&mut message);
-        if message.0 && *event.metadata().level() == tracing::Level::WARN {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 /// Without channel rights the local tier cannot hear invalidations: it stays
 /// off, serves nothing, and says so once, at `warn`.
 #[test]
 fn the_local_tier_is_refused_loudly_without_channel_rights() {
-    let off = TierOff::default();
-    let subscriber = tracing_subscriber::registry().with(off.clone());
-    let _default = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let off = Logged::new(&[tracing::Level::WARN], Some("the local tier is off"));
+    logs::run_traced(off.clone(), async {
         let (_server, url) = server_with_app_user().await;
         let cache = Cache::builder()
             .redis(url)
@@ -130,7 +100,7 @@ fn the_local_tier_is_refused_loudly_without_channel_rights() {
         eventually(
             Duration::from_secs(5),
             "the warning that the tier is off",
-            || async { off.0.load(Ordering::SeqCst) == 1 },
+            || async { off.count() == 1 },
         )
         .await;
         let loads = AtomicUsize::new(0);
@@ -148,10 +118,6 @@ fn the_local_tier_is_refused_loudly_without_channel_rights() {
             "the tier never serves: it cannot hear writes"
         );
         tokio::time::sleep(Duration::from_millis(2500)).await; // one more refused attempt
-        assert_eq!(
-            off.0.load(Ordering::SeqCst),
-            1,
-            "said once, not per attempt"
-        );
+        assert_eq!(off.count(), 1, "said once, not per attempt");
     });
 }

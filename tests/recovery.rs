@@ -2,16 +2,15 @@
 //! by one task per cache, as soon as Redis answers again, with a few log
 //! lines rather than one per failure, and the task ends with the cache.
 
+mod logs;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{cache_evict, cached, Cache};
+use logs::Logged;
 use support::{eventually, RedisServer};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
 #[cached(group = "recovery", cache = cache, skip(cache, loads))]
 async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
@@ -25,28 +24,11 @@ async fn remove(cache: &Cache, id: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Counts warnings and errors.
-#[derive(Clone, Default)]
-struct Loud(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> Layer<S> for Loud {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if *event.metadata().level() <= tracing::Level::WARN {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 #[test]
 fn evictions_queued_in_an_outage_are_retried_when_redis_returns() {
-    let loud = Loud::default();
-    let subscriber = tracing_subscriber::registry().with(loud.clone());
-    let _default = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    // Warnings and errors.
+    let loud = Logged::new(&[tracing::Level::WARN, tracing::Level::ERROR], None);
+    logs::run_traced(loud.clone(), async {
         let mut server = RedisServer::start();
         let cache = Cache::builder()
             .redis(server.url())
@@ -70,9 +52,9 @@ fn evictions_queued_in_an_outage_are_retried_when_redis_returns() {
         let queued = cache.stats().evictions_queued;
         assert_eq!(queued, 50);
         assert!(
-            loud.0.load(Ordering::SeqCst) <= 10,
+            loud.count() <= 10,
             "50 failures logged as {} lines",
-            loud.0.load(Ordering::SeqCst)
+            loud.count()
         );
 
         server.restart();

@@ -2,11 +2,13 @@
 //! Its own test binary: a subscriber set for one thread shares the callsites'
 //! interest cache with every test running beside it.
 
+mod logs;
+
 use std::sync::{Arc, Mutex};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use tracing::span;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -90,22 +92,15 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
 #[test]
 fn each_call_runs_in_a_cache_span_with_its_outcome() {
     let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry().with(spans.clone());
-    tracing::subscriber::with_default(subscriber, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let cache = Cache::in_memory();
-            assert_eq!(read(&cache, 1).await, 10);
-            assert_eq!(read(&cache, 1).await, 10);
-            write(&cache, 1, 11).await;
-            assert_eq!(read(&cache, 1).await, 11);
-            remove(&cache, 1).await.unwrap();
-            let key_too_odd = std::collections::HashMap::from([((1, 2), 3)]);
-            bypassed(&cache, key_too_odd).await;
-        });
+    logs::run_traced(spans.clone(), async {
+        let cache = Cache::in_memory();
+        assert_eq!(read(&cache, 1).await, 10);
+        assert_eq!(read(&cache, 1).await, 10);
+        write(&cache, 1, 11).await;
+        assert_eq!(read(&cache, 1).await, 11);
+        remove(&cache, 1).await.unwrap();
+        let key_too_odd = std::collections::HashMap::from([((1, 2), 3)]);
+        bypassed(&cache, key_too_odd).await;
     });
     let seen = spans.0.lock().unwrap().clone();
     let expected = [
