@@ -95,11 +95,7 @@ impl Batcher {
         };
         // Ending this turn, done or dropped, sends what queued meanwhile.
         let _turn = Turn(self, hash);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&names.gen);
-        read_entry(&mut pipe, &names.entry);
-        let replies = pipe.query_async(&mut self.conn.clone()).await?;
-        let (gen, mut entries) = parse(replies)?;
+        let (gen, mut entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
         match entries.first_mut() {
             Some(fields) => Ok(verdict(gen.as_deref(), fields, true)),
             None => Err(short_reply()),
@@ -162,34 +158,27 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
     let groups = order.chunk_by(|&a, &b| names(a).0 == names(b).0);
     let pipelines = groups.map(|members| async move {
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(names(members[0]).0);
-        // The read each member shares, and whether it is that read's last.
+        // The distinct keys, and for each member the read it shares and
+        // whether it is that read's last.
+        let mut entries: Vec<&str> = Vec::with_capacity(members.len());
         let mut reads = Vec::with_capacity(members.len());
         for (n, &i) in members.iter().enumerate() {
             let entry = names(i).1;
-            let first = n == 0 || names(members[n - 1]).1 != entry;
-            if first {
-                read_entry(&mut pipe, entry);
+            if entries.last() != Some(&entry) {
+                entries.push(entry);
             }
             let last = members
                 .get(n + 1)
                 .is_none_or(|&next| names(next).1 != entry);
-            let read = match first {
-                true => reads.last().map_or(0, |&(_, read, _)| read + 1),
-                false => reads.last().map_or(0, |&(_, read, _)| read),
-            };
-            reads.push((i, read, last));
+            reads.push((i, entries.len() - 1, last));
         }
-        let replies = pipe.query_async(&mut conn.clone()).await;
-        (reads, replies.and_then(parse))
+        (reads, read(conn, names(members[0]).0, &entries).await)
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
-    for (reads, parsed) in futures_util::future::join_all(pipelines).await {
-        let mut parsed = parsed;
-        for (i, read, last) in reads {
+    for (reads, mut parsed) in futures_util::future::join_all(pipelines).await {
+        for (i, shared, last) in reads {
             answers[i] = Some(match &mut parsed {
-                Ok((gen, entries)) => match entries.get_mut(read) {
+                Ok((gen, entries)) => match entries.get_mut(shared) {
                     Some(fields) => Ok(verdict(gen.as_deref(), fields, last)),
                     None => Err(short_reply()),
                 },
@@ -204,12 +193,18 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
     }
 }
 
-fn read_entry(pipe: &mut redis::Pipeline, entry: &str) {
-    pipe.cmd("HMGET").arg(entry).arg("v").arg("g");
-}
-
-/// A pipeline's replies: the group's generation, then each entry's fields.
-fn parse(replies: Vec<Value>) -> Result<(Option<Vec<u8>>, Vec<Fields>), redis::RedisError> {
+/// Reads a group's generation and some of its entries, in one pipeline.
+async fn read(
+    conn: &Connection,
+    gen: &str,
+    entries: &[&str],
+) -> Result<(Option<Vec<u8>>, Vec<Fields>), redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(gen);
+    for entry in entries {
+        pipe.cmd("HMGET").arg(*entry).arg("v").arg("g");
+    }
+    let replies: Vec<Value> = pipe.query_async(&mut conn.clone()).await?;
     let mut replies = replies.into_iter();
     let gen = Option::<Vec<u8>>::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
     let entries = replies
