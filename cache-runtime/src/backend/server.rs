@@ -36,15 +36,14 @@ pub(crate) struct Server {
 impl Server {
     /// Refuses settings that cannot work, before anything connects.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        let urls: Vec<&String> = match &self.place {
-            Place::Single(url) => vec![url],
+        match &self.place {
+            Place::Single(_) => {}
             Place::Cluster(urls) => {
                 if urls.is_empty() {
                     return Err(Error::Config(
                         "redis_cluster needs at least one node".to_owned(),
                     ));
                 }
-                urls.iter().collect()
             }
             #[cfg(feature = "sentinel")]
             Place::Sentinel { sentinels, master } => {
@@ -54,31 +53,36 @@ impl Server {
                             .to_owned(),
                     ));
                 }
-                sentinels.iter().chain([master]).collect()
             }
-        };
-        let tls = urls.iter().any(|url| is_tls(url));
+        }
         #[cfg(not(feature = "tls"))]
-        if tls {
+        if self.uses_tls() {
             return Err(Error::Config(
                 "`rediss://` URLs need cache-runtime's `tls` feature".to_owned(),
             ));
         }
         #[cfg(feature = "tls")]
-        {
-            if let Some(certificates) = &self.tls {
-                if !tls {
-                    return Err(Error::Config(
-                        "TLS certificates were given, but no URL is `rediss://`".to_owned(),
-                    ));
-                }
-                certificates.check()?;
+        if let Some(certificates) = &self.tls {
+            if !self.uses_tls() {
+                return Err(Error::Config(
+                    "TLS certificates were given, but no URL is `rediss://`".to_owned(),
+                ));
             }
-            if tls {
-                crate::tls::install_crypto_provider();
-            }
+            certificates.check()?;
         }
         Ok(())
+    }
+
+    /// Whether any of the deployment's URLs asks for TLS.
+    fn uses_tls(&self) -> bool {
+        match &self.place {
+            Place::Single(url) => is_tls(url),
+            Place::Cluster(urls) => urls.iter().any(|url| is_tls(url)),
+            #[cfg(feature = "sentinel")]
+            Place::Sentinel { sentinels, master } => {
+                sentinels.iter().chain([master]).any(|url| is_tls(url))
+            }
+        }
     }
 
     /// The database index the cache writes to (0 on a cluster).
@@ -99,6 +103,10 @@ impl Server {
         &self,
         op_timeout: Duration,
     ) -> Result<(Connection, Subscriptions), Error> {
+        #[cfg(feature = "tls")]
+        if self.uses_tls() {
+            crate::tls::install_crypto_provider();
+        }
         match &self.place {
             Place::Single(url) => {
                 let config = ConnectionManagerConfig::new()
