@@ -2,6 +2,7 @@
 //! replica, a user without script rights) is never read from, and
 //! `cache.health()` says what is wrong and how to fix it.
 
+mod logs;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,4 +127,26 @@ async fn an_unreachable_server_is_reported() {
     let cache = Cache::builder().redis(nothing.url()).build().await.unwrap();
     let health = cache.health().await;
     assert!(!health.reachable, "{health:?}");
+}
+
+/// First contact says what the server does not allow once, at `warn`, one
+/// line a problem, however many calls follow.
+#[test]
+fn what_the_server_refuses_is_said_once() {
+    let told = logs::Logged::new(
+        &[tracing::Level::WARN],
+        Some("the Redis server limits what the cache can do"),
+    );
+    logs::run_traced(told.clone(), async {
+        let server = RedisServer::start();
+        let cache = with_user(&server, &["~*", "+@all", "-@scripting"]).await;
+        let health = serves_nothing(&cache, "scripts").await;
+        assert_eq!(health.problems.len(), 2, "{health:?}"); // scripts, and channels
+        assert_eq!(loads_for_two_reads(&cache).await, 2);
+        assert_eq!(
+            told.count(),
+            health.problems.len(),
+            "one line a problem, once"
+        );
+    });
 }
