@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     local: Option<Arc<Local>>,
     /// What the server lets the cache do, once it has answered.
     contact: tokio::sync::OnceCell<Health>,
+    /// The in-process write-behind logs (in-memory backend).
+    write_behind: crate::write_behind::memory::Logs,
 }
 
 impl std::fmt::Debug for Cache {
@@ -90,6 +92,7 @@ impl Cache {
                 retrier: Retrier::default(),
                 local,
                 contact: tokio::sync::OnceCell::new(),
+                write_behind: Default::default(),
             }),
         }
     }
@@ -395,6 +398,11 @@ impl Cache {
             metrics::evicted(self.counters(), group);
         }
         evicted
+    }
+
+    /// The in-process write-behind logs, by group.
+    pub(crate) fn write_behind_logs(&self) -> &crate::write_behind::memory::Logs {
+        &self.inner.write_behind
     }
 
     /// The local tier, when there is one.

@@ -31,12 +31,13 @@ impl EntryKey {
     /// Encodes a key value. Fails only when the value's `Serialize`
     /// implementation fails (a map with non-string keys, say).
     pub fn new<K: Serialize + ?Sized>(key: &K) -> Result<Self, Error> {
-        let json = serde_json::to_string(key).map_err(|e| Error::Encode {
-            what: "key",
-            message: e.to_string(),
-        })?;
+        Ok(Self::of_json(key_json(key)?))
+    }
+
+    /// The entry key of a key's JSON text.
+    pub(crate) fn of_json(json: String) -> Self {
         if json.len() <= MAX_READABLE_KEY {
-            return Ok(EntryKey(json));
+            return EntryKey(json);
         }
         let digest = Sha256::digest(json.as_bytes());
         let mut text = String::with_capacity(1 + 2 * digest.len());
@@ -45,13 +46,21 @@ impl EntryKey {
             text.push(char::from(HEX[usize::from(byte >> 4)]));
             text.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
-        Ok(EntryKey(text))
+        EntryKey(text)
     }
 
     /// The encoded text, as it appears in Redis after `:e:`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A key value as JSON, the text its entry key is made of.
+pub(crate) fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<String, Error> {
+    serde_json::to_string(key).map_err(|e| Error::Encode {
+        what: "key",
+        message: e.to_string(),
+    })
 }
 
 /// The Redis names of one entry's keys: for prefix `P`, group `G` and key

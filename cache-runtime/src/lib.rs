@@ -96,6 +96,7 @@ mod retry;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
+mod write_behind;
 
 pub use cache::Cache;
 pub use config::CacheBuilder;
@@ -105,5 +106,6 @@ pub use key::{EntryKey, MAX_READABLE_KEY};
 pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use tls::Tls;
+pub use write_behind::{DeadLetter, WriteBehind, WriteBehindBuilder};
 
 pub use cache_macros::{cache_evict, cache_put, cached};

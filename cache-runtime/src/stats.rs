@@ -60,6 +60,21 @@ pub struct Stats {
     /// Times the local tier was flushed (its invalidation subscription was
     /// (re)made or dropped).
     pub local_flushes: u64,
+    /// Write-behind writes made durable (in the cache and the log).
+    pub behind_writes: u64,
+    /// Write-behind handler calls that succeeded.
+    pub behind_stored: u64,
+    /// Write-behind log entries settled: written, coalesced into a newer
+    /// write, or dead-lettered. `behind_settled - behind_stored -
+    /// behind_dead` writes were saved by coalescing.
+    pub behind_settled: u64,
+    /// Rounds in which a write-behind consumer settled entries (the average
+    /// batch is `behind_settled / behind_batches`).
+    pub behind_batches: u64,
+    /// Write-behind handler calls that failed (each retried, or dead-lettered).
+    pub behind_failures: u64,
+    /// Values moved to a write-behind's dead-letter stream.
+    pub behind_dead: u64,
 }
 
 #[derive(Default)]
@@ -82,6 +97,12 @@ pub(crate) struct Counters {
     pub(crate) repaired: AtomicU64,
     pub(crate) local_hits: AtomicU64,
     pub(crate) local_flushes: AtomicU64,
+    pub(crate) behind_writes: AtomicU64,
+    pub(crate) behind_stored: AtomicU64,
+    pub(crate) behind_settled: AtomicU64,
+    pub(crate) behind_batches: AtomicU64,
+    pub(crate) behind_failures: AtomicU64,
+    pub(crate) behind_dead: AtomicU64,
     /// The metric handles of each group.
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::Handles,
@@ -115,6 +136,12 @@ impl Counters {
             repaired: get(&self.repaired),
             local_hits: get(&self.local_hits),
             local_flushes: get(&self.local_flushes),
+            behind_writes: get(&self.behind_writes),
+            behind_stored: get(&self.behind_stored),
+            behind_settled: get(&self.behind_settled),
+            behind_batches: get(&self.behind_batches),
+            behind_failures: get(&self.behind_failures),
+            behind_dead: get(&self.behind_dead),
         }
     }
 

@@ -146,9 +146,11 @@ return stored
     )
 });
 
-/// KEYS: entry, writers, gen. ARGV: invalidation channel and message; then
-/// envelope, ttl ms and fresh gen to store, or nothing to only invalidate.
-/// Returns 1 when a live value was there.
+/// KEYS: entry, writers, gen; and for a write-behind, its pending record and
+/// stream. ARGV: invalidation channel and message; then envelope, ttl ms and
+/// fresh gen to store, or nothing to only invalidate; and for a write-behind,
+/// the key's JSON and entry text. Returns 1 when a live value was there, or
+/// for a write-behind the id of its stream entry.
 static REPLACE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -167,7 +169,13 @@ else
   redis.call('DEL', KEYS[1])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
+local logged
+if KEYS[5] then
+  logged = redis.call('XADD', KEYS[5], '*', 'k', ARGV[7])
+  redis.call('HSET', KEYS[4], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
+end
 redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+if logged then return logged end
 if existed then return 1 end
 return 0
 ",
@@ -228,6 +236,16 @@ pub(crate) struct Rights {
 }
 
 impl Redis {
+    /// The connection, for commands of other parts (write-behind's streams).
+    pub(crate) fn connection(&self) -> Connection {
+        self.conn.clone()
+    }
+
+    /// The first segment of every key.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The channel this backend announces writes on.
     pub(crate) fn channel(&self) -> &str {
         &self.channel
@@ -289,7 +307,8 @@ fn is_oom(error: &Error) -> bool {
     matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
 }
 
-fn millis(d: Duration) -> u64 {
+/// A duration in whole milliseconds, at least 1 (Redis refuses a TTL of 0).
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -313,7 +332,7 @@ impl Redis {
 
     /// Runs a script; when a key it touches holds another type, deletes the
     /// keys of the wrong type and runs it once more.
-    async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue>(
         &self,
         names: &Names,
         script: &ScriptInvocation<'_>,
@@ -349,7 +368,7 @@ impl Redis {
     }
 
     /// The Redis names of an entry's keys.
-    fn names(&self, group: &str, key: &EntryKey) -> Names {
+    pub(crate) fn names(&self, group: &str, key: &EntryKey) -> Names {
         Names::new(&self.prefix, group, key)
     }
 
@@ -511,14 +530,16 @@ impl Redis {
         }
     }
 
-    pub(crate) async fn store(
+    /// The script that stores a value as `set` does; a write-behind adds its
+    /// keys and arguments to it.
+    pub(crate) fn storing(
         &self,
         group: &str,
         key: &EntryKey,
+        names: &Names,
         bytes: Vec<u8>,
         ttl: Duration,
-    ) -> Result<(), Error> {
-        let names = self.names(group, key);
+    ) -> ScriptInvocation<'static> {
         let mut script = REPLACE.key(&names.entry);
         script
             .key(names.writers())
@@ -528,6 +549,18 @@ impl Redis {
             .arg(bytes)
             .arg(millis(ttl))
             .arg(token());
+        script
+    }
+
+    pub(crate) async fn store(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let names = self.names(group, key);
+        let script = self.storing(group, key, &names, bytes, ttl);
         match self.run::<i64>(&names, &script).await {
             Err(error) if is_oom(&error) => {
                 // The new value cannot be stored; the old one must not stay.

@@ -1,0 +1,325 @@
+//! A write-behind's consumer: one task per writer, reading the log in
+//! rounds and writing each key's newest value through the handler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::envelope;
+use crate::metrics;
+use crate::stats::{bump, Warning};
+
+use super::log::{Claim, Failed, Id, Pending};
+use super::Shared;
+
+/// The longest wait between two attempts of a failing value.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The entries of one key this consumer holds, and when to try them.
+struct Held {
+    ids: BTreeSet<Id>,
+    due: Instant,
+}
+
+/// How trying a key ended.
+enum Outcome {
+    /// Its entries are settled.
+    Settled,
+    /// Try again after this long.
+    Retry(Duration),
+}
+
+/// Runs the consumer until its writer is dropped (which aborts it).
+pub(super) async fn run<K, V, F, Fut, E>(shared: Arc<Shared>, handler: F)
+where
+    K: DeserializeOwned,
+    V: DeserializeOwned,
+    F: Fn(K, V) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    if crate::key::check_group(&shared.group).is_err() {
+        return; // every write fails with the reason; nothing to consume
+    }
+    let options = &shared.options;
+    let mut wait = options.backoff;
+    while let Err(error) = shared.cache.op(shared.log.prepare()).await {
+        warn(
+            &shared,
+            &error,
+            "could not create the write-behind consumer group",
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    // Take over at once: a restarted process finds what its last run left.
+    let mut take_over_at = Instant::now();
+    loop {
+        let mut wake_at = (Instant::now() + options.delay).min(take_over_at);
+        if let Some(due) = held.values().map(|h| h.due).min() {
+            wake_at = wake_at.min(due);
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(wake_at) => {}
+            () = shared.wake.notified() => {}
+        }
+        let now = Instant::now();
+        shared.unread.store(0, Ordering::Relaxed);
+        loop {
+            match shared
+                .cache
+                .op(shared.log.read(&shared.consumer, options.batch))
+                .await
+            {
+                Ok(entries) => {
+                    let full = entries.len() == options.batch;
+                    hold(&mut held, entries, now);
+                    if !full || held.len() >= options.batch {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    warn(&shared, &error, "could not read the write-behind log");
+                    break;
+                }
+            }
+        }
+        if now >= take_over_at {
+            let taken = shared.cache.op(shared.log.take_over(
+                &shared.consumer,
+                options.idle_timeout,
+                options.batch,
+            ));
+            match taken.await {
+                Ok(entries) => hold(&mut held, entries, now),
+                Err(error) => warn(
+                    &shared,
+                    &error,
+                    "could not take over idle write-behind entries",
+                ),
+            }
+            take_over_at = now + options.idle_timeout / 2;
+        }
+        let due: Vec<String> = held
+            .iter()
+            .filter(|(_, h)| h.due <= now)
+            .map(|(key, _)| key.clone())
+            .take(options.batch)
+            .collect();
+        if !due.is_empty() {
+            let mut work = Vec::with_capacity(due.len());
+            for key in due {
+                if let Some(entry) = held.remove(&key) {
+                    work.push((key, entry.ids.into_iter().collect::<Vec<_>>()));
+                }
+            }
+            let outcomes = settle_all(&shared, &handler, &work).await;
+            let mut settled = 0u64;
+            for ((key, ids), outcome) in work.into_iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Settled => settled += ids.len() as u64,
+                    Outcome::Retry(after) => {
+                        let entry = held.entry(key).or_insert_with(|| Held {
+                            ids: BTreeSet::new(),
+                            due: now + after,
+                        });
+                        entry.ids.extend(ids);
+                        entry.due = entry.due.max(Instant::now() + after);
+                    }
+                }
+            }
+            if settled > 0 {
+                let counters = shared.cache.counters();
+                counters
+                    .behind_settled
+                    .fetch_add(settled, Ordering::Relaxed);
+                bump(&counters.behind_batches);
+            }
+        }
+        shared.progress.notify_waiters();
+    }
+}
+
+/// Adds entries to those held, each key due now unless it waits a retry.
+fn hold(held: &mut BTreeMap<String, Held>, entries: Vec<super::log::Entry>, now: Instant) {
+    for entry in entries {
+        held.entry(entry.key)
+            .or_insert_with(|| Held {
+                ids: BTreeSet::new(),
+                due: now,
+            })
+            .ids
+            .insert(entry.id);
+    }
+}
+
+/// Tries every key of a round at once, renewing their claims while the
+/// handler runs.
+async fn settle_all<K, V, F, Fut, E>(
+    shared: &Shared,
+    handler: &F,
+    work: &[(String, Vec<Id>)],
+) -> Vec<Outcome>
+where
+    K: DeserializeOwned,
+    V: DeserializeOwned,
+    F: Fn(K, V) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let all = futures_util::future::join_all(
+        work.iter()
+            .map(|(key, ids)| settle(shared, handler, key, ids)),
+    );
+    tokio::pin!(all);
+    let hold = shared.options.idle_timeout;
+    let mut renew = tokio::time::interval_at(Instant::now() + hold / 3, hold / 3);
+    let keys: Vec<String> = work.iter().map(|(key, _)| key.clone()).collect();
+    loop {
+        tokio::select! {
+            outcomes = &mut all => return outcomes,
+            _ = renew.tick() => {
+                let renewed = shared.log.renew(&keys, &shared.consumer, hold);
+                if let Err(error) = shared.cache.op(renewed).await {
+                    warn(shared, &error, "could not renew write-behind claims");
+                }
+            }
+        }
+    }
+}
+
+/// Claims a key, writes its newest value, and settles its entries.
+async fn settle<K, V, F, Fut, E>(shared: &Shared, handler: &F, key: &str, ids: &[Id]) -> Outcome
+where
+    K: DeserializeOwned,
+    V: DeserializeOwned,
+    F: Fn(K, V) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let (cache, log, consumer) = (&shared.cache, &shared.log, shared.consumer.as_str());
+    let options = &shared.options;
+    let claimed = cache
+        .op(log.claim(key, consumer, options.idle_timeout))
+        .await;
+    let pending = match claimed {
+        Ok(Claim::Pending(pending)) => pending,
+        // Another consumer writes this key now; its newest value may be
+        // newer than ours was, or not: look again soon.
+        Ok(Claim::Busy) => return Outcome::Retry(options.delay.min(options.backoff)),
+        // A value at least as new is in the database already.
+        Ok(Claim::Settled) => {
+            return match cache.op(log.written(key, consumer, None, ids)).await {
+                Ok(()) => Outcome::Settled,
+                Err(error) => unreachable(shared, &error),
+            }
+        }
+        Err(error) => return unreachable(shared, &error),
+    };
+    let (error, max_attempts) = match decode::<K, V>(shared, &pending) {
+        Err(error) => (error, 0), // cannot succeed: dead-letter at once
+        Ok((k, v)) => match call(handler, k, v).await {
+            Ok(()) => {
+                bump(&cache.counters().behind_stored);
+                return match cache
+                    .op(log.written(key, consumer, Some(pending.id), ids))
+                    .await
+                {
+                    Ok(()) => Outcome::Settled,
+                    // Written but not settled: it will be written again.
+                    Err(error) => unreachable(shared, &error),
+                };
+            }
+            Err(error) => (error, options.max_attempts),
+        },
+    };
+    let counters = cache.counters();
+    bump(&counters.behind_failures);
+    metrics::error("write_behind_failed");
+    let failed = log.failed(key, consumer, pending.id, &error, max_attempts, ids);
+    match cache.op(failed).await {
+        Ok(Failed::Dead) => {
+            bump(&counters.behind_dead);
+            metrics::error("write_behind_dead");
+            tracing::error!(
+                group = shared.group,
+                key,
+                error,
+                "write-behind gave up on a value; it is in the dead-letter stream"
+            );
+            Outcome::Settled
+        }
+        Ok(Failed::Retry(attempts)) => {
+            counters.warn_limited(Warning::Failure, |count| {
+                tracing::warn!(
+                    group = shared.group,
+                    key,
+                    error,
+                    attempts,
+                    count,
+                    "write-behind handler failed; retrying"
+                );
+            });
+            Outcome::Retry(backoff(options.backoff, attempts))
+        }
+        Err(error) => unreachable(shared, &error),
+    }
+}
+
+/// Calls the handler; its error, or its panic, as text.
+async fn call<K, V, F, Fut, E>(handler: &F, key: K, value: V) -> Result<(), String>
+where
+    F: Fn(K, V) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    match AssertUnwindSafe(handler(key, value)).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the handler panicked".to_owned()),
+    }
+}
+
+/// The key and value of a pending write, or why they do not decode.
+fn decode<K: DeserializeOwned, V: DeserializeOwned>(
+    shared: &Shared,
+    pending: &Pending,
+) -> Result<(K, V), String> {
+    let key = serde_json::from_slice(&pending.key)
+        .map_err(|error| format!("the key does not decode: {error}"))?;
+    let (value, _) = envelope::open(shared.cache.codec(), &pending.value)
+        .map_err(|error| format!("the value does not decode: {error}"))?;
+    Ok((key, value))
+}
+
+/// The wait before attempt `attempts + 1`: `base`, doubling per attempt.
+fn backoff(base: Duration, attempts: u32) -> Duration {
+    match attempts {
+        0 => Duration::ZERO, // a newer value waits: try it now
+        n => base.saturating_mul(1 << (n - 1).min(16)).min(MAX_BACKOFF),
+    }
+}
+
+/// The log could not be reached: try the key again after the backoff.
+fn unreachable(shared: &Shared, error: &crate::Error) -> Outcome {
+    warn(shared, error, "write-behind could not reach its log");
+    Outcome::Retry(shared.options.backoff)
+}
+
+fn warn(shared: &Shared, error: &crate::Error, what: &'static str) {
+    shared
+        .cache
+        .counters()
+        .warn_limited(Warning::Failure, |count| {
+            tracing::warn!(group = shared.group, %error, count, "{what}");
+        });
+}

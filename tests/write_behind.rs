@@ -1,0 +1,298 @@
+//! Durable write-behind: values readable at once, in the database after
+//! `flush`, in order and coalesced per key, poison values dead-lettered,
+//! `Err` while Redis is down, a dropped writer's entries taken over. On
+//! memory, Redis and a cluster. The kill -9 test is in
+//! `write_behind_crash.rs`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::{Cache, WriteBehind};
+use tokio::sync::{mpsc, Notify};
+
+use support::{eventually, RedisServer};
+
+/// The database: every value the handler wrote, per key, in order.
+#[derive(Clone, Default)]
+struct Table {
+    rows: Arc<Mutex<HashMap<u64, Vec<u64>>>>,
+}
+
+impl Table {
+    fn insert(&self, key: u64, value: u64) {
+        self.rows
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push(value);
+    }
+
+    fn history(&self, key: u64) -> Vec<u64> {
+        self.rows
+            .lock()
+            .unwrap()
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn last(&self, key: u64) -> Option<u64> {
+        self.history(key).last().copied()
+    }
+
+    fn len(&self) -> usize {
+        self.rows.lock().unwrap().len()
+    }
+
+    /// A writer of `group` into this table.
+    fn writer(&self, cache: &Cache, group: &str) -> WriteBehind<u64, u64> {
+        let table = self.clone();
+        cache
+            .write_behind(group, move |key: u64, value: u64| {
+                let table = table.clone();
+                async move {
+                    table.insert(key, value);
+                    Ok::<(), String>(())
+                }
+            })
+            .delay(Duration::from_millis(20))
+            .start()
+    }
+}
+
+async fn writes_are_readable_at_once_and_in_the_database_after_flush(cache: Cache) {
+    let table = Table::default();
+    let views = table.writer(&cache, "views");
+    for round in 1..=5u64 {
+        for key in 0..20u64 {
+            views.write(&key, &(round * 100 + key)).await.unwrap();
+            assert_eq!(
+                cache.get::<u64>("views", &key).await.unwrap(),
+                Some(round * 100 + key),
+                "a reader sees the write when it returns"
+            );
+        }
+    }
+    views.flush().await.unwrap();
+    for key in 0..20u64 {
+        assert_eq!(
+            table.last(key),
+            Some(500 + key),
+            "flush returned with key {key} written"
+        );
+        let history = table.history(key);
+        assert!(
+            history.windows(2).all(|w| w[0] < w[1]),
+            "key {key} went backwards: {history:?}"
+        );
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.behind_writes, 100);
+    assert_eq!(stats.behind_settled, 100, "every entry settled: {stats:?}");
+    assert_eq!(
+        stats.behind_stored,
+        table
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>() as u64
+    );
+}
+
+async fn waiting_writes_of_a_key_coalesce_into_the_newest(cache: Cache) {
+    let table = Table::default();
+    let (started, mut running) = mpsc::unbounded_channel();
+    let gate = Arc::new(Notify::new());
+    let views = {
+        let (table, gate) = (table.clone(), gate.clone());
+        cache
+            .write_behind("views", move |key: u64, value: u64| {
+                let (table, gate, started) = (table.clone(), gate.clone(), started.clone());
+                async move {
+                    let _ = started.send(value);
+                    if value == 1 {
+                        gate.notified().await; // the first call waits for the test
+                    }
+                    table.insert(key, value);
+                    Ok::<(), String>(())
+                }
+            })
+            .delay(Duration::from_millis(10))
+            .start()
+    };
+    views.write(&7, &1).await.unwrap();
+    assert_eq!(
+        running.recv().await,
+        Some(1),
+        "the handler took the first write"
+    );
+    for value in 2..=10u64 {
+        views.write(&7, &value).await.unwrap();
+    }
+    gate.notify_one();
+    views.flush().await.unwrap();
+    assert_eq!(
+        table.history(7),
+        vec![1, 10],
+        "the nine writes made while the first was being written cost one call, with the newest"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.behind_settled, stats.behind_stored), (10, 2));
+}
+
+async fn a_poison_value_goes_to_the_dead_letter_stream(cache: Cache) {
+    let table = Table::default();
+    let views = {
+        let table = table.clone();
+        cache
+            .write_behind("views", move |key: u64, value: u64| {
+                let table = table.clone();
+                async move {
+                    if key == 13 {
+                        return Err(format!("row {key} is locked"));
+                    }
+                    table.insert(key, value);
+                    Ok(())
+                }
+            })
+            .delay(Duration::from_millis(10))
+            .max_attempts(3)
+            .backoff(Duration::from_millis(10))
+            .start()
+    };
+    for key in 0..50u64 {
+        views.write(&key, &(key + 1000)).await.unwrap();
+    }
+    views.flush().await.unwrap();
+    assert_eq!(table.len(), 49, "every other key arrived");
+    assert_eq!(table.last(13), None);
+    let dead = views.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].key, dead[0].value), (13, 1013));
+    assert_eq!(dead[0].error, "row 13 is locked");
+    let stats = cache.stats();
+    assert_eq!((stats.behind_failures, stats.behind_dead), (3, 1));
+    // Later writes of the key are tried again, and of others go on.
+    views.write(&14, &2014).await.unwrap();
+    views.flush().await.unwrap();
+    assert_eq!(table.last(14), Some(2014));
+}
+
+async fn a_dropped_writer_leaves_its_entries_to_another(cache: Cache) {
+    let (taken, mut handed) = mpsc::unbounded_channel();
+    let stuck = cache
+        .write_behind("views", move |_key: u64, _value: u64| {
+            let taken = taken.clone();
+            async move {
+                let _ = taken.send(());
+                std::future::pending::<Result<(), String>>().await // a hung database
+            }
+        })
+        .delay(Duration::from_millis(10))
+        .idle_timeout(Duration::from_millis(300))
+        .start();
+    for key in 0..20u64 {
+        stuck.write(&key, &(key + 1)).await.unwrap();
+    }
+    assert!(
+        handed.recv().await.is_some(),
+        "the first writer took entries"
+    );
+    drop(stuck); // stops its consumer mid-write
+    let table = Table::default();
+    let next = cache
+        .write_behind("views", {
+            let table = table.clone();
+            move |key: u64, value: u64| {
+                let table = table.clone();
+                async move {
+                    table.insert(key, value);
+                    Ok::<(), String>(())
+                }
+            }
+        })
+        .delay(Duration::from_millis(10))
+        .idle_timeout(Duration::from_millis(300))
+        .start();
+    eventually(
+        Duration::from_secs(10),
+        "the second writer to take over the first one's entries",
+        || async { table.len() == 20 },
+    )
+    .await;
+    for key in 0..20u64 {
+        assert_eq!(table.history(key), vec![key + 1], "key {key} written once");
+    }
+    drop(next);
+}
+
+on_each_backend!(
+    writes_are_readable_at_once_and_in_the_database_after_flush,
+    waiting_writes_of_a_key_coalesce_into_the_newest,
+    a_poison_value_goes_to_the_dead_letter_stream,
+    a_dropped_writer_leaves_its_entries_to_another,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_returns_err_while_redis_is_down_and_works_after() {
+    let mut server = RedisServer::start();
+    let cache = server.cache().await;
+    let table = Table::default();
+    let views = table.writer(&cache, "views");
+    views.write(&1, &1).await.unwrap();
+    server.kill();
+    assert!(
+        views.write(&2, &2).await.is_err(),
+        "a write that could not be made durable is an error"
+    );
+    server.restart();
+    eventually(
+        Duration::from_secs(10),
+        "writes to succeed again after Redis returned",
+        || async { views.write(&3, &3).await.is_ok() },
+    )
+    .await;
+    views.flush().await.unwrap();
+    assert_eq!(table.last(3), Some(3));
+    assert_eq!(table.last(2), None, "the failed write was not made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_sits_in_the_groups_slot_and_empties_when_settled() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let table = Table::default();
+    let views = table.writer(&cache, "views");
+    for key in 0..10u64 {
+        views.write(&key, &key).await.unwrap();
+    }
+    let mut redis = server.client().await;
+    let waiting: u64 = redis::cmd("XLEN")
+        .arg("cache:{views}:wb")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(waiting > 0, "the writes wait in the group's stream");
+    views.flush().await.unwrap();
+    let left: u64 = redis::cmd("XLEN")
+        .arg("cache:{views}:wb")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "settled entries are deleted from the stream");
+    let pending: Vec<String> = redis::cmd("KEYS")
+        .arg("cache:{views}:wb:p:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        pending.is_empty(),
+        "no pending records are left: {pending:?}"
+    );
+}
