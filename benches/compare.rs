@@ -1,14 +1,16 @@
 //! Side-by-side benchmarks: `#[cached]` against hand-written cache-aside on
 //! redis-rs, the `cached` crate's async Redis store, `redis-benchmark`, a
-//! SCAN+UNLINK group deletion, moka, and the HTTP layer against no layer
-//! and tower-http-cache's Redis backend, on one `redis-server` this binary
-//! starts. Contenders run interleaved, round after round, in this process;
+//! SCAN+UNLINK group deletion, moka, the HTTP layer against no layer
+//! and tower-http-cache's Redis backend, and write-behind against a plain
+//! `SET` and (with `DATABASE_URL=postgres://...`) a direct `UPDATE`, on one
+//! `redis-server` this binary starts. Contenders run interleaved, round after round, in this process;
 //! each ratio compares medians of those interleaved samples.
 //!
 //! ```text
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
 //! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
+//! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
 //! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1)
@@ -19,7 +21,7 @@ mod support;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -716,6 +718,169 @@ impl Bench {
         );
     }
 
+    /// Write-behind `write` against a plain `SET` of the same JSON and, when
+    /// `DATABASE_URL` names a PostgreSQL, a direct `UPDATE`; keys drawn from
+    /// a Zipf distribution (s = 1) over 10,000 ids, as page views are. The
+    /// handler makes the same `UPDATE` (or, without PostgreSQL, counts).
+    /// Each write-behind round is flushed after its timing, so that its
+    /// consumer does not run during the others' rounds.
+    async fn write_behind(&mut self) {
+        const KEYS: usize = 10_000;
+        let zipf = Arc::new(Zipf::new(KEYS, 1.0));
+        let pg = postgres().await;
+        let db_calls = Arc::new(AtomicU64::new(0));
+        let cache = Cache::builder()
+            .redis(self.server.url())
+            .build()
+            .await
+            .expect("a write-behind cache");
+        let writer = {
+            let (pg, db_calls) = (pg.clone(), db_calls.clone());
+            cache
+                .write_behind("b_views", move |id: u64, views: u64| {
+                    let (pg, db_calls) = (pg.clone(), db_calls.clone());
+                    async move {
+                        db_calls.fetch_add(1, Ordering::Relaxed);
+                        match &pg {
+                            Some(pg) => update(pg, id, views).await,
+                            None => Ok(()),
+                        }
+                    }
+                })
+                .delay(Duration::from_millis(100))
+                .batch(200)
+                .start()
+        };
+        let mut names = vec!["plain SET (redis-rs)", "write-behind write"];
+        if pg.is_some() {
+            names.push("PostgreSQL UPDATE (sqlx)");
+        }
+        let flushed = Arc::new(Mutex::new(Sample::default()));
+        let write = {
+            let (conn, writer, pg) = (self.conn.clone(), writer.clone(), pg.clone());
+            move |contender: usize, id: u64, views: u64| {
+                let (mut conn, writer, pg) = (conn.clone(), writer.clone(), pg.clone());
+                async move {
+                    match contender {
+                        0 => {
+                            let json = serde_json::to_vec(&views).unwrap_or_default();
+                            let _: Result<(), _> = redis::cmd("SET")
+                                .arg(format!("b_set:{id}"))
+                                .arg(json)
+                                .query_async(&mut conn)
+                                .await;
+                        }
+                        1 => writer.write(&id, &views).await.expect("a durable write"),
+                        _ => {
+                            if let Some(pg) = &pg {
+                                update(pg, id, views).await.expect("an UPDATE");
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        // Flushes after a write-behind round, timing the flush apart.
+        let settle = |contender: usize, sample: Sample| {
+            let (writer, flushed) = (writer.clone(), flushed.clone());
+            async move {
+                if contender == 1 {
+                    let started = Instant::now();
+                    writer.flush().await.expect("flush");
+                    let mut flushed = flushed.lock().unwrap_or_else(|e| e.into_inner());
+                    flushed.latencies.push(started.elapsed());
+                }
+                sample
+            }
+        };
+        let views = Arc::new(AtomicU64::new(1));
+        let calls = if self.quick { 300 } else { 1500 };
+        let mut samples = interleave(names.len(), self.rounds(8), |c| {
+            let (write, zipf, views, settle) =
+                (write.clone(), zipf.clone(), views.clone(), &settle);
+            async move {
+                let sample = sequential(calls, |_| {
+                    let id = zipf.sample() as u64;
+                    write(c, id, views.fetch_add(1, Ordering::Relaxed))
+                })
+                .await;
+                settle(c, sample).await
+            }
+        })
+        .await;
+        rows_for(
+            "write, 1 task, Zipf keys",
+            &names,
+            &mut samples,
+            &mut self.rows,
+        );
+        let total: u64 = if self.quick { 20_000 } else { 64_000 };
+        let tasks = 64u64;
+        let before = cache.stats();
+        let calls_before = db_calls.load(Ordering::Relaxed);
+        let samples = interleave(names.len(), self.rounds(4), |c| {
+            let (write, zipf, views, settle) =
+                (write.clone(), zipf.clone(), views.clone(), &settle);
+            async move {
+                let started = Instant::now();
+                let handles: Vec<_> = (0..tasks)
+                    .map(|_| {
+                        let (write, zipf, views) = (write.clone(), zipf.clone(), views.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..total / tasks {
+                                let id = zipf.sample() as u64;
+                                write(c, id, views.fetch_add(1, Ordering::Relaxed)).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.await.expect("a bench task panicked");
+                }
+                let busy = started.elapsed();
+                let calls = total / tasks * tasks;
+                settle(
+                    c,
+                    Sample {
+                        latencies: vec![busy / calls as u32],
+                        calls,
+                        busy,
+                    },
+                )
+                .await
+            }
+        })
+        .await;
+        let set = samples[0].throughput();
+        for (name, sample) in names.iter().zip(&samples) {
+            self.rows.push(Row {
+                case: format!("write throughput, {tasks} tasks, Zipf keys"),
+                contender: (*name).to_owned(),
+                median: micros(sample.busy / sample.calls.max(1) as u32),
+                p99: "".to_owned(),
+                throughput: format!("{:.0}/s", sample.throughput()),
+                ratio: format!("{:.2}x throughput", sample.throughput() / set),
+            });
+        }
+        let after = cache.stats();
+        let settled = after.behind_settled - before.behind_settled;
+        let batches = (after.behind_batches - before.behind_batches).max(1);
+        let db = db_calls.load(Ordering::Relaxed) - calls_before;
+        let mut flushed = flushed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.rows.push(Row {
+            case: format!("write-behind consumer, {tasks} tasks, Zipf keys"),
+            contender: format!(
+                "{} entries per batch; {db} database writes for {settled} writes ({:.0}% saved by coalescing)",
+                settled / batches,
+                100.0 * (1.0 - db as f64 / settled.max(1) as f64)
+            ),
+            median: micros(flushed.median()),
+            p99: micros(flushed.percentile(0.99)),
+            throughput: "".to_owned(),
+            ratio: "median and p99: flush after a round".to_owned(),
+        });
+    }
+
     /// How long a second cache (its own connections, as another process
     /// would have) keeps serving a local copy after a write returns.
     async fn propagation(&mut self) {
@@ -759,6 +924,63 @@ impl Bench {
             ratio: "".to_owned(),
         });
     }
+}
+
+/// Keys 0..n drawn with probability proportional to 1 / (rank + 1)^s.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(s);
+                total
+            })
+            .collect();
+        Zipf { cumulative }
+    }
+
+    fn sample(&self) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let u = fastrand::f64() * total;
+        self.cumulative.partition_point(|&c| c < u)
+    }
+}
+
+/// A PostgreSQL pool with the bench's table, when `DATABASE_URL` names one.
+async fn postgres() -> Option<sqlx::PgPool> {
+    let url = std::env::var("DATABASE_URL").ok()?;
+    if !url.starts_with("postgres") {
+        return None;
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&url)
+        .await
+        .expect("DATABASE_URL's PostgreSQL");
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_views (id BIGINT PRIMARY KEY, views BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("the bench table");
+    sqlx::query("INSERT INTO bench_views SELECT g, 0 FROM generate_series(0, 9999) g ON CONFLICT DO NOTHING")
+        .execute(&pool)
+        .await
+        .expect("the bench rows");
+    Some(pool)
+}
+
+async fn update(pool: &sqlx::PgPool, id: u64, views: u64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE bench_views SET views = $2 WHERE id = $1")
+        .bind(id as i64)
+        .bind(views as i64)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 #[cached(group = "b_stampede", skip(cache, runs), cache = cache, ttl = 3600)]
@@ -1031,12 +1253,17 @@ async fn main() {
         rows: Vec::new(),
         plot: Vec::new(),
     };
-    if throughput_only {
-        bench.hit_throughput().await;
+    let write_behind_only = args.iter().any(|a| a == "--write-behind");
+    if throughput_only || write_behind_only {
+        if throughput_only {
+            bench.hit_throughput().await;
+        } else {
+            bench.write_behind().await;
+        }
         for r in &bench.rows {
             println!(
-                "| {} | {} | {} | {} |",
-                r.case, r.contender, r.throughput, r.ratio
+                "| {} | {} | {} | {} | {} | {} |",
+                r.case, r.contender, r.median, r.p99, r.throughput, r.ratio
             );
         }
         return;
@@ -1049,6 +1276,7 @@ async fn main() {
     bench.in_memory_hit().await;
     bench.propagation().await;
     bench.http_hit().await;
+    bench.write_behind().await;
 
     let mut conn = bench.conn.clone();
     let info: String = redis::cmd("INFO")
