@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -236,8 +237,6 @@ async fn kill_9_mid_flush_loses_no_write() {
         || async { totals(&pool).await.at_last == KEYS as i64 },
     )
     .await;
-    drop(survivor.stdin.take()); // tells it to stop
-    assert!(survivor.wait().expect("the survivor exits").success());
     let totals = totals(&pool).await;
     eprintln!(
         "kill -9 mid-flush: {} writes, {orphaned} entries held by the killed writer, {} handler calls ({} repeated after the crash), {} keys at their last value, {} backwards",
@@ -255,5 +254,28 @@ async fn kill_9_mid_flush_loses_no_write() {
         .await
         .expect("XLEN");
     assert_eq!(left, 0, "the log holds nothing unsettled");
+    // The survivor's take-over also removes the dead consumer from the group.
+    eventually(
+        Duration::from_secs(10),
+        "the killed writer's consumer to leave the group",
+        || async {
+            let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(format!("cache:{{{GROUP}}}:wb"))
+                .arg("wb")
+                .query_async(&mut redis.clone())
+                .await
+                .expect("XINFO CONSUMERS");
+            !consumers.iter().any(|consumer| {
+                consumer.get("name").is_some_and(|name| {
+                    redis::from_redis_value::<String>(name.clone())
+                        .is_ok_and(|name| name.starts_with(&doomed_consumer))
+                })
+            })
+        },
+    )
+    .await;
+    drop(survivor.stdin.take()); // tells it to stop
+    assert!(survivor.wait().expect("the survivor exits").success());
     let _ = std::fs::remove_dir_all(&dir);
 }

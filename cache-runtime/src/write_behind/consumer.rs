@@ -123,10 +123,10 @@ where
                 }
             }
             let outcomes = settle_all(&shared, &handler, &work).await;
-            let mut settled = 0u64;
+            let mut settled = false;
             for ((key, ids), outcome) in work.into_iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Settled => settled += ids.len() as u64,
+                    Outcome::Settled => settled = true,
                     Outcome::Retry(after) => {
                         let entry = held.entry(key).or_insert_with(|| Held {
                             ids: BTreeSet::new(),
@@ -137,12 +137,8 @@ where
                     }
                 }
             }
-            if settled > 0 {
-                let counters = shared.cache.counters();
-                counters
-                    .behind_settled
-                    .fetch_add(settled, Ordering::Relaxed);
-                bump(&counters.behind_batches);
+            if settled {
+                bump(&shared.cache.counters().behind_batches);
             }
         }
         shared.progress.notify_waiters();
@@ -208,6 +204,13 @@ where
 {
     let (cache, log, consumer) = (&shared.cache, &shared.log, shared.consumer.as_str());
     let options = &shared.options;
+    let settled = || {
+        let counters = cache.counters();
+        counters
+            .behind_settled
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Outcome::Settled
+    };
     let claimed = cache
         .op(log.claim(key, consumer, options.idle_timeout))
         .await;
@@ -219,7 +222,7 @@ where
         // A value at least as new is in the database already.
         Ok(Claim::Settled) => {
             return match cache.op(log.written(key, consumer, None, ids)).await {
-                Ok(()) => Outcome::Settled,
+                Ok(()) => settled(),
                 Err(error) => unreachable(shared, &error),
             }
         }
@@ -234,7 +237,7 @@ where
                     .op(log.written(key, consumer, Some(pending.id), ids))
                     .await
                 {
-                    Ok(()) => Outcome::Settled,
+                    Ok(()) => settled(),
                     // Written but not settled: it will be written again.
                     Err(error) => unreachable(shared, &error),
                 };
@@ -256,7 +259,7 @@ where
                 error,
                 "write-behind gave up on a value; it is in the dead-letter stream"
             );
-            Outcome::Settled
+            settled()
         }
         Ok(Failed::Retry(attempts)) => {
             counters.warn_limited(Warning::Failure, |count| {

@@ -132,6 +132,26 @@ return 1
     )
 });
 
+/// KEYS: stream. ARGV: idle ms, this consumer. Removes the consumers that
+/// hold nothing and have been idle that long (dead processes; one still
+/// alive is made again by its next read), so restarts do not pile them up.
+static FORGET_IDLE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], 'wb')) do
+  local f = {}
+  for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[1]) and f['name'] ~= ARGV[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'wb', f['name'])
+    removed = removed + 1
+  end
+end
+return removed
+",
+    )
+});
+
 /// A group's log on a Redis backend.
 #[derive(Clone)]
 pub(crate) struct Log {
@@ -262,7 +282,7 @@ impl Log {
                 })?;
             // [next cursor, [[id, fields], ...], [deleted ids]]
             let Value::Array(parts) = reply else {
-                return Ok(taken);
+                return Ok(taken); // no group yet
             };
             let mut parts = parts.into_iter();
             let next = parts
@@ -273,9 +293,16 @@ impl Log {
             }
             match next {
                 Some(next) if next != "0-0" && taken.len() < count => cursor = next,
-                _ => return Ok(taken),
+                _ => break,
             }
         }
+        let _: i64 = FORGET_IDLE
+            .key(&self.stream)
+            .arg(millis(idle))
+            .arg(consumer)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(taken)
     }
 
     pub(crate) async fn claim(
