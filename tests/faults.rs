@@ -213,40 +213,7 @@ async fn redis_full_writes_fail_calls_succeed_reads_hit() {
     timed_read(&cache, &db, 2).await;
     assert_eq!(db.reads(), 2);
 
-    // Fill Redis, then set its limit below what it holds: with noeviction it
-    // stays over the limit and refuses every write that would add memory.
-    let mut conn = server.client().await;
-    for i in 0..64 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("junk:{i}"))
-            .arg(vec![b'x'; 16 * 1024])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let used: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(used - 256 * 1024)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let refused: redis::RedisResult<()> = redis::cmd("SET")
-        .arg("one-more")
-        .arg("x")
-        .query_async(&mut conn)
-        .await;
-    assert!(refused.is_err(), "Redis refuses writes once full");
+    server.make_full().await;
 
     let reads = db.reads();
     timed_read(&cache, &db, 1).await;

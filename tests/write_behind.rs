@@ -243,11 +243,49 @@ async fn a_dropped_writer_leaves_its_entries_to_another(cache: Cache) {
     drop(next);
 }
 
+async fn a_value_that_does_not_decode_is_dead_lettered_at_once(cache: Cache) {
+    // Another version of the service wrote text where this one reads numbers.
+    let older = cache
+        .write_behind("views", |_key: u64, _value: String| async {
+            Err::<(), String>("the old writer stops before it writes".to_owned())
+        })
+        .idle_timeout(Duration::from_millis(200))
+        .start();
+    older.write(&5, &"five".to_string()).await.unwrap();
+    drop(older);
+    let table = Table::default();
+    let views = cache
+        .write_behind("views", {
+            let table = table.clone();
+            move |key: u64, value: u64| {
+                let table = table.clone();
+                async move {
+                    table.insert(key, value);
+                    Ok::<(), String>(())
+                }
+            }
+        })
+        .delay(Duration::from_millis(10))
+        .idle_timeout(Duration::from_millis(200))
+        .start();
+    eventually(
+        Duration::from_secs(10),
+        "the undecodable value in the dead-letter stream",
+        || async { cache.stats().behind_dead == 1 },
+    )
+    .await;
+    assert_eq!(table.len(), 0, "the handler never saw it");
+    views.write(&6, &6).await.unwrap();
+    views.flush().await.unwrap();
+    assert_eq!(table.last(6), Some(6), "and the writer goes on");
+}
+
 on_each_backend!(
     writes_are_readable_at_once_and_in_the_database_after_flush,
     waiting_writes_of_a_key_coalesce_into_the_newest,
     a_poison_value_goes_to_the_dead_letter_stream,
     a_dropped_writer_leaves_its_entries_to_another,
+    a_value_that_does_not_decode_is_dead_lettered_at_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,4 +344,34 @@ async fn the_log_sits_in_the_groups_slot_and_empties_when_settled() {
         pending.is_empty(),
         "no pending records are left: {pending:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_returns_err_while_redis_is_full_and_nothing_is_half_written() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let cache = server.cache().await;
+    let table = Table::default();
+    let views = table.writer(&cache, "views");
+    views.write(&1, &1).await.unwrap();
+    views.flush().await.unwrap();
+    let mut redis = server.make_full().await;
+    assert!(
+        views.write(&1, &2).await.is_err(),
+        "Redis refused the write: it is not durable"
+    );
+    assert_eq!(
+        cache.get::<u64>("views", &1u64).await.unwrap(),
+        Some(1),
+        "the refused write left the cached value as it was, as in the database"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    views.write(&1, &3).await.unwrap();
+    views.flush().await.unwrap();
+    assert_eq!(table.history(1), vec![1, 3]);
 }

@@ -160,6 +160,45 @@ impl RedisServer {
             .expect("cache on the test server")
     }
 
+    /// Fills the server, then sets its limit below what it holds: started
+    /// with `--maxmemory-policy noeviction`, it stays over the limit and
+    /// refuses every write that would add memory. Returns a connection.
+    pub async fn make_full(&self) -> redis::aio::MultiplexedConnection {
+        let mut conn = self.client().await;
+        for i in 0..64 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("junk:{i}"))
+                .arg(vec![b'x'; 16 * 1024])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let used: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(used - 256 * 1024)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let refused: redis::RedisResult<()> = redis::cmd("SET")
+            .arg("one-more")
+            .arg("x")
+            .query_async(&mut conn)
+            .await;
+        assert!(refused.is_err(), "Redis refuses writes once full");
+        conn
+    }
+
     /// A plain redis-rs connection, for inspecting the server.
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
