@@ -375,3 +375,31 @@ async fn write_returns_err_while_redis_is_full_and_nothing_is_half_written() {
     views.flush().await.unwrap();
     assert_eq!(table.history(1), vec![1, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_stream_rights_gets_err_and_changes_nothing() {
+    let server = RedisServer::start();
+    let mut admin = server.client().await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-@stream",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = server.url().replacen("redis://", "redis://app:pw@", 1);
+    let cache = Cache::builder().redis(url).build().await.unwrap();
+    cache.set("views", &1u64, &1u64, None).await.unwrap();
+    let views = Table::default().writer(&cache, "views");
+    assert!(
+        views.write(&1, &2).await.is_err(),
+        "the write could not be logged"
+    );
+    assert_eq!(
+        cache.get::<u64>("views", &1u64).await.unwrap(),
+        Some(1),
+        "a refused write stored nothing"
+    );
+}

@@ -150,10 +150,13 @@ return stored
 /// stream. ARGV: invalidation channel and message; then envelope, ttl ms and
 /// fresh gen to store, or nothing to only invalidate; and for a write-behind,
 /// the key's JSON and entry text. Returns 1 when a live value was there, or
-/// for a write-behind the id of its stream entry.
+/// for a write-behind the id of its stream entry. A write-behind's `XADD`
+/// goes first: refused (no stream rights, Redis full), it leaves all as it was.
 static REPLACE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
+local logged
+if KEYS[5] then logged = redis.call('XADD', KEYS[5], '*', 'k', ARGV[7]) end
 local gen = redis.call('GET', KEYS[3])
 local e = redis.call('HMGET', KEYS[1], 'v', 'g')
 local existed = gen and e[1] and e[2] == gen
@@ -169,9 +172,7 @@ else
   redis.call('DEL', KEYS[1])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
-local logged
-if KEYS[5] then
-  logged = redis.call('XADD', KEYS[5], '*', 'k', ARGV[7])
+if logged then
   redis.call('HSET', KEYS[4], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
 end
 redis.pcall('PUBLISH', ARGV[1], ARGV[2])
