@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{Cache, WriteBehind};
+use cache_runtime::{cached, Cache, WriteBehind};
 use tokio::sync::{mpsc, Notify};
 
 use support::{eventually, RedisServer};
@@ -402,4 +402,39 @@ async fn a_user_without_stream_rights_gets_err_and_changes_nothing() {
         Some(1),
         "a refused write stored nothing"
     );
+}
+
+/// A reader of the views group; 0 when nothing was written.
+#[cached(group = "views", cache = cache, skip(cache))]
+async fn read_views(cache: &Cache, id: u64) -> u64 {
+    let _ = id;
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_drops_local_copies_in_other_processes() {
+    let server = RedisServer::start();
+    let reader = Cache::builder()
+        .redis(server.url())
+        .local(1000, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&reader).await;
+    let cache = server.cache().await;
+    let views = Table::default().writer(&cache, "views");
+    views.write(&1, &1).await.unwrap();
+    assert_eq!(read_views(&reader, 1).await, 1);
+    assert_eq!(read_views(&reader, 1).await, 1);
+    assert!(
+        reader.stats().local_hits > 0,
+        "the reader keeps a local copy"
+    );
+    views.write(&1, &2).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the other cache to drop its local copy",
+        || async { read_views(&reader, 1).await == 2 },
+    )
+    .await;
 }
