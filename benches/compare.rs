@@ -446,12 +446,9 @@ impl Bench {
             for start in (1..size).step_by(10_000) {
                 let mut pipe = redis::pipe();
                 for i in start..(start + 10_000).min(size) {
-                    pipe.cmd("HSET")
+                    pipe.cmd("SET")
                         .arg(format!("cache:{{{group}}}:e:{i}"))
-                        .arg("v")
-                        .arg(&value)
-                        .arg("g")
-                        .arg(&gen)
+                        .arg([gen.as_slice(), value.as_slice()].concat())
                         .ignore();
                     pipe.cmd("SET")
                         .arg(format!("scan:{size}:{i}"))

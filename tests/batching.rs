@@ -41,7 +41,7 @@ fn arrive(cache: &Cache, key: u64) -> Read {
     read
 }
 
-/// `HMGET` calls the server has run: one per entry read.
+/// `MGET` calls the server has run: one per read (a lone peek, or a batch of a group).
 fn entry_reads(port: u16) -> u64 {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "INFO", "commandstats"])
@@ -49,7 +49,7 @@ fn entry_reads(port: u16) -> u64 {
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_hmget:calls="))
+        .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }

@@ -267,41 +267,37 @@ async fn untrusted_contents_are_misses_and_are_overwritten() {
         .await
         .unwrap();
     let entry = |id: u64| format!("cache:{{faults}}:e:{id}");
-    let hset = |id: u64, value: Vec<u8>| {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(entry(id))
-            .arg("v")
-            .arg(value)
-            .arg("g")
-            .arg(gen.clone());
+    let set = |id: u64, value: Vec<u8>| {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(entry(id)).arg([gen.as_slice(), &value].concat());
         cmd
     };
 
     // a key of another Redis type
-    let _: () = redis::cmd("SET")
+    let _: () = redis::cmd("HSET")
         .arg(entry(7))
-        .arg("not a hash")
+        .arg("not")
+        .arg("a string")
         .query_async(&mut conn)
         .await
         .unwrap();
     // garbage bytes, and a huge value
-    let _: () = hset(8, b"\x00\xff garbage".to_vec())
+    let _: () = set(8, b"\x00\xff garbage".to_vec())
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = hset(9, vec![b'x'; 1 << 20])
+    let _: () = set(9, vec![b'x'; 1 << 20])
         .query_async(&mut conn)
         .await
         .unwrap();
     // a truncated envelope of a good entry
     read(&cache, &db, 10).await;
-    let good: Vec<u8> = redis::cmd("HGET")
+    let good: Vec<u8> = redis::cmd("GET")
         .arg(entry(10))
-        .arg("v")
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = hset(10, good[..good.len() - 1].to_vec())
+    let _: () = set(10, good[gen.len()..good.len() - 1].to_vec())
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -505,7 +501,7 @@ async fn a_caller_dropped_during_its_lookup_leaves_no_lease() {
         "the orphaned lease to be given back",
         || async {
             let lease: Option<String> = redis::cmd("HGET")
-                .arg("cache:{faults}:e:5")
+                .arg("cache:{faults}:l:5")
                 .arg("t")
                 .query_async(&mut conn.clone())
                 .await
@@ -521,9 +517,8 @@ async fn a_caller_dropped_during_its_lookup_leaves_no_lease() {
         "the next caller waited {:?} for a lease nobody held",
         started.elapsed()
     );
-    let stored: bool = redis::cmd("HEXISTS")
+    let stored: bool = redis::cmd("EXISTS")
         .arg("cache:{faults}:e:5")
-        .arg("v")
         .query_async(&mut conn)
         .await
         .unwrap();

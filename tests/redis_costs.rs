@@ -202,16 +202,15 @@ async fn commands_each_path_sends() {
             .unwrap();
         sent.insert(path, monitor.until(path));
     }
-    // GET and HMGET are sent as one pipeline: one round trip.
     assert_eq!(
         sent["hit"],
-        ["GET", "HMGET"],
-        "a hit is two plain reads in one round trip, no script"
+        ["MGET"],
+        "a hit is one plain read of the generation and the entry, no script"
     );
     assert_eq!(
         sent["miss"],
-        ["GET", "HMGET", "EVALSHA", "EVALSHA"],
-        "a miss: the reads, the lease, the fill"
+        ["MGET", "EVALSHA", "EVALSHA"],
+        "a miss: the read, the lease, the fill"
     );
     assert_eq!(
         sent["put"],

@@ -64,9 +64,10 @@ pub(crate) fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<String, Error> 
 }
 
 /// The Redis names of one entry's keys: for prefix `P`, group `G` and key
-/// text `K`, `P:{G}:e:K` (the entry), `P:{G}:w:K` (its writer record) and
-/// `P:{G}:gen` (the group's generation). Neither `P` nor `G` holds a brace, so
-/// the hash tag of each is exactly `G`: a group lives in one cluster slot.
+/// text `K`, `P:{G}:e:K` (the entry), `P:{G}:l:K` (its read lease),
+/// `P:{G}:w:K` (its writer record) and `P:{G}:gen` (the group's
+/// generation). Neither `P` nor `G` holds a brace, so the hash tag of each
+/// is exactly `G`: a group lives in one cluster slot.
 #[derive(Clone)]
 pub(crate) struct Names {
     pub(crate) entry: String,
@@ -99,11 +100,21 @@ impl Names {
 
     /// The writer record's name, built when an operation needs it.
     pub(crate) fn writers(&self) -> String {
-        let mut writers = String::with_capacity(self.entry.len());
-        writers.push_str(&self.entry[..self.base_len]);
-        writers.push_str("w:");
-        writers.push_str(&self.entry[self.key_start..]);
-        writers
+        self.beside("w:")
+    }
+
+    /// The read lease's name, built when an operation needs it.
+    pub(crate) fn lease(&self) -> String {
+        self.beside("l:")
+    }
+
+    /// The name of another key of this entry: `P:{G}:<kind><key>`.
+    fn beside(&self, kind: &str) -> String {
+        let mut name = String::with_capacity(self.entry.len());
+        name.push_str(&self.entry[..self.base_len]);
+        name.push_str(kind);
+        name.push_str(&self.entry[self.key_start..]);
+        name
     }
 
     pub(crate) fn gen(prefix: &str, group: &str) -> String {

@@ -3,11 +3,10 @@
 //! A peek goes out at once, alone, unless a read of the same key is on the
 //! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at moderate
 //! load pay nothing for batching (no waiting for a round trip). The others
-//! wait, and go out together, one pipeline per group, as soon as a read
-//! returns. In a batch, peeks of one key share one read and peeks of one
-//! group one read of its generation: a hot key costs a read or two per round
-//! trip, whatever the number of callers, and under heavy load reads of many
-//! keys share their group's generation read.
+//! wait, and go out together as soon as a read returns: one `MGET` per group
+//! of its generation and its distinct keys. A hot key costs one command per
+//! round trip, whatever the number of callers, and under heavy load reads of
+//! many keys of a group share one command.
 //!
 //! The consistency rule: a caller only shares a read **sent after it
 //! arrived**. Joining a read already on the wire could hand it a value from
@@ -31,10 +30,10 @@ const MAX_ON_WIRE: usize = 16;
 /// The most peeks in one batch; more wait for the next.
 const MAX_BATCH: usize = 1024;
 
-/// An entry's fields as a peek reads them: the value and its generation.
+/// An entry as a peek reads it: its generation followed by its envelope.
 /// (A peek does not read the lease: a miss is told from a held miss by the
 /// lookup script that follows it.)
-type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
+type Stored = Option<Vec<u8>>;
 
 /// Sends a backend's peeks, batching those that arrive under load.
 pub(crate) struct Batcher {
@@ -97,7 +96,7 @@ impl Batcher {
         let _turn = Turn(self, hash);
         let (gen, mut entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
         match entries.first_mut() {
-            Some(fields) => Ok(verdict(gen.as_deref(), fields, true)),
+            Some(stored) => Ok(verdict(gen.as_deref(), stored, true)),
             None => Err(short_reply()),
         }
     }
@@ -148,16 +147,16 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// One batch: a pipeline per group (a group is one cluster slot), sent
-/// together, with one generation read per group and one read per key. The
-/// callers are sorted by group and key, so that each group, and each key in
-/// it, is a run.
+/// One batch: an `MGET` per group (a group is one cluster slot), sent
+/// together, of the group's generation and each distinct key. The callers
+/// are sorted by group and key, so that each group, and each key in it, is
+/// a run.
 async fn send(conn: &Connection, batch: Vec<Queued>) {
     let names = |i: usize| (batch[i].names.gen.as_str(), batch[i].names.entry.as_str());
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
     let groups = order.chunk_by(|&a, &b| names(a).0 == names(b).0);
-    let pipelines = groups.map(|members| async move {
+    let by_group = groups.map(|members| async move {
         // The distinct keys, and for each member the read it shares and
         // whether it is that read's last.
         let mut entries: Vec<&str> = Vec::with_capacity(members.len());
@@ -175,11 +174,11 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
         (reads, read(conn, names(members[0]).0, &entries).await)
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
-    for (reads, mut parsed) in futures_util::future::join_all(pipelines).await {
+    for (reads, mut parsed) in futures_util::future::join_all(by_group).await {
         for (i, shared, last) in reads {
             answers[i] = Some(match &mut parsed {
                 Ok((gen, entries)) => match entries.get_mut(shared) {
-                    Some(fields) => Ok(verdict(gen.as_deref(), fields, last)),
+                    Some(stored) => Ok(verdict(gen.as_deref(), stored, last)),
                     None => Err(short_reply()),
                 },
                 Err(error) => Err(Error::Redis(error.clone())),
@@ -193,36 +192,38 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
     }
 }
 
-/// Reads a group's generation and some of its entries, in one pipeline.
+/// Reads a group's generation and some of its entries, in one `MGET` (a key
+/// of another type reads as nil: a miss, which the lookup script repairs).
 async fn read(
     conn: &Connection,
     gen: &str,
     entries: &[&str],
-) -> Result<(Option<Vec<u8>>, Vec<Fields>), redis::RedisError> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("GET").arg(gen);
+) -> Result<(Stored, Vec<Stored>), redis::RedisError> {
+    let mut mget = redis::cmd("MGET");
+    mget.arg(gen);
     for entry in entries {
-        pipe.cmd("HMGET").arg(*entry).arg("v").arg("g");
+        mget.arg(*entry);
     }
-    let replies: Vec<Value> = pipe.query_async(&mut conn.clone()).await?;
+    let replies: Vec<Value> = mget.query_async(&mut conn.clone()).await?;
     let mut replies = replies.into_iter();
-    let gen = Option::<Vec<u8>>::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
+    let gen = Stored::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
     let entries = replies
-        .map(Fields::from_redis_value)
+        .map(Stored::from_redis_value)
         .collect::<Result<_, _>>()?;
     Ok((gen, entries))
 }
 
-/// What an entry's fields mean under its group's generation; the value is
-/// moved out for its `last` reader, copied for the others.
-fn verdict(gen: Option<&[u8]>, fields: &mut Fields, last: bool) -> Lookup {
-    let Some(gen) = gen else {
-        return Lookup::Miss(None);
-    };
-    match fields {
-        (Some(value), Some(value_gen)) if value_gen.as_slice() == gen => match last {
-            true => Lookup::Hit(std::mem::take(value)),
-            false => Lookup::Hit(value.clone()),
+/// What an entry means under its group's generation: a hit when it starts
+/// with it. The envelope is moved out for its `last` reader, copied for
+/// the others.
+fn verdict(gen: Option<&[u8]>, stored: &mut Stored, last: bool) -> Lookup {
+    match (gen, stored) {
+        (Some(gen), Some(stored)) if stored.starts_with(gen) => match last {
+            true => {
+                stored.drain(..gen.len());
+                Lookup::Hit(std::mem::take(stored))
+            }
+            false => Lookup::Hit(stored[gen.len()..].to_vec()),
         },
         _ => Lookup::Miss(None),
     }
@@ -236,11 +237,11 @@ fn key_hash(entry: &str) -> u64 {
     })
 }
 
-/// A pipeline answered with fewer replies than it sent commands.
+/// A read answered with fewer values than it asked for.
 fn short_reply() -> Error {
     Error::Redis(redis::RedisError::from((
         redis::ErrorKind::UnexpectedReturnType,
-        "a batched read got fewer replies than it sent",
+        "a batched read got fewer values than it asked for",
     )))
 }
 

@@ -5,11 +5,12 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P:{G}:gen` | string | the group's current generation (no TTL) |
-//! | `P:{G}:e:<key>` | hash | `v` envelope, `g` its generation; or `t`/`lg`, a read lease and its generation |
+//! | `P:{G}:gen` | string | the group's current generation (no TTL), a 16-character token |
+//! | `P:{G}:e:<key>` | string | the value's generation followed by its envelope |
+//! | `P:{G}:l:<key>` | hash | `t`/`lg`: a read lease and its generation |
 //! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
 //!
-//! Every operation is one script call (one round trip) that names all the keys
+//! A hit is one `MGET` of the generation and the entry. Every other operation is one script call (one round trip) that names all the keys
 //! it touches in `KEYS`, all of one group, hence one slot. Nothing ever scans.
 //! A script that adds data makes a memory-growing write (`SET`, `HSET`) its
 //! first write: a full Redis refuses a script's first such write, so the
@@ -36,9 +37,10 @@ use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
 use crate::Error;
 
-/// KEYS: entry, gen. ARGV: mode (peek|lease|lock|refresh|force), new token,
-/// lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}` for a
-/// lease, `{holder, gen, 'held'}` when another caller holds it, nil otherwise.
+/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
+/// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
+/// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
+/// otherwise.
 static LOOKUP: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -49,55 +51,52 @@ if not gen then
   gen = ARGV[4]
   redis.call('SET', KEYS[2], gen)
 end
-local e = redis.call('HMGET', KEYS[1], 'v', 'g', 't', 'lg')
-local live = e[1] and e[2] == gen
-local held = e[3] and e[4] == gen
+local e = redis.call('GET', KEYS[1])
+local live = e and string.sub(e, 1, #gen) == gen
+local l = redis.call('HMGET', KEYS[3], 't', 'lg')
+local held = l[1] and l[2] == gen
 if mode == 'refresh' then
   if not live or held then return nil end
-  redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
+  redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
   return {ARGV[2], gen}
 end
-if live and mode ~= 'force' then return e[1] end
+if live and mode ~= 'force' then return string.sub(e, #gen + 1) end
 if mode == 'peek' then
-  if held then return {e[3], gen, 'held'} end
+  if held then return {l[1], gen, 'held'} end
   return nil
 end
 if held then
-  if mode == 'lock' then return {e[3], gen, 'held'} end
-  return {e[3], gen}
+  if mode == 'lock' then return {l[1], gen, 'held'} end
+  return {l[1], gen}
 end
-redis.call('HSET', KEYS[1], 't', ARGV[2], 'lg', gen)
-redis.call('HDEL', KEYS[1], 'v', 'g')
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[1])
 return {ARGV[2], gen}
 ",
     )
 });
 
-/// KEYS: entry. ARGV: lease token. Drops the lease if it is still this one.
+/// KEYS: lease. ARGV: lease token. Drops the lease if it is still this one.
 static RELEASE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'v') == 1 then
-  redis.call('HDEL', KEYS[1], 't', 'lg')
-else
-  redis.call('DEL', KEYS[1])
-end
+redis.call('DEL', KEYS[1])
 return 1
 ",
     )
 });
 
-/// KEYS: entry, gen. ARGV: lease token, lease gen, envelope, ttl ms.
+/// KEYS: entry, gen, lease. ARGV: lease token, lease gen, envelope, ttl ms.
 static FILL: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'g', ARGV[2])
-redis.call('HDEL', KEYS[1], 't', 'lg')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('HGET', KEYS[3], 't') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+redis.call('DEL', KEYS[3])
 return 1
 ",
     )
@@ -121,7 +120,7 @@ return gen
     )
 });
 
-/// KEYS: entry, writers, gen. ARGV: writer token, gen at begin,
+/// KEYS: entry, writers, gen, lease. ARGV: writer token, gen at begin,
 /// mode (store|evict|abort), envelope, ttl ms, invalidation channel and
 /// message. Returns 1 when it stored.
 static END_WRITE: Lazy<Script> = Lazy::new(|| {
@@ -131,12 +130,11 @@ local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
 local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
 local stored = 0
 if ARGV[3] == 'store' and sole then
-  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'g', ARGV[2])
-  redis.call('HDEL', KEYS[1], 't', 'lg')
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('SET', KEYS[1], ARGV[2] .. ARGV[4], 'PX', ARGV[5])
+  redis.call('DEL', KEYS[4])
   stored = 1
 elseif ARGV[3] ~= 'abort' then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[4])
 end
 local n = (tonumber(w[3]) or 1) - 1
 if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
@@ -146,8 +144,8 @@ return stored
     )
 });
 
-/// KEYS: entry, writers, gen; and for a write-behind, its pending record and
-/// stream. ARGV: invalidation channel and message; then envelope, ttl ms and
+/// KEYS: entry, writers, gen, lease; and for a write-behind, its pending
+/// record and stream. ARGV: invalidation channel and message; then envelope, ttl ms and
 /// fresh gen to store, or nothing to only invalidate; and for a write-behind,
 /// the key's JSON and entry text. Returns 1 when a live value was there, or
 /// for a write-behind the id of its stream entry. A write-behind's `XADD`
@@ -156,24 +154,23 @@ static REPLACE: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local logged
-if KEYS[5] then logged = redis.call('XADD', KEYS[5], '*', 'k', ARGV[7]) end
+if KEYS[6] then logged = redis.call('XADD', KEYS[6], '*', 'k', ARGV[7]) end
 local gen = redis.call('GET', KEYS[3])
-local e = redis.call('HMGET', KEYS[1], 'v', 'g')
-local existed = gen and e[1] and e[2] == gen
+local e = redis.call('GET', KEYS[1])
+local existed = gen and e and string.sub(e, 1, #gen) == gen
 if ARGV[3] then
   if not gen then
     gen = ARGV[5]
     redis.call('SET', KEYS[3], gen)
   end
-  redis.call('HSET', KEYS[1], 'v', ARGV[3], 'g', gen)
-  redis.call('HDEL', KEYS[1], 't', 'lg')
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
 else
   redis.call('DEL', KEYS[1])
 end
+redis.call('DEL', KEYS[4])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
 if logged then
-  redis.call('HSET', KEYS[4], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
+  redis.call('HSET', KEYS[5], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
 end
 redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if logged then return logged end
@@ -195,13 +192,13 @@ return 1
     )
 });
 
-/// KEYS: entry, writers, gen. Deletes those holding an unexpected type.
+/// KEYS: entry, writers, gen, lease. Deletes those holding an unexpected type.
 static REPAIR: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local repaired = 0
-local expected = {'hash', 'hash', 'string'}
-for i = 1, 3 do
+local expected = {'string', 'hash', 'string', 'hash'}
+for i = 1, 4 do
   local found = redis.call('TYPE', KEYS[i]).ok
   if found ~= expected[i] and found ~= 'none' then
     redis.call('DEL', KEYS[i])
@@ -344,6 +341,7 @@ impl Redis {
                     .key(&names.entry)
                     .key(names.writers())
                     .key(&names.gen)
+                    .key(names.lease())
                     .invoke_async(&mut self.conn.clone())
                     .await?;
                 if repaired > 0 {
@@ -366,6 +364,19 @@ impl Redis {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(deleted > 0)
+    }
+
+    /// Deletes an entry and its read lease, with a plain `DEL` (accepted when
+    /// Redis is full); says whether the entry was there.
+    async fn delete_entry(&self, names: &Names) -> Result<bool, Error> {
+        let deleted: (i64, i64) = redis::pipe()
+            .cmd("DEL")
+            .arg(&names.entry)
+            .cmd("DEL")
+            .arg(names.lease())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(deleted.0 > 0)
     }
 
     /// The Redis names of an entry's keys.
@@ -401,6 +412,7 @@ impl Redis {
         let mut script = LOOKUP.key(&names.entry);
         script
             .key(&names.gen)
+            .key(names.lease())
             .arg(mode)
             .arg(token)
             .arg(self.lease_ms)
@@ -438,7 +450,7 @@ impl Redis {
         lease: &Lease,
     ) -> Result<(), Error> {
         let names = self.names(group, key);
-        let mut script = RELEASE.key(&names.entry);
+        let mut script = RELEASE.key(names.lease());
         script.arg(&lease.token);
         let _: i64 = self.run(&names, &script).await?;
         Ok(())
@@ -456,6 +468,7 @@ impl Redis {
         let mut script = FILL.key(&names.entry);
         script
             .key(&names.gen)
+            .key(names.lease())
             .arg(&lease.token)
             .arg(&lease.gen)
             .arg(bytes)
@@ -501,6 +514,7 @@ impl Redis {
         script
             .key(names.writers())
             .key(&names.gen)
+            .key(names.lease())
             .arg(&ticket.token)
             .arg(&ticket.gen)
             .arg(mode)
@@ -511,7 +525,7 @@ impl Redis {
         match self.run::<i64>(&names, &script).await {
             // The writer record stays until its TTL: later puts evict.
             Err(error) if is_oom(&error) && mode != "abort" => {
-                self.delete(&names.entry).await.map(|_| false)
+                self.delete_entry(&names).await.map(|_| false)
             }
             other => Ok(other? == 1),
         }
@@ -523,10 +537,11 @@ impl Redis {
         script
             .key(names.writers())
             .key(&names.gen)
+            .key(names.lease())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(&names, &script).await {
-            Err(error) if is_oom(&error) => self.delete(&names.entry).await,
+            Err(error) if is_oom(&error) => self.delete_entry(&names).await,
             other => Ok(other? == 1),
         }
     }
@@ -545,6 +560,7 @@ impl Redis {
         script
             .key(names.writers())
             .key(&names.gen)
+            .key(names.lease())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message())
             .arg(bytes)
@@ -565,7 +581,7 @@ impl Redis {
         match self.run::<i64>(&names, &script).await {
             Err(error) if is_oom(&error) => {
                 // The new value cannot be stored; the old one must not stay.
-                self.delete(&names.entry).await?;
+                self.delete_entry(&names).await?;
                 Err(error)
             }
             other => other.map(drop),
