@@ -13,7 +13,7 @@
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
-//! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1)
+//! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1, --tasks=N)
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -1190,8 +1190,8 @@ async fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("--profile-concurrent="))
     {
-        // 256 tasks reading warm keys (`--keys=1`: one hot key), `ours` or
-        // `hand`; prints the server's commands per read.
+        // 256 tasks (`--tasks=N`) reading warm keys (`--keys=1`: one hot
+        // key), `ours` or `hand`; prints the server's commands per read.
         let arg = |name: &str, default: u64| {
             args.iter()
                 .find_map(|a| a.strip_prefix(name))
@@ -1199,13 +1199,14 @@ async fn main() {
                 .unwrap_or(default)
         };
         let (keys, reads) = (arg("--keys=", 10_000), arg("--reads=", 200));
+        let tasks = arg("--tasks=", 256);
         for id in 0..keys {
             ours_small(&cache, id).await;
             by_hand(&conn, format!("hand:s:{id}"), async { small(id) }).await;
         }
         let hand = who == "hand";
         let before = server_commands(&conn).await;
-        let tasks: Vec<_> = (0..256u64)
+        let handles: Vec<_> = (0..tasks)
             .map(|t| {
                 let (cache, conn) = (cache.clone(), conn.clone());
                 tokio::spawn(async move {
@@ -1220,13 +1221,13 @@ async fn main() {
                 })
             })
             .collect();
-        for task in tasks {
-            task.await.expect("a profile task panicked");
+        for handle in handles {
+            handle.await.expect("a profile task panicked");
         }
         let commands = server_commands(&conn).await - before - 1; // the INFO itself
         println!(
             "{who}: {:.3} server commands per read",
-            commands as f64 / (256 * reads).max(1) as f64
+            commands as f64 / (tasks * reads).max(1) as f64
         );
         return;
     }
