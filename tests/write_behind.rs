@@ -7,6 +7,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,9 @@ use cache_runtime::{cached, Cache, WriteBehind};
 use tokio::sync::{mpsc, Notify};
 
 use support::{eventually, RedisServer};
+
+/// What the table's handler returns.
+type Written = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// The database: every value the handler wrote, per key, in order.
 #[derive(Clone, Default)]
@@ -48,17 +53,22 @@ impl Table {
         self.rows.lock().unwrap().len()
     }
 
+    /// A write-behind handler into this table.
+    fn handler(&self) -> impl Fn(u64, u64) -> Written + Send + Sync + 'static {
+        let table = self.clone();
+        move |key, value| {
+            let table = table.clone();
+            Box::pin(async move {
+                table.insert(key, value);
+                Ok(())
+            })
+        }
+    }
+
     /// A writer of `group` into this table.
     fn writer(&self, cache: &Cache, group: &str) -> WriteBehind<u64, u64> {
-        let table = self.clone();
         cache
-            .write_behind(group, move |key: u64, value: u64| {
-                let table = table.clone();
-                async move {
-                    table.insert(key, value);
-                    Ok::<(), String>(())
-                }
-            })
+            .write_behind(group, self.handler())
             .delay(Duration::from_millis(20))
             .start()
     }
@@ -218,16 +228,7 @@ async fn a_dropped_writer_leaves_its_entries_to_another(cache: Cache) {
     drop(stuck); // stops its consumer mid-write
     let table = Table::default();
     let next = cache
-        .write_behind("views", {
-            let table = table.clone();
-            move |key: u64, value: u64| {
-                let table = table.clone();
-                async move {
-                    table.insert(key, value);
-                    Ok::<(), String>(())
-                }
-            }
-        })
+        .write_behind("views", table.handler())
         .delay(Duration::from_millis(10))
         .idle_timeout(Duration::from_millis(300))
         .start();
@@ -255,16 +256,7 @@ async fn a_value_that_does_not_decode_is_dead_lettered_at_once(cache: Cache) {
     drop(older);
     let table = Table::default();
     let views = cache
-        .write_behind("views", {
-            let table = table.clone();
-            move |key: u64, value: u64| {
-                let table = table.clone();
-                async move {
-                    table.insert(key, value);
-                    Ok::<(), String>(())
-                }
-            }
-        })
+        .write_behind("views", table.handler())
         .delay(Duration::from_millis(10))
         .idle_timeout(Duration::from_millis(200))
         .start();

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,8 +38,14 @@ enum Outcome {
     Retry(Duration),
 }
 
-/// Runs the consumer until its writer is dropped (which aborts it).
-pub(super) async fn run<K, V, F, Fut, E>(shared: Arc<Shared>, handler: F)
+/// A writer's consumer: what it shares with the writer, and the handler.
+pub(super) struct Consumer<K, V, F> {
+    shared: Arc<Shared>,
+    handler: F,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V, F, Fut, E> Consumer<K, V, F>
 where
     K: DeserializeOwned,
     V: DeserializeOwned,
@@ -46,102 +53,228 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    if crate::key::check_group(&shared.group).is_err() {
-        return; // every write fails with the reason; nothing to consume
-    }
-    let options = &shared.options;
-    let mut wait = options.backoff;
-    while let Err(error) = shared.cache.op(shared.log.prepare()).await {
-        warn(
-            &shared,
-            &error,
-            "could not create the write-behind consumer group",
-        );
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_BACKOFF);
-    }
-    let mut held: BTreeMap<String, Held> = BTreeMap::new();
-    // Take over at once: a restarted process finds what its last run left.
-    let mut take_over_at = Instant::now();
-    loop {
-        let mut wake_at = (Instant::now() + options.delay).min(take_over_at);
-        if let Some(due) = held.values().map(|h| h.due).min() {
-            wake_at = wake_at.min(due);
+    pub(super) fn new(shared: Arc<Shared>, handler: F) -> Self {
+        Consumer {
+            shared,
+            handler,
+            _types: PhantomData,
         }
-        tokio::select! {
-            () = tokio::time::sleep_until(wake_at) => {}
-            () = shared.wake.notified() => {}
+    }
+
+    /// Runs the consumer until its writer is dropped (which aborts it).
+    pub(super) async fn run(self) {
+        let shared = &self.shared;
+        if crate::key::check_group(&shared.group).is_err() {
+            return; // every write fails with the reason; nothing to consume
         }
-        let now = Instant::now();
-        shared.unread.store(0, Ordering::Relaxed);
+        let options = &shared.options;
+        let mut wait = options.backoff;
+        while let Err(error) = shared.cache.op(shared.log.prepare()).await {
+            warn(
+                shared,
+                &error,
+                "could not create the write-behind consumer group",
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
+        }
+        let mut held: BTreeMap<String, Held> = BTreeMap::new();
+        // Take over at once: a restarted process finds what its last run left.
+        let mut take_over_at = Instant::now();
         loop {
-            match shared
-                .cache
-                .op(shared.log.read(&shared.consumer, options.batch))
-                .await
-            {
-                Ok(entries) => {
-                    let full = entries.len() == options.batch;
-                    hold(&mut held, entries, now);
-                    if !full || held.len() >= options.batch {
+            let mut wake_at = (Instant::now() + options.delay).min(take_over_at);
+            if let Some(due) = held.values().map(|h| h.due).min() {
+                wake_at = wake_at.min(due);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = shared.wake.notified() => {}
+            }
+            let now = Instant::now();
+            shared.unread.store(0, Ordering::Relaxed);
+            loop {
+                match shared
+                    .cache
+                    .op(shared.log.read(&shared.consumer, options.batch))
+                    .await
+                {
+                    Ok(entries) => {
+                        let full = entries.len() == options.batch;
+                        hold(&mut held, entries, now);
+                        if !full || held.len() >= options.batch {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        warn(shared, &error, "could not read the write-behind log");
                         break;
                     }
                 }
-                Err(error) => {
-                    warn(&shared, &error, "could not read the write-behind log");
-                    break;
+            }
+            if now >= take_over_at {
+                let taken = shared.cache.op(shared.log.take_over(
+                    &shared.consumer,
+                    options.idle_timeout,
+                    options.batch,
+                ));
+                match taken.await {
+                    Ok(entries) => hold(&mut held, entries, now),
+                    Err(error) => warn(
+                        shared,
+                        &error,
+                        "could not take over idle write-behind entries",
+                    ),
+                }
+                take_over_at = now + options.idle_timeout / 2;
+            }
+            let due: Vec<String> = held
+                .iter()
+                .filter(|(_, h)| h.due <= now)
+                .map(|(key, _)| key.clone())
+                .take(options.batch)
+                .collect();
+            if !due.is_empty() {
+                let mut work = Vec::with_capacity(due.len());
+                for key in due {
+                    if let Some(entry) = held.remove(&key) {
+                        work.push((key, entry.ids.into_iter().collect::<Vec<_>>()));
+                    }
+                }
+                let outcomes = self.settle_all(&work).await;
+                let mut settled = false;
+                for ((key, ids), outcome) in work.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Settled => settled = true,
+                        Outcome::Retry(after) => {
+                            let entry = held.entry(key).or_insert_with(|| Held {
+                                ids: BTreeSet::new(),
+                                due: now + after,
+                            });
+                            entry.ids.extend(ids);
+                            entry.due = entry.due.max(Instant::now() + after);
+                        }
+                    }
+                }
+                if settled {
+                    bump(&shared.cache.counters().behind_batches);
                 }
             }
+            shared.progress.notify_waiters();
         }
-        if now >= take_over_at {
-            let taken = shared.cache.op(shared.log.take_over(
-                &shared.consumer,
-                options.idle_timeout,
-                options.batch,
-            ));
-            match taken.await {
-                Ok(entries) => hold(&mut held, entries, now),
-                Err(error) => warn(
-                    &shared,
-                    &error,
-                    "could not take over idle write-behind entries",
-                ),
-            }
-            take_over_at = now + options.idle_timeout / 2;
-        }
-        let due: Vec<String> = held
-            .iter()
-            .filter(|(_, h)| h.due <= now)
-            .map(|(key, _)| key.clone())
-            .take(options.batch)
-            .collect();
-        if !due.is_empty() {
-            let mut work = Vec::with_capacity(due.len());
-            for key in due {
-                if let Some(entry) = held.remove(&key) {
-                    work.push((key, entry.ids.into_iter().collect::<Vec<_>>()));
-                }
-            }
-            let outcomes = settle_all(&shared, &handler, &work).await;
-            let mut settled = false;
-            for ((key, ids), outcome) in work.into_iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Settled => settled = true,
-                    Outcome::Retry(after) => {
-                        let entry = held.entry(key).or_insert_with(|| Held {
-                            ids: BTreeSet::new(),
-                            due: now + after,
-                        });
-                        entry.ids.extend(ids);
-                        entry.due = entry.due.max(Instant::now() + after);
+    }
+
+    /// Tries every key of a round at once, renewing their claims while the
+    /// handler runs.
+    async fn settle_all(&self, work: &[(String, Vec<Id>)]) -> Vec<Outcome> {
+        let shared = &*self.shared;
+        let all =
+            futures_util::future::join_all(work.iter().map(|(key, ids)| self.settle(key, ids)));
+        tokio::pin!(all);
+        let hold = shared.options.idle_timeout;
+        let mut renew = tokio::time::interval_at(Instant::now() + hold / 3, hold / 3);
+        let keys: Vec<String> = work.iter().map(|(key, _)| key.clone()).collect();
+        loop {
+            tokio::select! {
+                outcomes = &mut all => return outcomes,
+                _ = renew.tick() => {
+                    let renewed = shared.log.renew(&keys, &shared.consumer, hold);
+                    if let Err(error) = shared.cache.op(renewed).await {
+                        warn(shared, &error, "could not renew write-behind claims");
                     }
                 }
             }
-            if settled {
-                bump(&shared.cache.counters().behind_batches);
-            }
         }
-        shared.progress.notify_waiters();
+    }
+
+    /// Claims a key, writes its newest value, and settles its entries.
+    async fn settle(&self, key: &str, ids: &[Id]) -> Outcome {
+        let shared = &*self.shared;
+        let (cache, log, consumer) = (&shared.cache, &shared.log, shared.consumer.as_str());
+        let options = &shared.options;
+        let settled = || {
+            let counters = cache.counters();
+            counters
+                .behind_settled
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            Outcome::Settled
+        };
+        let claimed = cache
+            .op(log.claim(key, consumer, options.idle_timeout))
+            .await;
+        let pending = match claimed {
+            Ok(Claim::Pending(pending)) => pending,
+            // Another consumer writes this key now; its newest value may be
+            // newer than ours was, or not: look again soon.
+            Ok(Claim::Busy) => return Outcome::Retry(options.delay.min(options.backoff)),
+            // A value at least as new is in the database already.
+            Ok(Claim::Settled) => {
+                return match cache.op(log.written(key, consumer, None, ids)).await {
+                    Ok(()) => settled(),
+                    Err(error) => unreachable(shared, &error),
+                }
+            }
+            Err(error) => return unreachable(shared, &error),
+        };
+        let (error, max_attempts) = match decode::<K, V>(shared, &pending) {
+            Err(error) => (error, 0), // cannot succeed: dead-letter at once
+            Ok((k, v)) => match self.call(k, v).await {
+                Ok(()) => {
+                    bump(&cache.counters().behind_stored);
+                    return match cache
+                        .op(log.written(key, consumer, Some(pending.id), ids))
+                        .await
+                    {
+                        Ok(()) => settled(),
+                        // Written but not settled: it will be written again.
+                        Err(error) => unreachable(shared, &error),
+                    };
+                }
+                Err(error) => (error, options.max_attempts),
+            },
+        };
+        let counters = cache.counters();
+        bump(&counters.behind_failures);
+        metrics::error("write_behind_failed");
+        let failed = log.failed(key, consumer, pending.id, &error, max_attempts, ids);
+        match cache.op(failed).await {
+            Ok(Failed::Dead) => {
+                bump(&counters.behind_dead);
+                metrics::error("write_behind_dead");
+                tracing::error!(
+                    group = shared.group,
+                    key,
+                    error,
+                    "write-behind gave up on a value; it is in the dead-letter stream"
+                );
+                settled()
+            }
+            Ok(Failed::Retry(attempts)) => {
+                counters.warn_limited(Warning::Failure, |count| {
+                    tracing::warn!(
+                        group = shared.group,
+                        key,
+                        error,
+                        attempts,
+                        count,
+                        "write-behind handler failed; retrying"
+                    );
+                });
+                Outcome::Retry(backoff(options.backoff, attempts))
+            }
+            Err(error) => unreachable(shared, &error),
+        }
+    }
+
+    /// Calls the handler; its error, or its panic, as text.
+    async fn call(&self, key: K, value: V) -> Result<(), String> {
+        match AssertUnwindSafe((self.handler)(key, value))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the handler panicked".to_owned()),
+        }
     }
 }
 
@@ -155,140 +288,6 @@ fn hold(held: &mut BTreeMap<String, Held>, entries: Vec<super::log::Entry>, now:
             })
             .ids
             .insert(entry.id);
-    }
-}
-
-/// Tries every key of a round at once, renewing their claims while the
-/// handler runs.
-async fn settle_all<K, V, F, Fut, E>(
-    shared: &Shared,
-    handler: &F,
-    work: &[(String, Vec<Id>)],
-) -> Vec<Outcome>
-where
-    K: DeserializeOwned,
-    V: DeserializeOwned,
-    F: Fn(K, V) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Display,
-{
-    let all = futures_util::future::join_all(
-        work.iter()
-            .map(|(key, ids)| settle(shared, handler, key, ids)),
-    );
-    tokio::pin!(all);
-    let hold = shared.options.idle_timeout;
-    let mut renew = tokio::time::interval_at(Instant::now() + hold / 3, hold / 3);
-    let keys: Vec<String> = work.iter().map(|(key, _)| key.clone()).collect();
-    loop {
-        tokio::select! {
-            outcomes = &mut all => return outcomes,
-            _ = renew.tick() => {
-                let renewed = shared.log.renew(&keys, &shared.consumer, hold);
-                if let Err(error) = shared.cache.op(renewed).await {
-                    warn(shared, &error, "could not renew write-behind claims");
-                }
-            }
-        }
-    }
-}
-
-/// Claims a key, writes its newest value, and settles its entries.
-async fn settle<K, V, F, Fut, E>(shared: &Shared, handler: &F, key: &str, ids: &[Id]) -> Outcome
-where
-    K: DeserializeOwned,
-    V: DeserializeOwned,
-    F: Fn(K, V) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Display,
-{
-    let (cache, log, consumer) = (&shared.cache, &shared.log, shared.consumer.as_str());
-    let options = &shared.options;
-    let settled = || {
-        let counters = cache.counters();
-        counters
-            .behind_settled
-            .fetch_add(ids.len() as u64, Ordering::Relaxed);
-        Outcome::Settled
-    };
-    let claimed = cache
-        .op(log.claim(key, consumer, options.idle_timeout))
-        .await;
-    let pending = match claimed {
-        Ok(Claim::Pending(pending)) => pending,
-        // Another consumer writes this key now; its newest value may be
-        // newer than ours was, or not: look again soon.
-        Ok(Claim::Busy) => return Outcome::Retry(options.delay.min(options.backoff)),
-        // A value at least as new is in the database already.
-        Ok(Claim::Settled) => {
-            return match cache.op(log.written(key, consumer, None, ids)).await {
-                Ok(()) => settled(),
-                Err(error) => unreachable(shared, &error),
-            }
-        }
-        Err(error) => return unreachable(shared, &error),
-    };
-    let (error, max_attempts) = match decode::<K, V>(shared, &pending) {
-        Err(error) => (error, 0), // cannot succeed: dead-letter at once
-        Ok((k, v)) => match call(handler, k, v).await {
-            Ok(()) => {
-                bump(&cache.counters().behind_stored);
-                return match cache
-                    .op(log.written(key, consumer, Some(pending.id), ids))
-                    .await
-                {
-                    Ok(()) => settled(),
-                    // Written but not settled: it will be written again.
-                    Err(error) => unreachable(shared, &error),
-                };
-            }
-            Err(error) => (error, options.max_attempts),
-        },
-    };
-    let counters = cache.counters();
-    bump(&counters.behind_failures);
-    metrics::error("write_behind_failed");
-    let failed = log.failed(key, consumer, pending.id, &error, max_attempts, ids);
-    match cache.op(failed).await {
-        Ok(Failed::Dead) => {
-            bump(&counters.behind_dead);
-            metrics::error("write_behind_dead");
-            tracing::error!(
-                group = shared.group,
-                key,
-                error,
-                "write-behind gave up on a value; it is in the dead-letter stream"
-            );
-            settled()
-        }
-        Ok(Failed::Retry(attempts)) => {
-            counters.warn_limited(Warning::Failure, |count| {
-                tracing::warn!(
-                    group = shared.group,
-                    key,
-                    error,
-                    attempts,
-                    count,
-                    "write-behind handler failed; retrying"
-                );
-            });
-            Outcome::Retry(backoff(options.backoff, attempts))
-        }
-        Err(error) => unreachable(shared, &error),
-    }
-}
-
-/// Calls the handler; its error, or its panic, as text.
-async fn call<K, V, F, Fut, E>(handler: &F, key: K, value: V) -> Result<(), String>
-where
-    F: Fn(K, V) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Display,
-{
-    match AssertUnwindSafe(handler(key, value)).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("the handler panicked".to_owned()),
     }
 }
 

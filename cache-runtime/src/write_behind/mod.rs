@@ -219,7 +219,7 @@ where
         let handler = self.handler;
         let consumer = Arc::clone(&shared);
         let starter: Starter =
-            Box::new(move || tokio::spawn(consumer::run::<K, V, F, Fut, E>(consumer, handler)));
+            Box::new(move || tokio::spawn(consumer::Consumer::new(consumer, handler).run()));
         let writer = WriteBehind {
             inner: Arc::new(Handle {
                 shared,
