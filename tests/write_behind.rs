@@ -272,12 +272,54 @@ async fn a_value_that_does_not_decode_is_dead_lettered_at_once(cache: Cache) {
     assert_eq!(table.last(6), Some(6), "and the writer goes on");
 }
 
+async fn a_database_down_for_a_while_loses_nothing(cache: Cache) {
+    let table = Table::default();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let views = {
+        let (table, up) = (table.clone(), up.clone());
+        cache
+            .write_behind("views", move |key: u64, value: u64| {
+                let (table, up) = (table.clone(), up.clone());
+                async move {
+                    if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err("the database is down".to_owned());
+                    }
+                    table.insert(key, value);
+                    Ok(())
+                }
+            })
+            .delay(Duration::from_millis(10))
+            .batch(20)
+            .max_attempts(1000)
+            .backoff(Duration::from_millis(5))
+            .start()
+    };
+    // More keys than a round takes, while every call fails: the keys that
+    // wait a retry hold reading back, and nothing is lost.
+    for key in 0..100u64 {
+        views.write(&key, &(key + 1)).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(5),
+        "calls to fail while the database is down",
+        || async { cache.stats().behind_failures >= 40 },
+    )
+    .await;
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    views.flush().await.unwrap();
+    for key in 0..100u64 {
+        assert_eq!(table.history(key), vec![key + 1], "key {key} written once");
+    }
+    assert_eq!(cache.stats().behind_dead, 0);
+}
+
 on_each_backend!(
     writes_are_readable_at_once_and_in_the_database_after_flush,
     waiting_writes_of_a_key_coalesce_into_the_newest,
     a_poison_value_goes_to_the_dead_letter_stream,
     a_dropped_writer_leaves_its_entries_to_another,
     a_value_that_does_not_decode_is_dead_lettered_at_once,
+    a_database_down_for_a_while_loses_nothing,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

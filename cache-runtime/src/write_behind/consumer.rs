@@ -81,10 +81,16 @@ where
         let mut held: BTreeMap<String, Held> = BTreeMap::new();
         // Take over at once: a restarted process finds what its last run left.
         let mut take_over_at = Instant::now();
+        // Whether the log held more than the last round took: a backlog is
+        // worked through without waiting for the delay.
+        let mut backlog = false;
         loop {
             let mut wake_at = (Instant::now() + options.delay).min(take_over_at);
             if let Some(due) = held.values().map(|h| h.due).min() {
                 wake_at = wake_at.min(due);
+            }
+            if backlog {
+                wake_at = Instant::now();
             }
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => {}
@@ -92,16 +98,19 @@ where
             }
             let now = Instant::now();
             shared.unread.store(0, Ordering::Relaxed);
-            loop {
+            backlog = false;
+            // Read while fewer keys are held than a round takes: keys that
+            // wait a retry (a database down) hold the reading back.
+            while held.len() < options.batch {
                 match shared
                     .cache
                     .op(shared.log.read(&shared.consumer, options.batch))
                     .await
                 {
                     Ok(entries) => {
-                        let full = entries.len() == options.batch;
+                        backlog = entries.len() == options.batch;
                         hold(&mut held, entries, now);
-                        if !full || held.len() >= options.batch {
+                        if !backlog {
                             break;
                         }
                     }

@@ -161,7 +161,8 @@ where
 {
     /// How long a write may wait in the log so that others join its batch:
     /// the consumer reads the log this often (and at once when a batch is
-    /// full, or on [`flush`](WriteBehind::flush)).
+    /// full, while the log holds a backlog, or on
+    /// [`flush`](WriteBehind::flush)).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.options.delay = delay;
         self
