@@ -118,8 +118,14 @@ impl Names {
     }
 
     pub(crate) fn gen(prefix: &str, group: &str) -> String {
-        format!("{prefix}:{{{group}}}:gen")
+        group_key(prefix, group, "gen")
     }
+}
+
+/// The name of one of a group's keys, `P:{G}:<name>`: in the group's hash
+/// tag, so in its cluster slot.
+pub(crate) fn group_key(prefix: &str, group: &str, name: &str) -> String {
+    format!("{prefix}:{{{group}}}:{name}")
 }
 
 /// Checks that a group name can sit inside a Redis hash tag: no braces, and

@@ -10,8 +10,9 @@
 //! | `P:{G}:l:<key>` | hash | `t`/`lg`: a read lease and its generation |
 //! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
 //!
-//! A hit is one `MGET` of the generation and the entry. Every other operation is one script call (one round trip) that names all the keys
-//! it touches in `KEYS`, all of one group, hence one slot. Nothing ever scans.
+//! A hit is one `MGET` of the generation and the entry. Every other operation
+//! is one script call (one round trip) that names all the keys it touches in
+//! `KEYS`, all of one group, hence one slot. Nothing ever scans.
 //! A script that adds data makes a memory-growing write (`SET`, `HSET`) its
 //! first write: a full Redis refuses a script's first such write, so the
 //! cache never pushes it past `maxmemory`.
@@ -145,9 +146,9 @@ return stored
 });
 
 /// KEYS: entry, writers, gen, lease; and for a write-behind, its pending
-/// record and stream. ARGV: invalidation channel and message; then envelope, ttl ms and
-/// fresh gen to store, or nothing to only invalidate; and for a write-behind,
-/// the key's JSON and entry text. Returns 1 when a live value was there, or
+/// record and stream. ARGV: invalidation channel and message; then envelope,
+/// ttl ms and fresh gen to store, or nothing to only invalidate; and for a
+/// write-behind, the key's JSON and entry text. Returns 1 when a live value was there, or
 /// for a write-behind the id of its stream entry. A write-behind's `XADD`
 /// goes first: refused (no stream rights, Redis full), it leaves all as it was.
 static REPLACE: Lazy<Script> = Lazy::new(|| {

@@ -200,13 +200,6 @@ where
         let shared = &*self.shared;
         let (cache, log, consumer) = (&shared.cache, &shared.log, shared.consumer.as_str());
         let options = &shared.options;
-        let settled = || {
-            let counters = cache.counters();
-            counters
-                .behind_settled
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            Outcome::Settled
-        };
         let claimed = cache
             .op(log.claim(key, consumer, options.idle_timeout))
             .await;
@@ -216,12 +209,7 @@ where
             // newer than ours was, or not: look again soon.
             Ok(Claim::Busy) => return Outcome::Retry(options.delay.min(options.backoff)),
             // A value at least as new is in the database already.
-            Ok(Claim::Settled) => {
-                return match cache.op(log.written(key, consumer, None, ids)).await {
-                    Ok(()) => settled(),
-                    Err(error) => unreachable(shared, &error),
-                }
-            }
+            Ok(Claim::Settled) => return self.written(key, ids, None).await,
             Err(error) => return unreachable(shared, &error),
         };
         let (error, max_attempts) = match decode::<K, V>(shared, &pending) {
@@ -229,14 +217,7 @@ where
             Ok((k, v)) => match self.call(k, v).await {
                 Ok(()) => {
                     bump(&cache.counters().behind_stored);
-                    return match cache
-                        .op(log.written(key, consumer, Some(pending.id), ids))
-                        .await
-                    {
-                        Ok(()) => settled(),
-                        // Written but not settled: it will be written again.
-                        Err(error) => unreachable(shared, &error),
-                    };
+                    return self.written(key, ids, Some(pending.id)).await;
                 }
                 Err(error) => (error, options.max_attempts),
             },
@@ -255,7 +236,7 @@ where
                     error,
                     "write-behind gave up on a value; it is in the dead-letter stream"
                 );
-                settled()
+                settled(shared, ids)
             }
             Ok(Failed::Retry(attempts)) => {
                 counters.warn_limited(Warning::Failure, |count| {
@@ -274,6 +255,18 @@ where
         }
     }
 
+    /// A value at least as new as `written` (or, with `None`, as every
+    /// entry in `ids`) is in the database: settles the key's entries. If
+    /// that fails, the value will be written again.
+    async fn written(&self, key: &str, ids: &[Id], written: Option<Id>) -> Outcome {
+        let shared = &*self.shared;
+        let settling = shared.log.written(key, &shared.consumer, written, ids);
+        match shared.cache.op(settling).await {
+            Ok(()) => settled(shared, ids),
+            Err(error) => unreachable(shared, &error),
+        }
+    }
+
     /// Calls the handler; its error, or its panic, as text.
     async fn call(&self, key: K, value: V) -> Result<(), String> {
         match AssertUnwindSafe((self.handler)(key, value))
@@ -285,6 +278,15 @@ where
             Err(_) => Err("the handler panicked".to_owned()),
         }
     }
+}
+
+/// Counts a key's entries as settled.
+fn settled(shared: &Shared, ids: &[Id]) -> Outcome {
+    let counters = shared.cache.counters();
+    counters
+        .behind_settled
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    Outcome::Settled
 }
 
 /// Adds entries to those held, each key due now unless it waits a retry.

@@ -19,7 +19,7 @@ use redis::{Script, Value};
 
 use crate::backend::connection::Connection;
 use crate::backend::redis::{millis, Redis};
-use crate::key::{EntryKey, Names};
+use crate::key::{group_key, EntryKey};
 use crate::{Cache, Error};
 
 use super::log::{Claim, Dead, Entry, Failed, Id, Pending};
@@ -163,7 +163,7 @@ pub(crate) struct Log {
 
 impl Log {
     pub(crate) fn new(backend: &Redis, group: &str) -> Self {
-        let stream = format!("{}:{{{group}}}:wb", backend.prefix());
+        let stream = group_key(backend.prefix(), group, "wb");
         Log {
             conn: backend.connection(),
             dead: format!("{stream}:dead"),
@@ -191,7 +191,7 @@ impl Log {
         let crate::backend::Backend::Redis(backend) = cache.backend() else {
             return Err(Error::Unavailable);
         };
-        let names = Names::new(backend.prefix(), group, key);
+        let names = backend.names(group, key);
         let mut script = backend.storing(group, key, &names, value, ttl);
         script
             .key(self.pending(key.as_str()))
@@ -270,7 +270,7 @@ impl Log {
                 .arg(&self.stream)
                 .arg(GROUP)
                 .arg(consumer)
-                .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+                .arg(millis(idle))
                 .arg(&cursor)
                 .arg("COUNT")
                 .arg(count)
