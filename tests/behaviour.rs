@@ -1,5 +1,7 @@
 //! The attributes' behaviour, as a user sees it, on both backends.
 
+#[path = "support/decodes.rs"]
+mod decodes;
 mod support;
 
 use std::collections::HashMap;
@@ -452,3 +454,66 @@ on_each_backend!(
     methods_with_self,
     scope_sets_the_default_cache,
 );
+
+#[cached(group = "kept", skip(cache), cache = cache)]
+async fn kept_value(cache: &Cache, id: u64) -> decodes::Cloned {
+    decodes::Cloned(id)
+}
+
+#[cached(group = "opaque", skip(cache), cache = cache)]
+async fn opaque_value(cache: &Cache, id: u64) -> decodes::Opaque {
+    decodes::Opaque(id)
+}
+
+#[cache_put(group = "kept", skip(cache), cache = cache, key = id)]
+async fn put_kept(cache: &Cache, id: u64, value: u64) -> decodes::Cloned {
+    decodes::Cloned(value)
+}
+
+/// In memory, a hit of a `Clone` value clones what the first hit decoded; a
+/// write replaces it. A value without `Clone` is decoded on every hit.
+#[tokio::test]
+async fn in_memory_hits_clone_what_the_first_hit_decoded() {
+    let cache = Cache::in_memory();
+    assert_eq!(kept_value(&cache, 1).await, decodes::Cloned(1)); // miss
+    let before = decodes::decoded();
+    for _ in 0..10 {
+        assert_eq!(kept_value(&cache, 1).await, decodes::Cloned(1));
+    }
+    assert_eq!(decodes::decoded() - before, 1, "ten hits, one decode");
+    put_kept(&cache, 1, 2).await;
+    for _ in 0..10 {
+        assert_eq!(
+            kept_value(&cache, 1).await,
+            decodes::Cloned(2),
+            "the put's value"
+        );
+    }
+    assert_eq!(decodes::decoded() - before, 2, "the new entry decoded once");
+
+    assert_eq!(opaque_value(&cache, 1).await, decodes::Opaque(1));
+    let before = decodes::opaque_decoded();
+    for _ in 0..10 {
+        assert_eq!(opaque_value(&cache, 1).await, decodes::Opaque(1));
+    }
+    assert_eq!(
+        decodes::opaque_decoded() - before,
+        10,
+        "not Clone: decoded every hit"
+    );
+}
+
+#[cached(group = "borrowed", skip(cache), cache = cache)]
+async fn borrowed_name<'a>(cache: &Cache, name: &'a str) -> std::borrow::Cow<'a, str> {
+    std::borrow::Cow::Borrowed(name)
+}
+
+/// A value type that names a lifetime is not probed for keeping (it may not
+/// be `'static`): it compiles, and hits decode it.
+#[tokio::test]
+async fn a_value_that_names_a_lifetime_is_cached_too() {
+    let cache = Cache::in_memory();
+    assert_eq!(borrowed_name(&cache, "teapot").await, "teapot");
+    assert_eq!(borrowed_name(&cache, "teapot").await, "teapot");
+    assert_eq!(cache.stats().hits, 1);
+}

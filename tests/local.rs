@@ -1,6 +1,8 @@
 //! The local tier: hits without a round trip, dropped when any process writes
 //! the entry, flushed while its invalidation subscription is down.
 
+#[path = "support/decodes.rs"]
+mod decodes;
 mod support;
 
 use std::process::{Child, Command, Stdio};
@@ -100,6 +102,34 @@ async fn local_hits_skip_redis_and_own_writes_drop_them() {
     );
     assert_eq!(put(&cache, &conn, 1, 12).await, 12);
     assert_eq!(read(&cache, &conn, 1).await, 12);
+}
+
+#[cached(group = "local_kept", skip(cache), cache = cache)]
+async fn kept_value(cache: &Cache, id: u64) -> decodes::Cloned {
+    decodes::Cloned(id)
+}
+
+/// The local copy keeps what the Redis hit decoded: local hits of a `Clone`
+/// value decode nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hits_clone_what_the_redis_hit_decoded() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server.url()).await;
+    assert_eq!(kept_value(&cache, 1).await, decodes::Cloned(1)); // miss
+    let (decoded, local_hits) = (decodes::decoded(), cache.stats().local_hits);
+    for _ in 0..10 {
+        assert_eq!(kept_value(&cache, 1).await, decodes::Cloned(1));
+    }
+    assert_eq!(
+        cache.stats().local_hits - local_hits,
+        9,
+        "a Redis hit, then local ones"
+    );
+    assert_eq!(
+        decodes::decoded() - decoded,
+        1,
+        "decoded by the Redis hit alone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

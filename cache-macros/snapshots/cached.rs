@@ -7,7 +7,8 @@ async fn get_product(db: &Db, id: u64) -> Result<Product, DbError> {
             ::cache_runtime::__private::current(),
             ::cache_runtime::__private::Probe::<Result<Product, DbError>>::NEW
                 .cache_policy("products")
-                .ttl(::cache_runtime::__private::StdDuration::from_secs(300)),
+                .ttl(::cache_runtime::__private::StdDuration::from_secs(300))
+                .keep_values(|values| values.keep()),
             __cache_key,
             async move { db.load(id).await },
         )

@@ -20,7 +20,8 @@ where
         ::cache_runtime::__private::cached(
                 ::cache_runtime::__private::current(),
                 ::cache_runtime::__private::Probe::<Option<Row>>::NEW
-                    .cache_policy("rows"),
+                    .cache_policy("rows")
+                    .keep_values(|values| values.keep()),
                 __cache_key,
                 async move {
                     let __self = self;

@@ -15,7 +15,8 @@ async fn load(&self, id: u64) -> DbResult<Product> {
                 )
                 .ttl(::cache_runtime::__private::StdDuration::from_secs(300))
                 .cache_err(|e| matches!(e, DbError::NotFound))
-                .negative_ttl(::cache_runtime::__private::StdDuration::from_secs(30)),
+                .negative_ttl(::cache_runtime::__private::StdDuration::from_secs(30))
+                .keep_values(|values| values.keep()),
             __cache_key,
             async move { self.db.load(id).await },
         )

@@ -10,6 +10,7 @@ async fn get_product(db: Arc<Db>, id: u64) -> Result<Product, DbError> {
                 .ttl(::cache_runtime::__private::StdDuration::from_secs(60))
                 .lock_timeout(::cache_runtime::__private::StdDuration::from_secs(1))
                 .early(1.0)
+                .keep_values(|values| values.keep())
                 .stale_while_revalidate(
                     ::cache_runtime::__private::StdDuration::from_secs(300),
                 ),

@@ -149,6 +149,12 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             if let Some(jitter) = &args.jitter {
                 policy.extend(quote!(.jitter(#jitter)));
             }
+            if attr == Attr::Cached && !may_borrow(&ret) {
+                // Hits clone the decoded value when it is `Clone + 'static`
+                // (a probe: any other type is decoded on every hit). A type
+                // that names a lifetime may not be `'static`: not probed.
+                policy.extend(quote!(.keep_values(|values| values.keep())));
+            }
             let flow = match (&args.stale_while_revalidate, attr) {
                 (Some((_, window)), _) => {
                     let window = duration(&private, window);
@@ -297,6 +303,19 @@ fn check_return(attr: Attr, ret: &Type, sig: &syn::Signature) -> syn::Result<()>
         _ => sig.ident.span(),
     };
     Err(syn::Error::new(span, message))
+}
+
+/// Whether a type may hold a lifetime: it names one, a reference or `Self`.
+fn may_borrow(ty: &Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Punct(punct) => matches!(punct.as_char(), '\'' | '&'),
+            proc_macro2::TokenTree::Ident(ident) => ident == "Self",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            proc_macro2::TokenTree::Literal(_) => false,
+        })
+    }
+    walk(ty.to_token_stream())
 }
 
 /// The policy, for the kind of return value an option asks for, else for the

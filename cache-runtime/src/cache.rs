@@ -11,9 +11,10 @@ use crate::__private::{self as private, CacheValue, Kind, PlainKind, Policy, Res
 use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
-use crate::envelope::{Meta, Opener};
+use crate::envelope::Meta;
 use crate::flight::Flights;
 use crate::health::Health;
+use crate::kept::{Kept, Reader};
 use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
 use crate::retry::{Pending, Retrier};
@@ -223,9 +224,15 @@ impl Cache {
             .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
             .await?
         {
-            Lookup::Hit(bytes) => Ok(self
-                .open(group, &key, &bytes, envelope::open)
-                .map(|(value, _)| value)),
+            Lookup::Hit(kept) => {
+                let reader = Reader {
+                    open: envelope::open,
+                    keep: None,
+                };
+                Ok(self
+                    .open(group, &key, &kept, &reader)
+                    .map(|(value, _)| value))
+            }
             Lookup::Miss(_) | Lookup::Held => Ok(None),
         }
     }
@@ -508,22 +515,30 @@ impl Cache {
         result
     }
 
-    /// Opens an envelope; an entry that does not decode (or is larger than
-    /// the maximum value size) is logged, counted and `None`.
+    /// Opens an envelope, or clones the value it was opened to before; an
+    /// entry that does not decode (or is larger than the maximum value size)
+    /// is logged, counted and `None`.
     pub(crate) fn open<T>(
         &self,
         group: &str,
         key: &EntryKey,
-        bytes: &[u8],
-        open: Opener<T>,
+        kept: &Kept,
+        reader: &Reader<T>,
     ) -> Option<(T, Meta)> {
+        if let Some(opened) = kept.opened(reader) {
+            return Some(opened);
+        }
+        let bytes = kept.bytes();
         let opened = if bytes.len() > self.inner.settings.max_value_size {
             Err(envelope::OpenError::TooLarge(bytes.len()))
         } else {
-            open(self.codec(), bytes)
+            (reader.open)(self.codec(), bytes)
         };
         match opened {
-            Ok(opened) => Some(opened),
+            Ok(opened) => {
+                kept.keep(reader, &opened);
+                Some(opened)
+            }
             Err(error) => {
                 let counters = self.counters();
                 bump(&counters.undecodable);

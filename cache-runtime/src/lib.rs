@@ -86,6 +86,7 @@ mod flight;
 mod health;
 #[cfg(feature = "http")]
 pub mod http;
+mod kept;
 mod key;
 mod kind;
 mod lease;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::backend::connection::Subscriptions;
+use crate::kept::Kept;
 use crate::key::EntryKey;
 use crate::stats::{bump, Counters};
 
@@ -46,7 +47,7 @@ impl Invalidation<'_> {
 }
 
 struct Copy {
-    bytes: Arc<[u8]>,
+    kept: Arc<Kept>,
     expires: Instant,
 }
 
@@ -88,7 +89,7 @@ impl Local {
     }
 
     /// A live local copy of an entry, when the subscription is up.
-    pub(crate) fn get(&self, group: &str, key: &EntryKey) -> Option<Arc<[u8]>> {
+    pub(crate) fn get(&self, group: &str, key: &EntryKey) -> Option<Arc<Kept>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -97,7 +98,7 @@ impl Local {
         let copy = copies.groups.get(group)?.get(key.as_str())?;
         (copy.expires > now).then(|| {
             bump(&self.counters.local_hits);
-            copy.bytes.clone()
+            copy.kept.clone()
         })
     }
 
@@ -107,7 +108,7 @@ impl Local {
         &self,
         group: &str,
         key: &EntryKey,
-        bytes: &[u8],
+        kept: &Arc<Kept>,
         fresh_for: Duration,
         epoch: u64,
     ) {
@@ -128,7 +129,7 @@ impl Local {
             make_room(&mut copies);
         }
         let copy = Copy {
-            bytes: bytes.into(),
+            kept: kept.clone(),
             expires,
         };
         let replaced = copies

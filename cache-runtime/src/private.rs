@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use crate::backend::WriteEnd;
 use crate::envelope::{Meta, Opener, Sealer};
+use crate::kept::Reader;
+pub use crate::kept::{Keep, KeepNothing, KeepProbe};
 use crate::key::EntryKey;
 use crate::kind::Split;
 pub use crate::kind::{
@@ -129,6 +131,8 @@ pub struct Policy<'a, K: Kind<R>, R> {
     /// type is checked, so that the flows need no bound of their own.
     seal: Sealer<K::Value>,
     open: Opener<K::Value>,
+    /// How hits keep decoded values, when they can be cloned.
+    keep: Option<Keep<K::Value>>,
     kind: PhantomData<fn() -> (K, R)>,
 }
 
@@ -152,12 +156,23 @@ where
             revalidate_after: None,
             seal: K::seal,
             open: K::open,
+            keep: None,
             kind: PhantomData,
         }
     }
 }
 
 impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
+    /// Keeps decoded values in process (the in-memory backend, the local
+    /// tier, a batched read's callers) and clones them on a hit, when
+    /// `probe` finds the value type can be: `keep_values(|v| v.keep())`.
+    pub fn keep_values(
+        mut self,
+        probe: impl FnOnce(KeepProbe<K::Value>) -> Option<Keep<K::Value>>,
+    ) -> Self {
+        self.keep = probe(KeepProbe::NEW);
+        self
+    }
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -240,6 +255,13 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         let ttl = ttl.unwrap_or(cache.settings().default_ttl);
         let jitter = self.jitter.unwrap_or(cache.settings().jitter);
         Some((value, ttl.mul_f64(1.0 - jitter * fastrand::f64())))
+    }
+
+    fn reader(&self) -> Reader<K::Value> {
+        Reader {
+            open: self.open,
+            keep: self.keep,
+        }
     }
 
     fn read<'c>(&self, cache: &'c Cache, key: &'c EntryKey) -> Read<'c>
@@ -345,7 +367,7 @@ where
         return bypass(&cache, policy.group, &span, body).await;
     };
     let read = policy.read(&cache, &key);
-    let found = read.resolve(policy.open).await;
+    let found = read.resolve(&policy.reader()).await;
     complete(&policy, &read, found, &span, body).await
 }
 
@@ -387,7 +409,7 @@ where
         return bypass(&cache, group, &span, body).await;
     };
     let read = policy.read(&cache, &key);
-    let found = match read.resolve(policy.open).await {
+    let found = match read.resolve(&policy.reader()).await {
         Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
             if let Some(lease) = read.refresh_lease().await {
                 let (cache, key) = (cache.clone(), key.clone());

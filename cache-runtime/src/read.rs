@@ -2,11 +2,13 @@
 //! either hold the read lease (and load), follow this process's flight for
 //! the key, or wait, bounded, for the holder in another process.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{token, Lease, Lookup, Want};
-use crate::envelope::{Meta, Opener};
+use crate::envelope::Meta;
 use crate::flight::{self, FlightGuard, Joined};
+use crate::kept::{Kept, Reader};
 use crate::key::EntryKey;
 use crate::lease::LeaseGuard;
 use crate::stats::Warning;
@@ -32,7 +34,7 @@ pub(crate) enum Found<'c, V> {
 
 /// A lookup's answer, its lease guarded.
 enum Answer {
-    Hit(Vec<u8>),
+    Hit(Arc<Kept>),
     Miss(Option<LeaseGuard>),
     Held,
 }
@@ -50,19 +52,19 @@ pub(crate) struct Read<'c> {
 }
 
 impl<'c> Read<'c> {
-    /// Resolves the read; `open` decodes what it finds.
-    pub(crate) async fn resolve<V>(&self, open: Opener<V>) -> Found<'c, V> {
+    /// Resolves the read; `reader` opens what it finds.
+    pub(crate) async fn resolve<V>(&self, reader: &Reader<V>) -> Found<'c, V> {
         if self.cache.pending().blocks(self.group, self.key) {
             // An eviction of this key failed and is being retried: the
             // cached value may be stale, so read past it.
             return load_without_cache();
         }
-        if let Some(bytes) = self
+        if let Some(kept) = self
             .cache
             .local()
             .and_then(|local| local.get(self.group, self.key))
         {
-            if let Some((value, meta)) = self.cache.open(self.group, self.key, &bytes, open) {
+            if let Some((value, meta)) = self.cache.open(self.group, self.key, &kept, reader) {
                 return Found::Hit(value, meta);
             }
         }
@@ -75,7 +77,7 @@ impl<'c> Read<'c> {
                 return load_without_cache();
             };
             match found {
-                Answer::Hit(bytes) => return self.open_or_reload(&bytes, open, None).await,
+                Answer::Hit(kept) => return self.open_or_reload(&kept, reader, None).await,
                 Answer::Miss(Some(lease)) => return self.load(Some(lease), None),
                 Answer::Miss(None) if peeked => {
                     let want = if self.lock { Want::Lock } else { Want::Lease };
@@ -95,7 +97,7 @@ impl<'c> Read<'c> {
                     follows += 1;
                     match self.cache.flights().join(self.group, self.key) {
                         Joined::Follower(done) => flight::wait(done).await,
-                        Joined::Leader(flight) => return self.wait_for(flight, open).await,
+                        Joined::Leader(flight) => return self.wait_for(flight, reader).await,
                     }
                     answer = self.lookup(Want::Peek).await;
                     peeked = true;
@@ -108,7 +110,7 @@ impl<'c> Read<'c> {
     /// is there or its lease gone. Past `lock_timeout`, load without the
     /// lease and store nothing: the holder keeps its lease and stores its own
     /// value, so a slow load is not raced into never being stored.
-    async fn wait_for<V>(&self, flight: FlightGuard<'c>, open: Opener<V>) -> Found<'c, V> {
+    async fn wait_for<V>(&self, flight: FlightGuard<'c>, reader: &Reader<V>) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
         let mut delay = FIRST_POLL;
         loop {
@@ -131,8 +133,8 @@ impl<'c> Read<'c> {
                 other => other,
             };
             match answer {
-                Some(Answer::Hit(bytes)) => {
-                    return self.open_or_reload(&bytes, open, Some(flight)).await
+                Some(Answer::Hit(kept)) => {
+                    return self.open_or_reload(&kept, reader, Some(flight)).await
                 }
                 Some(Answer::Miss(lease)) => return self.load(lease, Some(flight)),
                 Some(Answer::Held) => {}
@@ -157,15 +159,15 @@ impl<'c> Read<'c> {
 
     async fn open_or_reload<V>(
         &self,
-        bytes: &[u8],
-        open: Opener<V>,
+        kept: &Arc<Kept>,
+        reader: &Reader<V>,
         flight: Option<FlightGuard<'c>>,
     ) -> Found<'c, V> {
-        if let Some((value, meta)) = self.cache.open(self.group, self.key, bytes, open) {
+        if let Some((value, meta)) = self.cache.open(self.group, self.key, kept, reader) {
             if let Some(local) = self.cache.local() {
                 let fresh_for =
                     Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));
-                local.insert(self.group, self.key, bytes, fresh_for, self.epoch);
+                local.insert(self.group, self.key, kept, fresh_for, self.epoch);
             }
             return Found::Hit(value, meta);
         }
@@ -216,7 +218,7 @@ impl<'c> Read<'c> {
             pending.disarm(); // answered, or never sent
         }
         Some(match ok_or_warn(self.cache, "lookup", self.group, found)? {
-            Lookup::Hit(bytes) => Answer::Hit(bytes),
+            Lookup::Hit(kept) => Answer::Hit(kept),
             Lookup::Held => Answer::Held,
             Lookup::Miss(None) => Answer::Miss(None),
             Lookup::Miss(Some(lease)) => {

@@ -1,12 +1,14 @@
 //! Batched peeks: the plain reads behind a hit, sent together under load.
 //!
 //! A peek goes out at once, alone, unless a read of the same key is on the
-//! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at moderate
-//! load pay nothing for batching (no waiting for a round trip). The others
-//! wait, and go out together as soon as a read returns: one `MGET` per group
-//! of its generation and its distinct keys. A hot key costs one command per
-//! round trip, whatever the number of callers, and under heavy load reads of
-//! many keys of a group share one command.
+//! wire, or [`MAX_ON_WIRE`] reads are. Callers of different keys at light
+//! load pay nothing for batching. A caller whose key is on the wire waits
+//! for that read to return: a hot key costs one command per round trip,
+//! whatever the number of callers. A caller that finds the wire full waits
+//! only for the runtime to finish its pass over the tasks that were ready
+//! (a task that yields once, then sends): callers of many keys under load
+//! share one command per group, and pay a scheduler pass, not a round trip.
+//! A batch is one `MGET` per group of its generation and its distinct keys.
 //!
 //! The consistency rule: a caller only shares a read **sent after it
 //! arrived**. Joining a read already on the wire could hand it a value from
@@ -20,14 +22,15 @@ use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::Lookup;
+use crate::kept::Kept;
 use crate::key::Names;
 use crate::Error;
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
-/// of other keys queue too.
-const MAX_ON_WIRE: usize = 16;
+/// of other keys queue for the next batch.
+const MAX_ON_WIRE: usize = 4;
 
-/// The most peeks in one batch; more wait for the next.
+/// The most peeks in one batch; more go in the next.
 const MAX_BATCH: usize = 1024;
 
 /// An entry as a peek reads it: its generation followed by its envelope.
@@ -36,26 +39,42 @@ const MAX_BATCH: usize = 1024;
 type Stored = Option<Vec<u8>>;
 
 /// Sends a backend's peeks, batching those that arrive under load.
+#[derive(Clone)]
 pub(crate) struct Batcher {
     conn: Connection,
     state: Arc<Mutex<State>>,
 }
 
-/// What is on the wire, and who waits. Peeks queue only while something is
-/// on the wire, whose return sends them.
+/// What is on the wire, and who waits.
 #[derive(Default)]
 struct State {
     /// The keys of the lone peeks on the wire, as [`key_hash`]es.
     alone: Vec<u64>,
     /// How many batches are on the wire.
     batches: usize,
+    /// Callers of a key a lone peek reads: they go when a lone peek returns.
+    behind: Vec<Queued>,
+    /// Callers for the next batch.
     queue: Vec<Queued>,
+    /// Whether a task is about to send the queue.
+    sending: bool,
 }
 
-/// Where a peek goes: alone on the wire, or into the queue.
+impl State {
+    /// Whether the queue needs a task to send it, which the caller starts.
+    fn needs_sender(&mut self) -> bool {
+        !self.queue.is_empty() && !std::mem::replace(&mut self.sending, true)
+    }
+}
+
+/// Where a peek goes: alone on the wire, or to wait for a batch.
 enum Slot {
     Alone(Names),
-    Queued(oneshot::Receiver<Result<Lookup, Error>>),
+    Waits {
+        answered: oneshot::Receiver<Result<Lookup, Error>>,
+        /// This caller found no task about to send the queue: it starts one.
+        starts: bool,
+    },
 }
 
 struct Queued {
@@ -76,11 +95,18 @@ impl Batcher {
         let hash = key_hash(&names.entry);
         let slot = {
             let mut state = lock(&self.state);
-            let full = state.alone.len() + state.batches >= MAX_ON_WIRE;
-            if full || state.alone.contains(&hash) {
+            let on_wire = state.alone.contains(&hash);
+            if on_wire || state.alone.len() + state.batches >= MAX_ON_WIRE {
                 let (answer, answered) = oneshot::channel();
-                state.queue.push(Queued { names, answer });
-                Slot::Queued(answered)
+                let queued = Queued { names, answer };
+                let starts = if on_wire {
+                    state.behind.push(queued);
+                    false
+                } else {
+                    state.queue.push(queued);
+                    state.needs_sender()
+                };
+                Slot::Waits { answered, starts }
             } else {
                 state.alone.push(hash);
                 Slot::Alone(names)
@@ -88,47 +114,88 @@ impl Batcher {
         };
         let names = match slot {
             Slot::Alone(names) => names,
-            // Dropped unanswered: the batch's task ended early (a runtime
-            // shutting down).
-            Slot::Queued(answered) => return answered.await.unwrap_or(Err(Error::Unavailable)),
+            Slot::Waits { answered, starts } => {
+                if starts {
+                    self.send_soon();
+                }
+                // Dropped unanswered: the sending task ended early (a
+                // runtime shutting down).
+                return answered.await.unwrap_or(Err(Error::Unavailable));
+            }
         };
-        // Ending this turn, done or dropped, sends what queued meanwhile.
+        // Ending this turn, done or dropped, sends the callers behind it.
         let _turn = Turn(self, hash);
-        let (gen, mut entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
-        match entries.first_mut() {
-            Some(stored) => Ok(verdict(gen.as_deref(), stored, true)),
+        let (gen, entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
+        match entries.into_iter().next() {
+            Some(stored) => Ok(verdict(gen.as_deref(), stored)),
             None => Err(short_reply()),
         }
     }
 
-    /// A read left the wire: sends what queued, as a batch, from a task of
-    /// its own (so that no caller's cancellation strands the others).
-    fn send_queued(&self) {
-        let batch: Vec<Queued> = {
-            let mut state = lock(&self.state);
-            if state.queue.is_empty() {
-                return;
-            }
-            let take = state.queue.len().min(MAX_BATCH);
-            state.batches += 1;
-            state.queue.drain(..take).collect()
+    /// Sends the queue from a task of its own (so that no caller's
+    /// cancellation strands the others), once the runtime has run the other
+    /// tasks that were ready: those that queue meanwhile go in the same batch.
+    fn send_soon(&self) {
+        let mut sender = Sender {
+            batcher: self.clone(),
+            armed: true,
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Dropped outside a runtime (one shutting down): the queued
-            // callers, if any are left, are answered `Unavailable`.
-            drop(batch);
-            lock(&self.state).batches -= 1;
-            return;
-        };
-        let next = Batcher {
-            conn: self.conn.clone(),
-            state: self.state.clone(),
+            return; // outside a runtime: `sender` answers `Unavailable`
         };
         runtime.spawn(async move {
-            send(&next.conn, batch).await;
-            lock(&next.state).batches -= 1;
-            next.send_queued();
+            tokio::task::yield_now().await;
+            let (batch, more) = {
+                let mut state = lock(&sender.batcher.state);
+                let take = state.queue.len().min(MAX_BATCH);
+                let batch: Vec<Queued> = state.queue.drain(..take).collect();
+                state.batches += 1;
+                // More than a batch queued: the next goes out at once.
+                state.sending = !state.queue.is_empty();
+                (batch, state.sending)
+            };
+            sender.disarm();
+            let batcher = &sender.batcher;
+            let _on_wire = OnWire(batcher);
+            if more {
+                batcher.send_soon();
+            }
+            send(&batcher.conn, batch).await;
         });
+    }
+}
+
+/// The task about to send the queue. Dropped before it took the queue (its
+/// runtime shutting down), it answers the queued callers `Unavailable`, so
+/// that a cache used from a later runtime does not wait for it.
+struct Sender {
+    batcher: Batcher,
+    armed: bool,
+}
+
+impl Sender {
+    /// The queue is taken: a drop from now on strands no one.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = lock(&self.batcher.state);
+            state.queue.clear();
+            state.sending = false;
+        }
+    }
+}
+
+/// A batch on the wire, counted until it returns or is dropped.
+struct OnWire<'a>(&'a Batcher);
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).batches -= 1;
     }
 }
 
@@ -137,50 +204,57 @@ struct Turn<'a>(&'a Batcher, u64);
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        {
-            let mut state = lock(&self.0.state);
+        let starts = {
+            let mut guard = lock(&self.0.state);
+            let state = &mut *guard;
             if let Some(at) = state.alone.iter().position(|&hash| hash == self.1) {
                 state.alone.swap_remove(at);
             }
+            state.queue.append(&mut state.behind);
+            state.needs_sender()
+        };
+        if starts {
+            self.0.send_soon();
         }
-        self.0.send_queued();
     }
 }
 
 /// One batch: an `MGET` per group (a group is one cluster slot), sent
 /// together, of the group's generation and each distinct key. The callers
 /// are sorted by group and key, so that each group, and each key in it, is
-/// a run.
+/// a run; the callers of one key share its envelope.
 async fn send(conn: &Connection, batch: Vec<Queued>) {
     let names = |i: usize| (batch[i].names.gen.as_str(), batch[i].names.entry.as_str());
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
     let groups = order.chunk_by(|&a, &b| names(a).0 == names(b).0);
     let by_group = groups.map(|members| async move {
-        // The distinct keys, and for each member the read it shares and
-        // whether it is that read's last.
+        // The distinct keys, and for each member the read it shares.
         let mut entries: Vec<&str> = Vec::with_capacity(members.len());
         let mut reads = Vec::with_capacity(members.len());
-        for (n, &i) in members.iter().enumerate() {
+        for &i in members {
             let entry = names(i).1;
             if entries.last() != Some(&entry) {
                 entries.push(entry);
             }
-            let last = members
-                .get(n + 1)
-                .is_none_or(|&next| names(next).1 != entry);
-            reads.push((i, entries.len() - 1, last));
+            reads.push((i, entries.len() - 1));
         }
-        (reads, read(conn, names(members[0]).0, &entries).await)
+        let verdicts = read(conn, names(members[0]).0, &entries)
+            .await
+            .map(|(gen, entries)| {
+                let verdicts: Vec<Lookup> = entries
+                    .into_iter()
+                    .map(|stored| verdict(gen.as_deref(), stored))
+                    .collect();
+                verdicts
+            });
+        (reads, verdicts)
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
-    for (reads, mut parsed) in futures_util::future::join_all(by_group).await {
-        for (i, shared, last) in reads {
-            answers[i] = Some(match &mut parsed {
-                Ok((gen, entries)) => match entries.get_mut(shared) {
-                    Some(stored) => Ok(verdict(gen.as_deref(), stored, last)),
-                    None => Err(short_reply()),
-                },
+    for (reads, verdicts) in futures_util::future::join_all(by_group).await {
+        for (i, shared) in reads {
+            answers[i] = Some(match &verdicts {
+                Ok(verdicts) => verdicts.get(shared).map(share).ok_or_else(short_reply),
                 Err(error) => Err(Error::Redis(error.clone())),
             });
         }
@@ -214,17 +288,21 @@ async fn read(
 }
 
 /// What an entry means under its group's generation: a hit when it starts
-/// with it. The envelope is moved out for its `last` reader, copied for
-/// the others.
-fn verdict(gen: Option<&[u8]>, stored: &mut Stored, last: bool) -> Lookup {
+/// with it.
+fn verdict(gen: Option<&[u8]>, stored: Stored) -> Lookup {
     match (gen, stored) {
-        (Some(gen), Some(stored)) if stored.starts_with(gen) => match last {
-            true => {
-                stored.drain(..gen.len());
-                Lookup::Hit(std::mem::take(stored))
-            }
-            false => Lookup::Hit(stored[gen.len()..].to_vec()),
-        },
+        (Some(gen), Some(mut stored)) if stored.starts_with(gen) => {
+            stored.drain(..gen.len());
+            Lookup::Hit(Kept::new(stored))
+        }
+        _ => Lookup::Miss(None),
+    }
+}
+
+/// Another reader's copy of a read's verdict: a hit shares the envelope.
+fn share(verdict: &Lookup) -> Lookup {
+    match verdict {
+        Lookup::Hit(kept) => Lookup::Hit(kept.clone()),
         _ => Lookup::Miss(None),
     }
 }

@@ -7,10 +7,11 @@
 //! entries, so its cost is amortised O(1) per call.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::kept::Kept;
 use crate::key::EntryKey;
 
 pub(crate) struct Memory {
@@ -33,7 +34,8 @@ struct Group {
 }
 
 struct Entry {
-    value: Option<(Vec<u8>, u64)>,
+    /// The envelope, shared with the hits that read it, and its generation.
+    value: Option<(Arc<Kept>, u64)>,
     /// A read lease: its token and generation.
     lease: Option<(String, u64)>,
     expires: Instant,
@@ -161,7 +163,7 @@ impl Memory {
                     .value
                     .as_ref()
                     .filter(|(_, g)| *g == gen)
-                    .map(|(bytes, _)| bytes.clone()),
+                    .map(|(kept, _)| kept.clone()),
                 entry
                     .lease
                     .as_ref()
@@ -179,8 +181,8 @@ impl Memory {
             }
             return Lookup::Miss(Some(lease(token, gen)));
         }
-        if let Some(bytes) = live.filter(|_| want != Want::ForceLease) {
-            return Lookup::Hit(bytes);
+        if let Some(kept) = live.filter(|_| want != Want::ForceLease) {
+            return Lookup::Hit(kept);
         }
         if let Some(held) = held {
             return match want {
@@ -248,7 +250,7 @@ impl Memory {
                     .is_some_and(|(token, _)| *token == lease.token) =>
             {
                 *entry = Entry {
-                    value: Some((bytes, gen)),
+                    value: Some((Kept::new(bytes), gen)),
                     lease: None,
                     expires: now + ttl,
                 };
@@ -316,7 +318,7 @@ impl Memory {
             (WriteEnd::Abort, _) => false,
             (WriteEnd::Store(bytes, ttl), Some(gen)) if sole => {
                 let entry = Entry {
-                    value: Some((bytes, gen)),
+                    value: Some((Kept::new(bytes), gen)),
                     lease: None,
                     expires: now + ttl,
                 };
@@ -342,7 +344,7 @@ impl Memory {
         state.invalidate(group, key, now);
         let gen = state.gen(group);
         let entry = Entry {
-            value: Some((bytes, gen)),
+            value: Some((Kept::new(bytes), gen)),
             lease: None,
             expires: now + ttl,
         };

@@ -27,8 +27,10 @@ pub(crate) mod redis;
 pub(crate) mod sentinel;
 pub(crate) mod server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kept::Kept;
 use crate::key::EntryKey;
 use crate::Error;
 
@@ -63,7 +65,7 @@ pub(crate) struct Lease {
 /// The answer to a lookup.
 #[derive(Debug)]
 pub(crate) enum Lookup {
-    Hit(Vec<u8>),
+    Hit(Arc<Kept>),
     Miss(Option<Lease>),
     /// A miss whose lease another caller holds.
     Held,

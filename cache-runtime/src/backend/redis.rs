@@ -33,6 +33,7 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::kept::Kept;
 use crate::key::{EntryKey, Names};
 use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
@@ -424,7 +425,7 @@ impl Redis {
             other => other?,
         };
         match reply {
-            Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
+            Value::BulkString(bytes) => Ok(Lookup::Hit(Kept::new(bytes))),
             Value::Array(parts) => {
                 let parts: Vec<String> =
                     redis::FromRedisValue::from_redis_value(Value::Array(parts))
