@@ -522,7 +522,7 @@ impl Cache {
         &self,
         group: &str,
         key: &EntryKey,
-        kept: &Kept,
+        kept: &Arc<Kept>,
         reader: &Reader<T>,
     ) -> Option<(T, Meta)> {
         if let Some(opened) = kept.opened(reader) {
@@ -536,7 +536,11 @@ impl Cache {
         };
         match opened {
             Ok(opened) => {
-                kept.keep(reader, &opened);
+                // Only an envelope that others hold, or that the local tier
+                // will, is read again: a lone Redis hit's is dropped next.
+                if Arc::strong_count(kept) > 1 || self.local().is_some() {
+                    kept.keep(reader, &opened);
+                }
                 Some(opened)
             }
             Err(error) => {

@@ -99,6 +99,12 @@ mod stats;
 mod tls;
 mod write_behind;
 
+/// A map of in-process state keyed by group or key text (the in-memory
+/// backend, the local tier), hashed with foldhash: seeded per process and
+/// per map, and several times cheaper than SipHash on the short texts every
+/// in-process hit hashes.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use cache::Cache;
 pub use config::CacheBuilder;
 pub use error::Error;

@@ -11,7 +11,6 @@
 //! every copy expires after at most `max_ttl`, the bound on what a lost
 //! message can cost.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use crate::backend::connection::Subscriptions;
 use crate::kept::Kept;
 use crate::key::EntryKey;
 use crate::stats::{bump, Counters};
+use crate::Map;
 
 /// The channel a cache with this prefix on this database announces its
 /// writes on.
@@ -53,7 +53,7 @@ struct Copy {
 
 #[derive(Default)]
 struct Copies {
-    groups: HashMap<String, HashMap<String, Copy>>,
+    groups: Map<String, Map<String, Copy>>,
     len: usize,
 }
 
@@ -192,7 +192,7 @@ fn make_room(copies: &mut Copies) {
     for group in copies.groups.values_mut() {
         group.retain(|_, copy| copy.expires > now);
     }
-    let mut len: usize = copies.groups.values().map(HashMap::len).sum();
+    let mut len: usize = copies.groups.values().map(Map::len).sum();
     if len == before {
         let mut drop = (before / 10).max(1);
         for group in copies.groups.values_mut() {

@@ -6,13 +6,13 @@
 //! and a sweep runs once the operations since the last one outnumber the
 //! entries, so its cost is amortised O(1) per call.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::kept::Kept;
 use crate::key::EntryKey;
+use crate::Map;
 
 pub(crate) struct Memory {
     state: Mutex<State>,
@@ -21,16 +21,16 @@ pub(crate) struct Memory {
 
 #[derive(Default)]
 struct State {
-    gens: HashMap<String, u64>,
-    groups: HashMap<String, Group>,
+    gens: Map<String, u64>,
+    groups: Map<String, Group>,
     ops_since_sweep: usize,
     size_at_sweep: usize,
 }
 
 #[derive(Default)]
 struct Group {
-    entries: HashMap<String, Entry>,
-    writers: HashMap<String, Writers>,
+    entries: Map<String, Entry>,
+    writers: Map<String, Writers>,
 }
 
 struct Entry {
