@@ -4,8 +4,8 @@
 //!
 //! - A caller that arrives after a write returned never shares a read sent
 //!   before it (it would get the value from before the write).
-//! - Callers waiting together for one key share one read: a hot key costs one
-//!   read per round trip, whatever the number of callers.
+//! - Callers waiting together for one key share one read: a hot key has at
+//!   most two reads on the wire, whatever the number of callers.
 
 mod support;
 
@@ -66,7 +66,8 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// Stores `value` at `key`, holds the replies, and lets `callers` readers
     /// of `key` arrive: the first goes on the wire (the server runs it, its
-    /// reply held), the others wait behind it for a batch. Returns them and
+    /// reply held), the next go in a batch after it, and the rest wait for
+    /// one of those to return. Returns them and
     /// the server's entry reads before them.
     async fn held_readers(
         &self,
@@ -122,8 +123,9 @@ async fn a_hot_key_costs_one_read_per_batch(setup: &Setup<'_>) {
         assert_eq!(reader.await.unwrap(), Some(70));
     }
     let reads = entry_reads(setup.port) - before;
-    // The read on the wire when the callers arrived, then one batch: one
-    // read for the 199 others (a little slack for scheduling).
+    // The reads on the wire when the callers arrived (the first, and the
+    // batch after it), then one batch for the callers that waited for them
+    // (a little slack for scheduling).
     assert!(
         reads <= 4,
         "200 callers of one key cost {reads} reads; expected the ones on the wire and one batch"

@@ -1,14 +1,15 @@
 //! Batched peeks: the plain reads behind a hit, sent together under load.
 //!
 //! A peek goes out at once, alone, unless a read of the same key is on the
-//! wire, or [`MAX_ON_WIRE`] reads are. Callers of different keys at light
-//! load pay nothing for batching. A caller whose key is on the wire waits
-//! for that read to return: a hot key costs one command per round trip,
-//! whatever the number of callers. A caller that finds the wire full waits
-//! only for the runtime to finish its pass over the tasks that were ready
-//! (a task that yields once, then sends): callers of many keys under load
-//! share one command per group, and pay a scheduler pass, not a round trip.
-//! A batch is one `MGET` per group of its generation and its distinct keys.
+//! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at light
+//! load pay nothing for batching. The others go in the next batch, which a
+//! task sends once the runtime has run the tasks that were ready (it yields
+//! once): they wait a scheduler pass, not a round trip, and callers of many
+//! keys under load share one command per group. A caller whose key already
+//! has [`MAX_PER_KEY`] reads on the wire waits for a read to return instead:
+//! however many callers a hot key has, it costs at most that many commands
+//! per round trip. A batch is one `MGET` per group of its generation and its
+//! distinct keys.
 //!
 //! The consistency rule: a caller only shares a read **sent after it
 //! arrived**. Joining a read already on the wire could hand it a value from
@@ -24,11 +25,15 @@ use super::connection::Connection;
 use super::Lookup;
 use crate::kept::Kept;
 use crate::key::Names;
-use crate::Error;
+use crate::{Error, Map};
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
-/// of other keys queue for the next batch.
+/// of other keys go in the next batch.
 const MAX_ON_WIRE: usize = 4;
+
+/// How many reads of one key may be on the wire before its callers wait for
+/// one to return.
+const MAX_PER_KEY: u32 = 2;
 
 /// The most peeks in one batch; more go in the next.
 const MAX_BATCH: usize = 1024;
@@ -48,11 +53,12 @@ pub(crate) struct Batcher {
 /// What is on the wire, and who waits.
 #[derive(Default)]
 struct State {
-    /// The keys of the lone peeks on the wire, as [`key_hash`]es.
-    alone: Vec<u64>,
-    /// How many batches are on the wire.
-    batches: usize,
-    /// Callers of a key a lone peek reads: they go when a lone peek returns.
+    /// How many reads (lone peeks and batches) are on the wire.
+    reads: usize,
+    /// How many of them read each key, by [`key_hash`].
+    keys: Map<u64, u32>,
+    /// Callers of a key with [`MAX_PER_KEY`] reads on the wire: they go in
+    /// the next batch once a read returns.
     behind: Vec<Queued>,
     /// Callers for the next batch.
     queue: Vec<Queued>,
@@ -61,6 +67,31 @@ struct State {
 }
 
 impl State {
+    /// Counts a read of these keys onto the wire.
+    fn sent(&mut self, hashes: &[u64]) {
+        self.reads += 1;
+        for &hash in hashes {
+            *self.keys.entry(hash).or_default() += 1;
+        }
+    }
+
+    /// Counts a read off the wire, and moves the callers behind reads into
+    /// the next batch; `true` when that batch needs a task to send it, which
+    /// the caller starts.
+    fn returned(&mut self, hashes: &[u64]) -> bool {
+        self.reads -= 1;
+        for hash in hashes {
+            if let Some(n) = self.keys.get_mut(hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.keys.remove(hash);
+                }
+            }
+        }
+        self.queue.append(&mut self.behind);
+        self.needs_sender()
+    }
+
     /// Whether the queue needs a task to send it, which the caller starts.
     fn needs_sender(&mut self) -> bool {
         !self.queue.is_empty() && !std::mem::replace(&mut self.sending, true)
@@ -79,6 +110,7 @@ enum Slot {
 
 struct Queued {
     names: Names,
+    hash: u64,
     answer: oneshot::Sender<Result<Lookup, Error>>,
 }
 
@@ -95,11 +127,15 @@ impl Batcher {
         let hash = key_hash(&names.entry);
         let slot = {
             let mut state = lock(&self.state);
-            let on_wire = state.alone.contains(&hash);
-            if on_wire || state.alone.len() + state.batches >= MAX_ON_WIRE {
+            let of_key = state.keys.get(&hash).copied().unwrap_or(0);
+            if of_key > 0 || state.reads >= MAX_ON_WIRE {
                 let (answer, answered) = oneshot::channel();
-                let queued = Queued { names, answer };
-                let starts = if on_wire {
+                let queued = Queued {
+                    names,
+                    hash,
+                    answer,
+                };
+                let starts = if of_key >= MAX_PER_KEY {
                     state.behind.push(queued);
                     false
                 } else {
@@ -108,7 +144,7 @@ impl Batcher {
                 };
                 Slot::Waits { answered, starts }
             } else {
-                state.alone.push(hash);
+                state.sent(&[hash]);
                 Slot::Alone(names)
             }
         };
@@ -123,8 +159,11 @@ impl Batcher {
                 return answered.await.unwrap_or(Err(Error::Unavailable));
             }
         };
-        // Ending this turn, done or dropped, sends the callers behind it.
-        let _turn = Turn(self, hash);
+        // Ending this read, done or dropped, counts it off the wire.
+        let _on_wire = OnWire {
+            batcher: self,
+            hashes: [hash],
+        };
         let (gen, entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
         match entries.into_iter().next() {
             Some(stored) => Ok(verdict(gen.as_deref(), stored)),
@@ -145,18 +184,21 @@ impl Batcher {
         };
         runtime.spawn(async move {
             tokio::task::yield_now().await;
-            let (batch, more) = {
+            let (batch, hashes, more) = {
                 let mut state = lock(&sender.batcher.state);
                 let take = state.queue.len().min(MAX_BATCH);
                 let batch: Vec<Queued> = state.queue.drain(..take).collect();
-                state.batches += 1;
+                let mut hashes: Vec<u64> = batch.iter().map(|queued| queued.hash).collect();
+                hashes.sort_unstable();
+                hashes.dedup();
+                state.sent(&hashes);
                 // More than a batch queued: the next goes out at once.
                 state.sending = !state.queue.is_empty();
-                (batch, state.sending)
+                (batch, hashes, state.sending)
             };
             sender.disarm();
             let batcher = &sender.batcher;
-            let _on_wire = OnWire(batcher);
+            let _on_wire = OnWire { batcher, hashes };
             if more {
                 batcher.send_soon();
             }
@@ -190,31 +232,18 @@ impl Drop for Sender {
     }
 }
 
-/// A batch on the wire, counted until it returns or is dropped.
-struct OnWire<'a>(&'a Batcher);
-
-impl Drop for OnWire<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.state).batches -= 1;
-    }
+/// A read on the wire (a lone peek or a batch) and its keys' hashes, counted
+/// until it returns or is dropped; then the callers behind reads go.
+struct OnWire<'a, H: AsRef<[u64]>> {
+    batcher: &'a Batcher,
+    hashes: H,
 }
 
-/// A lone peek's turn on the wire, by its key's hash.
-struct Turn<'a>(&'a Batcher, u64);
-
-impl Drop for Turn<'_> {
+impl<H: AsRef<[u64]>> Drop for OnWire<'_, H> {
     fn drop(&mut self) {
-        let starts = {
-            let mut guard = lock(&self.0.state);
-            let state = &mut *guard;
-            if let Some(at) = state.alone.iter().position(|&hash| hash == self.1) {
-                state.alone.swap_remove(at);
-            }
-            state.queue.append(&mut state.behind);
-            state.needs_sender()
-        };
+        let starts = lock(&self.batcher.state).returned(self.hashes.as_ref());
         if starts {
-            self.0.send_soon();
+            self.batcher.send_soon();
         }
     }
 }
