@@ -29,7 +29,7 @@ use crate::{Error, Map};
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
 /// of other keys go in the next batch.
-const MAX_ON_WIRE: usize = 4;
+const MAX_ON_WIRE: usize = 8;
 
 /// How many reads of one key may be on the wire before its callers wait for
 /// one to return.
