@@ -207,13 +207,14 @@ impl<'c> Read<'c> {
             };
             LeaseGuard::new(self.cache, self.group, self.key, lease, true)
         });
-        let found = self
-            .cache
-            .op(self
-                .cache
-                .backend()
-                .lookup(self.group, self.key, want, &token))
-            .await;
+        let backend = self.cache.backend();
+        let found = match backend.lookup_in_process(self.group, self.key, want, &token) {
+            Some(found) => Ok(found),
+            None => {
+                let lookup = backend.lookup(self.group, self.key, want, &token);
+                self.cache.op(lookup).await
+            }
+        };
         if let (Some(pending), Ok(_) | Err(Error::Unavailable)) = (pending.as_mut(), &found) {
             pending.disarm(); // answered, or never sent
         }

@@ -71,6 +71,13 @@ impl State {
         self.groups.entry(group.to_owned()).or_default()
     }
 
+    /// A live entry, to read: one lookup (an expired one is left to the
+    /// sweep, or to the write that replaces it).
+    fn live(&self, group: &str, key: &str, now: Instant) -> Option<&Entry> {
+        let entry = self.groups.get(group)?.entries.get(key)?;
+        (entry.expires > now).then_some(entry)
+    }
+
     fn live_entry(&mut self, group: &str, key: &str, now: Instant) -> Option<&mut Entry> {
         let entries = &mut self.groups.get_mut(group)?.entries;
         if entries.get(key).is_some_and(|e| e.expires <= now) {
@@ -157,7 +164,7 @@ impl Memory {
             },
             _ => state.gen(group),
         };
-        let (live, held) = match state.live_entry(group, key, now) {
+        let (live, held) = match state.live(group, key, now) {
             Some(entry) => (
                 entry
                     .value

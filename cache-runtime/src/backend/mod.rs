@@ -109,9 +109,26 @@ impl Backend {
         token: &str,
     ) -> Result<Lookup, Error> {
         match self {
-            Backend::Memory(m) => Ok(m.lookup(group, key, want, token)),
             Backend::Redis(r) => r.lookup(group, key, want, token).await,
-            Backend::Disabled => Ok(Lookup::Miss(None)),
+            _ => self
+                .lookup_in_process(group, key, want, token)
+                .ok_or(Error::Unavailable),
+        }
+    }
+
+    /// The lookup of an in-process backend, answered at once: a hit there
+    /// builds (and moves) no future for the Redis path. `None` on Redis.
+    pub(crate) fn lookup_in_process(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+        token: &str,
+    ) -> Option<Lookup> {
+        match self {
+            Backend::Memory(m) => Some(m.lookup(group, key, want, token)),
+            Backend::Disabled => Some(Lookup::Miss(None)),
+            Backend::Redis(_) => None,
         }
     }
 
