@@ -1,7 +1,7 @@
 //! Envelopes as hits hand them over, shared rather than copied: the
 //! in-memory backend's entries, the local tier's copies and the readers of
-//! one batched read all hold one [`Kept`]. It keeps the value it last opened
-//! to, so that the next hit of a `Clone` value clones it instead of decoding
+//! one batched read all hold one [`Kept`]. It keeps the value its first
+//! reader opened it to, so that the next hit of a `Clone` value clones it instead of decoding
 //! the bytes again.
 //!
 //! A kept value is only handed to a reader that opens envelopes the same way
@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::envelope::{Meta, Opener};
 
-/// An envelope, and the value it was last opened to.
+/// An envelope, and the value it was first opened to.
 pub(crate) struct Kept {
     bytes: Vec<u8>,
     opened: OnceLock<Opened>,
@@ -77,14 +77,6 @@ pub(crate) struct Reader<V> {
     pub(crate) open: Opener<V>,
     pub(crate) keep: Option<Keep<V>>,
 }
-
-impl<V> Clone for Reader<V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<V> Copy for Reader<V> {}
 
 /// How opened values of one type are kept and cloned out again, made where
 /// the type is known to be `Clone + Send + Sync + 'static` (the code that

@@ -207,11 +207,14 @@ impl<'c> Read<'c> {
             };
             LeaseGuard::new(self.cache, self.group, self.key, lease, true)
         });
-        let backend = self.cache.backend();
-        let found = match backend.lookup_in_process(self.group, self.key, want, &token) {
-            Some(found) => Ok(found),
-            None => {
-                let lookup = backend.lookup(self.group, self.key, want, &token);
+        let in_process = self
+            .cache
+            .backend()
+            .lookup_in_process(self.group, self.key, want, &token);
+        let found = match in_process {
+            Ok(found) => Ok(found),
+            Err(redis) => {
+                let lookup = redis.lookup(self.group, self.key, want, &token);
                 self.cache.op(lookup).await
             }
         };

@@ -6,7 +6,7 @@
 //! task sends once the runtime has run the tasks that were ready (it yields
 //! once): they wait a scheduler pass, not a round trip, and callers of many
 //! keys under load share one command per group. A caller whose key already
-//! has [`MAX_PER_KEY`] reads on the wire waits for a read to return instead:
+//! has [`MAX_PER_KEY`] reads on the wire waits for one of them to return:
 //! however many callers a hot key has, it costs at most that many commands
 //! per round trip. A batch is one `MGET` per group of its generation and its
 //! distinct keys.
@@ -58,7 +58,7 @@ struct State {
     /// How many of them read each key, by [`key_hash`].
     keys: Map<u64, u32>,
     /// Callers of a key with [`MAX_PER_KEY`] reads on the wire: they go in
-    /// the next batch once a read returns.
+    /// the next batch once one of those returns.
     behind: Vec<Queued>,
     /// Callers for the next batch.
     queue: Vec<Queued>,
@@ -75,9 +75,9 @@ impl State {
         }
     }
 
-    /// Counts a read off the wire, and moves the callers behind reads into
-    /// the next batch; `true` when that batch needs a task to send it, which
-    /// the caller starts.
+    /// Counts a read off the wire, and moves the callers behind reads whose
+    /// key now has room into the next batch; `true` when that batch needs a
+    /// task to send it, which the caller starts.
     fn returned(&mut self, hashes: &[u64]) -> bool {
         self.reads -= 1;
         for hash in hashes {
@@ -88,7 +88,15 @@ impl State {
                 }
             }
         }
-        self.queue.append(&mut self.behind);
+        let State {
+            keys,
+            behind,
+            queue,
+            ..
+        } = self;
+        let has_room =
+            |queued: &mut Queued| keys.get(&queued.hash).is_none_or(|&n| n < MAX_PER_KEY);
+        queue.extend(behind.extract_if(.., has_room));
         self.needs_sender()
     }
 
@@ -271,11 +279,10 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
         let verdicts = read(conn, names(members[0]).0, &entries)
             .await
             .map(|(gen, entries)| {
-                let verdicts: Vec<Lookup> = entries
+                entries
                     .into_iter()
                     .map(|stored| verdict(gen.as_deref(), stored))
-                    .collect();
-                verdicts
+                    .collect::<Vec<Lookup>>()
             });
         (reads, verdicts)
     });

@@ -108,27 +108,26 @@ impl Backend {
         want: Want,
         token: &str,
     ) -> Result<Lookup, Error> {
-        match self {
-            Backend::Redis(r) => r.lookup(group, key, want, token).await,
-            _ => self
-                .lookup_in_process(group, key, want, token)
-                .ok_or(Error::Unavailable),
+        match self.lookup_in_process(group, key, want, token) {
+            Ok(found) => Ok(found),
+            Err(redis) => redis.lookup(group, key, want, token).await,
         }
     }
 
-    /// The lookup of an in-process backend, answered at once: a hit there
-    /// builds (and moves) no future for the Redis path. `None` on Redis.
+    /// The lookup of an in-process backend, answered at once (a hit there
+    /// builds and moves no future for the Redis path), or the Redis backend
+    /// to ask.
     pub(crate) fn lookup_in_process(
         &self,
         group: &str,
         key: &EntryKey,
         want: Want,
         token: &str,
-    ) -> Option<Lookup> {
+    ) -> Result<Lookup, &redis::Redis> {
         match self {
-            Backend::Memory(m) => Some(m.lookup(group, key, want, token)),
-            Backend::Disabled => Some(Lookup::Miss(None)),
-            Backend::Redis(_) => None,
+            Backend::Memory(m) => Ok(m.lookup(group, key, want, token)),
+            Backend::Disabled => Ok(Lookup::Miss(None)),
+            Backend::Redis(r) => Err(r),
         }
     }
 
