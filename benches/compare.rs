@@ -10,6 +10,8 @@
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
 //! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
+//! cargo bench --bench compare -- --miss          # only the miss case, printed
+//! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
@@ -1251,12 +1253,16 @@ async fn main() {
         rows: Vec::new(),
         plot: Vec::new(),
     };
-    let write_behind_only = args.iter().any(|a| a == "--write-behind");
-    if throughput_only || write_behind_only {
-        if throughput_only {
-            bench.hit_throughput().await;
-        } else {
-            bench.write_behind().await;
+    // One case alone, its rows printed and nothing written.
+    let only = ["--throughput", "--miss", "--in-memory", "--write-behind"]
+        .into_iter()
+        .find(|flag| args.iter().any(|a| a == flag));
+    if let Some(flag) = only {
+        match flag {
+            "--throughput" => bench.hit_throughput().await,
+            "--miss" => bench.miss_path().await,
+            "--in-memory" => bench.in_memory_hit().await,
+            _ => bench.write_behind().await,
         }
         for r in &bench.rows {
             println!(

@@ -292,6 +292,8 @@ async fn untrusted_contents_are_misses_and_are_overwritten() {
         .unwrap();
     // a truncated envelope of a good entry
     read(&cache, &db, 10).await;
+    // Its fill has run once the cache's next command returns.
+    assert!(cache.has("faults", &10u64).await.unwrap());
     let good: Vec<u8> = redis::cmd("GET")
         .arg(entry(10))
         .query_async(&mut conn)
@@ -476,6 +478,31 @@ async fn reads_skip_a_restored_stale_entry() -> bool {
     true
 }
 
+#[cached(group = "faults", skip(cache, server), cache = cache, ttl = 60)]
+async fn stop_server_then_read(cache: &Cache, server: &RedisServer, id: u64) -> u64 {
+    server.pause();
+    id
+}
+
+/// A miss returns once its fill is sent, not when Redis answers it: a server
+/// that stops answering while the body runs does not hold the caller for the
+/// op timeout. The fill runs when the server is back, before the cache's
+/// next command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_does_not_wait_for_its_fill() {
+    let server = RedisServer::start();
+    let cache = server.cache().await; // op timeout 2 s
+    read(&cache, &Db::default(), 100).await; // the server holds the fill script
+    let call = stop_server_then_read(&cache, &server, 6);
+    let returned = tokio::time::timeout(Duration::from_secs(1), call).await;
+    server.resume();
+    assert_eq!(returned, Ok(6), "the miss waited for its fill's reply");
+    assert!(
+        cache.has("faults", &6u64).await.unwrap(),
+        "the fill ran once the server was back"
+    );
+}
+
 /// A caller dropped while its lookup (which takes the lease) is in flight
 /// leaves no lease behind: the next caller does not wait for the lock timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +510,7 @@ async fn a_caller_dropped_during_its_lookup_leaves_no_lease() {
     let server = RedisServer::start();
     let cache = server.cache().await; // op timeout 2 s, lock timeout 3 s
     let db = Arc::new(Db::default());
-    let mut conn = server.client().await;
+    let conn = server.client().await;
     read(&cache, &db, 100).await; // scripts loaded, group generation set
 
     server.pause();
@@ -517,12 +544,10 @@ async fn a_caller_dropped_during_its_lookup_leaves_no_lease() {
         "the next caller waited {:?} for a lease nobody held",
         started.elapsed()
     );
-    let stored: bool = redis::cmd("EXISTS")
-        .arg("cache:{faults}:e:5")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(stored, "and stored its value");
+    assert!(
+        cache.has("faults", &5u64).await.unwrap(),
+        "and stored its value"
+    );
 }
 
 /// A put dropped while its write registration is in flight leaves no writer

@@ -425,6 +425,9 @@ async fn ttls_are_jittered_by_default() {
     let mut ttls = Vec::new();
     for id in 0..50u64 {
         jittered(&cache, id).await;
+        // A miss returns once its fill is sent; the cache's next command on
+        // the connection returns after Redis has run it.
+        assert!(cache.has("jittered", &id).await.unwrap());
         let ttl: i64 = ::redis::cmd("PTTL")
             .arg(format!("cache:{{jittered}}:e:{id}"))
             .query_async(&mut conn)

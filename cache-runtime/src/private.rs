@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{LazyLock, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tracing::{Instrument, Span};
 
 use serde::Serialize;
 
-use crate::backend::WriteEnd;
+use crate::backend::{Backend, WriteEnd};
 use crate::envelope::{Meta, Opener, Sealer};
 use crate::kept::Reader;
 pub use crate::kept::{Keep, KeepNothing, KeepProbe};
@@ -349,6 +350,35 @@ async fn fill(
     ok_or_warn(cache, "store", group, outcome);
 }
 
+/// Stores a miss's value as [`fill`] does, but returns once the fill is sent:
+/// a background task awaits Redis's reply, so a miss costs its caller two
+/// round trips (the peek and the lease), as a hand-written `GET` and `SET`
+/// do. The fill script arbitrates, not its timing: it stores only under a
+/// lease that no write has dropped since. Sent before this returns, it
+/// precedes this process's later reads of the key on the connection; another
+/// process that reads in between finds the lease and waits for the value.
+async fn send_fill(
+    cache: &Cache,
+    group: &str,
+    key: &EntryKey,
+    lease: LeaseGuard,
+    sealed: Option<(Vec<u8>, Duration)>,
+) {
+    let runtime = match (cache.backend(), tokio::runtime::Handle::try_current()) {
+        (Backend::Redis(redis), Ok(runtime)) if redis.fills_at_once(group) => runtime,
+        // In process, a fill is done when called; a first fill may load its
+        // script; without tokio, there is nothing to hand the reply to.
+        _ => return fill(cache, group, key, lease, sealed).await,
+    };
+    let (cache, group, key) = (cache.clone(), group.to_owned(), key.clone());
+    let mut sent = Box::pin(async move { fill(&cache, &group, &key, lease, sealed).await });
+    // One poll puts the script on the connection (or finishes the fill).
+    let pending = std::future::poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx).is_pending()));
+    if pending.await {
+        runtime.spawn(sent.instrument(Span::current()));
+    }
+}
+
 /// `#[cached]`: look up; on a hit return the stored value; on a miss run the
 /// body and store its value under the read lease taken by the lookup.
 pub async fn cached<K, R, F>(
@@ -494,7 +524,7 @@ where
     if let Some(lease) = lease {
         metrics::loaded(cache.counters(), group, started.elapsed());
         let sealed = policy.seal(cache, &ret, started.elapsed());
-        fill(cache, group, read.key, lease, sealed).await;
+        send_fill(cache, group, read.key, lease, sealed).await;
     }
     drop(flight); // this process's waiters read again now
     ret

@@ -23,10 +23,11 @@
 //! back to plain commands it still accepts: a lookup reads without a lease,
 //! and anything that would remove a value deletes it with `DEL`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
-use std::sync::Arc;
 
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
@@ -221,6 +222,9 @@ pub(crate) struct Redis {
     channel: String,
     lease_ms: u64,
     counters: Arc<Counters>,
+    /// The groups whose fill has answered since a script last failed: the
+    /// server holds the fill script there (see [`Redis::fills_at_once`]).
+    filled: Mutex<HashSet<String>>,
 }
 
 /// What a server lets the cache do, found on first contact.
@@ -327,7 +331,21 @@ impl Redis {
             prefix,
             lease_ms: millis(lease_ttl),
             counters,
+            filled: Mutex::default(),
         }
+    }
+
+    /// Whether a fill of `group` reaches the connection whole on its first
+    /// poll, ahead of any read sent after it. It does once the server has
+    /// answered a fill of the group: elsewhere (a new server, one restarted,
+    /// another cluster node) `EVALSHA` may meet `NOSCRIPT` and go again after
+    /// loading the script, behind reads sent meanwhile.
+    pub(crate) fn fills_at_once(&self, group: &str) -> bool {
+        self.filled().contains(group)
+    }
+
+    fn filled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.filled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a script; when a key it touches holds another type, deletes the
@@ -355,7 +373,12 @@ impl Redis {
                 }
                 Ok(script.invoke_async(&mut self.conn.clone()).await?)
             }
-            other => Ok(other?),
+            Err(error) => {
+                // Perhaps a restarted server, without its scripts.
+                self.filled().clear();
+                Err(error.into())
+            }
+            Ok(value) => Ok(value),
         }
     }
 
@@ -476,6 +499,9 @@ impl Redis {
             .arg(bytes)
             .arg(millis(ttl));
         let stored: i64 = self.run(&names, &script).await?;
+        if !self.fills_at_once(group) {
+            self.filled().insert(group.to_owned());
+        }
         Ok(stored == 1)
     }
 
