@@ -13,6 +13,9 @@
 //! `String::from("a")`. That is what lets `#[cached]` and `#[cache_evict]` on
 //! different functions meet without a key written by hand.
 
+use std::io;
+
+use compact_str::CompactString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -24,20 +27,26 @@ pub const MAX_READABLE_KEY: usize = 128;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// An encoded key value: the part of an entry's address that follows the group.
+///
+/// A short text (up to 24 bytes on 64-bit targets: most numbers, ids, short
+/// strings) is held inline, so encoding and dropping it allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct EntryKey(String);
+pub struct EntryKey(CompactString);
 
 impl EntryKey {
     /// Encodes a key value. Fails only when the value's `Serialize`
     /// implementation fails (a map with non-string keys, say).
     pub fn new<K: Serialize + ?Sized>(key: &K) -> Result<Self, Error> {
-        Ok(Self::of_json(key_json(key)?))
+        let mut json = KeyWriter::default();
+        serde_json::to_writer(&mut json, key).map_err(encode_error)?;
+        let json = std::str::from_utf8(json.bytes()).map_err(encode_error)?;
+        Ok(Self::of_json(json))
     }
 
     /// The entry key of a key's JSON text.
-    pub(crate) fn of_json(json: String) -> Self {
+    pub(crate) fn of_json(json: &str) -> Self {
         if json.len() <= MAX_READABLE_KEY {
-            return EntryKey(json);
+            return EntryKey(CompactString::new(json));
         }
         let digest = Sha256::digest(json.as_bytes());
         let mut text = String::with_capacity(1 + 2 * digest.len());
@@ -46,7 +55,7 @@ impl EntryKey {
             text.push(char::from(HEX[usize::from(byte >> 4)]));
             text.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
-        EntryKey(text)
+        EntryKey(text.into())
     }
 
     /// The encoded text, as it appears in Redis after `:e:`.
@@ -57,10 +66,65 @@ impl EntryKey {
 
 /// A key value as JSON, the text its entry key is made of.
 pub(crate) fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<String, Error> {
-    serde_json::to_string(key).map_err(|e| Error::Encode {
+    serde_json::to_string(key).map_err(encode_error)
+}
+
+fn encode_error(error: impl std::fmt::Display) -> Error {
+    Error::Encode {
         what: "key",
-        message: e.to_string(),
-    })
+        message: error.to_string(),
+    }
+}
+
+/// Where serde_json writes a key: on the stack while the text fits inline in
+/// an [`EntryKey`], in a `Vec` once it does not.
+struct KeyWriter {
+    inline: [u8; std::mem::size_of::<CompactString>()],
+    len: usize,
+    spilled: Vec<u8>,
+}
+
+impl Default for KeyWriter {
+    fn default() -> Self {
+        KeyWriter {
+            inline: [0; std::mem::size_of::<CompactString>()],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+}
+
+impl KeyWriter {
+    fn bytes(&self) -> &[u8] {
+        match self.spilled.is_empty() {
+            true => self.inline.get(..self.len).unwrap_or_default(),
+            false => &self.spilled,
+        }
+    }
+}
+
+impl io::Write for KeyWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.len + buf.len();
+        match self.inline.get_mut(self.len..end) {
+            Some(room) if self.spilled.is_empty() => {
+                room.copy_from_slice(buf);
+                self.len = end;
+            }
+            _ => {
+                if self.spilled.is_empty() {
+                    let written = self.inline.get(..self.len).unwrap_or_default();
+                    self.spilled.extend_from_slice(written);
+                }
+                self.spilled.extend_from_slice(buf);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The Redis names of one entry's keys: for prefix `P`, group `G` and key
@@ -173,6 +237,16 @@ mod tests {
             .prop_map(|(name, tags, inner)| Nested { name, tags, inner })
     }
 
+    #[test]
+    fn keys_around_the_inline_size_are_their_json() {
+        for len in [0, 1, 21, 22, 23, 24, 25, 126] {
+            let key = "k".repeat(len);
+            assert_eq!(EntryKey::new(&key).unwrap().as_str(), format!("\"{key}\""));
+        }
+        let long = "k".repeat(127); // 129 bytes of JSON
+        assert!(EntryKey::new(&long).unwrap().as_str().starts_with('#'));
+    }
+
     fn group() -> impl Strategy<Value = String> {
         "[^{}]{1,24}"
     }
@@ -197,6 +271,16 @@ mod tests {
         #[test]
         fn strings_never_share_a_key(a in any::<String>(), b in any::<String>()) {
             distinct_keys(&a, &b)?;
+        }
+
+        #[test]
+        fn a_key_is_its_json_however_serde_json_writes_it(a in any::<(String, Option<u32>, Vec<u8>)>()) {
+            // Short texts stay on the stack, longer ones spill, past 128 bytes they are hashed.
+            let (json, key) = (serde_json::to_string(&a).unwrap(), EntryKey::new(&a).unwrap());
+            prop_assert_eq!(&key, &EntryKey::of_json(&json));
+            if json.len() <= MAX_READABLE_KEY {
+                prop_assert_eq!(key.as_str(), json.as_str());
+            }
         }
 
         #[test]

@@ -1,8 +1,9 @@
 //! The in-memory backend: the same protocol as Redis, in one process.
 //!
 //! State sits behind one mutex; no operation awaits while holding it. Maps are
-//! keyed by group, then by key text, so a lookup allocates nothing; group
-//! generations are random `u64`s. Expired entries are dropped when touched,
+//! keyed by group, then by key text, so a lookup allocates nothing; a group
+//! holds its generation, a random `u64`, beside its entries, so a read finds
+//! both with one lookup of the group. Expired entries are dropped when touched,
 //! and a sweep runs once the operations since the last one outnumber the
 //! entries, so its cost is amortised O(1) per call.
 
@@ -21,7 +22,6 @@ pub(crate) struct Memory {
 
 #[derive(Default)]
 struct State {
-    gens: Map<String, u64>,
     groups: Map<String, Group>,
     ops_since_sweep: usize,
     size_at_sweep: usize,
@@ -29,6 +29,8 @@ struct State {
 
 #[derive(Default)]
 struct Group {
+    /// Set by the first operation that needs one, replaced by group eviction.
+    gen: Option<u64>,
     entries: Map<String, Entry>,
     writers: Map<String, Writers>,
 }
@@ -57,25 +59,29 @@ fn lease(token: &str, gen: u64) -> Lease {
 }
 
 impl State {
+    /// The group's generation, made on first use.
     fn gen(&mut self, group: &str) -> u64 {
-        match self.gens.get(group) {
-            Some(gen) => *gen,
-            None => *self
-                .gens
-                .entry(group.to_owned())
-                .or_insert_with(|| fastrand::u64(..)),
+        match self.gen_of(group) {
+            Some(gen) => gen,
+            None => *self.group(group).gen.insert(fastrand::u64(..)),
         }
+    }
+
+    fn gen_of(&self, group: &str) -> Option<u64> {
+        self.groups.get(group)?.gen
     }
 
     fn group(&mut self, group: &str) -> &mut Group {
         self.groups.entry(group.to_owned()).or_default()
     }
 
-    /// A live entry, to read: one lookup (an expired one is left to the
-    /// sweep, or to the write that replaces it).
-    fn live(&self, group: &str, key: &str, now: Instant) -> Option<&Entry> {
-        let entry = self.groups.get(group)?.entries.get(key)?;
-        (entry.expires > now).then_some(entry)
+    /// The group's generation and the key's live entry, to read, with one
+    /// lookup of each (an expired entry is left to the sweep, or to the
+    /// write that replaces it); `None` when the group has no generation.
+    fn read(&self, group: &str, key: &str, now: Instant) -> Option<(u64, Option<&Entry>)> {
+        let group = self.groups.get(group)?;
+        let entry = group.entries.get(key).filter(|e| e.expires > now);
+        Some((group.gen?, entry))
     }
 
     fn live_entry(&mut self, group: &str, key: &str, now: Instant) -> Option<&mut Entry> {
@@ -107,7 +113,7 @@ impl State {
     /// Removes an entry and marks the writes in flight on it as overlapped;
     /// says whether a live value was there.
     fn invalidate(&mut self, group: &str, key: &str, now: Instant) -> bool {
-        let gen = self.gens.get(group).copied();
+        let gen = self.gen_of(group);
         let existed = self
             .live_entry(group, key, now)
             .and_then(|e| e.value.as_ref())
@@ -130,7 +136,7 @@ impl State {
             g.entries.retain(|_, e| e.expires > now);
             g.writers.retain(|_, w| w.expires > now);
             size += g.entries.len() + g.writers.len();
-            !(g.entries.is_empty() && g.writers.is_empty())
+            g.gen.is_some() || !(g.entries.is_empty() && g.writers.is_empty())
         });
         self.size_at_sweep = size;
     }
@@ -144,41 +150,32 @@ impl Memory {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self, now: Instant) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a
         // way that breaks the protocol (each operation is a few inserts), so a
         // poisoned lock is still usable.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.sweep_now_and_then(Instant::now());
+        state.sweep_now_and_then(now);
         state
     }
 
     pub(crate) fn lookup(&self, group: &str, key: &EntryKey, want: Want, token: &str) -> Lookup {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
-        let gen = match want {
-            Want::Peek => match state.gens.get(group) {
-                Some(gen) => *gen,
-                None => return Lookup::Miss(None),
-            },
-            _ => state.gen(group),
+        let mut state = self.state(now);
+        let (gen, entry) = match state.read(group, key, now) {
+            Some(read) => read,
+            None if want == Want::Peek => return Lookup::Miss(None),
+            None => (state.gen(group), None),
         };
-        let (live, held) = match state.live(group, key, now) {
-            Some(entry) => (
-                entry
-                    .value
-                    .as_ref()
-                    .filter(|(_, g)| *g == gen)
-                    .map(|(kept, _)| kept.clone()),
-                entry
-                    .lease
-                    .as_ref()
-                    .filter(|(_, g)| *g == gen)
-                    .map(|(token, _)| token.clone()),
-            ),
-            None => (None, None),
-        };
+        let live = entry
+            .and_then(|e| e.value.as_ref())
+            .filter(|(_, g)| *g == gen)
+            .map(|(kept, _)| kept.clone());
+        let held = entry
+            .and_then(|e| e.lease.as_ref())
+            .filter(|(_, g)| *g == gen)
+            .map(|(token, _)| token.clone());
         if want == Want::Refresh {
             if live.is_none() || held.is_some() {
                 return Lookup::Miss(None);
@@ -216,7 +213,7 @@ impl Memory {
     pub(crate) fn release(&self, group: &str, key: &EntryKey, lease: &Lease) {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
+        let mut state = self.state(now);
         let Some(entry) = state.live_entry(group, key, now) else {
             return;
         };
@@ -240,11 +237,9 @@ impl Memory {
     ) -> bool {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
+        let mut state = self.state(now);
         let Some(gen) = state
-            .gens
-            .get(group)
-            .copied()
+            .gen_of(group)
             .filter(|gen| gen.to_string() == lease.gen)
         else {
             return false;
@@ -270,7 +265,7 @@ impl Memory {
     pub(crate) fn begin_write(&self, group: &str, key: &EntryKey, token: &str) -> Ticket {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
+        let mut state = self.state(now);
         let gen = state.gen(group);
         let expires = now + self.lease_ttl;
         match state.live_writers(group, key, now) {
@@ -305,8 +300,8 @@ impl Memory {
     ) -> bool {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
-        let gen = state.gens.get(group).copied();
+        let mut state = self.state(now);
+        let gen = state.gen_of(group);
         let gen_unchanged = gen.is_some_and(|gen| gen.to_string() == ticket.gen);
         let sole = match state.live_writers(group, key, now) {
             Some(w) => {
@@ -341,13 +336,13 @@ impl Memory {
 
     pub(crate) fn invalidate(&self, group: &str, key: &EntryKey) -> bool {
         let now = Instant::now();
-        self.state().invalidate(group, key.as_str(), now)
+        self.state(now).invalidate(group, key.as_str(), now)
     }
 
     pub(crate) fn store(&self, group: &str, key: &EntryKey, bytes: Vec<u8>, ttl: Duration) {
         let now = Instant::now();
         let key = key.as_str();
-        let mut state = self.state();
+        let mut state = self.state(now);
         state.invalidate(group, key, now);
         let gen = state.gen(group);
         let entry = Entry {
@@ -359,8 +354,6 @@ impl Memory {
     }
 
     pub(crate) fn evict_group(&self, group: &str) {
-        self.state()
-            .gens
-            .insert(group.to_owned(), fastrand::u64(..));
+        self.state(Instant::now()).group(group).gen = Some(fastrand::u64(..));
     }
 }

@@ -345,7 +345,7 @@ where
         let (cache, group) = (&shared.cache, shared.group.as_str());
         check_group(group)?;
         let json = key_json(key)?;
-        let entry = EntryKey::of_json(json.clone());
+        let entry = EntryKey::of_json(&json);
         let ttl = shared.options.ttl.unwrap_or(cache.settings().default_ttl);
         let bytes = envelope::seal(cache.codec(), value, Duration::ZERO, ttl)?;
         let appended = cache
