@@ -130,6 +130,15 @@ impl Cache {
     /// The verdict of first contact, asking the server if it has not
     /// answered yet.
     async fn contact(&self) -> Result<&Health, Error> {
+        match self.inner.contact.get() {
+            Some(health) => Ok(health),
+            // Boxed: its checks would otherwise make every operation's
+            // future larger, and a hit moves that future several times.
+            None => Box::pin(self.first_contact()).await,
+        }
+    }
+
+    async fn first_contact(&self) -> Result<&Health, Error> {
         self.inner
             .contact
             .get_or_try_init(|| async {

@@ -309,8 +309,11 @@ async fn read(
     gen: &str,
     entries: &[&str],
 ) -> Result<(Stored, Vec<Stored>), redis::RedisError> {
-    let mut mget = redis::cmd("MGET");
-    mget.arg(gen);
+    // Sized up front: growing the command's buffers cost a lone read more
+    // than writing its arguments.
+    let size = "MGET".len() + gen.len() + entries.iter().map(|e| e.len()).sum::<usize>();
+    let mut mget = redis::Cmd::with_capacity(2 + entries.len(), size);
+    mget.arg("MGET").arg(gen);
     for entry in entries {
         mget.arg(*entry);
     }

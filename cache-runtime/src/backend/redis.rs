@@ -426,6 +426,20 @@ impl Redis {
                 other => return other,
             }
         }
+        // Boxed: the script path's future would otherwise make every peek's
+        // larger, and a hit moves it several times.
+        Box::pin(self.lookup_by_script(group, key, want, token)).await
+    }
+
+    /// A lookup through the script: a lease, a lock, a refresh, or a peek
+    /// the plain read could not answer.
+    async fn lookup_by_script(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+        token: &str,
+    ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
         let mode = match want {
             Want::Peek => "peek",
