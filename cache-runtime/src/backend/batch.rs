@@ -18,7 +18,6 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redis::{FromRedisValue, Value};
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
@@ -317,13 +316,10 @@ async fn read(
     for entry in entries {
         mget.arg(*entry);
     }
-    let replies: Vec<Value> = mget.query_async(&mut conn.clone()).await?;
+    let replies: Vec<Stored> = mget.query_async(&mut conn.clone()).await?;
     let mut replies = replies.into_iter();
-    let gen = Stored::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
-    let entries = replies
-        .map(Stored::from_redis_value)
-        .collect::<Result<_, _>>()?;
-    Ok((gen, entries))
+    let gen = replies.next().flatten();
+    Ok((gen, replies.collect()))
 }
 
 /// What an entry means under its group's generation: a hit when it starts
@@ -346,12 +342,10 @@ fn share(verdict: &Lookup) -> Lookup {
     }
 }
 
-/// A cheap hash of an entry's name (FNV-1a): equal names, equal hashes; a
-/// collision only makes a peek wait for a batch.
+/// A cheap hash of an entry's name (foldhash, fixed seed): equal names,
+/// equal hashes; a collision only makes a peek wait for a batch.
 fn key_hash(entry: &str) -> u64 {
-    entry.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), entry)
 }
 
 /// A read answered with fewer values than it asked for.
