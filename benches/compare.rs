@@ -203,6 +203,26 @@ where
     samples
 }
 
+/// A contender's throughput over the baseline's: the median over rounds of
+/// the baseline's time per call over the contender's in the same round.
+/// A round's runs are adjacent in time, so a slow spell of the machine
+/// spoils a pair rather than one side of the ratio, and the median drops
+/// the pairs it spoiled.
+fn paired_ratio(baseline: &Sample, sample: &Sample) -> f64 {
+    let mut ratios: Vec<f64> = baseline
+        .latencies
+        .iter()
+        .zip(&sample.latencies)
+        .map(|(b, s)| b.as_secs_f64() / s.as_secs_f64().max(1e-12))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    }
+}
+
 /// Times `calls` sequential calls of `call(i)`.
 async fn sequential<F, Fut>(calls: u64, mut call: F) -> Sample
 where
@@ -314,7 +334,7 @@ impl Bench {
                 // One task makes its calls one round trip at a time: fewer.
                 let per_task = (total / tasks as u64).min(5_000);
                 let (cache, conn) = (self.cache.clone(), self.conn.clone());
-                let samples = interleave(names.len(), self.rounds(4), |c| {
+                let samples = interleave(names.len(), self.rounds(8), |c| {
                     let (cache, conn) = (cache.clone(), conn.clone());
                     async move {
                         let started = Instant::now();
@@ -356,7 +376,6 @@ impl Bench {
                 })
                 .await;
                 let case = format!("hit throughput, {shape}, {tasks} tasks");
-                let hand = samples[0].throughput();
                 for (name, sample) in names.iter().zip(&samples) {
                     let label = format!("{name}, {shape}");
                     match lines.iter_mut().find(|(l, _)| *l == label) {
@@ -369,7 +388,7 @@ impl Bench {
                         median: micros(sample.busy / sample.calls.max(1) as u32),
                         p99: "".to_owned(),
                         throughput: format!("{:.0}/s", sample.throughput()),
-                        ratio: format!("{:.2}x throughput", sample.throughput() / hand),
+                        ratio: format!("{:.2}x throughput", paired_ratio(&samples[0], sample)),
                     });
                 }
                 if keys > 1 && !self.throughput_only {
@@ -1318,7 +1337,8 @@ async fn main() {
     let report = format!(
         "# Benchmarks\n\nMeasured by `cargo bench --bench compare{}` on {cores} cores against Redis {version} on loopback, \
          all contenders in one process, interleaved round by round; ratios compare medians (first row of each case is \
-         the baseline unless the ratio column says otherwise).\n\n{table}\n![hit throughput vs concurrency](benchmarks/throughput.svg)\n",
+         the baseline unless the ratio column says otherwise); a throughput ratio is the median over rounds of the \
+         ratio within a round.\n\n{table}\n![hit throughput vs concurrency](benchmarks/throughput.svg)\n",
         if quick { " -- --quick" } else { "" }
     );
     // At the workspace root, wherever cargo runs this from.
