@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use support::RedisServer;
@@ -190,10 +191,19 @@ async fn commands_each_path_sends() {
 
     let mut sent = BTreeMap::new();
     for (path, run) in [("miss", 0), ("hit", 1), ("put", 2), ("evict", 3)] {
+        let stores = cache.stats().stores;
         match run {
             0 | 1 => drop(read(&cache, 2).await),
             2 => drop(write(&cache, 2).await),
             _ => remove(&cache, 2).await,
+        }
+        if path == "miss" {
+            // A miss returns before its fill's reply: the marker goes on
+            // another connection, so wait for the fill to have run.
+            support::eventually(Duration::from_secs(5), "the miss's fill", || async {
+                cache.stats().stores > stores
+            })
+            .await;
         }
         let _: String = redis::cmd("ECHO")
             .arg(path)
