@@ -214,7 +214,9 @@ impl<'c> Read<'c> {
         let found = match in_process {
             Ok(found) => Ok(found),
             Err(redis) => {
-                let lookup = redis.lookup(self.group, self.key, want, &token);
+                // Boxed: the op moves its future into the timeout, and that
+                // into the await; a box moves as a pointer.
+                let lookup = Box::pin(redis.lookup(self.group, self.key, want, &token));
                 self.cache.op(lookup).await
             }
         };
