@@ -503,6 +503,35 @@ async fn a_miss_does_not_wait_for_its_fill() {
     );
 }
 
+/// After Redis restarts, its scripts gone, the first fill of a group is
+/// awaited again: it may have to load its script first, and would then go
+/// behind reads sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_first_fill_is_awaited_again() {
+    let mut server = RedisServer::start();
+    let cache = fast_cache(&server).await;
+    let db = Db::default();
+    read(&cache, &db, 1).await; // awaited: the first fill of the group
+    read(&cache, &db, 2).await; // sent; its reply awaited by a task
+    eventually(Duration::from_secs(2), "the second fill", || async {
+        cache.stats().stores == 2
+    })
+    .await;
+    server.kill();
+    server.restart();
+    eventually(Duration::from_secs(5), "the restarted server", || async {
+        cache.has("faults", &1u64).await.is_ok()
+    })
+    .await;
+    let stores = cache.stats().stores;
+    read(&cache, &db, 3).await;
+    assert_eq!(
+        cache.stats().stores,
+        stores + 1,
+        "the first fill after the restart returned before Redis answered it"
+    );
+}
+
 /// A caller dropped while its lookup (which takes the lease) is in flight
 /// leaves no lease behind: the next caller does not wait for the lock timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

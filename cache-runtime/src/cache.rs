@@ -498,6 +498,9 @@ impl Cache {
                 breaker.succeeded(&pass);
             }
             Err(error) if error.is_unreachable() => {
+                if let Backend::Redis(redis) = self.backend() {
+                    redis.forget_fills();
+                }
                 bump(&counters.errors);
                 if error.is_timeout() {
                     bump(&counters.timeouts);

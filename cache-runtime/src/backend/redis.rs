@@ -344,6 +344,13 @@ impl Redis {
         self.filled().contains(group)
     }
 
+    /// The server may have lost its scripts (a script failed, or the
+    /// connection did: what answers next may be a restarted server or a
+    /// new master): the next fill of each group is awaited again.
+    pub(crate) fn forget_fills(&self) {
+        self.filled().clear();
+    }
+
     fn filled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.filled.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -374,8 +381,7 @@ impl Redis {
                 Ok(script.invoke_async(&mut self.conn.clone()).await?)
             }
             Err(error) => {
-                // Perhaps a restarted server, without its scripts.
-                self.filled().clear();
+                self.forget_fills();
                 Err(error.into())
             }
             Ok(value) => Ok(value),
