@@ -229,10 +229,7 @@ impl Cache {
         if self.pending().blocks(group, &key) {
             return Ok(None); // an eviction of it is pending retry
         }
-        match self
-            .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
-            .await?
-        {
+        match self.lookup(group, &key, Want::Peek, NO_LEASE).await? {
             Lookup::Hit(kept) => {
                 let reader = Reader {
                     open: envelope::open,
@@ -282,9 +279,7 @@ impl Cache {
         if self.pending().blocks(group, &key) {
             return Ok(false);
         }
-        let found = self
-            .op(self.backend().lookup(group, &key, Want::Peek, NO_LEASE))
-            .await?;
+        let found = self.lookup(group, &key, Want::Peek, NO_LEASE).await?;
         Ok(matches!(found, Lookup::Hit(_)))
     }
 
@@ -455,6 +450,26 @@ impl Cache {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// Looks an entry up: in process at once, on Redis as an operation. A
+    /// lease it creates carries `token`, chosen (and guarded) by the caller.
+    pub(crate) async fn lookup(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+        token: &str,
+    ) -> Result<Lookup, Error> {
+        match self.backend().lookup_in_process(group, key, want, token) {
+            Ok(found) => Ok(found),
+            Err(redis) => {
+                // Boxed: the op moves its future into the timeout, and that
+                // into the await; a box moves as a pointer.
+                let lookup = Box::pin(redis.lookup(group, key, want, token));
+                self.op(lookup).await
+            }
+        }
     }
 
     /// Runs one backend operation within the operation timeout, through the

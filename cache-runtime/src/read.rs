@@ -207,19 +207,7 @@ impl<'c> Read<'c> {
             };
             LeaseGuard::new(self.cache, self.group, self.key, lease, true)
         });
-        let in_process = self
-            .cache
-            .backend()
-            .lookup_in_process(self.group, self.key, want, &token);
-        let found = match in_process {
-            Ok(found) => Ok(found),
-            Err(redis) => {
-                // Boxed: the op moves its future into the timeout, and that
-                // into the await; a box moves as a pointer.
-                let lookup = Box::pin(redis.lookup(self.group, self.key, want, &token));
-                self.cache.op(lookup).await
-            }
-        };
+        let found = self.cache.lookup(self.group, self.key, want, &token).await;
         if let (Some(pending), Ok(_) | Err(Error::Unavailable)) = (pending.as_mut(), &found) {
             pending.disarm(); // answered, or never sent
         }

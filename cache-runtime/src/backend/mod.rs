@@ -99,24 +99,10 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// Looks up an entry; a lease it creates carries `token`, which the caller
-    /// chose (and guarded) before sending the request.
-    pub(crate) async fn lookup(
-        &self,
-        group: &str,
-        key: &EntryKey,
-        want: Want,
-        token: &str,
-    ) -> Result<Lookup, Error> {
-        match self.lookup_in_process(group, key, want, token) {
-            Ok(found) => Ok(found),
-            Err(redis) => redis.lookup(group, key, want, token).await,
-        }
-    }
-
     /// The lookup of an in-process backend, answered at once (a hit there
     /// builds and moves no future for the Redis path), or the Redis backend
-    /// to ask.
+    /// to ask. A lease it creates carries `token`, which the caller chose
+    /// (and guarded) before sending the request.
     pub(crate) fn lookup_in_process(
         &self,
         group: &str,

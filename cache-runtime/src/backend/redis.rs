@@ -519,8 +519,9 @@ impl Redis {
             .arg(bytes)
             .arg(millis(ttl));
         let stored: i64 = self.run(&names, &script).await?;
-        if !self.fills_at_once(group) {
-            self.filled().insert(group.to_owned());
+        let mut filled = self.filled();
+        if !filled.contains(group) {
+            filled.insert(group.to_owned());
         }
         Ok(stored == 1)
     }
