@@ -134,32 +134,39 @@ impl io::Write for KeyWriter {
 /// is exactly `G`: a group lives in one cluster slot.
 #[derive(Clone)]
 pub(crate) struct Names {
-    pub(crate) entry: String,
-    pub(crate) gen: String,
-    base_len: usize,
-    key_start: usize,
+    /// `P:{G}:gen` followed by `P:{G}:e:K`: both names a hit sends, in one
+    /// allocation.
+    text: String,
+    /// Where the entry's name starts in `text`.
+    entry_start: usize,
 }
 
 impl Names {
     pub(crate) fn new(prefix: &str, group: &str, key: &EntryKey) -> Self {
         let base_len = prefix.len() + group.len() + 4;
-        let mut entry = String::with_capacity(base_len + 2 + key.as_str().len());
-        entry.push_str(prefix);
-        entry.push_str(":{");
-        entry.push_str(group);
-        entry.push_str("}:");
-        let mut gen = String::with_capacity(base_len + 3);
-        gen.push_str(&entry);
-        gen.push_str("gen");
-        entry.push_str("e:");
-        let key_start = entry.len();
-        entry.push_str(key.as_str());
-        Names {
-            entry,
-            gen,
-            base_len,
-            key_start,
+        let mut text = String::with_capacity(2 * base_len + 5 + key.as_str().len());
+        for kind in ["gen", "e:"] {
+            text.push_str(prefix);
+            text.push_str(":{");
+            text.push_str(group);
+            text.push_str("}:");
+            text.push_str(kind);
         }
+        text.push_str(key.as_str());
+        Names {
+            text,
+            entry_start: base_len + 3,
+        }
+    }
+
+    /// The entry's name, `P:{G}:e:K`.
+    pub(crate) fn entry(&self) -> &str {
+        &self.text[self.entry_start..]
+    }
+
+    /// The group's generation's name, `P:{G}:gen`.
+    pub(crate) fn gen(&self) -> &str {
+        &self.text[..self.entry_start]
     }
 
     /// The writer record's name, built when an operation needs it.
@@ -172,17 +179,15 @@ impl Names {
         self.beside("l:")
     }
 
-    /// The name of another key of this entry: `P:{G}:<kind><key>`.
+    /// The name of another key of this entry: `P:{G}:<kind>K`.
     fn beside(&self, kind: &str) -> String {
-        let mut name = String::with_capacity(self.entry.len());
-        name.push_str(&self.entry[..self.base_len]);
+        let base = &self.gen()[..self.entry_start - 3];
+        let key = &self.entry()[base.len() + 2..];
+        let mut name = String::with_capacity(base.len() + kind.len() + key.len());
+        name.push_str(base);
         name.push_str(kind);
-        name.push_str(&self.entry[self.key_start..]);
+        name.push_str(key);
         name
-    }
-
-    pub(crate) fn gen(prefix: &str, group: &str) -> String {
-        group_key(prefix, group, "gen")
     }
 }
 
@@ -317,12 +322,12 @@ mod tests {
         #[test]
         fn the_hash_tag_of_every_key_is_its_group(prefix in "[^{}]{0,12}", group in group(), key in any::<String>()) {
             let names = Names::new(&prefix, &group, &EntryKey::new(&key).unwrap());
-            for name in [&names.entry, &names.writers(), &names.gen] {
+            for name in [names.entry(), &names.writers(), names.gen()] {
                 prop_assert_eq!(hash_tag(name), group.as_str());
             }
-            prop_assert_eq!(&names.entry, &format!("{prefix}:{{{group}}}:e:{}", EntryKey::new(&key).unwrap().as_str()));
+            prop_assert_eq!(names.entry(), &format!("{prefix}:{{{group}}}:e:{}", EntryKey::new(&key).unwrap().as_str()));
             prop_assert_eq!(names.writers(), format!("{prefix}:{{{group}}}:w:{}", EntryKey::new(&key).unwrap().as_str()));
-            prop_assert_eq!(names.gen, Names::gen(&prefix, &group));
+            prop_assert_eq!(names.gen(), group_key(&prefix, &group, "gen"));
         }
 
         #[test]
@@ -332,15 +337,15 @@ mod tests {
             let a = Names::new("cache", &g1, &EntryKey::new(&k1).unwrap());
             let b = Names::new("cache", &g2, &EntryKey::new(&k2).unwrap());
             if (&g1, &k1) != (&g2, &k2) {
-                prop_assert_ne!(&a.entry, &b.entry);
+                prop_assert_ne!(a.entry(), b.entry());
                 prop_assert_ne!(a.writers(), b.writers());
             }
             if g1 != g2 {
-                prop_assert_ne!(&a.gen, &b.gen);
+                prop_assert_ne!(a.gen(), b.gen());
             }
-            for name in [&b.entry, &b.writers(), &b.gen] {
-                prop_assert_ne!(&a.gen, name);
-                prop_assert!(&a.entry != name || (g1 == g2 && k1 == k2));
+            for name in [b.entry(), &b.writers(), b.gen()] {
+                prop_assert_ne!(a.gen(), name);
+                prop_assert!(a.entry() != name || (g1 == g2 && k1 == k2));
             }
         }
 

@@ -18,6 +18,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use redis::Value;
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
@@ -131,7 +132,7 @@ impl Batcher {
 
     /// Reads an entry and its group's generation, taking no lease.
     pub(crate) async fn peek(&self, names: Names) -> Result<Lookup, Error> {
-        let hash = key_hash(&names.entry);
+        let hash = key_hash(names.entry());
         let slot = {
             let mut state = lock(&self.state);
             let of_key = state.keys.get(&hash).copied().unwrap_or(0);
@@ -171,11 +172,9 @@ impl Batcher {
             batcher: self,
             hashes: [hash],
         };
-        let (gen, entries) = read(&self.conn, &names.gen, &[&names.entry]).await?;
-        match entries.into_iter().next() {
-            Some(stored) => Ok(verdict(gen.as_deref(), stored)),
-            None => Err(short_reply()),
-        }
+        let (gen, mut entries) = read(&self.conn, names.gen(), &[names.entry()]).await?;
+        let stored = entries.next().ok_or_else(short_reply)??;
+        Ok(verdict(gen.as_deref(), stored))
     }
 
     /// Sends the queue from a task of its own (so that no caller's
@@ -260,7 +259,7 @@ impl<H: AsRef<[u64]>> Drop for OnWire<'_, H> {
 /// are sorted by group and key, so that each group, and each key in it, is
 /// a run; the callers of one key share its envelope.
 async fn send(conn: &Connection, batch: Vec<Queued>) {
-    let names = |i: usize| (batch[i].names.gen.as_str(), batch[i].names.entry.as_str());
+    let names = |i: usize| (batch[i].names.gen(), batch[i].names.entry());
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
     let groups = order.chunk_by(|&a, &b| names(a).0 == names(b).0);
@@ -275,21 +274,22 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
             }
             reads.push((i, entries.len() - 1));
         }
-        let verdicts = read(conn, names(members[0]).0, &entries)
-            .await
-            .map(|(gen, entries)| {
-                entries
-                    .into_iter()
-                    .map(|stored| verdict(gen.as_deref(), stored))
-                    .collect::<Vec<Lookup>>()
-            });
+        let verdicts = match read(conn, names(members[0]).0, &entries).await {
+            Ok((gen, entries)) => entries
+                .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
+                .collect::<Result<Vec<Lookup>, redis::RedisError>>(),
+            Err(error) => Err(error),
+        };
         (reads, verdicts)
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
     for (reads, verdicts) in futures_util::future::join_all(by_group).await {
         for (i, shared) in reads {
             answers[i] = Some(match &verdicts {
-                Ok(verdicts) => verdicts.get(shared).map(share).ok_or_else(short_reply),
+                Ok(verdicts) => verdicts
+                    .get(shared)
+                    .map(share)
+                    .ok_or_else(|| short_reply().into()),
                 Err(error) => Err(Error::Redis(error.clone())),
             });
         }
@@ -303,11 +303,13 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
 
 /// Reads a group's generation and some of its entries, in one `MGET` (a key
 /// of another type reads as nil: a miss, which the lookup script repairs).
+/// The entries are taken from the reply as they are asked for: a lone read
+/// builds no second list.
 async fn read(
     conn: &Connection,
     gen: &str,
     entries: &[&str],
-) -> Result<(Stored, Vec<Stored>), redis::RedisError> {
+) -> Result<(Stored, impl Iterator<Item = Result<Stored, redis::RedisError>>), redis::RedisError> {
     // Sized up front: growing the command's buffers cost a lone read more
     // than writing its arguments.
     let size = "MGET".len() + gen.len() + entries.iter().map(|e| e.len()).sum::<usize>();
@@ -316,10 +318,23 @@ async fn read(
     for entry in entries {
         mget.arg(*entry);
     }
-    let replies: Vec<Stored> = mget.query_async(&mut conn.clone()).await?;
-    let mut replies = replies.into_iter();
-    let gen = replies.next().flatten();
-    Ok((gen, replies.collect()))
+    let reply: Value = mget.query_async(&mut conn.clone()).await?;
+    let Value::Array(replies) = reply else {
+        return Err(unexpected("a batched read got a reply that is not a list"));
+    };
+    let mut replies = replies.into_iter().map(stored);
+    let gen = replies.next().ok_or_else(short_reply)??;
+    Ok((gen, replies))
+}
+
+/// One value of an `MGET` reply.
+fn stored(value: Value) -> Result<Stored, redis::RedisError> {
+    match value {
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::Nil => Ok(None),
+        Value::ServerError(error) => Err(error.into()),
+        _ => Err(unexpected("a batched read got a value that is not a string")),
+    }
 }
 
 /// What an entry means under its group's generation: a hit when it starts
@@ -349,11 +364,12 @@ fn key_hash(entry: &str) -> u64 {
 }
 
 /// A read answered with fewer values than it asked for.
-fn short_reply() -> Error {
-    Error::Redis(redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "a batched read got fewer values than it asked for",
-    )))
+fn short_reply() -> redis::RedisError {
+    unexpected("a batched read got fewer values than it asked for")
+}
+
+fn unexpected(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {

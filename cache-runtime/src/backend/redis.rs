@@ -35,7 +35,7 @@ use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::kept::Kept;
-use crate::key::{EntryKey, Names};
+use crate::key::{group_key, EntryKey, Names};
 use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
 use crate::Error;
@@ -365,16 +365,16 @@ impl Redis {
         match script.invoke_async(&mut self.conn.clone()).await {
             Err(error) if error.code() == Some("WRONGTYPE") => {
                 let repaired: i64 = REPAIR
-                    .key(&names.entry)
+                    .key(names.entry())
                     .key(names.writers())
-                    .key(&names.gen)
+                    .key(names.gen())
                     .key(names.lease())
                     .invoke_async(&mut self.conn.clone())
                     .await?;
                 if repaired > 0 {
                     bump(&self.counters.repaired);
                     tracing::warn!(
-                        entry = names.entry,
+                        entry = names.entry(),
                         "cache keys held another Redis type; deleted them"
                     );
                 }
@@ -402,7 +402,7 @@ impl Redis {
     async fn delete_entry(&self, names: &Names) -> Result<bool, Error> {
         let deleted: (i64, i64) = redis::pipe()
             .cmd("DEL")
-            .arg(&names.entry)
+            .arg(names.entry())
             .cmd("DEL")
             .arg(names.lease())
             .query_async(&mut self.conn.clone())
@@ -454,9 +454,9 @@ impl Redis {
             Want::Refresh => "refresh",
             Want::ForceLease => "force",
         };
-        let mut script = LOOKUP.key(&names.entry);
+        let mut script = LOOKUP.key(names.entry());
         script
-            .key(&names.gen)
+            .key(names.gen())
             .key(names.lease())
             .arg(mode)
             .arg(token)
@@ -510,9 +510,9 @@ impl Redis {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let names = self.names(group, key);
-        let mut script = FILL.key(&names.entry);
+        let mut script = FILL.key(names.entry());
         script
-            .key(&names.gen)
+            .key(names.gen())
             .key(names.lease())
             .arg(&lease.token)
             .arg(&lease.gen)
@@ -535,7 +535,7 @@ impl Redis {
         let names = self.names(group, key);
         let mut script = BEGIN_WRITE.key(names.writers());
         script
-            .key(&names.gen)
+            .key(names.gen())
             .arg(token)
             .arg(self.lease_ms)
             .arg(super::token());
@@ -559,10 +559,10 @@ impl Redis {
             WriteEnd::Evict => ("evict", Vec::new(), 0),
             WriteEnd::Abort => ("abort", Vec::new(), 0),
         };
-        let mut script = END_WRITE.key(&names.entry);
+        let mut script = END_WRITE.key(names.entry());
         script
             .key(names.writers())
-            .key(&names.gen)
+            .key(names.gen())
             .key(names.lease())
             .arg(&ticket.token)
             .arg(&ticket.gen)
@@ -582,10 +582,10 @@ impl Redis {
 
     pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
         let names = self.names(group, key);
-        let mut script = REPLACE.key(&names.entry);
+        let mut script = REPLACE.key(names.entry());
         script
             .key(names.writers())
-            .key(&names.gen)
+            .key(names.gen())
             .key(names.lease())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
@@ -605,10 +605,10 @@ impl Redis {
         bytes: Vec<u8>,
         ttl: Duration,
     ) -> ScriptInvocation<'static> {
-        let mut script = REPLACE.key(&names.entry);
+        let mut script = REPLACE.key(names.entry());
         script
             .key(names.writers())
-            .key(&names.gen)
+            .key(names.gen())
             .key(names.lease())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message())
@@ -638,7 +638,7 @@ impl Redis {
     }
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
-        let gen = Names::gen(&self.prefix, group);
+        let gen = group_key(&self.prefix, group, "gen");
         let message = Invalidation::Group(group).message();
         let mut script = EVICT_GROUP.key(&gen);
         script.arg(token()).arg(&self.channel).arg(&message);
