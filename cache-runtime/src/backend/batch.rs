@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redis::Value;
+use redis::{RedisError, Value};
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
@@ -277,7 +277,7 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
         let verdicts = match read(conn, names(members[0]).0, &entries).await {
             Ok((gen, entries)) => entries
                 .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
-                .collect::<Result<Vec<Lookup>, redis::RedisError>>(),
+                .collect::<Result<Vec<Lookup>, RedisError>>(),
             Err(error) => Err(error),
         };
         (reads, verdicts)
@@ -309,7 +309,7 @@ async fn read(
     conn: &Connection,
     gen: &str,
     entries: &[&str],
-) -> Result<(Stored, impl Iterator<Item = Result<Stored, redis::RedisError>>), redis::RedisError> {
+) -> Result<(Stored, impl Iterator<Item = Result<Stored, RedisError>>), RedisError> {
     // Sized up front: growing the command's buffers cost a lone read more
     // than writing its arguments.
     let size = "MGET".len() + gen.len() + entries.iter().map(|e| e.len()).sum::<usize>();
@@ -328,12 +328,14 @@ async fn read(
 }
 
 /// One value of an `MGET` reply.
-fn stored(value: Value) -> Result<Stored, redis::RedisError> {
+fn stored(value: Value) -> Result<Stored, RedisError> {
     match value {
         Value::BulkString(bytes) => Ok(Some(bytes)),
         Value::Nil => Ok(None),
         Value::ServerError(error) => Err(error.into()),
-        _ => Err(unexpected("a batched read got a value that is not a string")),
+        _ => Err(unexpected(
+            "a batched read got a value that is not a string",
+        )),
     }
 }
 
@@ -364,12 +366,12 @@ fn key_hash(entry: &str) -> u64 {
 }
 
 /// A read answered with fewer values than it asked for.
-fn short_reply() -> redis::RedisError {
+fn short_reply() -> RedisError {
     unexpected("a batched read got fewer values than it asked for")
 }
 
-fn unexpected(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+fn unexpected(what: &'static str) -> RedisError {
+    RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
