@@ -171,6 +171,38 @@ async fn hung_redis_costs_at_most_the_op_timeout_then_nothing() {
     );
 }
 
+/// Callers that arrive together go out in batches, or wait behind the reads
+/// of their key on the wire: each of them is still bounded by the op
+/// timeout when Redis hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_bounds_every_batched_caller_by_the_op_timeout() {
+    let server = RedisServer::start();
+    let cache = fast_cache(&server).await;
+    let db = Arc::new(Db::default());
+    for id in 0..8 {
+        read(&cache, &db, id).await;
+    }
+
+    server.pause();
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let (cache, db) = (cache.clone(), db.clone());
+            tokio::spawn(async move { timed_read(&cache, &db, i % 8).await })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for call in calls {
+        worst = worst.max(call.await.expect("a caller panicked"));
+    }
+    eprintln!("Redis hung: 64 concurrent callers of 8 keys, the slowest took {worst:?}");
+    assert!(
+        cache.stats().timeouts >= 1,
+        "the hung reads time out: {:?}",
+        cache.stats()
+    );
+    server.resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_eviction_is_retried_in_the_background() {
     let server = RedisServer::start();
