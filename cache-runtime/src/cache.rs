@@ -11,6 +11,7 @@ use crate::__private::{self as private, CacheValue, Kind, PlainKind, Policy, Res
 use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
+use crate::deadline::Deadline;
 use crate::envelope::Meta;
 use crate::flight::Flights;
 use crate::health::Health;
@@ -119,22 +120,22 @@ impl Cache {
     /// the op timeout, if nothing has yet). The problems are also logged
     /// once, at `warn`, when found.
     pub async fn health(&self) -> Health {
-        let limit = self.inner.settings.op_timeout;
-        match tokio::time::timeout(limit, self.contact()).await {
-            Ok(Ok(health)) => health.clone(),
-            Ok(Err(error)) => unreachable_health(&error.to_string()),
-            Err(_) => unreachable_health("no answer within the op timeout"),
+        let deadline = Deadline::after(self.inner.settings.op_timeout);
+        match self.contact(deadline).await {
+            Ok(health) => health.clone(),
+            Err(Error::Timeout(_)) => unreachable_health("no answer within the op timeout"),
+            Err(error) => unreachable_health(&error.to_string()),
         }
     }
 
     /// The verdict of first contact, asking the server if it has not
     /// answered yet.
-    async fn contact(&self) -> Result<&Health, Error> {
+    async fn contact(&self, deadline: Deadline) -> Result<&Health, Error> {
         match self.inner.contact.get() {
             Some(health) => Ok(health),
             // Boxed: its checks would otherwise make every operation's
             // future larger, and a hit moves that future several times.
-            None => Box::pin(self.first_contact()).await,
+            None => deadline.bound(Box::pin(self.first_contact())).await,
         }
     }
 
@@ -463,11 +464,15 @@ impl Cache {
     ) -> Result<Lookup, Error> {
         match self.backend().lookup_in_process(group, key, want, token) {
             Ok(found) => Ok(found),
+            // The lookup keeps the deadline itself: a batched read times
+            // out once for all its callers, not once for each.
             Err(redis) => {
-                // Boxed: the op moves its future into the timeout, and that
-                // into the await; a box moves as a pointer.
-                let lookup = Box::pin(redis.lookup(group, key, want, token));
-                self.op(lookup).await
+                self.guarded(|deadline| {
+                    // Boxed: the op moves its future into the await; a box
+                    // moves as a pointer.
+                    Box::pin(redis.lookup(group, key, want, token, deadline))
+                })
+                .await
             }
         }
     }
@@ -482,6 +487,16 @@ impl Cache {
             // In-process and never blocking: no timeout or breaker to pay for.
             return op.await;
         }
+        self.guarded(|deadline| deadline.bound(op)).await
+    }
+
+    /// [`op`](Self::op) for an operation that keeps its [`Deadline`]
+    /// itself: it must end by then, with [`Deadline::elapsed`] if it could
+    /// not.
+    async fn guarded<T, F>(&self, op: impl FnOnce(Deadline) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
         let counters = self.counters();
         if self.refused() {
             bump(&counters.bypassed);
@@ -495,17 +510,13 @@ impl Cache {
             metrics::error("breaker_open");
             return Err(Error::Unavailable);
         }
-        let limit = self.inner.settings.op_timeout;
+        let deadline = Deadline::after(self.inner.settings.op_timeout);
         // First contact is checked within the same bound as the operation.
-        let checked = async {
-            if !self.contact().await?.serving {
-                return Err(Error::Unavailable);
-            }
-            op.await
+        let result = match self.contact(deadline).await {
+            Ok(health) if health.serving => op(deadline).await,
+            Ok(_) => Err(Error::Unavailable),
+            Err(error) => Err(error),
         };
-        let result = tokio::time::timeout(limit, checked)
-            .await
-            .unwrap_or(Err(Error::Timeout(limit)));
         match &result {
             Err(Error::Unavailable) => {
                 // Refused on first contact: not a failure of the server.

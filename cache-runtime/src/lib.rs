@@ -80,6 +80,7 @@ mod cache;
 pub mod codec;
 mod config;
 mod current;
+mod deadline;
 mod envelope;
 mod error;
 mod flight;

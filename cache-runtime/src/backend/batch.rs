@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::Lookup;
+use crate::deadline::Deadline;
 use crate::kept::Kept;
 use crate::key::Names;
 use crate::{Error, Map};
@@ -119,6 +120,8 @@ enum Slot {
 struct Queued {
     names: Names,
     hash: u64,
+    /// When this caller's operation must end.
+    deadline: Deadline,
     answer: oneshot::Sender<Result<Lookup, Error>>,
 }
 
@@ -130,8 +133,11 @@ impl Batcher {
         }
     }
 
-    /// Reads an entry and its group's generation, taking no lease.
-    pub(crate) async fn peek(&self, names: Names) -> Result<Lookup, Error> {
+    /// Reads an entry and its group's generation, taking no lease, by the
+    /// deadline: a lone read keeps its own, a batch its earliest caller's
+    /// (every caller in it arrived later), so that its callers need no
+    /// timer of their own.
+    pub(crate) async fn peek(&self, names: Names, deadline: Deadline) -> Result<Lookup, Error> {
         let hash = key_hash(names.entry());
         let slot = {
             let mut state = lock(&self.state);
@@ -141,6 +147,7 @@ impl Batcher {
                 let queued = Queued {
                     names,
                     hash,
+                    deadline,
                     answer,
                 };
                 let starts = if of_key >= MAX_PER_KEY {
@@ -172,9 +179,12 @@ impl Batcher {
             batcher: self,
             hashes: [hash],
         };
-        let (gen, mut entries) = read(&self.conn, names.gen(), &[names.entry()]).await?;
-        let stored = entries.next().ok_or_else(short_reply)??;
-        Ok(verdict(gen.as_deref(), stored))
+        let lone = async {
+            let (gen, mut entries) = read(&self.conn, names.gen(), &[names.entry()]).await?;
+            let stored = entries.next().ok_or_else(short_reply)??;
+            Ok(verdict(gen.as_deref(), stored))
+        };
+        deadline.bound(lone).await
     }
 
     /// Sends the queue from a task of its own (so that no caller's
@@ -255,10 +265,18 @@ impl<H: AsRef<[u64]>> Drop for OnWire<'_, H> {
 }
 
 /// One batch: an `MGET` per group (a group is one cluster slot), sent
-/// together, of the group's generation and each distinct key. The callers
-/// are sorted by group and key, so that each group, and each key in it, is
-/// a run; the callers of one key share its envelope.
+/// together, of the group's generation and each distinct key, by the
+/// earliest caller's deadline. The callers are sorted by group and key, so
+/// that each group, and each key in it, is a run; the callers of one key
+/// share its envelope.
 async fn send(conn: &Connection, batch: Vec<Queued>) {
+    let Some(deadline) = batch
+        .iter()
+        .map(|queued| queued.deadline)
+        .reduce(Deadline::earlier)
+    else {
+        return;
+    };
     let names = |i: usize| (batch[i].names.gen(), batch[i].names.entry());
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
@@ -283,7 +301,18 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
         (reads, verdicts)
     });
     let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
-    for (reads, verdicts) in futures_util::future::join_all(by_group).await {
+    let all = async { Ok(futures_util::future::join_all(by_group).await) };
+    let replies = match deadline.bound(all).await {
+        Ok(replies) => replies,
+        // Not answered in time: every caller is told so.
+        Err(_) => {
+            for queued in batch {
+                let _ = queued.answer.send(Err(deadline.elapsed()));
+            }
+            return;
+        }
+    };
+    for (reads, verdicts) in replies {
         for (i, shared) in reads {
             answers[i] = Some(match &verdicts {
                 Ok(verdicts) => verdicts

@@ -34,6 +34,7 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::deadline::Deadline;
 use crate::kept::Kept;
 use crate::key::{group_key, EntryKey, Names};
 use crate::local::Invalidation;
@@ -421,11 +422,12 @@ impl Redis {
         key: &EntryKey,
         want: Want,
         token: &str,
+        deadline: Deadline,
     ) -> Result<Lookup, Error> {
         if want == Want::Peek {
             // The hit path: plain reads, batched under load (a script costs
             // Redis ten times the CPU of these).
-            match self.batcher.peek(self.names(group, key)).await {
+            match self.batcher.peek(self.names(group, key), deadline).await {
                 // The server answered with an error (a key of another type,
                 // say): the script path repairs what it can.
                 Err(error) if !error.is_unreachable() => {}
@@ -434,7 +436,11 @@ impl Redis {
         }
         // Boxed: the script path's future would otherwise make every peek's
         // larger, and a hit moves it several times.
-        Box::pin(self.lookup_by_script(group, key, want, token)).await
+        deadline
+            .bound(Box::pin(
+                self.lookup_by_script(group, key, want, token, deadline),
+            ))
+            .await
     }
 
     /// A lookup through the script: a lease, a lock, a refresh, or a peek
@@ -445,6 +451,7 @@ impl Redis {
         key: &EntryKey,
         want: Want,
         token: &str,
+        deadline: Deadline,
     ) -> Result<Lookup, Error> {
         let names = self.names(group, key);
         let mode = match want {
@@ -464,7 +471,7 @@ impl Redis {
             .arg(super::token());
         let reply: Value = match self.run(&names, &script).await {
             // Redis is full: plain reads, which it still accepts.
-            Err(error) if is_oom(&error) => return self.batcher.peek(names).await,
+            Err(error) if is_oom(&error) => return self.batcher.peek(names, deadline).await,
             other => other?,
         };
         match reply {
