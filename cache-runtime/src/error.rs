@@ -63,3 +63,10 @@ impl Error {
         }
     }
 }
+
+/// A reply of Redis (or of one of the cache's scripts) that has not the shape
+/// the cache asked for. Not a failure to reach the server: the breaker does
+/// not count it.
+pub(crate) fn unexpected_reply(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}

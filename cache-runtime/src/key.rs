@@ -141,11 +141,17 @@ pub(crate) struct Names {
     entry_start: usize,
 }
 
+/// What follows `P:{G}:` in a group's generation's name.
+const GEN: &str = "gen";
+/// What follows `P:{G}:` in an entry's name, before its key text.
+const ENTRY: &str = "e:";
+
 impl Names {
     pub(crate) fn new(prefix: &str, group: &str, key: &EntryKey) -> Self {
-        let base_len = prefix.len() + group.len() + 4;
-        let mut text = String::with_capacity(2 * base_len + 5 + key.as_str().len());
-        for kind in ["gen", "e:"] {
+        let base_len = prefix.len() + ":{".len() + group.len() + "}:".len();
+        let capacity = 2 * base_len + GEN.len() + ENTRY.len() + key.as_str().len();
+        let mut text = String::with_capacity(capacity);
+        for kind in [GEN, ENTRY] {
             text.push_str(prefix);
             text.push_str(":{");
             text.push_str(group);
@@ -155,7 +161,7 @@ impl Names {
         text.push_str(key.as_str());
         Names {
             text,
-            entry_start: base_len + 3,
+            entry_start: base_len + GEN.len(),
         }
     }
 
@@ -181,8 +187,8 @@ impl Names {
 
     /// The name of another key of this entry: `P:{G}:<kind>K`.
     fn beside(&self, kind: &str) -> String {
-        let base = &self.gen()[..self.entry_start - 3];
-        let key = &self.entry()[base.len() + 2..];
+        let base = &self.gen()[..self.entry_start - GEN.len()];
+        let key = &self.entry()[base.len() + ENTRY.len()..];
         let mut name = String::with_capacity(base.len() + kind.len() + key.len());
         name.push_str(base);
         name.push_str(kind);
@@ -195,6 +201,12 @@ impl Names {
 /// tag, so in its cluster slot.
 pub(crate) fn group_key(prefix: &str, group: &str, name: &str) -> String {
     format!("{prefix}:{{{group}}}:{name}")
+}
+
+/// The name of a group's generation, `P:{G}:gen`, for an operation on the
+/// whole group.
+pub(crate) fn group_gen(prefix: &str, group: &str) -> String {
+    group_key(prefix, group, GEN)
 }
 
 /// Checks that a group name can sit inside a Redis hash tag: no braces, and

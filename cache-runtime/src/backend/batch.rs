@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::connection::Connection;
 use super::Lookup;
 use crate::deadline::Deadline;
+use crate::error::unexpected_reply;
 use crate::kept::Kept;
 use crate::key::Names;
 use crate::{Error, Map};
@@ -292,15 +293,16 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
             }
             reads.push((i, entries.len() - 1));
         }
-        let verdicts = match read(conn, names(members[0]).0, &entries).await {
-            Ok((gen, entries)) => entries
-                .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
-                .collect::<Result<Vec<Lookup>, RedisError>>(),
-            Err(error) => Err(error),
-        };
+        let verdicts =
+            read(conn, names(members[0]).0, &entries)
+                .await
+                .and_then(|(gen, entries)| {
+                    entries
+                        .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
+                        .collect::<Result<Vec<Lookup>, RedisError>>()
+                });
         (reads, verdicts)
     });
-    let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
     let all = async { Ok(futures_util::future::join_all(by_group).await) };
     let replies = match deadline.bound(all).await {
         Ok(replies) => replies,
@@ -312,6 +314,7 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
             return;
         }
     };
+    let mut answers: Vec<Option<Result<Lookup, Error>>> = batch.iter().map(|_| None).collect();
     for (reads, verdicts) in replies {
         for (i, shared) in reads {
             answers[i] = Some(match &verdicts {
@@ -349,7 +352,9 @@ async fn read(
     }
     let reply: Value = mget.query_async(&mut conn.clone()).await?;
     let Value::Array(replies) = reply else {
-        return Err(unexpected("a batched read got a reply that is not a list"));
+        return Err(unexpected_reply(
+            "a batched read got a reply that is not a list",
+        ));
     };
     let mut replies = replies.into_iter().map(stored);
     let gen = replies.next().ok_or_else(short_reply)??;
@@ -362,7 +367,7 @@ fn stored(value: Value) -> Result<Stored, RedisError> {
         Value::BulkString(bytes) => Ok(Some(bytes)),
         Value::Nil => Ok(None),
         Value::ServerError(error) => Err(error.into()),
-        _ => Err(unexpected(
+        _ => Err(unexpected_reply(
             "a batched read got a value that is not a string",
         )),
     }
@@ -396,11 +401,7 @@ fn key_hash(entry: &str) -> u64 {
 
 /// A read answered with fewer values than it asked for.
 fn short_reply() -> RedisError {
-    unexpected("a batched read got fewer values than it asked for")
-}
-
-fn unexpected(what: &'static str) -> RedisError {
-    RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+    unexpected_reply("a batched read got fewer values than it asked for")
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {

@@ -35,8 +35,9 @@ use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::deadline::Deadline;
+use crate::error::unexpected_reply;
 use crate::kept::Kept;
-use crate::key::{group_key, EntryKey, Names};
+use crate::key::{group_gen, EntryKey, Names};
 use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
 use crate::Error;
@@ -484,11 +485,9 @@ impl Redis {
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some(token), Some(gen), None) => Ok(Lookup::Miss(Some(Lease { token, gen }))),
                     (Some(_holder), Some(_), Some(_)) => Ok(Lookup::Held),
-                    _ => Err(redis::RedisError::from((
-                        redis::ErrorKind::UnexpectedReturnType,
-                        "unexpected reply from the cache lookup script",
-                    ))
-                    .into()),
+                    _ => Err(
+                        unexpected_reply("unexpected reply from the cache lookup script").into(),
+                    ),
                 }
             }
             _ => Ok(Lookup::Miss(None)),
@@ -645,7 +644,7 @@ impl Redis {
     }
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
-        let gen = group_key(&self.prefix, group, "gen");
+        let gen = group_gen(&self.prefix, group);
         let message = Invalidation::Group(group).message();
         let mut script = EVICT_GROUP.key(&gen);
         script.arg(token()).arg(&self.channel).arg(&message);

@@ -19,6 +19,7 @@ use redis::{Script, Value};
 
 use crate::backend::connection::Connection;
 use crate::backend::redis::{millis, Redis};
+use crate::error::unexpected_reply;
 use crate::key::{group_key, EntryKey};
 use crate::{Cache, Error};
 
@@ -447,11 +448,6 @@ fn entry(value: Value) -> Option<Entry> {
 }
 
 fn parse_id(text: &str) -> Result<Id, Error> {
-    Id::parse(text).ok_or_else(|| {
-        redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "a write-behind stream id that does not parse",
-        ))
-        .into()
-    })
+    Id::parse(text)
+        .ok_or_else(|| unexpected_reply("a write-behind stream id that does not parse").into())
 }
