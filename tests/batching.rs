@@ -6,6 +6,8 @@
 //!   before it (it would get the value from before the write).
 //! - Callers waiting together for one key share one read: a hot key has at
 //!   most two reads on the wire, whatever the number of callers.
+//! - The caller that sends a batch may be dropped: the others in it are
+//!   answered all the same.
 
 mod support;
 
@@ -132,6 +134,48 @@ async fn a_hot_key_costs_one_read_per_batch(setup: &Setup<'_>) {
     );
 }
 
+/// The caller that sends a batch may be dropped, before it sent it or with
+/// it on the wire: the batch's other callers are answered all the same.
+async fn a_dropped_sender_strands_no_one(setup: &Setup<'_>) {
+    for on_the_wire in [false, true] {
+        let (lone, before) = setup.held_readers(3, 30, 1).await;
+        // Both queue behind the lone read; the first is to send the batch.
+        let sender = arrive(setup.cache, 3);
+        let other = arrive(setup.cache, 3);
+        let other = tokio::spawn(other);
+        if on_the_wire {
+            let sender = tokio::spawn(sender);
+            eventually(
+                Duration::from_secs(5),
+                "the server to run the batch (its reply held by the proxy)",
+                || async { entry_reads(setup.port) > before + 1 },
+            )
+            .await;
+            sender.abort();
+            assert!(sender.await.unwrap_err().is_cancelled());
+        } else {
+            drop(sender);
+        }
+        setup.proxy.release();
+        assert_eq!(lone.into_iter().next().unwrap().await.unwrap(), Some(30));
+        let other = tokio::time::timeout(Duration::from_secs(5), other)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("a caller was stranded (sender dropped on the wire: {on_the_wire})")
+            });
+        assert_eq!(
+            other.unwrap(),
+            Some(30),
+            "a caller whose batch's sender was dropped (on the wire: {on_the_wire}) was not answered"
+        );
+        assert_eq!(
+            entry_reads(setup.port) - before,
+            2,
+            "the lone read and one batch"
+        );
+    }
+}
+
 async fn through(url: String) -> Cache {
     Cache::builder()
         .redis(url)
@@ -156,6 +200,7 @@ async fn on_redis() {
     };
     never_joins_a_read_on_the_wire(&setup).await;
     a_hot_key_costs_one_read_per_batch(&setup).await;
+    a_dropped_sender_strands_no_one(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,4 +265,5 @@ async fn on_a_cluster() {
     };
     never_joins_a_read_on_the_wire(&setup).await;
     a_hot_key_costs_one_read_per_batch(&setup).await;
+    a_dropped_sender_strands_no_one(&setup).await;
 }

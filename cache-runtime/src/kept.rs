@@ -17,14 +17,17 @@ use crate::envelope::{Meta, Opener};
 
 /// An envelope, and the value it was first opened to.
 pub(crate) struct Kept {
+    /// The envelope is `bytes[start..]`: a read that got it behind a prefix
+    /// (a batched read's generation) keeps it where it came.
     bytes: Vec<u8>,
+    start: usize,
     opened: OnceLock<Opened>,
 }
 
 impl std::fmt::Debug for Kept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kept")
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.bytes().len())
             .field("opened", &self.opened.get().is_some())
             .finish()
     }
@@ -38,14 +41,21 @@ struct Opened {
 
 impl Kept {
     pub(crate) fn new(bytes: Vec<u8>) -> Arc<Self> {
+        Self::after(bytes, 0)
+    }
+
+    /// The envelope in `bytes` after their first `start` bytes, which are
+    /// not copied away.
+    pub(crate) fn after(bytes: Vec<u8>, start: usize) -> Arc<Self> {
         Arc::new(Kept {
+            start: start.min(bytes.len()),
             bytes,
             opened: OnceLock::new(),
         })
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[self.start..]
     }
 
     /// The kept value, when `reader` opens envelopes the way it was opened

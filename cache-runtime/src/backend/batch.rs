@@ -2,9 +2,9 @@
 //!
 //! A peek goes out at once, alone, unless a read of the same key is on the
 //! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at light
-//! load pay nothing for batching. The others go in the next batch, which a
-//! task sends once the runtime has run the tasks that were ready (it yields
-//! once): they wait a scheduler pass, not a round trip, and callers of many
+//! load pay nothing for batching. The others go in the next batch, which
+//! its first caller sends, from its own task, once the runtime has run the
+//! tasks that were ready (it yields once): they wait a scheduler pass, not a round trip, and callers of many
 //! keys under load share one command per group. A caller whose key already
 //! has [`MAX_PER_KEY`] reads on the wire waits for one of them to return:
 //! however many callers a hot key has, it costs at most that many commands
@@ -16,7 +16,11 @@
 //! before a write that returned before it began. A batch is sent only after
 //! every caller in it arrived, so no caller joins a read on the wire.
 
+use std::borrow::Borrow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use redis::{RedisError, Value};
 use tokio::sync::oneshot;
@@ -64,7 +68,7 @@ struct State {
     behind: Vec<Queued>,
     /// Callers for the next batch.
     queue: Vec<Queued>,
-    /// Whether a task is about to send the queue.
+    /// Whether a caller or a task is about to send the queue.
     sending: bool,
 }
 
@@ -102,7 +106,8 @@ impl State {
         self.needs_sender()
     }
 
-    /// Whether the queue needs a task to send it, which the caller starts.
+    /// Whether the queue has no one about to send it: then the caller
+    /// sends it (or starts a task that does).
     fn needs_sender(&mut self) -> bool {
         !self.queue.is_empty() && !std::mem::replace(&mut self.sending, true)
     }
@@ -113,7 +118,7 @@ enum Slot {
     Alone(Names),
     Waits {
         answered: oneshot::Receiver<Result<Lookup, Error>>,
-        /// This caller found no task about to send the queue: it starts one.
+        /// This caller found no one about to send the queue: it sends it.
         starts: bool,
     },
 }
@@ -168,9 +173,9 @@ impl Batcher {
             Slot::Alone(names) => names,
             Slot::Waits { answered, starts } => {
                 if starts {
-                    self.send_soon();
+                    self.send_queue().await;
                 }
-                // Dropped unanswered: the sending task ended early (a
+                // Dropped unanswered: the batch's send ended early (a
                 // runtime shutting down).
                 return answered.await.unwrap_or(Err(Error::Unavailable));
             }
@@ -188,12 +193,29 @@ impl Batcher {
         deadline.bound(lone).await
     }
 
-    /// Sends the queue from a task of its own (so that no caller's
-    /// cancellation strands the others), once the runtime has run the other
-    /// tasks that were ready: those that queue meanwhile go in the same batch.
+    /// Sends the queue from this caller's task, once the runtime has run the
+    /// other tasks that were ready (it yields once): those that queue
+    /// meanwhile go in the same batch. Its cancellation strands no one:
+    /// dropped before it took the queue, it leaves the queue to a task;
+    /// dropped with the batch on the wire, the send goes on in a task.
+    async fn send_queue(&self) {
+        let sender = Sender {
+            batcher: self,
+            in_task: false,
+            armed: true,
+        };
+        tokio::task::yield_now().await;
+        let batch = sender.take();
+        Detached(Some(Box::pin(batch.send()))).await;
+    }
+
+    /// Sends the queue from a task of its own, once the runtime has run the
+    /// other tasks that were ready: for callers that no caller of theirs
+    /// sends (those behind reads that returned, and what a full batch left).
     fn send_soon(&self) {
-        let mut sender = Sender {
+        let sender = Sender {
             batcher: self.clone(),
+            in_task: true,
             armed: true,
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -201,66 +223,123 @@ impl Batcher {
         };
         runtime.spawn(async move {
             tokio::task::yield_now().await;
-            let (batch, hashes, more) = {
-                let mut state = lock(&sender.batcher.state);
-                let take = state.queue.len().min(MAX_BATCH);
-                let batch: Vec<Queued> = state.queue.drain(..take).collect();
-                let mut hashes: Vec<u64> = batch.iter().map(|queued| queued.hash).collect();
-                hashes.sort_unstable();
-                hashes.dedup();
-                state.sent(&hashes);
-                // More than a batch queued: the next goes out at once.
-                state.sending = !state.queue.is_empty();
-                (batch, hashes, state.sending)
-            };
-            sender.disarm();
-            let batcher = &sender.batcher;
-            let _on_wire = OnWire { batcher, hashes };
-            if more {
-                batcher.send_soon();
-            }
-            send(&batcher.conn, batch).await;
+            sender.take().send().await;
         });
+    }
+
+    /// Takes the next batch off the queue and counts it onto the wire; what
+    /// a full batch leaves goes out at once, from a task.
+    fn take(&self) -> Batch {
+        let (queued, hashes, more) = {
+            let mut state = lock(&self.state);
+            let take = state.queue.len().min(MAX_BATCH);
+            let queued: Vec<Queued> = state.queue.drain(..take).collect();
+            let mut hashes: Vec<u64> = queued.iter().map(|queued| queued.hash).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            state.sent(&hashes);
+            state.sending = !state.queue.is_empty();
+            (queued, hashes, state.sending)
+        };
+        if more {
+            self.send_soon();
+        }
+        Batch {
+            on_wire: OnWire {
+                batcher: self.clone(),
+                hashes,
+            },
+            queued,
+        }
     }
 }
 
-/// The task about to send the queue. Dropped before it took the queue (its
-/// runtime shutting down), it answers the queued callers `Unavailable`, so
-/// that a cache used from a later runtime does not wait for it.
-struct Sender {
-    batcher: Batcher,
+/// Whoever is about to send the queue: the caller that queued first, or a
+/// task. Dropped before it took the queue, a caller leaves the queue to a
+/// task; a task (its runtime shutting down) answers the queued callers
+/// `Unavailable`, so that a cache used from a later runtime does not wait
+/// for it.
+struct Sender<B: Borrow<Batcher>> {
+    batcher: B,
+    in_task: bool,
     armed: bool,
 }
 
-impl Sender {
-    /// The queue is taken: a drop from now on strands no one.
-    fn disarm(&mut self) {
+impl<B: Borrow<Batcher>> Sender<B> {
+    /// The next batch: from now on a drop strands no one.
+    fn take(mut self) -> Batch {
         self.armed = false;
+        self.batcher.borrow().take()
     }
 }
 
-impl Drop for Sender {
+impl<B: Borrow<Batcher>> Drop for Sender<B> {
     fn drop(&mut self) {
-        if self.armed {
-            let mut state = lock(&self.batcher.state);
-            state.queue.clear();
-            state.sending = false;
+        let batcher = self.batcher.borrow();
+        if !self.armed {
+            return;
+        }
+        if !self.in_task {
+            batcher.send_soon();
+            return;
+        }
+        let mut state = lock(&batcher.state);
+        state.queue.clear();
+        state.sending = false;
+    }
+}
+
+/// A batch taken off the queue, counted on the wire until it is dropped.
+struct Batch {
+    on_wire: OnWire<Batcher, Vec<u64>>,
+    queued: Vec<Queued>,
+}
+
+impl Batch {
+    async fn send(self) {
+        let Batch { on_wire, queued } = self;
+        send(&on_wire.batcher.conn, queued).await;
+    }
+}
+
+/// A batch's send, which goes on in a task of its own if the caller that
+/// sends it is dropped first (outside a runtime it is dropped: its callers
+/// are answered `Unavailable`).
+struct Detached(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for Detached {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(send) = &mut self.0 {
+            std::task::ready!(send.as_mut().poll(cx));
+            self.0 = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let (Some(send), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(send);
         }
     }
 }
 
 /// A read on the wire (a lone peek or a batch) and its keys' hashes, counted
 /// until it returns or is dropped; then the callers behind reads go.
-struct OnWire<'a, H: AsRef<[u64]>> {
-    batcher: &'a Batcher,
+struct OnWire<B: Borrow<Batcher>, H: AsRef<[u64]>> {
+    batcher: B,
     hashes: H,
 }
 
-impl<H: AsRef<[u64]>> Drop for OnWire<'_, H> {
+impl<B: Borrow<Batcher>, H: AsRef<[u64]>> Drop for OnWire<B, H> {
     fn drop(&mut self) {
-        let starts = lock(&self.batcher.state).returned(self.hashes.as_ref());
+        let batcher = self.batcher.borrow();
+        let starts = lock(&batcher.state).returned(self.hashes.as_ref());
         if starts {
-            self.batcher.send_soon();
+            batcher.send_soon();
         }
     }
 }
@@ -377,9 +456,8 @@ fn stored(value: Value) -> Result<Stored, RedisError> {
 /// with it.
 fn verdict(gen: Option<&[u8]>, stored: Stored) -> Lookup {
     match (gen, stored) {
-        (Some(gen), Some(mut stored)) if stored.starts_with(gen) => {
-            stored.drain(..gen.len());
-            Lookup::Hit(Kept::new(stored))
+        (Some(gen), Some(stored)) if stored.starts_with(gen) => {
+            Lookup::Hit(Kept::after(stored, gen.len()))
         }
         _ => Lookup::Miss(None),
     }

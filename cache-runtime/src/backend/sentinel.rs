@@ -77,7 +77,8 @@ impl SentinelMaster {
         Ok(SentinelMaster {
             sentinel: tokio::sync::Mutex::new(builder.build()?),
             config: AsyncConnectionConfig::new()
-                .set_response_timeout(Some(op_timeout))
+                // As for one server: operations keep their own deadlines.
+                .set_response_timeout(None)
                 .set_connection_timeout(Some(op_timeout)),
             current: Mutex::new(None),
             made: AtomicU64::new(0),

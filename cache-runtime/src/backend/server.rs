@@ -109,8 +109,12 @@ impl Server {
         }
         match &self.place {
             Place::Single(url) => {
+                // No response timeout: every operation is bounded by its
+                // own deadline (a batched read by one for all its callers),
+                // and a second timer on each command costs a hit more than
+                // its key does.
                 let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(op_timeout))
+                    .set_response_timeout(None)
                     .set_connection_timeout(Some(op_timeout))
                     .set_number_of_retries(1);
                 let client = self.client(url)?;
@@ -121,6 +125,8 @@ impl Server {
                 ))
             }
             Place::Cluster(urls) => {
+                // The cluster client keeps its response timeout: it bounds
+                // each attempt of a call it routes and retries itself.
                 let builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
                     .response_timeout(op_timeout)
                     .connection_timeout(op_timeout)
