@@ -10,6 +10,7 @@
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
 //! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
+//! cargo bench --bench compare -- --throughput --tasks=16 --rounds=40   # one concurrency, more rounds
 //! cargo bench --bench compare -- --miss          # only the miss case, printed
 //! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
@@ -266,6 +267,11 @@ const TASKS: [usize; 4] = [1, 16, 64, 256];
 
 struct Bench {
     quick: bool,
+    /// `--rounds=N`: every case runs N rounds (more than `--quick`'s to
+    /// rank a small change on a noisy machine).
+    fixed_rounds: Option<usize>,
+    /// `--throughput --tasks=N`: the throughput cases run at N tasks only.
+    only_tasks: Option<usize>,
     /// `--throughput`: only the throughput cases, printed, nothing written.
     throughput_only: bool,
     server: support::RedisServer,
@@ -277,7 +283,9 @@ struct Bench {
 
 impl Bench {
     fn rounds(&self, full: usize) -> usize {
-        if self.quick {
+        if let Some(rounds) = self.fixed_rounds {
+            rounds.max(1)
+        } else if self.quick {
             (full / 4).max(2)
         } else {
             full
@@ -330,7 +338,8 @@ impl Bench {
                 by_hand(&self.conn, format!("hand:s:{id}"), async { small(id) }).await;
                 crate_small(id).await.ok();
             }
-            for tasks in TASKS {
+            let only = self.only_tasks;
+            for tasks in TASKS.into_iter().filter(|&t| only.is_none_or(|n| n == t)) {
                 // One task makes its calls one round trip at a time: fewer.
                 let per_task = (total / tasks as u64).min(5_000);
                 let (cache, conn) = (self.cache.clone(), self.conn.clone());
@@ -1268,8 +1277,15 @@ async fn main() {
 
     let started = Instant::now();
     let throughput_only = args.iter().any(|a| a == "--throughput");
+    let number = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+    };
     let mut bench = Bench {
         quick,
+        fixed_rounds: number("--rounds="),
+        only_tasks: number("--tasks=").filter(|_| throughput_only),
         throughput_only,
         server,
         cache,
