@@ -10,7 +10,7 @@
 //! cargo bench --bench compare              # full run, writes BENCHMARKS.md
 //! cargo bench --bench compare -- --quick   # fewer rounds, under a minute
 //! cargo bench --bench compare -- --throughput    # only the hit throughput cases, printed
-//! cargo bench --bench compare -- --throughput --tasks=16 --rounds=40   # one concurrency, more rounds
+//! cargo bench --bench compare -- --throughput --quick --tasks=16 --rounds=30   # one concurrency, more rounds
 //! cargo bench --bench compare -- --miss          # only the miss case, printed
 //! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
@@ -1194,6 +1194,13 @@ fn svg(lines: &[(String, Vec<(usize, f64)>)]) -> String {
     out
 }
 
+/// The number a `--name=N` argument gives, if any.
+fn number<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(name))
+        .and_then(|n| n.parse().ok())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -1222,12 +1229,7 @@ async fn main() {
     {
         // 256 tasks (`--tasks=N`) reading warm keys (`--keys=1`: one hot
         // key), `ours` or `hand`; prints the server's commands per read.
-        let arg = |name: &str, default: u64| {
-            args.iter()
-                .find_map(|a| a.strip_prefix(name))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(default)
-        };
+        let arg = |name: &str, default: u64| number(&args, name).unwrap_or(default);
         let (keys, reads) = (arg("--keys=", 10_000), arg("--reads=", 200));
         let tasks = arg("--tasks=", 256);
         for id in 0..keys {
@@ -1277,15 +1279,10 @@ async fn main() {
 
     let started = Instant::now();
     let throughput_only = args.iter().any(|a| a == "--throughput");
-    let number = |name: &str| {
-        args.iter()
-            .find_map(|a| a.strip_prefix(name))
-            .and_then(|n| n.parse().ok())
-    };
     let mut bench = Bench {
         quick,
-        fixed_rounds: number("--rounds="),
-        only_tasks: number("--tasks=").filter(|_| throughput_only),
+        fixed_rounds: number(&args, "--rounds="),
+        only_tasks: number(&args, "--tasks=").filter(|_| throughput_only),
         throughput_only,
         server,
         cache,

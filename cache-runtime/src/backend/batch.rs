@@ -4,8 +4,9 @@
 //! wire, or [`MAX_ON_WIRE`] reads are: callers of different keys at light
 //! load pay nothing for batching. The others go in the next batch, which
 //! its first caller sends, from its own task, once the runtime has run the
-//! tasks that were ready (it yields once): they wait a scheduler pass, not a round trip, and callers of many
-//! keys under load share one command per group. A caller whose key already
+//! tasks that were ready (it yields once): they wait a scheduler pass, not
+//! a round trip, and callers of many keys under load share one command per
+//! group. A caller whose key already
 //! has [`MAX_PER_KEY`] reads on the wire waits for one of them to return:
 //! however many callers a hot key has, it costs at most that many commands
 //! per round trip. A batch is one `MGET` per group of its generation and its
