@@ -7,6 +7,7 @@ mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{cached, Cache};
@@ -318,4 +319,81 @@ async fn sentinels_and_master_over_tls() {
         .await
         .expect("EXISTS");
     assert!(stored, "the value is on the master");
+}
+
+/// Promise 5 through Sentinel: a hung master (`SIGSTOP`) costs every call,
+/// lone or batched, at most the op timeout, and the cache serves again once
+/// the master answers. The connection carries no response timeout of
+/// redis-rs's own: the cache's deadline alone bounds it. There is no
+/// replica, so the sentinels cannot fail over: the master they named stays
+/// the one that hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_master_costs_at_most_the_op_timeout() {
+    const OP_TIMEOUT: Duration = Duration::from_millis(100);
+    // Scheduling slack on a loaded 2-core machine.
+    const SLACK: Duration = Duration::from_millis(250);
+    let master = RedisServer::start();
+    let sentinels = Sentinels::start(master.port());
+    eventually(
+        Duration::from_secs(10),
+        "the sentinels to name the master",
+        || async { sentinels.master_port().await == Some(master.port()) },
+    )
+    .await;
+    let cache = Cache::builder()
+        .redis_sentinel(sentinels.urls(), MASTER)
+        .op_timeout(OP_TIMEOUT)
+        .breaker(3, Duration::from_millis(300))
+        .build()
+        .await
+        .expect("a Sentinel cache builds");
+    let loads = Arc::new(AtomicUsize::new(0));
+    for id in 0..8 {
+        assert_eq!(read(&cache, &loads, id).await, id * 10);
+    }
+
+    master.pause();
+    // Callers that arrive together: lone reads, batches, and callers queued
+    // behind the reads of their key.
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                assert_eq!(read(&cache, &loads, i % 8).await, i % 8 * 10);
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for call in calls {
+        let took = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("a call against the hung master did not return within 5 s")
+            .expect("a caller panicked");
+        worst = worst.max(took);
+    }
+    eprintln!("Sentinel master hung: 64 concurrent callers of 8 keys, the slowest took {worst:?}");
+    assert!(
+        worst <= OP_TIMEOUT + SLACK,
+        "a call took {worst:?}, more than the op timeout"
+    );
+    assert!(
+        cache.stats().timeouts >= 1,
+        "the hung reads time out: {:?}",
+        cache.stats()
+    );
+
+    master.resume();
+    eventually(
+        Duration::from_secs(5),
+        "the cache to serve hits from the master again",
+        || async {
+            read(&cache, &loads, 1).await;
+            let before = loads.load(Ordering::SeqCst);
+            read(&cache, &loads, 1).await;
+            loads.load(Ordering::SeqCst) == before
+        },
+    )
+    .await;
 }
