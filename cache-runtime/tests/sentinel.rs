@@ -310,7 +310,12 @@ async fn sentinels_and_master_over_tls() {
     for _ in 0..3 {
         assert_eq!(read(&cache, &loads, 5).await, 50);
     }
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "two hits over TLS");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "two hits over TLS: {:?}",
+        cache.stats()
+    );
     assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
     let mut plain = master.client().await;
     let stored: bool = redis::cmd("EXISTS")
