@@ -306,6 +306,7 @@ async fn sentinels_and_master_over_tls() {
         .build()
         .await
         .expect("a Sentinel cache over TLS builds");
+    support::first_contact(&cache).await;
     let loads = AtomicUsize::new(0);
     for _ in 0..3 {
         assert_eq!(read(&cache, &loads, 5).await, 50);

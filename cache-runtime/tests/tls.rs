@@ -62,6 +62,7 @@ async fn a_private_ca_is_trusted_when_given() {
     let certificates = Certificates::generate();
     let (server, url) = tls_server(&certificates, false);
     let cache = cache(&url, Some(Tls::new().ca_pem(certificates.read("ca.crt")))).await;
+    support::first_contact(&cache).await;
     assert_eq!(loads_for_three_reads(&cache).await, 1, "two hits over TLS");
     assert!(
         entries(&server).await > 0,
@@ -157,6 +158,7 @@ async fn a_cluster_over_tls() {
         .build()
         .await
         .expect("a TLS cluster cache builds");
+    support::first_contact(&cache).await;
     let loads = AtomicUsize::new(0);
     for round in 0..2 {
         for id in 0..20 {

@@ -258,6 +258,21 @@ pub async fn local_tier_ready(cache: &Cache) {
     .await;
 }
 
+/// Waits until a cache has made first contact with its server and found it
+/// serving. First contact over TLS (the handshakes, the rights check, and
+/// under Sentinel its answer) is slow in a debug build: 0.25-0.56 s through
+/// Sentinel here. When the whole suite loads the machine it can pass a
+/// test's op timeout, and the call then runs its body uncached. Tests that
+/// count hits make first contact before they count.
+pub async fn first_contact(cache: &Cache) {
+    eventually(
+        Duration::from_secs(30),
+        "first contact with a serving server",
+        || async { cache.health().await.serving },
+    )
+    .await;
+}
+
 /// Polls `condition` every 10 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
