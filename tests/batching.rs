@@ -8,6 +8,8 @@
 //!   most two reads on the wire, whatever the number of callers.
 //! - The caller that sends a batch may be dropped: the others in it are
 //!   answered all the same.
+//! - With the wire full, callers of many keys share one command, each
+//!   answered with its own key's value.
 
 mod support;
 
@@ -176,6 +178,62 @@ async fn a_dropped_sender_strands_no_one(setup: &Setup<'_>) {
     }
 }
 
+/// Once 16 reads are on the wire, callers of other keys go out together,
+/// one `MGET` for the group, and each is answered with its own key's value:
+/// keys whose names sort apart from their order of arrival, two callers of
+/// one key, and a key with no entry.
+async fn a_full_wire_batches_other_keys(setup: &Setup<'_>) {
+    let lone_keys = 1000..1016u64;
+    let batched_keys = [9, 1_000_000, 10, 99, 100, 10, 5, 55, 404];
+    let missing = 404;
+    for key in lone_keys.clone().chain(batched_keys) {
+        if key != missing {
+            setup
+                .writer
+                .set(GROUP, &key, &(key * 3), None)
+                .await
+                .unwrap();
+        }
+    }
+    setup.proxy.hold();
+    let before = entry_reads(setup.port);
+    let lone: Vec<_> = lone_keys
+        .map(|key| (key, tokio::spawn(arrive(setup.cache, key))))
+        .collect();
+    eventually(
+        Duration::from_secs(5),
+        "the server to run 16 lone reads (their replies held by the proxy)",
+        || async { entry_reads(setup.port) >= before + 16 },
+    )
+    .await;
+    // All arrive before any is spawned, so that the batch's sender (the
+    // first) cannot run, on the other worker, before the last has queued.
+    let arrived: Vec<_> = batched_keys
+        .into_iter()
+        .map(|key| (key, arrive(setup.cache, key)))
+        .collect();
+    let batched: Vec<_> = arrived
+        .into_iter()
+        .map(|(key, read)| (key, tokio::spawn(read)))
+        .collect();
+    eventually(
+        Duration::from_secs(5),
+        "the server to run the batch",
+        || async { entry_reads(setup.port) > before + 16 },
+    )
+    .await;
+    setup.proxy.release();
+    for (key, read) in lone.into_iter().chain(batched) {
+        let expected = (key != missing).then_some(key * 3);
+        assert_eq!(read.await.unwrap(), expected, "the reader of key {key}");
+    }
+    assert_eq!(
+        entry_reads(setup.port) - before,
+        17,
+        "16 lone reads and one batch of the other keys"
+    );
+}
+
 async fn through(url: String) -> Cache {
     Cache::builder()
         .redis(url)
@@ -201,6 +259,7 @@ async fn on_redis() {
     never_joins_a_read_on_the_wire(&setup).await;
     a_hot_key_costs_one_read_per_batch(&setup).await;
     a_dropped_sender_strands_no_one(&setup).await;
+    a_full_wire_batches_other_keys(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +325,5 @@ async fn on_a_cluster() {
     never_joins_a_read_on_the_wire(&setup).await;
     a_hot_key_costs_one_read_per_batch(&setup).await;
     a_dropped_sender_strands_no_one(&setup).await;
+    a_full_wire_batches_other_keys(&setup).await;
 }

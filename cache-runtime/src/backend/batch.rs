@@ -35,8 +35,10 @@ use crate::key::Names;
 use crate::{Error, Map};
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
-/// of other keys go in the next batch.
-const MAX_ON_WIRE: usize = 8;
+/// of other keys go in the next batch. Sixteen: 16 tasks on spread keys
+/// read alone, which served them better than batching at eight (see
+/// docs/operations.md, round seven); more tasks batch.
+const MAX_ON_WIRE: usize = 16;
 
 /// How many reads of one key may be on the wire before its callers wait for
 /// one to return.
