@@ -15,7 +15,8 @@
 //! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
-//! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory
+//! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
+//! cargo bench --bench compare -- --profile-moka-hit     # moka's hit, the in-memory baseline
 //! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1, --tasks=N)
 //! ```
 
@@ -1268,11 +1269,20 @@ async fn main() {
         );
         return;
     }
+    let hits = number(&args, "--hits=").unwrap_or(200_000);
     if args.iter().any(|a| a == "--profile-memory-hit") {
         let cache = Cache::in_memory();
         ours_small(&cache, 1).await;
-        for _ in 0..200_000 {
+        for _ in 0..hits {
             std::hint::black_box(ours_small(&cache, 1).await);
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--profile-moka-hit") {
+        let moka: moka::future::Cache<u64, Arc<Small>> = moka::future::Cache::new(10_000);
+        moka.insert(1, Arc::new(small(1))).await;
+        for _ in 0..hits {
+            std::hint::black_box(moka.get(&1).await);
         }
         return;
     }

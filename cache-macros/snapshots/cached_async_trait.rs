@@ -14,9 +14,7 @@ where
     Self: 'async_trait,
 {
     ::std::boxed::Box::pin(async move {
-        let __cache_key = ::cache_runtime::__private::key(
-            ::cache_runtime::__private::key_part(&id),
-        );
+        let __cache_key = ::cache_runtime::__private::key_of(&id);
         ::cache_runtime::__private::cached(
                 ::cache_runtime::__private::current(),
                 ::cache_runtime::__private::Probe::<Option<Row>>::NEW

@@ -394,11 +394,16 @@ fn key_expr(private: &TokenStream, args: &Args, sig: &syn::Signature) -> syn::Re
         if args.skip.contains(ident) {
             continue;
         }
-        parts.push(quote_spanned!(ident.span()=> #private::key_part(&#ident)));
+        parts.push(ident);
     }
     Ok(match parts.as_slice() {
-        [one] => quote!(#private::key(#one)),
-        many => quote!(#private::key(&(#(#many,)*))),
+        [one] => quote_spanned!(one.span()=> #private::key_of(&#one)),
+        many => {
+            let many = many
+                .iter()
+                .map(|ident| quote_spanned!(ident.span()=> #private::key_part(&#ident)));
+            quote!(#private::key(&(#(#many,)*)))
+        }
     })
 }
 

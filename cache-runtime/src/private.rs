@@ -79,11 +79,17 @@ pub trait KeyPart {
     /// The argument as a type-erased key part, so that the tuple of parts is
     /// `Serialize` whatever the arguments: one error per argument, not two.
     fn as_key_part(&self) -> &dyn erased_serde::Serialize;
+    /// The key of a function whose one argument this is, encoded without
+    /// erasure (no virtual call per value).
+    fn entry_key(&self) -> Result<EntryKey, Error>;
 }
 
 impl<T: Serialize> KeyPart for T {
     fn as_key_part(&self) -> &dyn erased_serde::Serialize {
         self
+    }
+    fn entry_key(&self) -> Result<EntryKey, Error> {
+        EntryKey::new(self)
     }
 }
 
@@ -91,6 +97,11 @@ impl<T: Serialize> KeyPart for T {
 /// part of a key.
 pub fn key_part<T: KeyPart>(value: &T) -> &dyn erased_serde::Serialize {
     value.as_key_part()
+}
+
+/// The key of a function with one key argument, checked as [`key_part`] is.
+pub fn key_of<T: KeyPart>(value: &T) -> Result<EntryKey, Error> {
+    value.entry_key()
 }
 
 /// Encodes a key value.

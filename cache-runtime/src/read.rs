@@ -77,7 +77,10 @@ impl<'c> Read<'c> {
                 return load_without_cache();
             };
             match found {
-                Answer::Hit(kept) => return self.open_or_reload(&kept, reader, None).await,
+                Answer::Hit(kept) => match self.open(&kept, reader) {
+                    Some(hit) => return hit,
+                    None => return self.reload(None).await,
+                },
                 Answer::Miss(Some(lease)) => return self.load(Some(lease), None),
                 Answer::Miss(None) if peeked => {
                     let want = if self.lock { Want::Lock } else { Want::Lease };
@@ -133,9 +136,10 @@ impl<'c> Read<'c> {
                 other => other,
             };
             match answer {
-                Some(Answer::Hit(kept)) => {
-                    return self.open_or_reload(&kept, reader, Some(flight)).await
-                }
+                Some(Answer::Hit(kept)) => match self.open(&kept, reader) {
+                    Some(hit) => return hit,
+                    None => return self.reload(Some(flight)).await,
+                },
                 Some(Answer::Miss(lease)) => return self.load(lease, Some(flight)),
                 Some(Answer::Held) => {}
                 None => {
@@ -157,21 +161,19 @@ impl<'c> Read<'c> {
         }
     }
 
-    async fn open_or_reload<V>(
-        &self,
-        kept: &Arc<Kept>,
-        reader: &Reader<V>,
-        flight: Option<FlightGuard<'c>>,
-    ) -> Found<'c, V> {
-        if let Some((value, meta)) = self.cache.open(self.group, self.key, kept, reader) {
-            if let Some(local) = self.cache.local() {
-                let fresh_for =
-                    Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));
-                local.insert(self.group, self.key, kept, fresh_for, self.epoch);
-            }
-            return Found::Hit(value, meta);
+    /// A hit, kept in the local tier; `None` when the entry does not decode.
+    /// Not async: a hit builds no future for the reload it does not need.
+    fn open<V>(&self, kept: &Arc<Kept>, reader: &Reader<V>) -> Option<Found<'c, V>> {
+        let (value, meta) = self.cache.open(self.group, self.key, kept, reader)?;
+        if let Some(local) = self.cache.local() {
+            let fresh_for = Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));
+            local.insert(self.group, self.key, kept, fresh_for, self.epoch);
         }
-        // The entry does not decode: load, and overwrite it.
+        Some(Found::Hit(value, meta))
+    }
+
+    /// The entry does not decode: load, and overwrite it.
+    async fn reload<V>(&self, flight: Option<FlightGuard<'c>>) -> Found<'c, V> {
         match self.lookup(Want::ForceLease).await {
             Some(Answer::Miss(lease)) => self.load(lease, flight),
             _ => Found::Load {
