@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, WriteEnd};
 use crate::envelope::{Meta, Opener, Sealer};
+use crate::flight::FlightGuard;
 use crate::kept::Reader;
 pub use crate::kept::{Keep, KeepNothing, KeepProbe};
 use crate::key::EntryKey;
@@ -407,7 +408,11 @@ where
     };
     let read = policy.read(&cache, &key);
     let found = read.resolve(&policy.reader()).await;
-    complete(&policy, &read, found, body).await
+    let rest = match settle(&policy, &cache, found) {
+        Ok(hit) => return hit,
+        Err(rest) => rest,
+    };
+    complete(&policy, &read, rest, body).await
 }
 
 /// The span of an annotated call, which its body runs in: `cache`, at
@@ -473,7 +478,11 @@ where
         }
         found => found,
     };
-    complete(&policy, &read, found, body).await
+    let rest = match settle(&policy, &cache, found) {
+        Ok(hit) => return hit,
+        Err(rest) => rest,
+    };
+    complete(&policy, &read, rest, body).await
 }
 
 /// The key of a read, or `None` (logged) when it does not encode: the call
@@ -488,12 +497,55 @@ fn readable_key(group: &str, key: Result<EntryKey, Error>) -> Option<EntryKey> {
     }
 }
 
-/// Finishes a read: return a hit (or refresh it early), or run the body and
-/// store its value.
+/// What is left of a read once a plain hit is returned.
+enum Rest<'c, V> {
+    /// A hit to refresh first (early, or as revalidation asked), if a lease
+    /// for it can be had.
+    Refresh { value: V, revalidate: bool },
+    /// Run the body, as [`Found::Load`].
+    Load {
+        lease: Option<LeaseGuard>,
+        flight: Option<FlightGuard<'c>>,
+    },
+}
+
+/// Returns a plain hit at once: not async, so that a hit builds and moves no
+/// future for the rest ([`complete`]).
+fn settle<'c, K, R>(
+    policy: &Policy<'_, K, R>,
+    cache: &Cache,
+    found: Found<'c, K::Value>,
+) -> Result<R, Rest<'c, K::Value>>
+where
+    K: Kind<R>,
+{
+    match found {
+        Found::Hit(value, meta) => {
+            let revalidate = policy
+                .revalidate_after
+                .is_some_and(|age| meta.age_ms() >= age.as_millis());
+            if revalidate || policy.refresh_early(cache, &meta) {
+                return Err(Rest::Refresh { value, revalidate });
+            }
+            Ok(hit::<K, R>(cache, policy.group, value))
+        }
+        Found::Load { lease, flight } => Err(Rest::Load { lease, flight }),
+    }
+}
+
+/// Returns a hit, counted, with its span.
+fn hit<K: Kind<R>, R>(cache: &Cache, group: &str, value: K::Value) -> R {
+    metrics::hit(cache.counters(), group, false);
+    drop(call_span(group, "hit"));
+    K::rebuild(value)
+}
+
+/// Finishes a read that [`settle`] did not: refresh a hit, or run the body
+/// and store its value.
 async fn complete<K, R, F>(
     policy: &Policy<'_, K, R>,
     read: &Read<'_>,
-    found: Found<'_, K::Value>,
+    rest: Rest<'_, K::Value>,
     body: F,
 ) -> R
 where
@@ -501,27 +553,14 @@ where
     F: Future<Output = R>,
 {
     let (cache, group) = (read.cache, policy.group);
-    let (lease, flight) = match found {
-        Found::Hit(value, meta) => {
-            let revalidate = policy
-                .revalidate_after
-                .is_some_and(|age| meta.age_ms() >= age.as_millis());
-            let refresh = match revalidate || policy.refresh_early(cache, &meta) {
-                true => read.refresh_lease().await,
-                false => None,
-            };
-            match refresh {
-                Some(lease) => (Some(lease), None),
-                // Someone else refreshes it: load without storing.
-                None if revalidate => (None, None),
-                None => {
-                    metrics::hit(cache.counters(), group, false);
-                    drop(call_span(group, "hit"));
-                    return K::rebuild(value);
-                }
-            }
-        }
-        Found::Load { lease, flight } => (lease, flight),
+    let (lease, flight) = match rest {
+        Rest::Refresh { value, revalidate } => match read.refresh_lease().await {
+            Some(lease) => (Some(lease), None),
+            // Someone else refreshes it: load without storing.
+            None if revalidate => (None, None),
+            None => return hit::<K, R>(cache, group, value),
+        },
+        Rest::Load { lease, flight } => (lease, flight),
     };
     if lease.is_none() && flight.is_none() {
         return bypass(cache, group, body).await;
