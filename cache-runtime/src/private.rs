@@ -409,8 +409,8 @@ where
     let read = policy.read(&cache, &key);
     let found = read.resolve(&policy.reader()).await;
     let rest = match settle(&policy, &cache, found) {
-        Ok(hit) => return hit,
-        Err(rest) => rest,
+        Settled::Hit(hit) => return hit,
+        Settled::Rest(rest) => rest,
     };
     complete(&policy, &read, rest, body).await
 }
@@ -479,8 +479,8 @@ where
         found => found,
     };
     let rest = match settle(&policy, &cache, found) {
-        Ok(hit) => return hit,
-        Err(rest) => rest,
+        Settled::Hit(hit) => return hit,
+        Settled::Rest(rest) => rest,
     };
     complete(&policy, &read, rest, body).await
 }
@@ -509,13 +509,19 @@ enum Rest<'c, V> {
     },
 }
 
+/// A read once [`settle`] has seen it: a plain hit to return, or the rest.
+enum Settled<'c, R, V> {
+    Hit(R),
+    Rest(Rest<'c, V>),
+}
+
 /// Returns a plain hit at once: not async, so that a hit builds and moves no
 /// future for the rest ([`complete`]).
 fn settle<'c, K, R>(
     policy: &Policy<'_, K, R>,
     cache: &Cache,
     found: Found<'c, K::Value>,
-) -> Result<R, Rest<'c, K::Value>>
+) -> Settled<'c, R, K::Value>
 where
     K: Kind<R>,
 {
@@ -525,11 +531,11 @@ where
                 .revalidate_after
                 .is_some_and(|age| meta.age_ms() >= age.as_millis());
             if revalidate || policy.refresh_early(cache, &meta) {
-                return Err(Rest::Refresh { value, revalidate });
+                return Settled::Rest(Rest::Refresh { value, revalidate });
             }
-            Ok(hit::<K, R>(cache, policy.group, value))
+            Settled::Hit(hit::<K, R>(cache, policy.group, value))
         }
-        Found::Load { lease, flight } => Err(Rest::Load { lease, flight }),
+        Found::Load { lease, flight } => Settled::Rest(Rest::Load { lease, flight }),
     }
 }
 
