@@ -45,6 +45,17 @@ fn arrive(cache: &Cache, key: u64) -> Read {
     read
 }
 
+/// Readers of `keys`, in order, that all arrive before any is spawned, so
+/// that a batch's sender cannot run, on the other worker, before the last
+/// of them has queued.
+fn arrive_together(
+    cache: &Cache,
+    keys: impl IntoIterator<Item = u64>,
+) -> Vec<JoinHandle<Option<u64>>> {
+    let arrived: Vec<_> = keys.into_iter().map(|key| arrive(cache, key)).collect();
+    arrived.into_iter().map(tokio::spawn).collect()
+}
+
 /// `MGET` calls the server has run: one per read (a lone peek, or a batch of a group).
 fn entry_reads(port: u16) -> u64 {
     let out = Command::new("redis-cli")
@@ -85,10 +96,7 @@ impl Setup<'_> {
         );
         self.proxy.hold();
         let before = entry_reads(self.port);
-        // All arrive before any is spawned, so that the batch's sender (the
-        // second) cannot run, on the other worker, before the last has queued.
-        let arrived: Vec<_> = (0..callers).map(|_| arrive(self.cache, key)).collect();
-        let readers = arrived.into_iter().map(tokio::spawn).collect();
+        let readers = arrive_together(self.cache, std::iter::repeat_n(key, callers));
         eventually(
             Duration::from_secs(5),
             "the server to run the first read (its reply held by the proxy)",
@@ -131,8 +139,7 @@ async fn a_hot_key_costs_one_read_per_batch(setup: &Setup<'_>) {
     .await;
     // ... so 198 callers that arrive now wait for one to return, and then
     // go out in one batch.
-    let waiting: Vec<_> = (0..198).map(|_| arrive(setup.cache, 7)).collect();
-    readers.extend(waiting.into_iter().map(tokio::spawn));
+    readers.extend(arrive_together(setup.cache, std::iter::repeat_n(7, 198)));
     setup.proxy.release();
     for reader in readers {
         assert_eq!(reader.await.unwrap(), Some(70));
@@ -214,16 +221,9 @@ async fn a_full_wire_batches_other_keys(setup: &Setup<'_>) {
         || async { entry_reads(setup.port) >= before + 16 },
     )
     .await;
-    // All arrive before any is spawned, so that the batch's sender (the
-    // first) cannot run, on the other worker, before the last has queued.
-    let arrived: Vec<_> = batched_keys
+    let batched = batched_keys
         .into_iter()
-        .map(|key| (key, arrive(setup.cache, key)))
-        .collect();
-    let batched: Vec<_> = arrived
-        .into_iter()
-        .map(|(key, read)| (key, tokio::spawn(read)))
-        .collect();
+        .zip(arrive_together(setup.cache, batched_keys));
     eventually(
         Duration::from_secs(5),
         "the server to run the batch",
