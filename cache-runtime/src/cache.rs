@@ -160,6 +160,11 @@ impl Cache {
             .await
     }
 
+    /// Whether this is [`Cache::disabled`].
+    pub(crate) fn is_disabled(&self) -> bool {
+        matches!(self.inner.backend, Backend::Disabled)
+    }
+
     /// Whether first contact found that this cache must serve nothing.
     pub(crate) fn refused(&self) -> bool {
         self.inner

@@ -117,6 +117,43 @@ async fn missing(State(shop): State<Shared>) -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "no such thing")
 }
 
+/// Who the caller says it is (an app that authenticates by `X-Api-Key`).
+async fn me(State(shop): State<Shared>, headers: HeaderMap) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let key = headers.get("x-api-key").map(|v| v.to_str().unwrap());
+    format!("you are {}", key.unwrap_or("nobody"))
+}
+
+/// A page with an absolute link to its own host.
+async fn home(State(shop): State<Shared>, headers: HeaderMap) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let host = headers.get("host").map_or("", |v| v.to_str().unwrap());
+    format!("<a href=\"https://{host}/\">home</a>")
+}
+
+/// The query as the handler sees it.
+async fn echo(State(shop): State<Shared>, uri: axum::http::Uri) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    uri.query().unwrap_or_default().to_owned()
+}
+
+/// A response with the `Cache-Control` (or, for `expired`, the `Expires`)
+/// that the path names.
+async fn fresh(State(shop): State<Shared>, Path(control): Path<String>) -> impl IntoResponse {
+    let reads = shop.reads.fetch_add(1, Ordering::SeqCst);
+    let header = match control.as_str() {
+        "expired" => ("expires", "Thu, 01 Jan 1970 00:00:00 GMT".to_owned()),
+        control => ("cache-control", control.to_owned()),
+    };
+    ([header], format!("read {reads}"))
+}
+
+/// Creates a product and says where it lives.
+async fn create(State(shop): State<Shared>, name: String) -> impl IntoResponse {
+    shop.names.lock().unwrap().insert(3, name);
+    (StatusCode::CREATED, [("location", "/products/3")], "")
+}
+
 /// A running app: its address, data and a client.
 struct App {
     addr: SocketAddr,
@@ -136,6 +173,11 @@ impl App {
             .route("/missing", get(missing))
             .route("/lang", get(greet).delete(forget))
             .route("/marked/{mark}", get(marked))
+            .route("/me", get(me))
+            .route("/home", get(home))
+            .route("/echo", get(echo))
+            .route("/fresh/{control}", get(fresh))
+            .route("/products", axum::routing::post(create))
             .route_layer(layer)
             .with_state(shop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -444,36 +486,41 @@ async fn vary_stores_a_variant_per_header_value(cache: Cache) {
 }
 
 /// The stale-store race: a response loaded before a write is not stored
-/// after it.
+/// after it, on the path and on a query of it.
 async fn a_response_loaded_before_a_write_is_not_stored(cache: Cache) {
     let app = Arc::new(App::start(layer(&cache)).await);
-    let gate = Arc::new(Notify::new());
-    *app.shop.gate.lock().unwrap() = Some(gate.clone());
-    let slow_read = tokio::spawn({
-        let app = app.clone();
-        async move { app.get("/products/15", &[]).await.body }
-    });
-    eventually(
-        Duration::from_secs(5),
-        "the read to reach its handler",
-        || async { app.shop.reads() == 1 },
-    )
-    .await;
-    *app.shop.gate.lock().unwrap() = None;
-    assert_eq!(
-        app.send(Method::PUT, "/products/15", &[], "new")
-            .await
-            .status,
-        200
-    );
-    gate.notify_one();
-    assert_eq!(
-        slow_read.await.unwrap(),
-        "product 15",
-        "loaded before the write"
-    );
-    let next = app.get("/products/15", &[]).await;
-    assert_eq!((next.x_cache(), next.body.as_str()), ("MISS", "new"));
+    for (id, read, write) in [
+        (15, "/products/15", "/products/15"),
+        (16, "/products/16?page=2", "/products/16?notify=false"),
+    ] {
+        let gate = Arc::new(Notify::new());
+        *app.shop.gate.lock().unwrap() = Some(gate.clone());
+        let reads = app.shop.reads();
+        let slow_read = tokio::spawn({
+            let app = app.clone();
+            async move { app.get(read, &[]).await.body }
+        });
+        eventually(
+            Duration::from_secs(5),
+            "the read to reach its handler",
+            || async { app.shop.reads() == reads + 1 },
+        )
+        .await;
+        *app.shop.gate.lock().unwrap() = None;
+        assert_eq!(app.send(Method::PUT, write, &[], "new").await.status, 200);
+        gate.notify_one();
+        assert_eq!(
+            slow_read.await.unwrap(),
+            format!("product {id}"),
+            "loaded before the write"
+        );
+        let next = app.get(read, &[]).await;
+        assert_eq!(
+            (next.x_cache(), next.body.as_str()),
+            ("MISS", "new"),
+            "{read}"
+        );
+    }
 }
 
 async fn credentials_and_private_entries(cache: Cache) {
@@ -538,7 +585,198 @@ async fn concurrent_misses_run_the_handler_once(cache: Cache) {
     assert_eq!(app.shop.reads(), 1, "64 concurrent misses, one handler run");
 }
 
+/// An app that names its callers by a header of its own: each gets their
+/// own page, never another's, on a shared and on a private layer.
+async fn identity_headers_keep_users_apart(cache: Cache) {
+    let shared = App::start(layer(&cache)).await;
+    for user in ["alice", "bob", "alice"] {
+        let reply = shared.get("/me", &[("x-api-key", user)]).await;
+        assert_eq!(reply.body, format!("you are {user}"));
+        assert_eq!(reply.x_cache(), "BYPASS", "{user} on a shared layer");
+    }
+    let private = App::start(layer(&cache).private()).await;
+    let alice = private.get("/me", &[("x-api-key", "alice")]).await;
+    assert_eq!(
+        (alice.x_cache(), alice.body.as_str()),
+        ("MISS", "you are alice")
+    );
+    let bob = private.get("/me", &[("x-api-key", "bob")]).await;
+    assert_eq!((bob.x_cache(), bob.body.as_str()), ("MISS", "you are bob"));
+    let again = private.get("/me", &[("x-api-key", "alice")]).await;
+    assert_eq!(
+        (again.x_cache(), again.body.as_str()),
+        ("HIT", "you are alice")
+    );
+    for header in ["x-auth-token", "x-access-token", "proxy-authorization"] {
+        let reply = shared.get("/products/1", &[(header, "secret")]).await;
+        assert_eq!(reply.x_cache(), "BYPASS", "{header} identifies a caller");
+    }
+
+    // An app that names its session cookie: analytics cookies alone are
+    // anonymous, and share entries.
+    let session = layer(&cache).identity(|parts| {
+        let cookie = parts.headers.get("cookie")?.to_str().ok()?;
+        let session = cookie
+            .split(';')
+            .find(|c| c.trim().starts_with("session="))?;
+        Some(session.trim().as_bytes().to_vec())
+    });
+    let app = App::start(session).await;
+    let analytics = [("cookie", "_ga=1")];
+    assert_eq!(app.get("/products/2", &analytics).await.x_cache(), "MISS");
+    assert_eq!(
+        app.get("/products/2", &[("cookie", "_ga=2")])
+            .await
+            .x_cache(),
+        "HIT"
+    );
+    let signed_in = [("cookie", "_ga=1; session=alice")];
+    assert_eq!(app.get("/products/2", &signed_in).await.x_cache(), "BYPASS");
+}
+
+/// A write to a path, whatever its query, refreshes every entry of the path,
+/// whatever theirs, and the paths its response names.
+async fn a_write_evicts_every_query_of_its_path(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let variants = [
+        "/products/1",
+        "/products/1?utm_source=mail",
+        "/products/1?a=1&b=2",
+    ];
+    for path in variants.into_iter().chain(["/products/2?a=1"]) {
+        assert_eq!(app.get(path, &[]).await.x_cache(), "MISS", "{path}");
+        assert_eq!(app.get(path, &[]).await.x_cache(), "HIT", "{path}");
+    }
+    let put = app
+        .send(Method::PUT, "/products/1?notify=false", &[], "kettle")
+        .await;
+    assert_eq!(put.status, 200);
+    for path in variants {
+        let reply = app.get(path, &[]).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("MISS", "kettle"),
+            "{path}"
+        );
+        assert_eq!(
+            app.get(path, &[]).await.x_cache(),
+            "HIT",
+            "{path} is cached again"
+        );
+    }
+    assert_eq!(
+        app.get("/products/2?a=1", &[]).await.x_cache(),
+        "HIT",
+        "another path stays"
+    );
+
+    // A created resource's `Location` is refreshed too.
+    for path in ["/products/3", "/products/3?page=1"] {
+        assert_eq!(app.get(path, &[]).await.body, "product 3");
+    }
+    assert_eq!(
+        app.send(Method::POST, "/products", &[], "lamp")
+            .await
+            .status,
+        201
+    );
+    for path in ["/products/3", "/products/3?page=1"] {
+        let reply = app.get(path, &[]).await;
+        assert_eq!(
+            (reply.x_cache(), reply.body.as_str()),
+            ("MISS", "lamp"),
+            "{path}"
+        );
+    }
+
+    // With write-through, the path's entry holds the response, and its query
+    // variants are refreshed.
+    let through = App::start(layer(&cache).write_through()).await;
+    through.get("/products/4?x=1", &[]).await;
+    through
+        .send(Method::PUT, "/products/4?notify=false", &[], "mug")
+        .await;
+    let hit = through.get("/products/4", &[]).await;
+    assert_eq!((hit.x_cache(), hit.body.as_str()), ("HIT", "mug"));
+    let variant = through.get("/products/4?x=1", &[]).await;
+    assert_eq!((variant.x_cache(), variant.body.as_str()), ("MISS", "mug"));
+}
+
+/// A name repeated in a query keeps its values' order in the key: a list
+/// `sort=price&sort=name` is not `sort=name&sort=price`.
+async fn repeated_parameters_keep_their_order(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let first = app.get("/echo?sort=price&sort=name", &[]).await;
+    assert_eq!(first.body, "sort=price&sort=name");
+    let other = app.get("/echo?sort=name&sort=price", &[]).await;
+    assert_eq!(
+        (other.x_cache(), other.body.as_str()),
+        ("MISS", "sort=name&sort=price")
+    );
+    app.get("/echo?sort=name&x=1&sort=price", &[]).await;
+    let sorted = app.get("/echo?x=1&sort=name&sort=price", &[]).await;
+    assert_eq!(sorted.x_cache(), "HIT", "names are still sorted");
+}
+
+/// The handler's `Cache-Control` or `Expires` bounds how long its response
+/// is stored (RFC 9111 §4.2).
+async fn the_handlers_own_freshness_bounds_its_entry(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    for control in ["no-cache", "max-age=0", "s-maxage=0, max-age=60", "expired"] {
+        let path = format!("/fresh/{control}");
+        assert_eq!(app.get(&path, &[]).await.x_cache(), "MISS");
+        let again = app.get(&path, &[]).await;
+        assert_eq!(again.x_cache(), "MISS", "{control} is not stored");
+    }
+    for control in ["max-age=1", "s-maxage=1, max-age=60"] {
+        let path = format!("/fresh/{control}");
+        let first = app.get(&path, &[]).await;
+        assert_eq!(
+            first.header("cache-control"),
+            control,
+            "the handler's own is kept"
+        );
+        let started = Instant::now();
+        eventually(Duration::from_secs(5), "the entry to expire", || async {
+            app.get(&path, &[]).await.x_cache() == "MISS"
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{control}: stored for {:?}, not the layer's 60 s",
+            started.elapsed()
+        );
+    }
+}
+
+/// One app serving several hosts keeps their pages apart.
+async fn the_host_is_part_of_the_key(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let a = [("host", "shop-a.example")];
+    let b = [("host", "shop-b.example")];
+    assert_eq!(
+        app.get("/home", &a).await.body,
+        "<a href=\"https://shop-a.example/\">home</a>"
+    );
+    let other = app.get("/home", &b).await;
+    assert_eq!(
+        (other.x_cache(), other.body.as_str()),
+        ("MISS", "<a href=\"https://shop-b.example/\">home</a>")
+    );
+    assert_eq!(
+        app.get("/home", &[("host", "SHOP-A.example")])
+            .await
+            .x_cache(),
+        "HIT"
+    );
+}
+
 on_each_backend!(
+    identity_headers_keep_users_apart,
+    a_write_evicts_every_query_of_its_path,
+    repeated_parameters_keep_their_order,
+    the_handlers_own_freshness_bounds_its_entry,
+    the_host_is_part_of_the_key,
     a_miss_then_a_hit_with_validators,
     if_none_match_gets_304_without_the_handler,
     age_counts_seconds_since_the_response_was_made,
@@ -552,6 +790,24 @@ on_each_backend!(
     head_is_answered_from_the_get_entry,
     concurrent_misses_run_the_handler_once,
 );
+
+/// A disabled cache makes the layer transparent: nothing it says would make
+/// a browser or a CDN cache what the service no longer caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_cache_says_bypass_and_nothing_else() {
+    let app = App::start(layer(&Cache::disabled())).await;
+    for _ in 0..2 {
+        let reply = app.get("/products/1", &[]).await;
+        assert_eq!((reply.status, reply.x_cache()), (200, "BYPASS"));
+        assert_eq!(
+            reply.header("cache-control"),
+            "",
+            "no max-age of the layer's"
+        );
+        assert_eq!(reply.header("etag"), "", "no ETag of the layer's");
+    }
+    assert_eq!(app.shop.reads(), 2);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_still_serves_the_handler_within_the_op_timeout() {

@@ -12,29 +12,39 @@
 //! # let _ = layer;
 //! ```
 //!
-//! - **Key.** The path and its query parameters sorted by name then value.
-//!   `GET`, `HEAD`, `PUT`, `PATCH`, `POST` and `DELETE` on one path address
-//!   one entry, in the layer's group.
+//! - **Key.** The request's authority (`Host`), its path, and its query
+//!   parameters sorted by name, the values of a repeated name in their
+//!   order. `GET`, `HEAD`, `PUT`, `PATCH`, `POST` and `DELETE` on one path
+//!   address one entry, in the layer's group. Entries with a query name
+//!   their path's *anchor*, a token that a write to the path replaces: a
+//!   request with a query reads it first (one more lookup, a hit once
+//!   drawn); one without pays nothing for it.
 //! - **Stored.** `200` responses to `GET`; never one with `Set-Cookie`, a
-//!   `Cache-Control` of `no-store` (or `private` on a shared layer), `Vary:
-//!   *`, or a body over the cache's maximum value size. A response with
+//!   `Cache-Control` of `no-store`, `no-cache`, `max-age=0` or `s-maxage=0`
+//!   (or `private` on a shared layer), an `Expires` in the past, `Vary: *`,
+//!   or a body over the cache's maximum value size. The response's own
+//!   `s-maxage`, `max-age` or `Expires` caps its entry's TTL. A response with
 //!   `Vary` is stored per value of the request headers it names. A `HEAD` is
 //!   answered from the `GET` entry.
 //! - **Sent.** `X-Cache: HIT | MISS | BYPASS`; a strong `ETag` from a hash of
 //!   the body (a handler's own is kept); `Cache-Control: max-age=<seconds
 //!   left>` (`private, ` on a private layer; a handler's own is kept); `Age`
-//!   on hits; `304 Not Modified` for a matching `If-None-Match`.
+//!   on hits; `304 Not Modified` for a matching `If-None-Match`. A
+//!   [disabled](crate::Cache::disabled) cache makes the layer transparent:
+//!   `BYPASS`, and none of these.
 //! - **Request directives.** `no-store` skips the cache both ways; `no-cache`
 //!   and `max-age=0` run the handler and store its response; `max-age=N`
 //!   treats an entry older than N seconds as a miss.
-//! - **Credentials.** On a shared layer a request with `Authorization` or
-//!   `Cookie` is neither served from the cache nor stored (`BYPASS`); a
-//!   private layer keys it per user.
-//! - **Writes.** A `2xx` to `POST`, `PUT`, `PATCH` or `DELETE` evicts the
-//!   path's entry after the handler (the whole group with `evict_group`, and
-//!   on a private layer, whose entries are per user), or with `write_through`
-//!   a `PUT`/`PATCH` stores its response as the entry. An error status evicts
-//!   nothing.
+//! - **Identity.** On a shared layer a request with an
+//!   [identity](CacheLayer::identity) (by default, any of the usual
+//!   credential headers) is neither served from the cache nor stored
+//!   (`BYPASS`); a private layer keys it per user.
+//! - **Writes.** A `2xx` to `POST`, `PUT`, `PATCH` or `DELETE` evicts, after
+//!   the handler, every entry of its path whatever their query, and of the
+//!   paths its `Location` and `Content-Location` name on the same authority
+//!   (the whole group with `evict_group`, and on a private layer, whose
+//!   entries are per user); with `write_through` a `PUT`/`PATCH` stores its
+//!   response as the path's entry. An error status evicts nothing.
 
 mod request;
 mod response;
@@ -46,16 +56,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{CONTENT_LOCATION, LOCATION};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::__private::{self as private, Policy, ResultKind, Target};
+use crate::__private::{self as private, PlainKind, Policy, ResultKind, Target};
 use crate::key::check_group;
 use crate::{Cache, EntryKey};
-use request::Directives;
+use request::{Directives, Place};
 use response::{BodyError, Loaded, Shape, X_CACHE};
 
 /// A [`Layer`] that caches a route's responses; see the [module
@@ -71,8 +83,21 @@ struct Config {
     ttl: Option<Duration>,
     cache: Option<Cache>,
     private: bool,
+    identity: Identity,
     write_through: bool,
     evict_group: bool,
+}
+
+/// What identifies a caller (see [`CacheLayer::identity`]).
+#[derive(Clone)]
+struct Identity(Arc<IdentityFn>);
+
+type IdentityFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identity(..)")
+    }
 }
 
 impl CacheLayer {
@@ -93,6 +118,7 @@ impl CacheLayer {
                 ttl: None,
                 cache: None,
                 private: false,
+                identity: Identity(Arc::new(request::default_identity)),
                 write_through: false,
                 evict_group: false,
             }),
@@ -110,11 +136,51 @@ impl CacheLayer {
         self.with(|config| config.cache = Some(cache))
     }
 
-    /// Per-user entries: the key holds a hash of the request's
-    /// `Authorization` and `Cookie`, and responses say `Cache-Control:
+    /// Per-user entries: the key holds a hash of the caller's
+    /// [identity](Self::identity), and responses say `Cache-Control:
     /// private`.
     pub fn private(self) -> CacheLayer {
         self.with(|config| config.private = true)
+    }
+
+    /// What identifies the caller of a request, or `None` for an anonymous
+    /// one. On a shared layer a request with an identity bypasses the cache
+    /// (`X-Cache: BYPASS`); on a [private](Self::private) layer its entries
+    /// are its own.
+    ///
+    /// The default is the names and values of the usual credential headers
+    /// the request carries: `Authorization`, `Proxy-Authorization`,
+    /// `Cookie`, `X-Api-Key`, `X-Auth-Token` and `X-Access-Token`. An
+    /// application that authenticates otherwise says so here, and one whose
+    /// browsers also send analytics cookies names its session cookie, so that
+    /// anonymous visitors still share entries:
+    ///
+    /// ```
+    /// use cache_runtime::http::CacheLayer;
+    ///
+    /// let layer = CacheLayer::new("pages").identity(|parts| {
+    ///     let cookies = parts.headers.get_all(http::header::COOKIE);
+    ///     let session = cookies
+    ///         .iter()
+    ///         .filter_map(|value| value.to_str().ok())
+    ///         .flat_map(|value| value.split(';'))
+    ///         .find(|cookie| cookie.trim().starts_with("session="));
+    ///     let token = parts.headers.get("x-tenant-token").map(|v| v.as_bytes());
+    ///     match (session, token) {
+    ///         (None, None) => None,
+    ///         (session, token) => Some(
+    ///             [session.unwrap_or_default().trim().as_bytes(), b"\n", token.unwrap_or_default()]
+    ///                 .concat(),
+    ///         ),
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn identity<F>(self, identity: F) -> CacheLayer
+    where
+        F: Fn(&Parts) -> Option<Vec<u8>> + Send + Sync + 'static,
+    {
+        self.with(|config| config.identity = Identity(Arc::new(identity)))
     }
 
     /// A successful `PUT` or `PATCH` stores its response as the entry.
@@ -203,6 +269,11 @@ where
     ResB::Error: Into<BodyError>,
 {
     let cache = config.cache.clone().unwrap_or_else(crate::current::current);
+    if cache.is_disabled() {
+        // A kill switch: nothing cached, and nothing said that would make a
+        // browser or a CDN cache it instead.
+        return passed(inner, request, Some("BYPASS")).await;
+    }
     let shape = Shape {
         private: config.private,
         ttl: config.ttl.unwrap_or(cache.settings().default_ttl),
@@ -231,13 +302,21 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BodyError>,
 {
+    let (parts, body) = request.into_parts();
+    let identity = (config.identity.0)(&parts);
+    let request = Request::from_parts(parts, body);
     let headers = request.headers();
     let directives = Directives::of(headers);
-    if directives.no_store || (request::credentialed(headers) && !config.private) {
+    if directives.no_store || (identity.is_some() && !config.private) {
         return passed(inner, request, Some("BYPASS")).await;
     }
-    let user = config.private.then(|| request::user(headers));
-    let key = request::key(request.uri(), user.as_deref());
+    let place = Place::of(request.uri(), headers);
+    let user = config.private.then(|| request::user(identity.as_deref()));
+    let anchor = match place.has_query() {
+        true => Some(anchor(&cache, &config.group, shape, &place).await),
+        false => None,
+    };
+    let key = place.key(anchor.as_deref(), user.as_deref());
     let head = request.method() == Method::HEAD;
     let headers = headers.clone();
     let revalidate = match directives {
@@ -304,7 +383,7 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BodyError>,
 {
-    let key = EntryKey::new(&request::key(request.uri(), None));
+    let place = Place::of(request.uri(), request.headers());
     let method = request.method();
     let through = config.write_through && !config.private;
     if through && (method == Method::PUT || method == Method::PATCH) {
@@ -322,21 +401,83 @@ where
             }
         };
         let policy = policy::<S::Error>(&config.group, shape);
-        return match private::put(cache, policy, key, load).await {
-            Ok(loaded) => Ok(loaded.unchanged().map(Either::Left)),
+        let key = EntryKey::new(&place.path_key());
+        return match private::put(cache.clone(), policy, key, load).await {
+            Ok(loaded) => {
+                // The path's own entry holds the response; its variants go.
+                let named = named_places(&place, &loaded.headers());
+                evict_places(&cache, &config.group, [Key::Anchor(&place)], &named).await;
+                Ok(loaded.unchanged().map(Either::Left))
+            }
             Err(failure) => failed(failure),
         };
     }
     let response = inner.call(request).await?;
     if response.status().is_success() {
-        // Private entries are per user: a write reaches them all.
-        let target = match config.evict_group || config.private {
-            true => Target::All,
-            false => Target::Key(key),
-        };
-        private::evict_now(&cache, &config.group, target).await;
+        if config.evict_group || config.private {
+            // Private entries are per user: a write reaches them all.
+            private::evict_now(&cache, &config.group, Target::All).await;
+        } else {
+            let named = named_places(&place, response.headers());
+            let own = [Key::Path(&place), Key::Anchor(&place)];
+            evict_places(&cache, &config.group, own, &named).await;
+        }
     }
     Ok(response.map(Either::Right))
+}
+
+/// The token that a path's entries with a query name in their keys: drawn
+/// by the first such read, and kept until a write to the path evicts it,
+/// which leaves every entry made under it unreachable at once, whatever its
+/// query. The path's own entry (no query) names none, and costs no more.
+async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> String {
+    let policy = Policy::<PlainKind, String>::new(group)
+        .ttl(shape.ttl)
+        .jitter(0.0);
+    let key = EntryKey::new(&place.anchor_key());
+    private::cached(cache.clone(), policy, key, async {
+        crate::backend::token()
+    })
+    .await
+}
+
+/// One of the keys a write to a path evicts.
+enum Key<'p> {
+    /// The path's own entry.
+    Path(&'p Place),
+    /// Its anchor: every entry of the path with a query.
+    Anchor(&'p Place),
+}
+
+/// The places a response's `Location` and `Content-Location` name on the
+/// request's authority (RFC 9111 §4.4).
+fn named_places(place: &Place, headers: &HeaderMap) -> Vec<Place> {
+    [LOCATION, CONTENT_LOCATION]
+        .into_iter()
+        .filter_map(|name| place.named(headers, name))
+        .filter(|named| named != place)
+        .collect()
+}
+
+/// Evicts `own` and every entry of the `named` places, at once, with the
+/// guarantee of `#[cache_evict]`.
+async fn evict_places<'p>(
+    cache: &Cache,
+    group: &str,
+    own: impl IntoIterator<Item = Key<'p>>,
+    named: &'p [Place],
+) {
+    let named = named
+        .iter()
+        .flat_map(|place| [Key::Path(place), Key::Anchor(place)]);
+    let evictions = own.into_iter().chain(named).map(|key| {
+        let key = match key {
+            Key::Path(place) => place.path_key(),
+            Key::Anchor(place) => place.anchor_key(),
+        };
+        private::evict_now(cache, group, Target::Key(EntryKey::new(&key)))
+    });
+    futures_util::future::join_all(evictions).await;
 }
 
 /// The policy of the layer's entries: no jitter, so that `max-age` is the
@@ -344,6 +485,7 @@ where
 fn policy<E>(group: &str, shape: Shape) -> Policy<'_, ResultKind, Result<Loaded, Failure<E>>> {
     Policy::new(group)
         .ttl(shape.ttl)
+        .ttl_fn(Loaded::ttl)
         .jitter(0.0)
         .unless(|loaded: &Loaded| !loaded.storable())
 }

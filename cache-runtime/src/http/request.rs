@@ -1,7 +1,10 @@
-//! What the layer reads from a request: its key, its cache directives, its
-//! credentials and its validators.
+//! What the layer reads from a request: its key, its cache directives, the
+//! caller's identity and its validators.
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, IF_NONE_MATCH};
+use http::header::{
+    HeaderName, AUTHORIZATION, CACHE_CONTROL, COOKIE, HOST, IF_NONE_MATCH, PROXY_AUTHORIZATION,
+};
+use http::request::Parts;
 use http::{HeaderMap, Uri};
 use sha2::{Digest, Sha256};
 
@@ -12,8 +15,11 @@ pub(crate) struct Directives {
     pub(crate) no_store: bool,
     /// Served by the handler, and stored (also `max-age=0`).
     pub(crate) no_cache: bool,
-    /// An entry older than this many seconds is a miss.
+    /// An entry older than this many seconds is a miss; in a response, how
+    /// long it is fresh.
     pub(crate) max_age: Option<u64>,
+    /// In a response: how long it is fresh in a shared cache.
+    pub(crate) s_maxage: Option<u64>,
 }
 
 impl Directives {
@@ -37,6 +43,10 @@ impl Directives {
                 if let Some(seconds) = value.and_then(|v| v.parse::<u64>().ok()) {
                     directives.max_age = Some(seconds);
                 }
+            } else if name.eq_ignore_ascii_case("s-maxage") {
+                if let Some(seconds) = value.and_then(|v| v.parse::<u64>().ok()) {
+                    directives.s_maxage = Some(seconds);
+                }
             }
         }
         if directives.max_age == Some(0) {
@@ -46,50 +56,147 @@ impl Directives {
     }
 }
 
-/// Whether the request carries credentials (`Authorization` or `Cookie`).
-pub(crate) fn credentialed(headers: &HeaderMap) -> bool {
-    headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE)
+/// The headers that identify a caller by default: the usual credential
+/// headers.
+const CREDENTIALS: [HeaderName; 6] = [
+    AUTHORIZATION,
+    PROXY_AUTHORIZATION,
+    COOKIE,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-auth-token"),
+    HeaderName::from_static("x-access-token"),
+];
+
+/// The default identity of a caller: the names and values of the credential
+/// headers it sent, or `None` when it sent none.
+pub(crate) fn default_identity(parts: &Parts) -> Option<Vec<u8>> {
+    let mut identity = Vec::new();
+    for name in &CREDENTIALS {
+        for value in parts.headers.get_all(name) {
+            identity.extend_from_slice(name.as_str().as_bytes());
+            identity.push(b':');
+            identity.extend_from_slice(value.as_bytes());
+            identity.push(b'\n');
+        }
+    }
+    (!identity.is_empty()).then_some(identity)
 }
 
-/// The entry key of a request: its path and its query parameters sorted by
-/// name then value, so that `?z=2&a=1` and `?a=1&z=2` meet; on a private
-/// layer, with a hash of the credentials after it.
-pub(crate) fn key(uri: &Uri, user: Option<&str>) -> String {
-    let mut key = uri.path().to_owned();
-    let mut pairs: Vec<(&str, &str)> = uri
-        .query()
-        .unwrap_or_default()
+/// Where a request's entries live: its authority and path. Every entry of
+/// the path (whatever its query, and its `Vary` variants) is reached from
+/// here, so that a write evicts them all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The authority, lower case, then the path: `shop-a.example/items/1`.
+    path: String,
+    /// The query parameters, sorted by name, the values of a repeated name in
+    /// their order; empty for none.
+    query: String,
+}
+
+impl Place {
+    /// The place of a request to `uri` with `headers`: the authority is the
+    /// URI's (HTTP/2, absolute form), else the `Host` header's.
+    pub(crate) fn of(uri: &Uri, headers: &HeaderMap) -> Place {
+        let authority = match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => headers
+                .get(HOST)
+                .and_then(|host| host.to_str().ok())
+                .unwrap_or_default(),
+        };
+        let mut path = authority.to_ascii_lowercase();
+        path.push_str(uri.path());
+        Place {
+            path,
+            query: sorted_query(uri.query().unwrap_or_default()),
+        }
+    }
+
+    /// The place a `Location` or `Content-Location` names, when it is on the
+    /// same authority as `self` (RFC 9111 §4.4: another's is not invalidated).
+    pub(crate) fn named(&self, headers: &HeaderMap, name: HeaderName) -> Option<Place> {
+        let value = headers.get(name)?.to_str().ok()?;
+        let uri: Uri = value.parse().ok()?;
+        let authority = match uri.authority() {
+            Some(authority) => authority.as_str().to_ascii_lowercase(),
+            None => self.authority().to_owned(),
+        };
+        if authority != self.authority() || !uri.path().starts_with('/') {
+            return None;
+        }
+        Some(Place {
+            path: format!("{authority}{}", uri.path()),
+            query: String::new(),
+        })
+    }
+
+    fn authority(&self) -> &str {
+        let slash = self.path.find('/').unwrap_or(self.path.len());
+        &self.path[..slash]
+    }
+
+    /// Whether the request has query parameters: its entries are then
+    /// variants of the path, reached through the path's anchor.
+    pub(crate) fn has_query(&self) -> bool {
+        !self.query.is_empty()
+    }
+
+    /// The key of the path's own entry (no query), which a write evicts.
+    pub(crate) fn path_key(&self) -> String {
+        self.path.clone()
+    }
+
+    /// The key of the path's anchor: a token that every entry with a query
+    /// names, drawn afresh once a write evicts it.
+    pub(crate) fn anchor_key(&self) -> String {
+        format!("{} #anchor", self.path)
+    }
+
+    /// The key of the request's entry: the path's own, or for a query, the
+    /// query's under the anchor's token; on a private layer, with a hash of
+    /// the caller's identity after it.
+    pub(crate) fn key(&self, anchor: Option<&str>, user: Option<&str>) -> String {
+        let mut key = self.path.clone();
+        if let Some(anchor) = anchor {
+            key.push('?');
+            key.push_str(&self.query);
+            key.push_str(" @");
+            key.push_str(anchor);
+        }
+        if let Some(user) = user {
+            key.push_str(" user=");
+            key.push_str(user);
+        }
+        key
+    }
+}
+
+/// A query's parameters sorted by name, the values of a repeated name kept
+/// in their order: `z=2&a=1` and `a=1&z=2` meet; `s=b&s=a` and `s=a&s=b`
+/// do not, as an application reading the list sees them differently.
+fn sorted_query(query: &str) -> String {
+    let mut pairs: Vec<(&str, &str)> = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .collect();
-    pairs.sort_unstable();
+    pairs.sort_by_key(|(name, _)| *name); // stable: values keep their order
+    let mut sorted = String::with_capacity(query.len());
     for (at, (name, value)) in pairs.iter().enumerate() {
-        key.push(if at == 0 { '?' } else { '&' });
-        key.push_str(name);
-        key.push('=');
-        key.push_str(value);
+        if at > 0 {
+            sorted.push('&');
+        }
+        sorted.push_str(name);
+        sorted.push('=');
+        sorted.push_str(value);
     }
-    if let Some(user) = user {
-        key.push_str(" user=");
-        key.push_str(user);
-    }
-    key
+    sorted
 }
 
-/// A hash of the request's `Authorization` and `Cookie` headers: the user a
-/// private entry belongs to.
-pub(crate) fn user(headers: &HeaderMap) -> String {
-    let mut hash = Sha256::new();
-    for name in [AUTHORIZATION, COOKIE] {
-        for value in headers.get_all(&name) {
-            hash.update(name.as_str());
-            hash.update(b":");
-            hash.update(value.as_bytes());
-            hash.update(b"\n");
-        }
-    }
-    hex(&hash.finalize()[..16])
+/// A hash of a caller's identity: the user a private entry belongs to.
+pub(crate) fn user(identity: Option<&[u8]>) -> String {
+    hex(&Sha256::digest(identity.unwrap_or_default())[..16])
 }
 
 /// A strong validator for a body: the same in every process and restart.
@@ -127,15 +234,69 @@ mod tests {
         map
     }
 
+    fn place(uri: &str, host: Option<&str>) -> Place {
+        let uri: Uri = uri.parse().unwrap();
+        let headers = match host {
+            Some(host) => headers(&[(HOST, host)]),
+            None => HeaderMap::new(),
+        };
+        Place::of(&uri, &headers)
+    }
+
     #[test]
-    fn query_parameters_are_sorted() {
-        let a: Uri = "/items?z=2&a=1&a=0".parse().unwrap();
-        let b: Uri = "/items?a=0&a=1&z=2".parse().unwrap();
-        assert_eq!(key(&a, None), key(&b, None));
-        assert_eq!(key(&a, None), "/items?a=0&a=1&z=2");
-        let bare: Uri = "/items?".parse().unwrap();
-        assert_eq!(key(&bare, None), "/items");
-        assert_ne!(key(&bare, Some("u1")), key(&bare, Some("u2")));
+    fn query_parameters_are_sorted_by_name_only() {
+        let a = place("/items?z=2&a=1&a=0", None);
+        assert_eq!(a, place("/items?a=1&z=2&a=0", None));
+        assert_eq!(a.key(Some("t"), None), "/items?a=1&a=0&z=2 @t");
+        assert_ne!(a, place("/items?a=0&a=1&z=2", None));
+        let bare = place("/items?", None);
+        assert!(!bare.has_query());
+        assert_eq!(bare.key(None, None), "/items");
+        assert_ne!(bare.key(None, Some("u1")), bare.key(None, Some("u2")));
+    }
+
+    #[test]
+    fn the_authority_is_part_of_the_place() {
+        let a = place("/", Some("Shop-A.example"));
+        assert_eq!(a.path_key(), "shop-a.example/");
+        assert_ne!(a, place("/", Some("shop-b.example")));
+        assert_eq!(place("http://shop-a.example/", Some("x")), a);
+    }
+
+    #[test]
+    fn locations_on_the_same_authority_are_named() {
+        let at = place("/items", Some("a.example"));
+        let named = |value: &str| {
+            at.named(
+                &headers(&[(http::header::LOCATION, value)]),
+                http::header::LOCATION,
+            )
+        };
+        assert_eq!(
+            named("/items/7?x=1").unwrap().path_key(),
+            "a.example/items/7"
+        );
+        assert_eq!(
+            named("http://A.example/items/8").unwrap().path_key(),
+            "a.example/items/8"
+        );
+        assert_eq!(named("https://b.example/items/7"), None);
+        assert_eq!(named("items/7"), None);
+    }
+
+    #[test]
+    fn the_default_identity_is_any_credential_header() {
+        let identity = |pairs: &[(HeaderName, &str)]| {
+            let mut request = http::Request::new(());
+            *request.headers_mut() = headers(pairs);
+            default_identity(&request.into_parts().0)
+        };
+        assert_eq!(identity(&[]), None);
+        let alice = identity(&[(HeaderName::from_static("x-api-key"), "alice")]);
+        let bob = identity(&[(HeaderName::from_static("x-api-key"), "bob")]);
+        assert!(alice.is_some() && alice != bob);
+        assert!(identity(&[(PROXY_AUTHORIZATION, "Basic x")]).is_some());
+        assert_ne!(user(alice.as_deref()), user(bob.as_deref()));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, ETAG, SET_COOKIE,
+    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, DATE, ETAG, EXPIRES, SET_COOKIE,
     TRANSFER_ENCODING, VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -150,7 +150,9 @@ impl Loaded {
         let vary_all = vary
             .as_ref()
             .is_some_and(|v| v.names.iter().any(|n| n == "*"));
+        let lifetime = lifetime(&parts.headers, shape.private);
         let mut storable = parts.status == StatusCode::OK
+            && lifetime.is_none_or(|own| !own.is_zero())
             && !head
             && !parts.headers.contains_key(SET_COOKIE)
             && !vary_all
@@ -172,7 +174,8 @@ impl Loaded {
             None => request::etag(&body),
         };
         let generated_ms = now_ms();
-        let expires_ms = generated_ms.saturating_add(shape.ttl.as_millis() as u64);
+        let ttl = lifetime.map_or(shape.ttl, |own| own.min(shape.ttl));
+        let expires_ms = generated_ms.saturating_add(ttl.as_millis() as u64);
         Ok(Loaded {
             stored: Stored {
                 status: parts.status.as_u16(),
@@ -186,6 +189,11 @@ impl Loaded {
             fresh: true,
             storable,
         })
+    }
+
+    /// The response's headers, as stored.
+    pub(crate) fn headers(&self) -> HeaderMap {
+        header_map(&self.stored.headers)
     }
 
     /// The response as the handler made it.
@@ -209,6 +217,13 @@ impl Loaded {
 
     pub(crate) fn storable(&self) -> bool {
         self.storable
+    }
+
+    /// How long the entry is fresh: the layer's TTL, capped by the
+    /// response's own lifetime.
+    pub(crate) fn ttl(&self) -> Duration {
+        let stored = &self.stored;
+        Duration::from_millis(stored.expires_ms.saturating_sub(stored.generated_ms))
     }
 
     /// The response to send for `request`: a `304` when its `If-None-Match`
@@ -264,6 +279,33 @@ impl Loaded {
         }
         build(status, headers, body)
     }
+}
+
+/// The response's own freshness lifetime (RFC 9111 §4.2.1), when it gives
+/// one: zero for `no-cache`; else `s-maxage` (on a shared layer), `max-age`,
+/// or `Expires` less `Date`, an invalid `Expires` being already past.
+fn lifetime(headers: &HeaderMap, private: bool) -> Option<Duration> {
+    let directives = request::Directives::of(headers);
+    if directives.no_cache {
+        return Some(Duration::ZERO);
+    }
+    let seconds = match private {
+        true => directives.max_age,
+        false => directives.s_maxage.or(directives.max_age),
+    };
+    if let Some(seconds) = seconds {
+        return Some(Duration::from_secs(seconds));
+    }
+    let expires = headers.get(EXPIRES)?;
+    let date = |value: &HeaderValue| httpdate::parse_http_date(value.to_str().ok()?).ok();
+    let Some(expires) = date(expires) else {
+        return Some(Duration::ZERO);
+    };
+    let now = headers
+        .get(DATE)
+        .and_then(date)
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(expires.duration_since(now).unwrap_or_default())
 }
 
 fn header_map(stored: &[(String, String)]) -> HeaderMap {
