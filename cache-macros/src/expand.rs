@@ -100,7 +100,7 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             let target = match args.all {
                 Some(_) => quote!(#private::Target::All),
                 None => {
-                    let key = key_expr(&private, &args, sig)?;
+                    let key = key_expr(&private, attr, &args, sig)?;
                     quote!(#private::Target::Key(#key))
                 }
             };
@@ -112,7 +112,7 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             }
         }
         Attr::Cached | Attr::Put => {
-            let key = key_expr(&private, &args, sig)?;
+            let key = key_expr(&private, attr, &args, sig)?;
             let mut policy = policy(&private, &args, &ret, &group)?;
             if let Some(ttl) = &args.ttl {
                 let ttl = duration(&private, ttl);
@@ -377,7 +377,14 @@ fn kind(private: &TokenStream, args: &Args, ret: &Type) -> TokenStream {
 }
 
 /// The key: `key = expr`, or the arguments left after `self` and `skip`.
-fn key_expr(private: &TokenStream, args: &Args, sig: &syn::Signature) -> syn::Result<TokenStream> {
+/// A write's default key may not hold more than one argument: keyed by
+/// `(id, price)`, it would silently miss the reader's entry at `id`.
+fn key_expr(
+    private: &TokenStream,
+    attr: Attr,
+    args: &Args,
+    sig: &syn::Signature,
+) -> syn::Result<TokenStream> {
     if let Some(key) = &args.key {
         return Ok(quote!(#private::key(&(#key))));
     }
@@ -396,6 +403,9 @@ fn key_expr(private: &TokenStream, args: &Args, sig: &syn::Signature) -> syn::Re
         }
         parts.push(ident);
     }
+    if attr != Attr::Cached && parts.len() > 1 {
+        return Err(write_key_error(attr, &parts));
+    }
     Ok(match parts.as_slice() {
         [one] => quote_spanned!(one.span()=> #private::key_of(&#one)),
         many => {
@@ -405,6 +415,21 @@ fn key_expr(private: &TokenStream, args: &Args, sig: &syn::Signature) -> syn::Re
             quote!(#private::key(&(#(#many,)*)))
         }
     })
+}
+
+/// The error for a write whose default key would hold several arguments,
+/// spanned on the second of them.
+fn write_key_error(attr: Attr, parts: &[&syn::Ident]) -> syn::Error {
+    let names: Vec<String> = parts.iter().map(ToString::to_string).collect();
+    let tuple = format!("({})", names.join(", "));
+    let first = &names[0];
+    let message = format!(
+        "`#[{}]` would key its entry by `{tuple}`, and silently miss a reader's entry \
+         keyed by `{first}`; write `key = {first}` or `key = {tuple}`, or `skip(...)` what \
+         is not part of the key",
+        attr.name(),
+    );
+    syn::Error::new(parts[1].span(), message)
 }
 
 /// `tokens`, every one spanned at `span`, so that an error about the

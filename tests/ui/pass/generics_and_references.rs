@@ -21,7 +21,7 @@ async fn impl_argument(name: impl AsRef<str> + Serialize) -> String {
     name.as_ref().to_owned()
 }
 
-#[cache_evict(group = "refs")]
+#[cache_evict(group = "refs", key = (name, bytes, id))]
 async fn evict_by_reference(name: &str, bytes: &[u8], id: &u64) {}
 
 #[cached(group = "lifetimes")]

@@ -20,7 +20,7 @@ async fn put(id: u64, name: String) -> String {
     name
 }
 
-#[cache_evict(group = "send")]
+#[cache_evict(group = "send", key = (id, &name))]
 async fn evict(id: u64, name: String) -> Result<(), String> {
     let _ = (id, name);
     Ok(())
