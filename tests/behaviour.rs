@@ -309,6 +309,39 @@ async fn keys_are_injective(cache: Cache) {
     assert_eq!(calls.load(Ordering::SeqCst), keys.len() + pairs.len());
 }
 
+#[cached(group = "limits", skip(cache, calls), cache = cache)]
+async fn count_under(cache: &Cache, calls: &AtomicUsize, limit: Option<f64>) -> String {
+    calls.fetch_add(1, Ordering::SeqCst);
+    format!("{limit:?}")
+}
+
+/// serde_json writes every non-finite float as `null`; as keys, NaN and
+/// the two infinities are three keys, none of them `None`.
+async fn non_finite_floats_are_keys_of_their_own(cache: Cache) {
+    let limits = [
+        Some(f64::INFINITY),
+        Some(f64::NEG_INFINITY),
+        Some(f64::NAN),
+        None,
+        Some(0.0),
+        Some(-0.0),
+    ];
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        for limit in limits {
+            assert_eq!(
+                count_under(&cache, &calls, limit).await,
+                format!("{limit:?}")
+            );
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        limits.len(),
+        "one miss each, then hits"
+    );
+}
+
 async fn groups_sharing_a_prefix_are_independent(cache: Cache) {
     let groups = ["a", "a:b", "ab", "a:", "b"];
     for group in groups {
@@ -448,6 +481,7 @@ on_each_backend!(
     ttl_expires,
     undecodable_entry_is_a_miss_and_is_overwritten,
     keys_are_injective,
+    non_finite_floats_are_keys_of_their_own,
     groups_sharing_a_prefix_are_independent,
     programmatic_api_meets_the_attributes,
     stacked_evictions_cascade_across_groups,

@@ -3,7 +3,9 @@
 //! A key value is serialized to JSON. JSON is deterministic for the types
 //! people use as keys (numbers, strings, tuples, structs, `Option`s, `BTreeMap`s)
 //! and injective: two different values never produce the same text, whatever
-//! characters they hold, because strings are quoted and escaped. Key texts of
+//! characters they hold, because strings are quoted and escaped, and the
+//! non-finite floats that serde_json would write as `null` are written
+//! `NaN`, `Infinity` and `-Infinity` ([`floats`]). Key texts of
 //! at most [`MAX_READABLE_KEY`] bytes are kept as they are, so `redis-cli` shows
 //! `cache:{products}:e:7`; longer ones become `#` followed by the hex SHA-256 of
 //! the JSON. No JSON text starts with `#`, so the two forms never meet.
@@ -13,6 +15,9 @@
 //! `String::from("a")`. That is what lets `#[cached]` and `#[cache_evict]` on
 //! different functions meet without a key written by hand.
 
+mod floats;
+
+use std::cell::Cell;
 use std::io;
 
 use compact_str::CompactString;
@@ -20,6 +25,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use floats::NullFormatter;
 
 /// Key texts longer than this many bytes are replaced by their hash.
 pub const MAX_READABLE_KEY: usize = 128;
@@ -38,7 +44,7 @@ impl EntryKey {
     /// implementation fails (a map with non-string keys, say).
     pub fn new<K: Serialize + ?Sized>(key: &K) -> Result<Self, Error> {
         let mut json = KeyWriter::default();
-        serde_json::to_writer(&mut json, key).map_err(encode_error)?;
+        write_key(&mut json, key)?;
         let json = std::str::from_utf8(json.bytes()).map_err(encode_error)?;
         Ok(Self::of_json(json))
     }
@@ -66,7 +72,48 @@ impl EntryKey {
 
 /// A key value as JSON, the text its entry key is made of.
 pub(crate) fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<String, Error> {
-    serde_json::to_string(key).map_err(encode_error)
+    let mut json = Vec::with_capacity(32);
+    write_key(&mut json, key)?;
+    String::from_utf8(json).map_err(encode_error)
+}
+
+/// Writes a key value's JSON, with `NaN`, `Infinity` and `-Infinity` where
+/// serde_json would write `null` for a non-finite float ([`floats`]).
+fn write_key<W, K>(writer: &mut W, key: &K) -> Result<(), Error>
+where
+    W: io::Write + Rewind,
+    K: Serialize + ?Sized,
+{
+    let wrote_null = Cell::new(false);
+    let formatter = NullFormatter {
+        wrote_null: &wrote_null,
+    };
+    let mut json = serde_json::Serializer::with_formatter(&mut *writer, formatter);
+    key.serialize(&mut json).map_err(encode_error)?;
+    if wrote_null.get() {
+        // Which of them stood for a float is said only on a second pass.
+        writer.rewind();
+        floats::write_named(&mut *writer, key).map_err(encode_error)?;
+    }
+    Ok(())
+}
+
+/// A buffer a key is written into, emptied for a second pass.
+trait Rewind {
+    fn rewind(&mut self);
+}
+
+impl Rewind for Vec<u8> {
+    fn rewind(&mut self) {
+        self.clear();
+    }
+}
+
+impl Rewind for KeyWriter {
+    fn rewind(&mut self) {
+        self.len = 0;
+        self.spilled.clear();
+    }
 }
 
 fn encode_error(error: impl std::fmt::Display) -> Error {
@@ -374,6 +421,49 @@ mod tests {
                 assert_eq!(cache.get::<u8>(&g2, &key).await.unwrap(), Some(2), "{g2:?} lost its entry when {g1:?} was evicted");
             });
         }
+    }
+
+    #[test]
+    fn non_finite_floats_are_neither_null_nor_each_other() {
+        let key = |value: &dyn erased_serde::Serialize| EntryKey::new(value).unwrap();
+        let keys = [
+            key(&f64::NAN),
+            key(&f64::INFINITY),
+            key(&f64::NEG_INFINITY),
+            key(&f32::NAN),
+            key(&None::<u8>),
+            key(&()),
+            key(&1.5f64),
+        ];
+        let texts: Vec<&str> = keys.iter().map(EntryKey::as_str).collect();
+        assert_eq!(
+            texts,
+            ["NaN", "Infinity", "-Infinity", "NaN", "null", "null", "1.5"]
+        );
+        let nested = (Some(f64::NAN), None::<u8>, vec![f64::INFINITY, 2.0]);
+        assert_eq!(key(&nested).as_str(), "[NaN,null,[Infinity,2.0]]");
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("low", f64::NEG_INFINITY);
+        fields.insert("none", f64::NAN);
+        assert_eq!(key(&fields).as_str(), r#"{"low":-Infinity,"none":NaN}"#);
+        assert_eq!(key_json(&(f64::NAN, ())).unwrap(), "[NaN,null]");
+        // A float serde_json refuses (a map key) leaves no token behind.
+        let mut refused = std::collections::HashMap::new();
+        refused.insert(ordered(f64::NAN), 1);
+        assert!(EntryKey::new(&refused).is_err());
+        assert_eq!(key(&None::<u8>).as_str(), "null");
+    }
+
+    /// A float as a map key.
+    #[derive(PartialEq, Eq, Hash, Serialize)]
+    struct Ordered(#[serde(serialize_with = "as_f64")] u64);
+
+    fn ordered(value: f64) -> Ordered {
+        Ordered(value.to_bits())
+    }
+
+    fn as_f64<S: serde::Serializer>(bits: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(f64::from_bits(*bits))
     }
 
     #[test]
