@@ -203,6 +203,54 @@ async fn hung_redis_bounds_every_batched_caller_by_the_op_timeout() {
     server.resume();
 }
 
+/// `delete`, `evict_group` and `set` that fail while Redis hangs return
+/// their error, are retried as a failed `#[cache_evict]` is, and this
+/// process reads past what they meant to change until then; once retried,
+/// another process (a second cache on the server) sees no old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_programmatic_eviction_is_retried_and_read_past() {
+    let server = RedisServer::start();
+    let (cache, other) = (fast_cache(&server).await, fast_cache(&server).await);
+    let old = "old".to_owned();
+    for (group, key) in [("lists", "page-1"), ("lists", "page-2"), ("pages", "home")] {
+        cache.set(group, key, &old, None).await.unwrap();
+    }
+
+    server.pause();
+    assert!(
+        cache.delete("lists", "page-1").await.is_err(),
+        "the error is returned"
+    );
+    assert!(cache.evict_group("pages").await.is_err());
+    assert!(cache.set("lists", "page-2", &"new", None).await.is_err());
+    assert_eq!(cache.stats().evictions_queued, 3, "{:?}", cache.stats());
+    for (group, key) in [("lists", "page-1"), ("lists", "page-2"), ("pages", "home")] {
+        let read = cache.get::<String>(group, key).await.unwrap();
+        assert_eq!(
+            read, None,
+            "{group}/{key} is read past while its eviction is pending"
+        );
+    }
+
+    server.resume();
+    eventually(
+        Duration::from_secs(5),
+        "the evictions to be retried",
+        || async { cache.stats().evictions_retried >= 3 },
+    )
+    .await;
+    for reader in [&cache, &other] {
+        assert_eq!(reader.get::<String>("lists", "page-1").await.unwrap(), None);
+        assert_eq!(reader.get::<String>("pages", "home").await.unwrap(), None);
+        let replaced = reader.get::<String>("lists", "page-2").await.unwrap();
+        assert_ne!(
+            replaced.as_deref(),
+            Some("old"),
+            "the set's old value is gone"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_eviction_is_retried_in_the_background() {
     let server = RedisServer::start();

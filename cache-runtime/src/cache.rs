@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::kept::{Kept, Reader};
 use crate::key::{check_group, EntryKey};
 use crate::local::{Invalidation, Local};
-use crate::retry::{Pending, Retrier};
+use crate::retry::{self, Eviction, Pending, Retrier};
 use crate::stats::{bump, Counters, Stats, Warning};
 use crate::{envelope, metrics, Error};
 
@@ -250,6 +250,11 @@ impl Cache {
     }
 
     /// Stores a value; `ttl: None` means the default TTL.
+    ///
+    /// When the store fails (Redis down, hung or refusing), the error is
+    /// returned and the entry is evicted in the background, as a failed
+    /// `#[cache_evict]` is: until that succeeds, this process reads past it,
+    /// so no reader is served the value this write replaced.
     pub async fn set<T: Serialize>(
         &self,
         group: &str,
@@ -263,20 +268,29 @@ impl Cache {
         let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
         self.flights().detach(group, &key);
         self.forget(Invalidation::Key(group, &key));
-        if stored.is_ok() {
-            metrics::stored(self.counters(), group);
+        match &stored {
+            Ok(()) => metrics::stored(self.counters(), group),
+            Err(error) => retry::queue(self, Eviction::Key(group.to_owned(), key), error),
         }
         stored
     }
 
     /// Removes an entry; says whether it held a value.
+    ///
+    /// When that fails, the error is returned and the eviction is retried in
+    /// the background, as a failed `#[cache_evict]` is; this process reads
+    /// past the entry until it succeeds.
     pub async fn delete(
         &self,
         group: &str,
         key: &(impl Serialize + ?Sized),
     ) -> Result<bool, Error> {
         let key = entry_key(group, key)?;
-        self.invalidate(group, &key).await
+        let deleted = self.invalidate(group, &key).await;
+        if let Err(error) = &deleted {
+            retry::queue(self, Eviction::Key(group.to_owned(), key), error);
+        }
+        deleted
     }
 
     /// Whether an entry holds a value.
@@ -290,9 +304,17 @@ impl Cache {
     }
 
     /// Evicts every entry of a group, in one write whatever the group's size.
+    ///
+    /// When that fails, the error is returned and the eviction is retried in
+    /// the background, as a failed `#[cache_evict(all)]` is; this process
+    /// reads past the group until it succeeds.
     pub async fn evict_group(&self, group: &str) -> Result<(), Error> {
         check_group(group)?;
-        self.evict_group_unchecked(group).await
+        let evicted = self.evict_group_unchecked(group).await;
+        if let Err(error) = &evicted {
+            retry::queue(self, Eviction::Group(group.to_owned()), error);
+        }
+        evicted
     }
 
     /// Read-through: returns the cached value, or runs `loader`, stores its
