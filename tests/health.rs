@@ -6,9 +6,10 @@ mod logs;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use cache_runtime::{cache_evict, cached, Cache, Health};
-use support::{RedisCluster, RedisServer};
+use support::{eventually, RedisCluster, RedisServer};
 
 #[cached(group = "health", cache = cache, skip(cache, loads))]
 async fn read(cache: &Cache, loads: &AtomicUsize, id: u64) -> u64 {
@@ -126,7 +127,32 @@ async fn an_unreachable_server_is_reported() {
     let nothing = RedisServer::reserve();
     let cache = Cache::builder().redis(nothing.url()).build().await.unwrap();
     let health = cache.health().await;
-    assert!(!health.reachable, "{health:?}");
+    assert!(!health.reachable && !health.serving, "{health:?}");
+}
+
+/// A server that stops answering after first contact is reported as such,
+/// and as serving again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_is_not_serving() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let health = cache.health().await;
+    assert!(health.reachable && health.serving, "{health:?}");
+    server.pause();
+    let health = cache.health().await;
+    assert!(!health.reachable && !health.serving, "hung: {health:?}");
+    server.resume();
+    eventually(
+        Duration::from_secs(5),
+        "the cache to serve again",
+        || async { cache.health().await.serving },
+    )
+    .await;
 }
 
 /// First contact says what the server does not allow once, at `warn`, one

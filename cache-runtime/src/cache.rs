@@ -115,16 +115,25 @@ impl Cache {
         CacheBuilder::default().build_in_memory()
     }
 
-    /// What the server lets this cache do: its role, and the user's script
-    /// and publish rights, checked once on first contact (this asks, within
-    /// the op timeout, if nothing has yet). The problems are also logged
-    /// once, at `warn`, when found.
+    /// Whether the cache can serve now, and what the server lets it do:
+    /// its role, and the user's script and publish rights, checked once on
+    /// first contact (the problems are then logged once, at `warn`). Each
+    /// call also asks the server, within the op timeout, whether it answers:
+    /// a server that does not, or a circuit breaker that is open, is
+    /// `reachable: false, serving: false`, so a readiness probe that reads
+    /// `serving` fails while every call bypasses the cache.
     pub async fn health(&self) -> Health {
         let deadline = Deadline::after(self.inner.settings.op_timeout);
-        match self.contact(deadline).await {
+        let health = match self.contact(deadline).await {
             Ok(health) => health.clone(),
-            Err(Error::Timeout(_)) => unreachable_health("no answer within the op timeout"),
-            Err(error) => unreachable_health(&error.to_string()),
+            Err(error) => return unreachable_health(&error),
+        };
+        match self.backend() {
+            Backend::Redis(redis) if health.serving => match self.op(redis.ping()).await {
+                Ok(()) => health,
+                Err(error) => unreachable_health(&error),
+            },
+            _ => health,
         }
     }
 
@@ -625,10 +634,17 @@ fn entry_key(group: &str, key: &(impl Serialize + ?Sized)) -> Result<EntryKey, E
     EntryKey::new(key)
 }
 
-fn unreachable_health(why: &str) -> Health {
+fn unreachable_health(error: &Error) -> Health {
+    let why = match error {
+        Error::Timeout(_) => "no answer within the op timeout".to_owned(),
+        Error::Unavailable => "the circuit breaker is open after failures".to_owned(),
+        error => error.to_string(),
+    };
     Health {
         reachable: false,
-        serving: true,
-        problems: vec![format!("the server could not be checked: {why}")],
+        serving: false,
+        problems: vec![format!(
+            "the server does not answer ({why}): calls run their bodies without the cache"
+        )],
     }
 }

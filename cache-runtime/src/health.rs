@@ -17,9 +17,10 @@ use crate::backend::redis::Rights;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
-    /// Whether the server answered the check.
+    /// Whether the server answered, now.
     pub reachable: bool,
-    /// Whether the cache serves and stores; when not, every call runs its
+    /// Whether the cache serves and stores now; when not (the server is
+    /// unreachable, or refuses what the cache needs), every call runs its
     /// body and nothing is cached.
     pub serving: bool,
     /// What the cache cannot do, and how to fix it.

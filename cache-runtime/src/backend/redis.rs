@@ -257,6 +257,13 @@ impl Redis {
         &self.channel
     }
 
+    /// Whether the server answers.
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// Asks the server what it lets this user do. In a cluster, every
     /// command that names a key goes to a master, so only the rights are
     /// asked (of the node that serves the probe's key, or any node).
