@@ -2,6 +2,7 @@
 //! methods sharing a name, generic instantiations, `Result` aliases,
 //! `#[async_trait]` impls, and negative caching of errors. On every backend.
 
+mod logs;
 mod support;
 
 use std::str::FromStr;
@@ -145,6 +146,79 @@ async fn generic_instantiations_have_their_own_entries(cache: Cache) {
         .get::<Option<i64>>("macro_traps::parse<i64>", "42")
         .await;
     assert_eq!(stored.unwrap(), Some(Some(42)));
+}
+
+// Values that serialize alike read alike: borrowed and owned forms of one
+// type meet, whichever stored them.
+
+#[cached(group = "names", skip(runs))]
+async fn name_of(runs: &Runs, id: u64) -> String {
+    runs.bump();
+    format!("name {id}")
+}
+
+async fn borrowed_and_owned_values_read_alike(cache: Cache) {
+    cache.set("texts", &1, &"hello", None).await.unwrap();
+    let read = cache.get::<String>("texts", &1).await.unwrap();
+    assert_eq!(read.as_deref(), Some("hello"), "&str is read as a String");
+    let boxed = cache.get::<Box<str>>("texts", &1).await.unwrap();
+    assert_eq!(boxed.as_deref(), Some("hello"));
+    cache
+        .set("texts", &2, &["a", "b"].as_slice(), None)
+        .await
+        .unwrap();
+    let list = cache.get::<Vec<String>>("texts", &2).await.unwrap();
+    assert_eq!(
+        list,
+        Some(vec!["a".to_owned(), "b".to_owned()]),
+        "[&str] is a Vec<String>"
+    );
+
+    // The API and an attribute meet both ways.
+    let runs = Runs::default();
+    cache
+        .set("names", &7u64, &"set by hand", None)
+        .await
+        .unwrap();
+    Cache::scope(cache.clone(), async {
+        assert_eq!(name_of(&runs, 7).await, "set by hand");
+        assert_eq!(name_of(&runs, 8).await, "name 8");
+    })
+    .await;
+    let stored = cache
+        .get::<std::borrow::Cow<'static, str>>("names", &8u64)
+        .await;
+    assert_eq!(stored.unwrap().as_deref(), Some("name 8"));
+    assert_eq!((runs.get(), cache.stats().undecodable), (1, 0));
+}
+
+// Two instantiations of a generic function given one group share its keys:
+// what one stores, the other cannot read. That is said once, with the fix.
+
+#[cached(ttl = 60, group = "shared", skip(runs))]
+async fn parse_shared<T>(runs: &Runs, text: String) -> Option<T>
+where
+    T: FromStr + Serialize + DeserializeOwned,
+{
+    runs.bump();
+    text.parse().ok()
+}
+
+#[test]
+fn instantiations_sharing_a_group_are_told_once() {
+    let told = logs::Logged::new(&[tracing::Level::WARN], Some("give each its own `group`"));
+    logs::run_traced(told.clone(), async {
+        let (cache, runs) = (Cache::in_memory(), Runs::default());
+        Cache::scope(cache.clone(), async {
+            for _ in 0..3 {
+                assert_eq!(parse_shared::<u64>(&runs, "42".into()).await, Some(42));
+                assert_eq!(parse_shared::<i64>(&runs, "42".into()).await, Some(42));
+            }
+        })
+        .await;
+        assert_eq!(runs.get(), 6, "they thrash: every call loads");
+    });
+    assert_eq!(told.count(), 1, "said once");
 }
 
 // A `Result` alias, recognised by its type.
@@ -341,6 +415,7 @@ on_each_backend!(
     methods_of_two_impls_never_share_entries,
     two_impls_of_one_trait_never_share_entries,
     generic_instantiations_have_their_own_entries,
+    borrowed_and_owned_values_read_alike,
     an_alias_of_result_never_caches_errors,
     cache_err_stores_the_errors_it_selects,
     async_trait_methods_are_cached,

@@ -617,6 +617,19 @@ impl Cache {
                 }
                 Some(opened)
             }
+            Err(envelope::OpenError::Type(reader)) if self.counters().first_mismatch(group) => {
+                bump(&self.counters().undecodable);
+                tracing::warn!(
+                    group,
+                    key = key.as_str(),
+                    reader,
+                    "cache entry was stored for another type than it is read as: two functions, \
+                     or two instantiations of a generic function, share this group with different \
+                     value types, and each overwrites the other's entries; give each its own \
+                     `group` (or `key`). Said once per group"
+                );
+                None
+            }
             Err(error) => {
                 let counters = self.counters();
                 bump(&counters.undecodable);

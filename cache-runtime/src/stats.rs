@@ -107,6 +107,8 @@ pub(crate) struct Counters {
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::Handles,
     warnings: [Limiter; 2],
+    /// The groups whose values were read as another type, told once each.
+    mismatched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Counts one event.
@@ -147,6 +149,16 @@ impl Counters {
 
     /// Runs `log` at most once a second for this kind of warning, passing the
     /// number of warnings it stands for.
+    /// Whether this is the first time `group`'s values were read as another
+    /// type than they were stored as.
+    pub(crate) fn first_mismatch(&self, group: &str) -> bool {
+        let mut told = self
+            .mismatched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !told.contains(group) && told.insert(group.to_owned())
+    }
+
     pub(crate) fn warn_limited(&self, kind: Warning, log: impl FnOnce(u64)) {
         if let Some(count) = self.warnings[kind as usize].admit() {
             log(count);

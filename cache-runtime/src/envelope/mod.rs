@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! byte 0       format version (1)
-//! bytes 1..9   fingerprint of the value's type name (FNV-1a, little endian);
-//!              for an error cached by `cache_err`, of `Failure<E>`
+//! bytes 1..9   fingerprint of the value's type ([`fingerprint`]; FNV-1a,
+//!              little endian); for an error cached by `cache_err`, of
+//!              `Failure<E>`
 //! bytes 9..17  when the value was stored, Unix milliseconds
 //! bytes 17..21 how long the body took to compute it, milliseconds
 //! bytes 21..29 how long the value is fresh from when it was stored, milliseconds
@@ -15,6 +16,8 @@
 //! (truncated: a cut JSON number can still parse) or with a payload the codec
 //! rejects is an [`OpenError`], which callers treat as a miss. The timing
 //! fields drive early refresh and stale-while-revalidate ([`Meta`]).
+
+mod fingerprint;
 
 use std::any::type_name;
 use std::fmt;
@@ -66,7 +69,8 @@ pub(crate) enum OpenError {
     TooLarge(usize),
     Truncated(usize),
     Version(u8),
-    Type,
+    /// Stored for another type than the one named, which read it.
+    Type(&'static str),
     Codec(CodecError),
 }
 
@@ -81,7 +85,9 @@ impl fmt::Display for OpenError {
                 write!(f, "entry of {len} bytes is shorter than its header")
             }
             OpenError::Version(v) => write!(f, "entry has format version {v}, expected {FORMAT}"),
-            OpenError::Type => f.write_str("entry was stored for another type"),
+            OpenError::Type(reader) => {
+                write!(f, "entry was stored for another type than `{reader}`")
+            }
             OpenError::Codec(e) => write!(f, "entry does not decode: {e}"),
         }
     }
@@ -100,7 +106,7 @@ pub(crate) fn seal<T: Serialize>(
     load: Duration,
     fresh: Duration,
 ) -> Result<Vec<u8>, Error> {
-    seal_as(fingerprint::<T>(), codec, value, load, fresh)
+    seal_as(fingerprint::sealed::<T>(), codec, value, load, fresh)
 }
 
 /// Marks an error stored by `cache_err` apart from a value of the same type.
@@ -115,7 +121,13 @@ pub(crate) fn seal_error<E: Serialize>(
     load: Duration,
     fresh: Duration,
 ) -> Result<Vec<u8>, Error> {
-    seal_as(fingerprint::<Failure<E>>(), codec, error, load, fresh)
+    seal_as(
+        fingerprint::sealed::<Failure<E>>(),
+        codec,
+        error,
+        load,
+        fresh,
+    )
 }
 
 fn seal_as<T: Serialize>(
@@ -150,8 +162,8 @@ pub(crate) fn open<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, Meta), OpenError> {
     let (found, meta) = header(bytes)?;
-    if found != fingerprint::<T>() {
-        return Err(OpenError::Type);
+    if !fingerprint::holds::<T>(found) {
+        return Err(OpenError::Type(type_name::<T>()));
     }
     let value = codec.decode(&bytes[HEADER..]).map_err(OpenError::Codec)?;
     Ok((value, meta))
@@ -165,12 +177,12 @@ pub(crate) fn open_result<T: DeserializeOwned, E: DeserializeOwned>(
 ) -> Result<(Result<T, E>, Meta), OpenError> {
     let (found, meta) = header(bytes)?;
     let payload = &bytes[HEADER..];
-    let value = if found == fingerprint::<T>() {
+    let value = if fingerprint::holds::<T>(found) {
         Ok(codec.decode(payload).map_err(OpenError::Codec)?)
-    } else if found == fingerprint::<Failure<E>>() {
+    } else if fingerprint::holds::<Failure<E>>(found) {
         Err(codec.decode(payload).map_err(OpenError::Codec)?)
     } else {
-        return Err(OpenError::Type);
+        return Err(OpenError::Type(type_name::<Result<T, E>>()));
     };
     Ok((value, meta))
 }
@@ -199,16 +211,6 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
     Ok((field(1..9), meta))
 }
 
-/// FNV-1a over the type's name: stable across processes built by the same
-/// compiler, which is what a deploy needs to notice a changed type.
-fn fingerprint<T: ?Sized>() -> u64 {
-    type_name::<T>()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +236,7 @@ mod tests {
         let bytes = seal(&Json, &1u32, Duration::ZERO, Duration::ZERO).unwrap();
         assert!(matches!(
             open::<String>(&Json, &bytes),
-            Err(OpenError::Type)
+            Err(OpenError::Type(_))
         ));
         assert!(matches!(
             open::<u32>(&Json, &bytes[..10]),
@@ -270,12 +272,12 @@ mod tests {
         assert_eq!(opened(&error).unwrap(), Err("gone".to_owned()));
         assert!(matches!(
             open::<String>(&Json, &error),
-            Err(OpenError::Type)
+            Err(OpenError::Type(_))
         ));
         let other = seal(&Json, &1u8, Duration::ZERO, Duration::ZERO).unwrap();
         assert!(matches!(
             open_result::<String, String>(&Json, &other),
-            Err(OpenError::Type)
+            Err(OpenError::Type(_))
         ));
     }
 }
