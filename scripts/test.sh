@@ -25,4 +25,18 @@ openssl version
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Users build with the newest semver-compatible versions of our dependencies,
+# not our lock file: lint the libraries against those too, in a scratch copy,
+# so that a deprecation a user would see fails here first.
+newest=$(mktemp -d)
+trap 'rm -rf "$newest"' EXIT
+tar --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$newest"
+(
+  cd "$newest"
+  cargo update --quiet
+  CARGO_TARGET_DIR="$newest/target" \
+    cargo clippy -p cache-runtime -p cache-macros --all-features -- -D warnings
+)
+
 cargo test --workspace --all-features

@@ -97,10 +97,19 @@ impl fmt::Debug for Tls {
 
 /// Makes rustls's `ring` provider the process default, unless the
 /// application has installed one: redis-rs builds its configs on the default.
+///
+/// rustls 0.23.48 deprecated that provider for having no post-quantum key
+/// exchange, and offers none in its place but aws-lc-rs, which needs more
+/// than a C compiler to build. The cache keeps `ring` so that `tls` builds
+/// anywhere; an application that wants post-quantum key exchange installs
+/// its provider (`rustls::crypto::aws_lc_rs::default_provider()`) before it
+/// builds the cache, and that one is used.
 pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
+        #[allow(deprecated)] // see above: chosen, and said in the docs
+        let ring = rustls::crypto::ring::default_provider();
         // Losing a race to another installer is fine: there is a default.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = ring.install_default();
     }
 }
 
