@@ -12,15 +12,17 @@ use crate::backend::{Backend, Lookup, Want, NO_LEASE};
 use crate::breaker::{Breaker, Pass};
 use crate::config::{CacheBuilder, Settings};
 use crate::deadline::Deadline;
-use crate::envelope::Meta;
+use crate::entry::envelope;
+use crate::entry::envelope::Meta;
+use crate::entry::shared::{Kept, Reader};
+use crate::entry::Invalidation;
+use crate::entry::{check_group, EntryKey};
 use crate::flight::Flights;
 use crate::health::Health;
-use crate::kept::{Kept, Reader};
-use crate::key::{check_group, EntryKey};
-use crate::local::{Invalidation, Local};
+use crate::local::Local;
 use crate::retry::{self, Eviction, Pending, Retrier};
 use crate::stats::{bump, Counters, Stats, Warning};
-use crate::{envelope, metrics, Error};
+use crate::{metrics, Error};
 
 /// A cache: a backend (Redis or in memory) with its settings.
 ///
@@ -414,7 +416,7 @@ impl Cache {
         &self.inner.backend
     }
 
-    pub(crate) fn codec(&self) -> &crate::codec::ValueCodec {
+    pub(crate) fn codec(&self) -> &crate::entry::codec::ValueCodec {
         &self.inner.settings.codec
     }
 

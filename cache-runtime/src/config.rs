@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::backend::server::{Place, Server};
 use crate::backend::{memory::Memory, redis::Redis, Backend};
-use crate::codec::{Codec, ValueCodec};
-use crate::local::{self, invalidation_channel, Local};
+use crate::entry::codec::{Codec, ValueCodec};
+use crate::entry::invalidation_channel;
+use crate::local::{self, Local};
 use crate::stats::Counters;
 use crate::{Cache, Error};
 
@@ -39,7 +40,7 @@ enum Target {
 /// | [`default_ttl`](Self::default_ttl) | 300 s |
 /// | [`op_timeout`](Self::op_timeout) | 250 ms |
 /// | [`lease_ttl`](Self::lease_ttl) | 30 s |
-/// | [`codec`](Self::codec) | [`Json`](crate::codec::Json) |
+/// | [`codec`](Self::codec) | [`Json`](crate::entry::codec::Json) |
 /// | [`lock`](Self::lock) | on |
 /// | [`lock_timeout`](Self::lock_timeout) | 3 s |
 /// | [`jitter`](Self::jitter) | 0.1 |
@@ -296,7 +297,7 @@ impl CacheBuilder {
         self
     }
 
-    /// The value codec (default [`Json`](crate::codec::Json), which is
+    /// The value codec (default [`Json`](crate::entry::codec::Json), which is
     /// called directly; a custom codec goes through `erased_serde`).
     pub fn codec(mut self, codec: impl Codec) -> Self {
         self.codec = ValueCodec::Custom(Box::new(codec));

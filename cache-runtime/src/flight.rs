@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::key::EntryKey;
+use crate::entry::EntryKey;
 
 #[derive(Default)]
 pub(crate) struct Flights {

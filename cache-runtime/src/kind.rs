@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::__private::Policy;
-use crate::codec::ValueCodec;
-use crate::envelope::{self, Meta, OpenError};
+use crate::entry::codec::ValueCodec;
+use crate::entry::envelope::{self, Meta, OpenError};
 use crate::Error;
 
 /// A value the attributes can store and read back. The diagnostic is what a

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::{Lease, Ticket, WriteEnd};
-use crate::key::EntryKey;
+use crate::entry::EntryKey;
 use crate::Cache;
 
 pub(crate) struct LeaseGuard {

@@ -77,18 +77,15 @@ pub mod __private;
 mod backend;
 mod breaker;
 mod cache;
-pub mod codec;
 mod config;
 mod current;
 mod deadline;
-mod envelope;
+mod entry;
 mod error;
 mod flight;
 mod health;
 #[cfg(feature = "http")]
 pub mod http;
-mod kept;
-mod key;
 mod kind;
 mod lease;
 mod local;
@@ -96,8 +93,6 @@ mod metrics;
 mod read;
 mod retry;
 mod stats;
-#[cfg(feature = "tls")]
-mod tls;
 mod write_behind;
 
 /// A map of in-process state keyed by group or key text (the in-memory
@@ -106,14 +101,14 @@ mod write_behind;
 /// in-process hit hashes.
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+#[cfg(feature = "tls")]
+pub use backend::tls::Tls;
 pub use cache::Cache;
 pub use config::CacheBuilder;
+pub use entry::{codec, EntryKey, MAX_READABLE_KEY};
 pub use error::Error;
 pub use health::Health;
-pub use key::{EntryKey, MAX_READABLE_KEY};
 pub use stats::Stats;
-#[cfg(feature = "tls")]
-pub use tls::Tls;
 pub use write_behind::{DeadLetter, WriteBehind, WriteBehindBuilder};
 
 pub use cache_macros::{cache_evict, cache_put, cached};

@@ -13,11 +13,11 @@ use tracing::{Instrument, Span};
 use serde::Serialize;
 
 use crate::backend::{Backend, WriteEnd};
-use crate::envelope::{Meta, Opener, Sealer};
+use crate::entry::envelope::{Meta, Opener, Sealer};
+use crate::entry::shared::Reader;
+pub use crate::entry::shared::{Keep, KeepNothing, KeepProbe};
+use crate::entry::EntryKey;
 use crate::flight::FlightGuard;
-use crate::kept::Reader;
-pub use crate::kept::{Keep, KeepNothing, KeepProbe};
-use crate::key::EntryKey;
 use crate::kind::Split;
 pub use crate::kind::{
     CacheValue, Kind, OptionKind, PlainKind, PlainProbe, Probe, ResultKind, ResultWithErrKind,
@@ -645,7 +645,7 @@ where
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
     cache.flights().detach(group, &key);
-    cache.forget(crate::local::Invalidation::Key(group, &key));
+    cache.forget(crate::entry::Invalidation::Key(group, &key));
     if stores && matches!(outcome, Ok(true)) {
         metrics::stored(cache.counters(), group);
     }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{token, Lease, Lookup, Want};
-use crate::envelope::Meta;
+use crate::entry::envelope::Meta;
+use crate::entry::shared::{Kept, Reader};
+use crate::entry::EntryKey;
 use crate::flight::{self, FlightGuard, Joined};
-use crate::kept::{Kept, Reader};
-use crate::key::EntryKey;
 use crate::lease::LeaseGuard;
 use crate::stats::Warning;
 use crate::{Cache, Error};

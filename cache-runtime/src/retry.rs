@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
-use crate::key::EntryKey;
+use crate::entry::EntryKey;
 use crate::stats::{bump, Warning};
 use crate::{Cache, Error};
 

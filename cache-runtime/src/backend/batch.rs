@@ -28,10 +28,10 @@ use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::Lookup;
+use crate::backend::names::Names;
 use crate::deadline::Deadline;
+use crate::entry::shared::Kept;
 use crate::error::unexpected_reply;
-use crate::kept::Kept;
-use crate::key::Names;
 use crate::{Error, Map};
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks

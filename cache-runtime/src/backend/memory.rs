@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Lease, Lookup, Ticket, Want, WriteEnd};
-use crate::kept::Kept;
-use crate::key::EntryKey;
+use crate::entry::shared::Kept;
+use crate::entry::EntryKey;
 use crate::Map;
 
 pub(crate) struct Memory {

@@ -22,16 +22,19 @@
 pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod memory;
+pub(crate) mod names;
 pub(crate) mod redis;
 #[cfg(feature = "sentinel")]
 pub(crate) mod sentinel;
 pub(crate) mod server;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::kept::Kept;
-use crate::key::EntryKey;
+use crate::entry::shared::Kept;
+use crate::entry::EntryKey;
 use crate::Error;
 
 /// What a lookup asks for besides the value.

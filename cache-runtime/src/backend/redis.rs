@@ -34,11 +34,12 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::backend::names::{group_gen, Names};
 use crate::deadline::Deadline;
+use crate::entry::shared::Kept;
+use crate::entry::EntryKey;
+use crate::entry::Invalidation;
 use crate::error::unexpected_reply;
-use crate::kept::Kept;
-use crate::key::{group_gen, EntryKey, Names};
-use crate::local::Invalidation;
 use crate::stats::{bump, Counters};
 use crate::Error;
 

@@ -105,7 +105,7 @@ impl Server {
     ) -> Result<(Connection, Subscriptions), Error> {
         #[cfg(feature = "tls")]
         if self.uses_tls() {
-            crate::tls::install_crypto_provider();
+            crate::backend::tls::install_crypto_provider();
         }
         match &self.place {
             Place::Single(url) => {

@@ -65,7 +65,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::__private::{self as private, PlainKind, Policy, ResultKind, Target};
-use crate::key::check_group;
+use crate::entry::check_group;
 use crate::{Cache, EntryKey};
 use request::{Directives, Place};
 use response::{BodyError, Loaded, Shape, X_CACHE};

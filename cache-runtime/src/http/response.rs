@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
 use super::request;
-use crate::envelope::now_ms;
+use crate::entry::envelope::now_ms;
 
 /// Whether the response came from the cache (`HIT`), from the handler
 /// (`MISS`), or the cache was skipped (`BYPASS`).

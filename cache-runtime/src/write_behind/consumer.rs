@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::envelope;
+use crate::entry::envelope;
 use crate::metrics;
 use crate::stats::{bump, Warning};
 
@@ -64,7 +64,7 @@ where
     /// Runs the consumer until its writer is dropped (which aborts it).
     pub(super) async fn run(self) {
         let shared = &self.shared;
-        if crate::key::check_group(&shared.group).is_err() {
+        if crate::entry::check_group(&shared.group).is_err() {
             return; // every write fails with the reason; nothing to consume
         }
         let options = &shared.options;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::key::EntryKey;
+use crate::entry::EntryKey;
 use crate::{Cache, Error};
 
 use super::{memory, redis};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::key::EntryKey;
+use crate::entry::EntryKey;
 
 use super::log::{Claim, Dead, Entry, Failed, Id, Pending};
 

@@ -43,10 +43,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::key::{check_group, key_json, EntryKey};
-use crate::local::Invalidation;
+use crate::entry::envelope;
+use crate::entry::Invalidation;
+use crate::entry::{check_group, key_json, EntryKey};
 use crate::stats::bump;
-use crate::{envelope, metrics, Cache, Error};
+use crate::{metrics, Cache, Error};
 
 use self::log::{Id, Log};
 

@@ -18,9 +18,10 @@ use once_cell::sync::Lazy;
 use redis::{Script, Value};
 
 use crate::backend::connection::Connection;
+use crate::backend::names::group_key;
 use crate::backend::redis::{millis, Redis};
+use crate::entry::EntryKey;
 use crate::error::unexpected_reply;
-use crate::key::{group_key, EntryKey};
 use crate::{Cache, Error};
 
 use super::log::{Claim, Dead, Entry, Failed, Id, Pending};

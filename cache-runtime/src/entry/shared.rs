@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
-use crate::envelope::{Meta, Opener};
+use crate::entry::envelope::{Meta, Opener};
 
 /// An envelope, and the value it was first opened to.
 pub(crate) struct Kept {
@@ -148,8 +148,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::codec::ValueCodec::Json;
-    use crate::envelope;
+    use crate::entry::codec::ValueCodec::Json;
+    use crate::entry::envelope;
 
     struct NotClone;
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{CodecError, ValueCodec};
+use crate::entry::codec::{CodecError, ValueCodec};
 use crate::Error;
 
 const FORMAT: u8 = 1;
@@ -214,7 +214,7 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ValueCodec::Json;
+    use crate::entry::codec::ValueCodec::Json;
 
     #[test]
     fn round_trip() {

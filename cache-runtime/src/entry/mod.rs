@@ -1,0 +1,16 @@
+//! What is stored, and under what name: a key value encoded as an
+//! [`EntryKey`], a value sealed in a versioned [envelope](envelope) by the
+//! cache's [codec], and an envelope shared by every reader of one hit
+//! ([`shared`]). [`Invalidation`] names what a write changed.
+//!
+//! Nothing here does I/O: the backends store what this module makes.
+
+pub mod codec;
+pub(crate) mod envelope;
+pub(crate) mod invalidation;
+pub(crate) mod key;
+pub(crate) mod shared;
+
+pub(crate) use invalidation::{invalidation_channel, Invalidation};
+pub(crate) use key::{check_group, key_json};
+pub use key::{EntryKey, MAX_READABLE_KEY};
