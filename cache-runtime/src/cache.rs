@@ -20,9 +20,10 @@ use crate::entry::{check_group, EntryKey};
 use crate::flight::Flights;
 use crate::health::Health;
 use crate::local::Local;
+use crate::observe::metrics;
+use crate::observe::{bump, Counters, Stats, Warning};
 use crate::retry::{self, Eviction, Pending, Retrier};
-use crate::stats::{bump, Counters, Stats, Warning};
-use crate::{metrics, Error};
+use crate::Error;
 
 /// A cache: a backend (Redis or in memory) with its settings.
 ///

@@ -8,7 +8,7 @@ use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::entry::codec::{Codec, ValueCodec};
 use crate::entry::invalidation_channel;
 use crate::local::{self, Local};
-use crate::stats::Counters;
+use crate::observe::Counters;
 use crate::{Cache, Error};
 
 /// Settings shared by every operation of one [`Cache`].

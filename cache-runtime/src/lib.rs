@@ -89,10 +89,9 @@ pub mod http;
 mod kind;
 mod lease;
 mod local;
-mod metrics;
+mod observe;
 mod read;
 mod retry;
-mod stats;
 mod write_behind;
 
 /// A map of in-process state keyed by group or key text (the in-memory
@@ -108,7 +107,7 @@ pub use config::CacheBuilder;
 pub use entry::{codec, EntryKey, MAX_READABLE_KEY};
 pub use error::Error;
 pub use health::Health;
-pub use stats::Stats;
+pub use observe::Stats;
 pub use write_behind::{DeadLetter, WriteBehind, WriteBehindBuilder};
 
 pub use cache_macros::{cache_evict, cache_put, cached};

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use crate::backend::connection::Subscriptions;
 use crate::entry::shared::Kept;
 use crate::entry::{EntryKey, Invalidation};
-use crate::stats::{bump, Counters};
+use crate::observe::{bump, Counters};
 use crate::Map;
 
 struct Copy {

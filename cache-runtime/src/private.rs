@@ -23,10 +23,12 @@ pub use crate::kind::{
     CacheValue, Kind, OptionKind, PlainKind, PlainProbe, Probe, ResultKind, ResultWithErrKind,
 };
 use crate::lease::{LeaseGuard, WriteGuard};
-use crate::read::{ok_or_warn, Found, Read};
+use crate::observe::metrics;
+use crate::observe::ok_or_warn;
+use crate::observe::{bump, Warning};
+use crate::read::{Found, Read};
 use crate::retry::{self, Eviction};
-use crate::stats::{bump, Warning};
-use crate::{metrics, Cache, Error};
+use crate::{Cache, Error};
 
 pub use std::time::Duration as StdDuration;
 
@@ -306,7 +308,7 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     fn seal(&self, cache: &Cache, ret: &R, load: Duration) -> Option<(Vec<u8>, Duration)> {
         let (value, fresh) = self.decide(ret, cache)?;
         let sealed = (self.seal)(cache.codec(), value, load, fresh);
-        let bytes = ok_or_warn(cache, "encode", self.group, sealed)?;
+        let bytes = ok_or_warn(cache.counters(), "encode", self.group, sealed)?;
         let max = cache.settings().max_value_size;
         if bytes.len() > max {
             bump(&cache.counters().oversized);
@@ -359,7 +361,7 @@ async fn fill(
         // so that the next caller need not wait for it.
         crate::lease::release_later(cache, group.to_owned(), key.clone(), held);
     }
-    ok_or_warn(cache, "store", group, outcome);
+    ok_or_warn(cache.counters(), "store", group, outcome);
 }
 
 /// Stores a miss's value as [`fill`] does, but returns once the fill is sent:
@@ -614,7 +616,7 @@ where
             None
         }
         // It may still run later: the guard ends it when the put is done.
-        Err(error) => ok_or_warn(&cache, "write", group, Err(error)),
+        Err(error) => ok_or_warn(cache.counters(), "write", group, Err(error)),
     };
     let started = Instant::now();
     let ret = body.await;
@@ -654,7 +656,7 @@ where
             // The old value may still be there: make sure it goes.
             retry::queue(&cache, Eviction::Key(group.to_owned(), key), &error);
         } else {
-            ok_or_warn(&cache, "write", group, Err::<(), _>(error));
+            ok_or_warn(cache.counters(), "write", group, Err::<(), _>(error));
         }
     }
     ret

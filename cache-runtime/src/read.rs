@@ -11,7 +11,7 @@ use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
 use crate::flight::{self, FlightGuard, Joined};
 use crate::lease::LeaseGuard;
-use crate::stats::Warning;
+use crate::observe::ok_or_warn;
 use crate::{Cache, Error};
 
 /// How many flights a caller follows before it loads by itself: a bound on
@@ -213,17 +213,19 @@ impl<'c> Read<'c> {
         if let (Some(pending), Ok(_) | Err(Error::Unavailable)) = (pending.as_mut(), &found) {
             pending.disarm(); // answered, or never sent
         }
-        Some(match ok_or_warn(self.cache, "lookup", self.group, found)? {
-            Lookup::Hit(kept) => Answer::Hit(kept),
-            Lookup::Held => Answer::Held,
-            Lookup::Miss(None) => Answer::Miss(None),
-            Lookup::Miss(Some(lease)) => {
-                let owned = lease.token == token;
-                Answer::Miss(Some(LeaseGuard::new(
-                    self.cache, self.group, self.key, lease, owned,
-                )))
-            }
-        })
+        Some(
+            match ok_or_warn(self.cache.counters(), "lookup", self.group, found)? {
+                Lookup::Hit(kept) => Answer::Hit(kept),
+                Lookup::Held => Answer::Held,
+                Lookup::Miss(None) => Answer::Miss(None),
+                Lookup::Miss(Some(lease)) => {
+                    let owned = lease.token == token;
+                    Answer::Miss(Some(LeaseGuard::new(
+                        self.cache, self.group, self.key, lease, owned,
+                    )))
+                }
+            },
+        )
     }
 }
 
@@ -231,26 +233,5 @@ fn load_without_cache<'c, V>() -> Found<'c, V> {
     Found::Load {
         lease: None,
         flight: None,
-    }
-}
-
-/// Logs a failed cache operation (at most once a second, with the number of
-/// failures the line stands for) and turns it into `None`: the call goes on
-/// without the cache. Skips while the breaker is open are counted, not logged.
-pub(crate) fn ok_or_warn<T>(
-    cache: &Cache,
-    what: &str,
-    group: &str,
-    result: Result<T, Error>,
-) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(Error::Unavailable) => None,
-        Err(error) => {
-            cache.counters().warn_limited(Warning::Failure, |count| {
-                tracing::warn!(group, %error, count, "cache {what} failed; continuing without the cache");
-            });
-            None
-        }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::Inner;
 use crate::entry::EntryKey;
-use crate::stats::{bump, Warning};
+use crate::observe::{bump, Warning};
 use crate::{Cache, Error};
 
 /// An eviction to retry.

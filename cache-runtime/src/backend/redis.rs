@@ -40,7 +40,7 @@ use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Invalidation;
 use crate::error::unexpected_reply;
-use crate::stats::{bump, Counters};
+use crate::observe::{bump, Counters};
 use crate::Error;
 
 /// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new

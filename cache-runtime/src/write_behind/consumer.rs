@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::entry::envelope;
-use crate::metrics;
-use crate::stats::{bump, Warning};
+use crate::observe::metrics;
+use crate::observe::{bump, Warning};
 
 use super::log::{Claim, Failed, Id, Pending};
 use super::Shared;

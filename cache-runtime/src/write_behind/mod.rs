@@ -46,8 +46,9 @@ use tokio::task::JoinHandle;
 use crate::entry::envelope;
 use crate::entry::Invalidation;
 use crate::entry::{check_group, key_json, EntryKey};
-use crate::stats::bump;
-use crate::{metrics, Cache, Error};
+use crate::observe::bump;
+use crate::observe::metrics;
+use crate::{Cache, Error};
 
 use self::log::{Id, Log};
 

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use crate::stats::{bump, Counters};
+use crate::observe::{bump, Counters};
 
 /// A lookup answered from the cache; `stale` when past its TTL
 /// (stale-while-revalidate).

@@ -105,7 +105,7 @@ pub(crate) struct Counters {
     pub(crate) behind_dead: AtomicU64,
     /// The metric handles of each group.
     #[cfg(feature = "metrics")]
-    pub(crate) metrics: crate::metrics::Handles,
+    pub(crate) metrics: crate::observe::metrics::Handles,
     warnings: [Limiter; 2],
     /// The groups whose values were read as another type, told once each.
     mismatched: std::sync::Mutex<std::collections::HashSet<String>>,
