@@ -75,15 +75,10 @@
 #[path = "private.rs"]
 pub mod __private;
 mod backend;
-mod breaker;
 mod cache;
-mod config;
-mod current;
-mod deadline;
 mod entry;
 mod error;
 mod flight;
-mod health;
 #[cfg(feature = "http")]
 pub mod http;
 mod kind;
@@ -102,11 +97,11 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 
 #[cfg(feature = "tls")]
 pub use backend::tls::Tls;
+pub use cache::builder::CacheBuilder;
+pub use cache::health::Health;
 pub use cache::Cache;
-pub use config::CacheBuilder;
 pub use entry::{codec, EntryKey, MAX_READABLE_KEY};
 pub use error::Error;
-pub use health::Health;
 pub use observe::Stats;
 pub use write_behind::{DeadLetter, WriteBehind, WriteBehindBuilder};
 

@@ -63,7 +63,7 @@ fn without_braces(name: &'static str) -> &'static str {
 
 /// The cache for an attribute without `cache = ...`.
 pub fn current() -> Cache {
-    crate::current::current()
+    crate::cache::ambient::current()
 }
 
 /// The cache named by `cache = expr`.

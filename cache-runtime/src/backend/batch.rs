@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use super::connection::Connection;
 use super::Lookup;
 use crate::backend::names::Names;
-use crate::deadline::Deadline;
+use crate::cache::deadline::Deadline;
 use crate::entry::shared::Kept;
 use crate::error::unexpected_reply;
 use crate::{Error, Map};

@@ -35,7 +35,7 @@ use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
 use crate::backend::names::{group_gen, Names};
-use crate::deadline::Deadline;
+use crate::cache::deadline::Deadline;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Invalidation;

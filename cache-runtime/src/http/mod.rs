@@ -268,7 +268,10 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BodyError>,
 {
-    let cache = config.cache.clone().unwrap_or_else(crate::current::current);
+    let cache = config
+        .cache
+        .clone()
+        .unwrap_or_else(crate::cache::ambient::current);
     if cache.is_disabled() {
         // A kill switch: nothing cached, and nothing said that would make a
         // browser or a CDN cache it instead.

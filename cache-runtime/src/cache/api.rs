@@ -1,0 +1,270 @@
+//! The programmatic API: `Cache`'s public methods, for what attributes
+//! cannot express (groups chosen at run time, values set by hand).
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::builder::CacheBuilder;
+use super::Cache;
+use crate::__private::{self as private, CacheValue, Kind, PlainKind, Policy, ResultKind};
+use crate::backend::{Lookup, Want, NO_LEASE};
+use crate::entry::envelope;
+use crate::entry::shared::Reader;
+use crate::entry::{check_group, EntryKey, Invalidation};
+use crate::observe::{metrics, Stats};
+use crate::retry::{self, Eviction};
+use crate::Error;
+
+impl Cache {
+    /// A snapshot of this cache's counters: failures, breaker trips, retried
+    /// evictions, undecodable and oversized entries.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Starts configuring a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// An in-memory cache with the default settings.
+    pub fn in_memory() -> Self {
+        CacheBuilder::default().build_in_memory()
+    }
+
+    /// A cache that stores nothing: every annotated call runs its body, every
+    /// write succeeds at once, and the HTTP layer passes every request on.
+    /// Code keeps its attributes and layers; this switches caching off (to
+    /// measure what it buys, or as a kill switch).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::disabled();
+    /// let v: u32 = cache.get_or_load("answers", "life", None, || async { 42 }).await?;
+    /// assert_eq!(cache.get::<u32>("answers", "life").await?, None);
+    /// assert_eq!((v, cache.stats().misses, cache.stats().stores), (42, 1, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled() -> Self {
+        CacheBuilder::default().build_disabled()
+    }
+
+    /// A Redis cache at `REDIS_URL` when that variable is set, else an
+    /// in-memory cache; default settings otherwise.
+    pub async fn from_env() -> Result<Self, Error> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => Cache::builder().redis(url).build().await,
+            _ => Ok(Cache::in_memory()),
+        }
+    }
+
+    /// Makes this cache the process-wide default used by the attributes (those
+    /// without `cache = ...`), replacing any installed before.
+    pub fn install(&self) {
+        crate::cache::ambient::install(self.clone());
+    }
+
+    /// Runs `future` with `cache` as the default for every attribute it calls,
+    /// in this task: a test can give each case its own cache.
+    ///
+    /// ```
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(group = "squares")]
+    /// async fn square(n: u64) -> u64 { n * n }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = Cache::in_memory();
+    /// Cache::scope(cache.clone(), square(3)).await;
+    /// assert_eq!(cache.get::<u64>("squares", &3u64).await?, Some(9));
+    /// # Ok(()) }
+    /// ```
+    pub async fn scope<F: Future>(cache: Cache, future: F) -> F::Output {
+        crate::cache::ambient::scope(cache, future).await
+    }
+
+    /// Reads a value. An entry that does not decode as `T`, or whose eviction
+    /// failed and is being retried, is `None`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+    ) -> Result<Option<T>, Error> {
+        let key = entry_key(group, key)?;
+        if self.pending().blocks(group, &key) {
+            return Ok(None); // an eviction of it is pending retry
+        }
+        match self.lookup(group, &key, Want::Peek, NO_LEASE).await? {
+            Lookup::Hit(kept) => {
+                let reader = Reader {
+                    open: envelope::open,
+                    keep: None,
+                };
+                Ok(self
+                    .open(group, &key, &kept, &reader)
+                    .map(|(value, _)| value))
+            }
+            Lookup::Miss(_) | Lookup::Held => Ok(None),
+        }
+    }
+
+    /// Stores a value; `ttl: None` means the default TTL.
+    ///
+    /// When the store fails (Redis down, hung or refusing), the error is
+    /// returned and the entry is evicted in the background, as a failed
+    /// `#[cache_evict]` is: until that succeeds, this process reads past it,
+    /// so no reader is served the value this write replaced.
+    pub async fn set<T: Serialize>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let key = entry_key(group, key)?;
+        let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
+        let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
+        let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
+        self.flights().detach(group, &key);
+        self.forget(Invalidation::Key(group, &key));
+        match &stored {
+            Ok(()) => metrics::stored(self.counters(), group),
+            Err(error) => retry::queue(self, Eviction::Key(group.to_owned(), key), error),
+        }
+        stored
+    }
+
+    /// Removes an entry; says whether it held a value.
+    ///
+    /// When that fails, the error is returned and the eviction is retried in
+    /// the background, as a failed `#[cache_evict]` is; this process reads
+    /// past the entry until it succeeds.
+    pub async fn delete(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+    ) -> Result<bool, Error> {
+        let key = entry_key(group, key)?;
+        let deleted = self.invalidate(group, &key).await;
+        if let Err(error) = &deleted {
+            retry::queue(self, Eviction::Key(group.to_owned(), key), error);
+        }
+        deleted
+    }
+
+    /// Whether an entry holds a value.
+    pub async fn has(&self, group: &str, key: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
+        let key = entry_key(group, key)?;
+        if self.pending().blocks(group, &key) {
+            return Ok(false);
+        }
+        let found = self.lookup(group, &key, Want::Peek, NO_LEASE).await?;
+        Ok(matches!(found, Lookup::Hit(_)))
+    }
+
+    /// Evicts every entry of a group, in one write whatever the group's size.
+    ///
+    /// When that fails, the error is returned and the eviction is retried in
+    /// the background, as a failed `#[cache_evict(all)]` is; this process
+    /// reads past the group until it succeeds.
+    pub async fn evict_group(&self, group: &str) -> Result<(), Error> {
+        check_group(group)?;
+        let evicted = self.evict_group_unchecked(group).await;
+        if let Err(error) = &evicted {
+            retry::queue(self, Eviction::Group(group.to_owned()), error);
+        }
+        evicted
+    }
+
+    /// Read-through: returns the cached value, or runs `loader`, stores its
+    /// value (`ttl: None` means the default TTL) and returns it, with the same
+    /// protection against stale stores as `#[cached]`. Fails only for an invalid
+    /// group or a key that does not serialize; a failing backend is logged and
+    /// bypassed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// let v: u32 = cache.get_or_load("answers", "life", None, || async { 42 }).await?;
+    /// let again: u32 = cache.get_or_load("answers", "life", None, || async { 0 }).await?;
+    /// assert_eq!((v, again), (42, 42));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.read_through::<PlainKind, T, _, _>(group, key, ttl, loader)
+            .await
+    }
+
+    /// Read-through for a fallible loader, as `#[cached]` on a `Result`: only
+    /// `Ok` is stored; an `Err` is returned as is and nothing is stored. For
+    /// a group chosen at run time, which an attribute cannot name. The outer
+    /// `Err` is an invalid group or a key that does not serialize.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// let group = format!("lists/{}", "books");
+    /// let failed = cache.try_get_or_load(&group, &0, None, || async { Err::<u32, _>("db down") }).await?;
+    /// let loaded = cache.try_get_or_load(&group, &0, None, || async { Ok::<u32, &str>(7) }).await?;
+    /// let cached = cache.try_get_or_load(&group, &0, None, || async { Ok::<u32, &str>(8) }).await?;
+    /// assert_eq!((failed, loaded, cached), (Err("db down"), Ok(7), Ok(7)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_get_or_load<T, E, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Result<T, E>, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.read_through::<ResultKind, Result<T, E>, _, _>(group, key, ttl, loader)
+            .await
+    }
+
+    /// The read flow of `#[cached]` for the programmatic API, reading the
+    /// loader's return value as kind `K`.
+    async fn read_through<K, R, F, Fut>(
+        &self,
+        group: &str,
+        key: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<R, Error>
+    where
+        K: Kind<R>,
+        K::Value: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let key = entry_key(group, key)?;
+        let mut policy = Policy::<K, R>::new(group);
+        if let Some(ttl) = ttl {
+            policy = policy.ttl(ttl);
+        }
+        Ok(private::cached(self.clone(), policy, Ok(key), loader()).await)
+    }
+}
+
+fn entry_key(group: &str, key: &(impl Serialize + ?Sized)) -> Result<EntryKey, Error> {
+    check_group(group)?;
+    EntryKey::new(key)
+}

@@ -1,0 +1,193 @@
+//! The way every backend operation goes: first contact (what the server
+//! allows, asked once), the circuit breaker, and the op timeout, with what
+//! failed counted. [`Cache::health`] reports what it found.
+
+use std::future::Future;
+
+use super::breaker::Pass;
+use super::deadline::Deadline;
+use super::health::Health;
+use super::Cache;
+use crate::backend::{Backend, Lookup, Want};
+use crate::entry::EntryKey;
+use crate::observe::{bump, metrics};
+use crate::Error;
+
+impl Cache {
+    /// Whether the cache can serve now, and what the server lets it do:
+    /// its role, and the user's script and publish rights, checked once on
+    /// first contact (the problems are then logged once, at `warn`). Each
+    /// call also asks the server, within the op timeout, whether it answers:
+    /// a server that does not, or a circuit breaker that is open, is
+    /// `reachable: false, serving: false`, so a readiness probe that reads
+    /// `serving` fails while every call bypasses the cache.
+    pub async fn health(&self) -> Health {
+        let deadline = Deadline::after(self.inner.settings.op_timeout);
+        let health = match self.contact(deadline).await {
+            Ok(health) => health.clone(),
+            Err(error) => return unreachable_health(&error),
+        };
+        match self.backend() {
+            Backend::Redis(redis) if health.serving => match self.op(redis.ping()).await {
+                Ok(()) => health,
+                Err(error) => unreachable_health(&error),
+            },
+            _ => health,
+        }
+    }
+
+    /// The verdict of first contact, asking the server if it has not
+    /// answered yet.
+    async fn contact(&self, deadline: Deadline) -> Result<&Health, Error> {
+        match self.inner.contact.get() {
+            Some(health) => Ok(health),
+            // Boxed: its checks would otherwise make every operation's
+            // future larger, and a hit moves that future several times.
+            None => deadline.bound(Box::pin(self.first_contact())).await,
+        }
+    }
+
+    async fn first_contact(&self) -> Result<&Health, Error> {
+        self.inner
+            .contact
+            .get_or_try_init(|| async {
+                let health = match self.backend() {
+                    Backend::Redis(redis) => {
+                        Health::of(Some(redis.rights().await?), redis.channel())
+                    }
+                    Backend::Memory(_) | Backend::Disabled => Health::of(None, ""),
+                };
+                for problem in &health.problems {
+                    tracing::warn!(
+                        problem,
+                        "cache: the Redis server limits what the cache can do"
+                    );
+                }
+                Ok(health)
+            })
+            .await
+    }
+
+    /// Whether first contact found that this cache must serve nothing.
+    pub(crate) fn refused(&self) -> bool {
+        self.inner
+            .contact
+            .get()
+            .is_some_and(|health| !health.serving)
+    }
+
+    /// Looks an entry up: in process at once, on Redis as an operation. A
+    /// lease it creates carries `token`, chosen (and guarded) by the caller.
+    pub(crate) async fn lookup(
+        &self,
+        group: &str,
+        key: &EntryKey,
+        want: Want,
+        token: &str,
+    ) -> Result<Lookup, Error> {
+        match self.backend().lookup_in_process(group, key, want, token) {
+            Ok(found) => Ok(found),
+            // The lookup keeps the deadline itself: a batched read times
+            // out once for all its callers, not once for each.
+            Err(redis) => {
+                self.guarded(|deadline| {
+                    // Boxed: the op moves its future into the await; a box
+                    // moves as a pointer.
+                    Box::pin(redis.lookup(group, key, want, token, deadline))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs one backend operation within the operation timeout, through the
+    /// circuit breaker, counting failures.
+    pub(crate) async fn op<T>(
+        &self,
+        op: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if let Backend::Memory(_) | Backend::Disabled = self.backend() {
+            // In-process and never blocking: no timeout or breaker to pay for.
+            return op.await;
+        }
+        self.guarded(|deadline| deadline.bound(op)).await
+    }
+
+    /// [`op`](Self::op) for an operation that keeps its [`Deadline`]
+    /// itself: it must end by then, with [`Deadline::elapsed`] if it could
+    /// not.
+    async fn guarded<T, F>(&self, op: impl FnOnce(Deadline) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let counters = self.counters();
+        if self.refused() {
+            bump(&counters.bypassed);
+            return Err(Error::Unavailable);
+        }
+        let breaker = &self.inner.breaker;
+        let pass = breaker.pass();
+        if pass == Pass::Open {
+            bump(&counters.bypassed);
+            bump(&counters.errors);
+            metrics::error("breaker_open");
+            return Err(Error::Unavailable);
+        }
+        let deadline = Deadline::after(self.inner.settings.op_timeout);
+        // First contact is checked within the same bound as the operation.
+        let result = match self.contact(deadline).await {
+            Ok(health) if health.serving => op(deadline).await,
+            Ok(_) => Err(Error::Unavailable),
+            Err(error) => Err(error),
+        };
+        match &result {
+            Err(Error::Unavailable) => {
+                // Refused on first contact: not a failure of the server.
+                bump(&counters.bypassed);
+                breaker.succeeded(&pass);
+            }
+            Err(error) if error.is_unreachable() => {
+                if let Backend::Redis(redis) = self.backend() {
+                    redis.forget_fills();
+                }
+                bump(&counters.errors);
+                if error.is_timeout() {
+                    bump(&counters.timeouts);
+                    metrics::error("timeout");
+                } else {
+                    metrics::error("unreachable");
+                }
+                if breaker.failed(&pass) {
+                    bump(&counters.breaker_trips);
+                    tracing::warn!(
+                        %error,
+                        cool_down = ?self.inner.settings.breaker_cool_down,
+                        "cache circuit breaker opened: calls skip the cache until a probe succeeds"
+                    );
+                }
+            }
+            Err(_) => {
+                bump(&counters.errors);
+                metrics::error("backend");
+                breaker.succeeded(&pass);
+            }
+            Ok(_) => breaker.succeeded(&pass),
+        }
+        result
+    }
+}
+
+fn unreachable_health(error: &Error) -> Health {
+    let why = match error {
+        Error::Timeout(_) => "no answer within the op timeout".to_owned(),
+        Error::Unavailable => "the circuit breaker is open after failures".to_owned(),
+        error => error.to_string(),
+    };
+    Health {
+        reachable: false,
+        serving: false,
+        problems: vec![format!(
+            "the server does not answer ({why}): calls run their bodies without the cache"
+        )],
+    }
+}
