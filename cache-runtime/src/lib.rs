@@ -72,21 +72,16 @@
 #![warn(missing_docs)]
 
 #[doc(hidden)]
-#[path = "private.rs"]
 pub mod __private;
 mod backend;
 mod cache;
 mod entry;
 mod error;
-mod flight;
+mod flow;
 #[cfg(feature = "http")]
 pub mod http;
-mod kind;
-mod lease;
 mod local;
 mod observe;
-mod read;
-mod retry;
 mod write_behind;
 
 /// A map of in-process state keyed by group or key text (the in-memory

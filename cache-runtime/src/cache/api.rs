@@ -9,13 +9,15 @@ use serde::Serialize;
 
 use super::builder::CacheBuilder;
 use super::Cache;
-use crate::__private::{self as private, CacheValue, Kind, PlainKind, Policy, ResultKind};
 use crate::backend::{Lookup, Want, NO_LEASE};
 use crate::entry::envelope;
 use crate::entry::shared::Reader;
 use crate::entry::{check_group, EntryKey, Invalidation};
+use crate::flow::policy::Policy;
+use crate::flow::read::cached;
+use crate::flow::retry::{self, Eviction};
+use crate::flow::returns::{CacheValue, Kind, PlainKind, ResultKind};
 use crate::observe::{metrics, Stats};
-use crate::retry::{self, Eviction};
 use crate::Error;
 
 impl Cache {
@@ -260,7 +262,7 @@ impl Cache {
         if let Some(ttl) = ttl {
             policy = policy.ttl(ttl);
         }
-        Ok(private::cached(self.clone(), policy, Ok(key), loader()).await)
+        Ok(cached(self.clone(), policy, Ok(key), loader()).await)
     }
 }
 

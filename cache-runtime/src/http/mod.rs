@@ -64,8 +64,11 @@ use http_body_util::{Either, Full};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::__private::{self as private, PlainKind, Policy, ResultKind, Target};
 use crate::entry::check_group;
+use crate::flow::evict::{evict_now, Target};
+use crate::flow::policy::Policy;
+use crate::flow::returns::{PlainKind, ResultKind};
+use crate::flow::{put, read};
 use crate::{Cache, EntryKey};
 use request::{Directives, Place};
 use response::{BodyError, Loaded, Shape, X_CACHE};
@@ -334,7 +337,7 @@ where
             policy = policy.revalidate_after(age);
         }
         let load = load(&call, &headers, shape, head);
-        private::cached(cache.clone(), policy, EntryKey::new(&key), load)
+        read::cached(cache.clone(), policy, EntryKey::new(&key), load)
     };
     let mut found = lookup(key.clone()).await;
     if let Some(variant) = found
@@ -405,7 +408,7 @@ where
         };
         let policy = policy::<S::Error>(&config.group, shape);
         let key = EntryKey::new(&place.path_key());
-        return match private::put(cache.clone(), policy, key, load).await {
+        return match put::put(cache.clone(), policy, key, load).await {
             Ok(loaded) => {
                 // The path's own entry holds the response; its variants go.
                 let named = named_places(&place, &loaded.headers());
@@ -419,7 +422,7 @@ where
     if response.status().is_success() {
         if config.evict_group || config.private {
             // Private entries are per user: a write reaches them all.
-            private::evict_now(&cache, &config.group, Target::All).await;
+            evict_now(&cache, &config.group, Target::All).await;
         } else {
             let named = named_places(&place, response.headers());
             let own = [Key::Path(&place), Key::Anchor(&place)];
@@ -438,7 +441,7 @@ async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> Stri
         .ttl(shape.ttl)
         .jitter(0.0);
     let key = EntryKey::new(&place.anchor_key());
-    private::cached(cache.clone(), policy, key, async {
+    read::cached(cache.clone(), policy, key, async {
         crate::backend::token()
     })
     .await
@@ -478,7 +481,7 @@ async fn evict_places<'p>(
             Key::Path(place) => place.path_key(),
             Key::Anchor(place) => place.anchor_key(),
         };
-        private::evict_now(cache, group, Target::Key(EntryKey::new(&key)))
+        evict_now(cache, group, Target::Key(EntryKey::new(&key)))
     });
     futures_util::future::join_all(evictions).await;
 }

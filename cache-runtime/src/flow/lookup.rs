@@ -9,8 +9,8 @@ use crate::backend::{token, Lease, Lookup, Want};
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
-use crate::flight::{self, FlightGuard, Joined};
-use crate::lease::LeaseGuard;
+use crate::flow::flight::{self, FlightGuard, Joined};
+use crate::flow::lease::LeaseGuard;
 use crate::observe::ok_or_warn;
 use crate::{Cache, Error};
 

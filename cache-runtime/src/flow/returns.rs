@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::__private::Policy;
 use crate::entry::codec::ValueCodec;
 use crate::entry::envelope::{self, Meta, OpenError};
+use crate::flow::policy::Policy;
 use crate::Error;
 
 /// A value the attributes can store and read back. The diagnostic is what a

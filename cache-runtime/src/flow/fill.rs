@@ -1,0 +1,76 @@
+//! Storing a miss's value under the read lease it took.
+
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+
+use tracing::{Instrument, Span};
+
+use super::lease::LeaseGuard;
+use crate::backend::Backend;
+use crate::entry::EntryKey;
+use crate::observe::{metrics, ok_or_warn};
+use crate::Cache;
+
+/// Stores a sealed value under `lease`, or gives the lease back when there is
+/// nothing to store (so that waiters take over at once).
+pub(super) async fn fill(
+    cache: &Cache,
+    group: &str,
+    key: &EntryKey,
+    mut lease: LeaseGuard,
+    sealed: Option<(Vec<u8>, Duration)>,
+) {
+    let Some(held) = lease.lease().cloned() else {
+        return;
+    };
+    let outcome = match sealed {
+        Some((bytes, ttl)) => cache
+            .op(cache.backend().fill(group, key, &held, bytes, ttl))
+            .await
+            .map(|stored| {
+                if stored {
+                    metrics::stored(cache.counters(), group);
+                }
+            }),
+        None if lease.owned() => cache.op(cache.backend().release(group, key, &held)).await,
+        None => Ok(()),
+    };
+    // Disarmed only now: dropped mid-request, the guard gives the lease back.
+    lease.disarm();
+    if outcome.is_err() && lease.owned() {
+        // The store (or release) may not have happened: give the lease back,
+        // so that the next caller need not wait for it.
+        crate::flow::lease::release_later(cache, group.to_owned(), key.clone(), held);
+    }
+    ok_or_warn(cache.counters(), "store", group, outcome);
+}
+
+/// Stores a miss's value as [`fill`] does, but returns once the fill is sent:
+/// a background task awaits Redis's reply, so a miss costs its caller two
+/// round trips (the peek and the lease), as a hand-written `GET` and `SET`
+/// do. The fill script arbitrates, not its timing: it stores only under a
+/// lease that no write has dropped since. Sent before this returns, it
+/// precedes this process's later reads of the key on the connection; another
+/// process that reads in between finds the lease and waits for the value.
+pub(super) async fn send_fill(
+    cache: &Cache,
+    group: &str,
+    key: &EntryKey,
+    lease: LeaseGuard,
+    sealed: Option<(Vec<u8>, Duration)>,
+) {
+    let runtime = match (cache.backend(), tokio::runtime::Handle::try_current()) {
+        (Backend::Redis(redis), Ok(runtime)) if redis.fills_at_once(group) => runtime,
+        // In process, a fill is done when called; a first fill may load its
+        // script; without tokio, there is nothing to hand the reply to.
+        _ => return fill(cache, group, key, lease, sealed).await,
+    };
+    let (cache, group, key) = (cache.clone(), group.to_owned(), key.clone());
+    let mut sent = Box::pin(async move { fill(&cache, &group, &key, lease, sealed).await });
+    // One poll puts the script on the connection (or finishes the fill).
+    let pending = std::future::poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx).is_pending()));
+    if pending.await {
+        runtime.spawn(sent.instrument(Span::current()));
+    }
+}

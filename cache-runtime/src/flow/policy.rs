@@ -1,0 +1,239 @@
+//! [`Policy`]: what to store, where and for how long, from one attribute's
+//! options; the cache's settings fill in what it leaves unset.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::lookup::Read;
+use super::returns::{CacheValue, Kind, Split};
+use crate::entry::envelope::{Meta, Opener, Sealer};
+use crate::entry::shared::{Keep, KeepProbe, Reader};
+use crate::entry::EntryKey;
+use crate::observe::{bump, ok_or_warn, Warning};
+use crate::Cache;
+
+type Predicate<'a, T> = Box<dyn Fn(&T) -> bool + Send + Sync + 'a>;
+type TtlFn<'a, T> = Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>;
+
+/// What to store, where and for how long: the options of one attribute.
+/// Options left unset take the cache's defaults.
+#[must_use]
+pub struct Policy<'a, K: Kind<R>, R> {
+    pub(super) group: &'a str,
+    ttl: Option<Duration>,
+    /// Which `None` or `Err` to store (`cache_none`, `cache_err`).
+    negative: Option<Predicate<'a, K::Negative>>,
+    negative_ttl: Option<Duration>,
+    unless: Option<Predicate<'a, K::Item>>,
+    ttl_fn: Option<TtlFn<'a, K::Item>>,
+    lock: Option<bool>,
+    lock_timeout: Option<Duration>,
+    early: Option<f64>,
+    jitter: Option<f64>,
+    stale_while_revalidate: Option<Duration>,
+    /// A hit at least this old is loaded again (HTTP `max-age=N`, `no-cache`).
+    pub(super) revalidate_after: Option<Duration>,
+    /// How values are sealed and opened: the kind's, chosen where the value
+    /// type is checked, so that the flows need no bound of their own.
+    seal: Sealer<K::Value>,
+    open: Opener<K::Value>,
+    /// How hits keep decoded values, when they can be cloned.
+    keep: Option<Keep<K::Value>>,
+    kind: PhantomData<fn() -> (K, R)>,
+}
+
+impl<'a, K: Kind<R>, R> Policy<'a, K, R>
+where
+    K::Value: CacheValue,
+{
+    /// The policy of entries in `group`, every option at the cache's default.
+    pub fn new(group: &'a str) -> Self {
+        Policy {
+            group,
+            ttl: None,
+            negative: None,
+            negative_ttl: None,
+            unless: None,
+            ttl_fn: None,
+            lock: None,
+            lock_timeout: None,
+            early: None,
+            jitter: None,
+            stale_while_revalidate: None,
+            revalidate_after: None,
+            seal: K::seal,
+            open: K::open,
+            keep: None,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
+    /// Keeps decoded values in process (the in-memory backend, the local
+    /// tier, a batched read's callers) and clones them on a hit, when
+    /// `probe` finds the value type can be: `keep_values(|v| v.keep())`.
+    pub fn keep_values(
+        mut self,
+        probe: impl FnOnce(KeepProbe<K::Value>) -> Option<Keep<K::Value>>,
+    ) -> Self {
+        self.keep = probe(KeepProbe::NEW);
+        self
+    }
+    /// `ttl = ...`: how long a stored value lives.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// `cache_none`: store `None` too.
+    pub fn cache_none(mut self) -> Self {
+        self.negative = Some(Box::new(|_| true));
+        self
+    }
+    /// `cache_err = |e| ...`: store the errors it selects.
+    pub fn cache_err(mut self, f: impl Fn(&K::Negative) -> bool + Send + Sync + 'a) -> Self {
+        self.negative = Some(Box::new(f));
+        self
+    }
+    /// The TTL of a stored `None` or error (`none_ttl`, `err_ttl`).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+    /// `unless = |v| ...`: do not store a value for which it is true.
+    pub fn unless(mut self, f: impl Fn(&K::Item) -> bool + Send + Sync + 'a) -> Self {
+        self.unless = Some(Box::new(f));
+        self
+    }
+    /// `ttl_fn = |v| ...`: the TTL of a value, from the value.
+    pub fn ttl_fn(mut self, f: impl Fn(&K::Item) -> Duration + Send + Sync + 'a) -> Self {
+        self.ttl_fn = Some(Box::new(f));
+        self
+    }
+    /// `lock = ...`: whether a miss waits for another caller's load.
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+    /// `lock_timeout = ...`: how long a miss waits for another's load.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+    /// `early = beta`: refresh a hit early (XFetch).
+    pub fn early(mut self, beta: f64) -> Self {
+        self.early = Some(beta);
+        self
+    }
+    /// `jitter = ...`: the fraction of the TTL taken off at random.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = Some(fraction);
+        self
+    }
+    /// `stale_while_revalidate = ...`: how long past its TTL a value is
+    /// served while one caller refreshes it.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = Some(window);
+        self
+    }
+    /// Loads again, and stores, instead of returning a hit at least `age`
+    /// old; another caller's refresh in progress is not waited for.
+    #[cfg(feature = "http")]
+    pub(crate) fn revalidate_after(mut self, age: Duration) -> Self {
+        self.revalidate_after = Some(age);
+        self
+    }
+
+    /// The value to store for a return value, and how long it is fresh;
+    /// `None` when nothing is to be stored.
+    pub(super) fn decide<'r>(&self, ret: &'r R, cache: &Cache) -> Option<(&'r K::Value, Duration)>
+    where
+        K::Item: 'r,
+        K::Negative: 'r,
+    {
+        let (value, ttl) = match K::split(ret) {
+            Split::Failed => return None,
+            Split::Value(value, item) => {
+                if self.unless.as_ref().is_some_and(|unless| unless(item)) {
+                    return None;
+                }
+                (value, self.ttl_fn.as_ref().map(|f| f(item)).or(self.ttl))
+            }
+            Split::Negative(value, negative) => {
+                if !self
+                    .negative
+                    .as_ref()
+                    .is_some_and(|select| select(negative))
+                {
+                    return None;
+                }
+                (value, self.negative_ttl.or(self.ttl))
+            }
+        };
+        let ttl = ttl.unwrap_or(cache.settings().default_ttl);
+        let jitter = self.jitter.unwrap_or(cache.settings().jitter);
+        Some((value, ttl.mul_f64(1.0 - jitter * fastrand::f64())))
+    }
+
+    pub(super) fn reader(&self) -> Reader<K::Value> {
+        Reader {
+            open: self.open,
+            keep: self.keep,
+        }
+    }
+
+    pub(super) fn read<'c>(&self, cache: &'c Cache, key: &'c EntryKey) -> Read<'c>
+    where
+        'a: 'c,
+    {
+        Read {
+            cache,
+            group: self.group,
+            key,
+            epoch: cache.local().map_or(0, |local| local.epoch()),
+            lock: self.lock.unwrap_or(cache.settings().lock),
+            lock_timeout: self.lock_timeout.unwrap_or(cache.settings().lock_timeout),
+        }
+    }
+
+    /// Whether a hit should be refreshed now: XFetch (Vattani et al., VLDB
+    /// 2015) recomputes when `now - delta * beta * ln(rand) >= expiry`.
+    pub(super) fn refresh_early(&self, cache: &Cache, meta: &Meta) -> bool {
+        let Some(beta) = self.early.or(cache.settings().early) else {
+            return false;
+        };
+        let head_start = -f64::from(meta.load_ms) * beta * (1.0 - fastrand::f64()).ln();
+        head_start >= meta.fresh_for_ms() as f64
+    }
+
+    /// The envelope to store for a return value and its TTL (freshness plus
+    /// the stale-while-revalidate window), if it is to be stored.
+    pub(super) fn seal(
+        &self,
+        cache: &Cache,
+        ret: &R,
+        load: Duration,
+    ) -> Option<(Vec<u8>, Duration)> {
+        let (value, fresh) = self.decide(ret, cache)?;
+        let sealed = (self.seal)(cache.codec(), value, load, fresh);
+        let bytes = ok_or_warn(cache.counters(), "encode", self.group, sealed)?;
+        let max = cache.settings().max_value_size;
+        if bytes.len() > max {
+            bump(&cache.counters().oversized);
+            cache.counters().warn_limited(Warning::Failure, |count| {
+                tracing::warn!(
+                    group = self.group,
+                    size = bytes.len(),
+                    max,
+                    count,
+                    "cache value larger than the maximum value size; not stored"
+                );
+            });
+            return None;
+        }
+        Some((
+            bytes,
+            fresh + self.stale_while_revalidate.unwrap_or_default(),
+        ))
+    }
+}

@@ -1,0 +1,209 @@
+//! `#[cached]`, `get_or_load` and the HTTP layer's reads: look up, return a
+//! hit, or run the body and store its value ([`fill`](super::fill)).
+
+use std::future::Future;
+use std::time::Instant;
+
+use tracing::{Instrument, Span};
+
+use super::fill::{fill, send_fill};
+use super::flight::FlightGuard;
+use super::lease::LeaseGuard;
+use super::lookup::{Found, Read};
+use super::policy::Policy;
+use super::returns::Kind;
+use crate::entry::EntryKey;
+use crate::observe::metrics;
+use crate::{Cache, Error};
+
+/// `#[cached]`: look up; on a hit return the stored value; on a miss run the
+/// body and store its value under the read lease taken by the lookup.
+pub async fn cached<K, R, F>(
+    cache: Cache,
+    policy: Policy<'_, K, R>,
+    key: Result<EntryKey, Error>,
+    body: F,
+) -> R
+where
+    K: Kind<R>,
+    F: Future<Output = R>,
+{
+    let Some(key) = readable_key(policy.group, key) else {
+        return bypass(&cache, policy.group, body).await;
+    };
+    let read = policy.read(&cache, &key);
+    let found = read.resolve(&policy.reader()).await;
+    let rest = match settle(&policy, &cache, found) {
+        Settled::Hit(hit) => return hit,
+        Settled::Rest(rest) => rest,
+    };
+    complete(&policy, &read, rest, body).await
+}
+
+/// The span of an annotated call, which its body runs in: `cache`, at
+/// `debug`, with its group and its outcome (`hit`, `miss`, `stale`, `bypass`,
+/// made once a read knows it; `put`, `evict`). Only the body is
+/// instrumented, where it runs: wrapping a read's whole flow cost a hit ~110
+/// instructions, and wrapping the body before the read (a hit drops it
+/// unpolled, inside the span) about 180. Made with its outcome, not
+/// recorded later: with tracing's `log` feature on (sqlx turns it on) a
+/// span costs a hit ~160 instructions less so (callgrind).
+pub(super) fn call_span(group: &str, outcome: &'static str) -> Span {
+    tracing::debug_span!("cache", group, outcome)
+}
+
+/// Runs the body without the cache: a miss.
+async fn bypass<R>(cache: &Cache, group: &str, body: impl Future<Output = R>) -> R {
+    metrics::miss(cache.counters(), group);
+    body.instrument(call_span(group, "bypass")).await
+}
+
+/// `#[cached(stale_while_revalidate = ...)]`: as [`cached`], but a value past
+/// its TTL (within the window) is returned at once while one caller across
+/// all processes refreshes it in the background; hence the `'static` body.
+pub async fn cached_swr<K, R, F>(
+    cache: Cache,
+    policy: Policy<'static, K, R>,
+    key: Result<EntryKey, Error>,
+    body: F,
+) -> R
+where
+    K: Kind<R> + 'static,
+    K::Value: Send,
+    K::Item: 'static,
+    R: Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    let group = policy.group;
+    let Some(key) = readable_key(group, key) else {
+        return bypass(&cache, group, body).await;
+    };
+    let read = policy.read(&cache, &key);
+    let found = match read.resolve(&policy.reader()).await {
+        Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
+            let span = call_span(group, "stale");
+            if let Some(lease) = read.refresh_lease().await {
+                let (cache, key, call) = (cache.clone(), key.clone(), span.clone());
+                let refresh = async move {
+                    let started = Instant::now();
+                    let ret = body.instrument(call).await;
+                    metrics::loaded(cache.counters(), policy.group, started.elapsed());
+                    let sealed = policy.seal(&cache, &ret, started.elapsed());
+                    fill(&cache, policy.group, &key, lease, sealed).await;
+                };
+                let span = tracing::debug_span!(
+                    "cache_revalidate",
+                    group,
+                    stale_ms = -meta.fresh_for_ms()
+                );
+                tokio::spawn(refresh.instrument(span));
+            }
+            metrics::hit(cache.counters(), group, true);
+            return K::rebuild(value);
+        }
+        found => found,
+    };
+    let rest = match settle(&policy, &cache, found) {
+        Settled::Hit(hit) => return hit,
+        Settled::Rest(rest) => rest,
+    };
+    complete(&policy, &read, rest, body).await
+}
+
+/// The key of a read, or `None` (logged) when it does not encode: the call
+/// then runs without the cache.
+fn readable_key(group: &str, key: Result<EntryKey, Error>) -> Option<EntryKey> {
+    match key {
+        Ok(key) => Some(key),
+        Err(error) => {
+            tracing::warn!(group, %error, "cache key does not encode; running without the cache");
+            None
+        }
+    }
+}
+
+/// What is left of a read once a plain hit is returned.
+enum Rest<'c, V> {
+    /// A hit to refresh first (early, or as revalidation asked), if a lease
+    /// for it can be had.
+    Refresh { value: V, revalidate: bool },
+    /// Run the body, as [`Found::Load`].
+    Load {
+        lease: Option<LeaseGuard>,
+        flight: Option<FlightGuard<'c>>,
+    },
+}
+
+/// A read once [`settle`] has seen it: a plain hit to return, or the rest.
+enum Settled<'c, R, V> {
+    Hit(R),
+    Rest(Rest<'c, V>),
+}
+
+/// Returns a plain hit at once: not async, so that a hit builds and moves no
+/// future for the rest ([`complete`]).
+fn settle<'c, K, R>(
+    policy: &Policy<'_, K, R>,
+    cache: &Cache,
+    found: Found<'c, K::Value>,
+) -> Settled<'c, R, K::Value>
+where
+    K: Kind<R>,
+{
+    match found {
+        Found::Hit(value, meta) => {
+            let revalidate = policy
+                .revalidate_after
+                .is_some_and(|age| meta.age_ms() >= age.as_millis());
+            if revalidate || policy.refresh_early(cache, &meta) {
+                return Settled::Rest(Rest::Refresh { value, revalidate });
+            }
+            Settled::Hit(hit::<K, R>(cache, policy.group, value))
+        }
+        Found::Load { lease, flight } => Settled::Rest(Rest::Load { lease, flight }),
+    }
+}
+
+/// Returns a hit, counted, with its span.
+fn hit<K: Kind<R>, R>(cache: &Cache, group: &str, value: K::Value) -> R {
+    metrics::hit(cache.counters(), group, false);
+    drop(call_span(group, "hit"));
+    K::rebuild(value)
+}
+
+/// Finishes a read that [`settle`] did not: refresh a hit, or run the body
+/// and store its value.
+async fn complete<K, R, F>(
+    policy: &Policy<'_, K, R>,
+    read: &Read<'_>,
+    rest: Rest<'_, K::Value>,
+    body: F,
+) -> R
+where
+    K: Kind<R>,
+    F: Future<Output = R>,
+{
+    let (cache, group) = (read.cache, policy.group);
+    let (lease, flight) = match rest {
+        Rest::Refresh { value, revalidate } => match read.refresh_lease().await {
+            Some(lease) => (Some(lease), None),
+            // Someone else refreshes it: load without storing.
+            None if revalidate => (None, None),
+            None => return hit::<K, R>(cache, group, value),
+        },
+        Rest::Load { lease, flight } => (lease, flight),
+    };
+    if lease.is_none() && flight.is_none() {
+        return bypass(cache, group, body).await;
+    }
+    metrics::miss(cache.counters(), group);
+    let started = Instant::now();
+    let ret = body.instrument(call_span(group, "miss")).await;
+    if let Some(lease) = lease {
+        metrics::loaded(cache.counters(), group, started.elapsed());
+        let sealed = policy.seal(cache, &ret, started.elapsed());
+        send_fill(cache, group, read.key, lease, sealed).await;
+    }
+    drop(flight); // this process's waiters read again now
+    ret
+}
