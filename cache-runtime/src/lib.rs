@@ -69,20 +69,55 @@
 //! With nothing installed the attributes use a process-wide in-memory cache;
 //! [`Cache::install`] sets the default, [`Cache::scope`] overrides it for one
 //! task. See the repository README for keys, options and the Redis layout.
+//!
+//! # How the crate is laid out
+//!
+//! From the top down; each module's own doc is the guide to it, and no
+//! module imports one above it in this list save through [`Cache`], the
+//! handle everything runs on.
+//!
+//! - `__private`: the door the attributes' expansions call, re-exports and
+//!   key helpers only.
+//! - `api`: the programmatic API, [`Cache`]'s public methods.
+//! - `http`: the tower layer that caches whole responses (feature `http`).
+//! - `write_behind`: durable writes, acknowledged before the database has
+//!   them ([`WriteBehind`]).
+//! - `flow`: what an annotated call does, and what keeps it correct: the
+//!   read flow, fills, puts and evictions, with the leases, writer records
+//!   and retries that keep a write visible on the next read.
+//! - `cache`: [`Cache`], the handle, with its [builder](CacheBuilder), the
+//!   gate every backend operation passes (first contact, circuit breaker, op
+//!   timeout), and [`Health`].
+//! - `consistency`: the in-process state that keeps reads consistent with
+//!   writes: loads in flight per key, evictions pending retry.
+//! - `local`: the optional in-process tier in front of Redis, and its
+//!   invalidation subscription.
+//! - `backend`: in memory, Redis (one server, Sentinel, Cluster, TLS), and
+//!   the protocol both keep: group generations, read leases, writer records,
+//!   and the Redis key names.
+//! - `entry`: what is stored and under what name: keys ([`EntryKey`]), the
+//!   versioned envelope, the [`codec`], shared envelopes, invalidations.
+//! - `observe`: [`Stats`], the `metrics` facade, rate-limited warnings.
+//! - [`Error`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod __private;
-mod backend;
-mod cache;
-mod entry;
-mod error;
-mod flow;
+mod api;
 #[cfg(feature = "http")]
 pub mod http;
-mod local;
-mod observe;
 mod write_behind;
+
+mod flow;
+
+mod cache;
+mod consistency;
+mod local;
+
+mod backend;
+mod entry;
+mod error;
+mod observe;
 
 /// A map of in-process state keyed by group or key text (the in-memory
 /// backend, the local tier), hashed with foldhash: seeded per process and

@@ -28,11 +28,12 @@ use tokio::sync::oneshot;
 
 use super::connection::Connection;
 use super::Lookup;
+use crate::backend::deadline::Deadline;
 use crate::backend::names::Names;
-use crate::cache::deadline::Deadline;
 use crate::entry::shared::Kept;
 use crate::error::unexpected_reply;
-use crate::{Error, Map};
+use crate::error::Error;
+use crate::Map;
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
 /// of other keys go in the next batch. Sixteen: 16 tasks on spread keys

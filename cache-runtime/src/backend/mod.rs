@@ -21,6 +21,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod connection;
+pub(crate) mod deadline;
 pub(crate) mod memory;
 pub(crate) mod names;
 pub(crate) mod redis;
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
-use crate::Error;
+use crate::error::Error;
 
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,14 +34,14 @@ use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use crate::backend::deadline::Deadline;
 use crate::backend::names::{group_gen, Names};
-use crate::cache::deadline::Deadline;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Invalidation;
 use crate::error::unexpected_reply;
+use crate::error::Error;
 use crate::observe::{bump, Counters};
-use crate::Error;
 
 /// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
 /// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`

@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisError, TlsMode};
 
-use crate::Error;
+use crate::error::Error;
 
 pub(crate) struct SentinelMaster {
     /// Asks the sentinels; a lock, so that one caller asks at a time.

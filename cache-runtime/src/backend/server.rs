@@ -9,7 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 
 use crate::backend::connection::{Connection, LazyCluster, Subscriptions};
-use crate::Error;
+use crate::error::Error;
 
 /// Which Redis deployment a cache uses.
 pub(crate) enum Place {

@@ -5,7 +5,7 @@ use std::fmt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Certificates for `rediss://` connections: a CA to trust instead of the
 /// system's roots, and a client certificate for mutual TLS.

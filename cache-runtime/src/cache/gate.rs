@@ -5,9 +5,9 @@
 use std::future::Future;
 
 use super::breaker::Pass;
-use super::deadline::Deadline;
 use super::health::Health;
 use super::Cache;
+use crate::backend::deadline::Deadline;
 use crate::backend::{Backend, Lookup, Want};
 use crate::entry::EntryKey;
 use crate::observe::{bump, metrics};

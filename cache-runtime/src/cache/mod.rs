@@ -1,30 +1,28 @@
 //! [`Cache`], the handle every annotated call, layer and API call runs on:
 //! its backend, settings and the state the flows keep (flights, pending
-//! evictions, the local tier).
+//! evictions, the local tier). Its public methods, the programmatic API,
+//! are in `api`, above the flows they run.
 //!
-//! - [`api`]: the programmatic API, `Cache`'s public methods;
 //! - [`builder`]: [`CacheBuilder`](crate::CacheBuilder) and the settings;
 //! - [`gate`]: every backend operation's way through first contact, the
-//!   circuit breaker ([`breaker`]) and the op timeout ([`deadline`]);
+//!   circuit breaker ([`breaker`]) and the op timeout;
 //! - [`ambient`]: the cache an attribute uses when it names none;
 //! - [`health`]: what [`Cache::health`] reports.
 
 pub(crate) mod ambient;
-mod api;
 pub(crate) mod breaker;
 pub(crate) mod builder;
-pub(crate) mod deadline;
 mod gate;
 pub(crate) mod health;
 
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::consistency::flight::Flights;
+use crate::consistency::pending::{Pending, Retrier};
 use crate::entry::envelope::{self, Meta};
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::{EntryKey, Invalidation};
-use crate::flow::flight::Flights;
-use crate::flow::retry::{Pending, Retrier};
 use crate::local::Local;
 use crate::observe::metrics;
 use crate::observe::{bump, Counters, Warning};

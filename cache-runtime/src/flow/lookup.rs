@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{token, Lease, Lookup, Want};
+use crate::consistency::flight::{self, FlightGuard, Joined};
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
-use crate::flow::flight::{self, FlightGuard, Joined};
 use crate::flow::lease::LeaseGuard;
 use crate::observe::ok_or_warn;
 use crate::{Cache, Error};

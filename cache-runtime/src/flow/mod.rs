@@ -4,7 +4,7 @@
 //! what to store and for how long; a [lookup](lookup) returns a hit (from the
 //! local tier, a batched read, or the backend), or a miss with the read lease
 //! ([`lease`]) that makes this caller the one that loads. Other callers of
-//! the key in this process follow its [flight](flight); those of other
+//! the key in this process follow its flight (`consistency`); those of other
 //! processes wait for its lease. The body runs, its return value is judged
 //! by its [kind](returns) (`Result`, `Option`, or plain), and the value is
 //! [filled](fill) under the lease, which a write in between has taken away:
@@ -20,7 +20,6 @@
 
 pub(crate) mod evict;
 pub(crate) mod fill;
-pub(crate) mod flight;
 pub(crate) mod lease;
 pub(crate) mod lookup;
 pub(crate) mod policy;

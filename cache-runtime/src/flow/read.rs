@@ -7,11 +7,11 @@ use std::time::Instant;
 use tracing::{Instrument, Span};
 
 use super::fill::{fill, send_fill};
-use super::flight::FlightGuard;
 use super::lease::LeaseGuard;
 use super::lookup::{Found, Read};
 use super::policy::Policy;
 use super::returns::Kind;
+use crate::consistency::flight::FlightGuard;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
 use crate::{Cache, Error};

@@ -15,98 +15,15 @@
 //! write is visible on the next read even while Redis is failing; other
 //! processes may serve the old value until the retry succeeds or the TTL ends.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
-use crate::entry::EntryKey;
+pub(crate) use crate::consistency::pending::Eviction;
 use crate::observe::{bump, Warning};
 use crate::{Cache, Error};
-
-/// An eviction to retry.
-pub(crate) enum Eviction {
-    Key(String, EntryKey),
-    Group(String),
-}
-
-/// The evictions pending retry in this process, by group: `None` for the
-/// whole group. Counted so that the read path checks it without a lock
-/// while nothing is pending.
-#[derive(Default)]
-pub(crate) struct Pending {
-    count: AtomicUsize,
-    evictions: Mutex<HashMap<String, Vec<Option<EntryKey>>>>,
-}
-
-impl Pending {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Option<EntryKey>>>> {
-        self.evictions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether reads of this key must skip the cache.
-    pub(crate) fn blocks(&self, group: &str, key: &EntryKey) -> bool {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        self.lock()
-            .get(group)
-            .is_some_and(|keys| keys.iter().any(|k| k.as_ref().is_none_or(|k| k == key)))
-    }
-
-    fn add(&self, eviction: &Eviction) {
-        let (group, key) = eviction.parts();
-        self.lock()
-            .entry(group.to_owned())
-            .or_default()
-            .push(key.cloned());
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn remove(&self, eviction: &Eviction) {
-        let (group, key) = eviction.parts();
-        let mut evictions = self.lock();
-        if let Some(keys) = evictions.get_mut(group) {
-            if let Some(at) = keys.iter().position(|k| k.as_ref() == key) {
-                keys.swap_remove(at);
-                self.count.fetch_sub(1, Ordering::AcqRel);
-            }
-            if keys.is_empty() {
-                evictions.remove(group);
-            }
-        }
-    }
-}
-
-impl Eviction {
-    fn group(&self) -> &str {
-        self.parts().0
-    }
-
-    fn parts(&self) -> (&str, Option<&EntryKey>) {
-        match self {
-            Eviction::Key(group, key) => (group, Some(key)),
-            Eviction::Group(group) => (group, None),
-        }
-    }
-
-    async fn run(&self, cache: &Cache) -> Result<(), Error> {
-        match self {
-            Eviction::Key(group, key) => cache.invalidate(group, key).await.map(drop),
-            Eviction::Group(group) => cache.evict_group_unchecked(group).await,
-        }
-    }
-}
-
-/// The background task of a cache that retries its failed evictions,
-/// started with the first one.
-#[derive(Default)]
-pub(crate) struct Retrier {
-    queue: Mutex<Option<mpsc::UnboundedSender<Eviction>>>,
-}
 
 const FIRST_RETRY: Duration = Duration::from_millis(25);
 const MAX_RETRY: Duration = Duration::from_millis(200);
@@ -173,7 +90,7 @@ async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Evicti
         let mut failed = false;
         let mut kept = Vec::with_capacity(waiting.len());
         for (eviction, deadline) in waiting.drain(..) {
-            match eviction.run(&cache).await {
+            match run(&eviction, &cache).await {
                 Ok(()) => {
                     cache.pending().remove(&eviction);
                     bump(&cache.counters().evictions_retried);
@@ -205,5 +122,13 @@ async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Evicti
             true => (delay * 2).min(MAX_RETRY),
             false => FIRST_RETRY,
         };
+    }
+}
+
+/// Runs an eviction again.
+async fn run(eviction: &Eviction, cache: &Cache) -> Result<(), Error> {
+    match eviction {
+        Eviction::Key(group, key) => cache.invalidate(group, key).await.map(drop),
+        Eviction::Group(group) => cache.evict_group_unchecked(group).await,
     }
 }

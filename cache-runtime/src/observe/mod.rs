@@ -9,7 +9,7 @@ pub(crate) mod stats;
 pub use stats::Stats;
 pub(crate) use stats::{bump, Counters, Warning};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Logs a failed cache operation (at most once a second, with the number of
 /// failures the line stands for) and turns it into `None`: the call goes on

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::entry::codec::{CodecError, ValueCodec};
-use crate::Error;
+use crate::error::Error;
 
 const FORMAT: u8 = 1;
 const HEADER: usize = 37;

@@ -24,7 +24,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::error::Error;
 use floats::NullFormatter;
 
 /// Key texts longer than this many bytes are replaced by their hash.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Error;
+use crate::error::Error;
 
 /// When an operation must have ended, and the op timeout it came from.
 #[derive(Clone, Copy, Debug)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builder::CacheBuilder;
-use super::Cache;
 use crate::backend::{Lookup, Want, NO_LEASE};
+use crate::cache::builder::CacheBuilder;
+use crate::cache::Cache;
 use crate::entry::envelope;
 use crate::entry::shared::Reader;
 use crate::entry::{check_group, EntryKey, Invalidation};
@@ -24,7 +24,7 @@ impl Cache {
     /// A snapshot of this cache's counters: failures, breaker trips, retried
     /// evictions, undecodable and oversized entries.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        self.counters().snapshot()
     }
 
     /// Starts configuring a cache.
@@ -127,7 +127,7 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let key = entry_key(group, key)?;
-        let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
+        let ttl = ttl.unwrap_or(self.settings().default_ttl);
         let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
         let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
         self.flights().detach(group, &key);

@@ -1,0 +1,84 @@
+//! The evictions that failed and wait for their retry: read past while
+//! pending, and the queue of the task that retries them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use crate::entry::EntryKey;
+
+/// An eviction to retry.
+pub(crate) enum Eviction {
+    Key(String, EntryKey),
+    Group(String),
+}
+
+/// The evictions pending retry in this process, by group: `None` for the
+/// whole group. Counted so that the read path checks it without a lock
+/// while nothing is pending.
+#[derive(Default)]
+pub(crate) struct Pending {
+    count: AtomicUsize,
+    evictions: Mutex<HashMap<String, Vec<Option<EntryKey>>>>,
+}
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Option<EntryKey>>>> {
+        self.evictions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether reads of this key must skip the cache.
+    pub(crate) fn blocks(&self, group: &str, key: &EntryKey) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock()
+            .get(group)
+            .is_some_and(|keys| keys.iter().any(|k| k.as_ref().is_none_or(|k| k == key)))
+    }
+
+    pub(crate) fn add(&self, eviction: &Eviction) {
+        let (group, key) = eviction.parts();
+        self.lock()
+            .entry(group.to_owned())
+            .or_default()
+            .push(key.cloned());
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn remove(&self, eviction: &Eviction) {
+        let (group, key) = eviction.parts();
+        let mut evictions = self.lock();
+        if let Some(keys) = evictions.get_mut(group) {
+            if let Some(at) = keys.iter().position(|k| k.as_ref() == key) {
+                keys.swap_remove(at);
+                self.count.fetch_sub(1, Ordering::AcqRel);
+            }
+            if keys.is_empty() {
+                evictions.remove(group);
+            }
+        }
+    }
+}
+
+impl Eviction {
+    pub(crate) fn group(&self) -> &str {
+        self.parts().0
+    }
+
+    fn parts(&self) -> (&str, Option<&EntryKey>) {
+        match self {
+            Eviction::Key(group, key) => (group, Some(key)),
+            Eviction::Group(group) => (group, None),
+        }
+    }
+}
+
+/// Where a cache's failed evictions go: the queue of its background retry
+/// task (`flow::retry`), started with the first one.
+#[derive(Default)]
+pub(crate) struct Retrier {
+    pub(crate) queue: Mutex<Option<mpsc::UnboundedSender<Eviction>>>,
+}
