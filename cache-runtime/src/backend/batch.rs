@@ -37,8 +37,8 @@ use crate::Map;
 
 /// How many reads (lone peeks and batches) may be on the wire before peeks
 /// of other keys go in the next batch. Sixteen: 16 tasks on spread keys
-/// read alone, which served them better than batching at eight (see
-/// docs/operations.md, round seven); more tasks batch.
+/// read alone, which served them better than batching at eight (measured
+/// in docs/performance.md); more tasks batch.
 const MAX_ON_WIRE: usize = 16;
 
 /// How many reads of one key may be on the wire before its callers wait for
