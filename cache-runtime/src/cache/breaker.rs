@@ -1,6 +1,8 @@
-//! The circuit breaker: after repeated failures to reach the backend, skip it
-//! for a cool-down, so that a dead Redis does not add a timeout to every call;
-//! then let one call through as a probe, and close again when it succeeds.
+//! The circuit breaker: after repeated failures to reach the backend, skip it,
+//! so that a dead Redis does not add a timeout to every call. While it is
+//! open, a background task asks Redis every [`PROBE_EVERY`] whether it
+//! answers (`gate`), and closes it the moment it does; should that task be
+//! unable to run, the first call after a cool-down probes instead.
 //!
 //! Only failures to reach the server count (connection errors, timeouts). An
 //! error the server answers with (out of memory, wrong type) shows that it is
@@ -17,7 +19,12 @@ pub(crate) struct Breaker {
     /// Milliseconds since `epoch` until which the breaker is open; 0 when closed.
     open_until_ms: AtomicU64,
     probing: AtomicBool,
+    /// Whether a background task is probing the backend.
+    prober: AtomicBool,
 }
+
+/// How often the background prober asks an unreachable Redis again.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// Whether an operation may go to the backend.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,7 +44,25 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            prober: AtomicBool::new(false),
         }
+    }
+
+    /// Whether calls skip the backend now (or after the cool-down, probe it).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// Claims the one background prober; `false` when one runs already.
+    pub(crate) fn start_prober(&self) -> bool {
+        self.prober
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The background prober stopped.
+    pub(crate) fn end_prober(&self) {
+        self.prober.store(false, Ordering::Release);
     }
 
     fn now_ms(&self) -> u64 {

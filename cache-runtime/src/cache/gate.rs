@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use super::breaker::Pass;
+use super::breaker::{Pass, PROBE_EVERY};
 use super::health::Health;
 use super::Cache;
 use crate::backend::deadline::Deadline;
@@ -161,9 +161,11 @@ impl Cache {
                     bump(&counters.breaker_trips);
                     tracing::warn!(
                         %error,
-                        cool_down = ?self.inner.settings.breaker_cool_down,
-                        "cache circuit breaker opened: calls skip the cache until a probe succeeds"
+                        "cache circuit breaker opened: calls skip the cache until Redis answers again"
                     );
+                }
+                if breaker.is_open() {
+                    self.probe_in_background();
                 }
             }
             Err(_) => {
@@ -174,6 +176,49 @@ impl Cache {
             Ok(_) => breaker.succeeded(&pass),
         }
         result
+    }
+}
+
+impl Cache {
+    /// While the breaker is open, asks Redis every [`PROBE_EVERY`], within
+    /// the op timeout, whether it answers, and closes the breaker the moment
+    /// it does: a dead Redis costs calls nothing, and hits come back within
+    /// a probe of Redis answering (its `PING` also makes the connection
+    /// reconnect, or Sentinel name the new master), not at the end of a
+    /// cool-down. One task per cache; it ends with the cache.
+    fn probe_in_background(&self) {
+        let breaker = &self.inner.breaker;
+        if !matches!(self.backend(), Backend::Redis(_)) || !breaker.start_prober() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            breaker.end_prober(); // callers probe after the cool-down instead
+            return;
+        };
+        let cache = self.downgrade();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(cache) = Cache::upgrade(&cache) else {
+                    return;
+                };
+                let breaker = &cache.inner.breaker;
+                if !breaker.is_open() {
+                    breaker.end_prober();
+                    return;
+                }
+                let Backend::Redis(redis) = cache.backend() else {
+                    return;
+                };
+                let deadline = Deadline::after(cache.settings().op_timeout);
+                if deadline.bound(redis.ping()).await.is_ok() {
+                    breaker.end_prober();
+                    breaker.succeeded(&Pass::Probe);
+                    tracing::info!("cache circuit breaker closed: Redis answers again");
+                    return;
+                }
+            }
+        });
     }
 }
 
