@@ -64,6 +64,53 @@ async fn a_group_lives_in_one_slot_and_groups_spread_over_the_masters() {
     );
 }
 
+/// With default settings, hits come back soon after the cluster makes the
+/// dead master's replica a master, while calls go on throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_return_soon_after_a_cluster_failover() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    read(&cache, &runs, 7).await;
+    let victim = cluster.master_of("cache:{failover}:e:7");
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let mut id = 1000;
+    let failed_over = loop {
+        assert!(killed.elapsed() < Duration::from_secs(20), "no failover in 20 s");
+        id += 1;
+        assert_eq!(read(&cache, &runs, id).await, id * 3, "every call returns its value");
+        if cluster.master_of("cache:{failover}:e:7") != victim {
+            break Instant::now(); // the replica is the slot's master
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let back = loop {
+        assert!(
+            failed_over.elapsed() < Duration::from_secs(10),
+            "no hit 10 s after the failover; {:?}",
+            cache.stats()
+        );
+        id += 1;
+        read(&cache, &runs, id).await;
+        let before = runs.load(Ordering::SeqCst);
+        read(&cache, &runs, id).await;
+        if runs.load(Ordering::SeqCst) == before {
+            break failed_over.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "cluster failover {:?} after the kill; hits again {back:?} after it",
+        failed_over - killed
+    );
+    assert!(back <= Duration::from_secs(1), "hits came back {back:?} after the failover");
+}
+
 #[cached(group = "failover", skip(cache, runs), cache = cache, ttl = 60)]
 async fn read(cache: &Cache, runs: &AtomicUsize, id: u64) -> u64 {
     runs.fetch_add(1, Ordering::SeqCst);

@@ -520,7 +520,14 @@ impl RedisCluster {
 
     /// The port of the master serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
-        let port = self.masters()[0];
+        // Asked of a running node: a killed master stays in `masters()`
+        // until the others notice.
+        let port = self
+            .nodes
+            .iter()
+            .find(|(_, child)| child.is_some())
+            .map(|(port, _)| *port)
+            .expect("a running node");
         let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
