@@ -267,8 +267,10 @@ impl CacheBuilder {
     }
 
     /// The circuit breaker: after `failures` consecutive failures to reach the
-    /// backend, skip it for `cool_down`, then let one call through as a probe
-    /// (default 5 failures, 1 s).
+    /// backend, skip it until it answers again. A background task pings it
+    /// every 100 ms meanwhile and closes the breaker at the first answer;
+    /// should that task not run (no tokio runtime), the first call after
+    /// `cool_down` probes instead (default 5 failures, 1 s).
     pub fn breaker(mut self, failures: u32, cool_down: Duration) -> Self {
         self.breaker_threshold = failures;
         self.breaker_cool_down = cool_down;

@@ -4,8 +4,8 @@
 //! forgotten: until it happens, readers can be served the value it was meant
 //! to remove. One background task per cache retries every pending eviction,
 //! 25 ms after a failure and then at most every 200 ms (while the breaker is
-//! open an attempt costs nothing, and the first one after its cool-down is
-//! the probe that closes it), for the configured window
+//! open an attempt costs nothing; its background probe closes it once Redis
+//! answers), for the configured window
 //! (`CacheBuilder::eviction_retry`, default 60 s); logged (rate-limited) and
 //! counted; after that the entry's TTL bounds how long it can be served. The
 //! task ends with the last handle of its cache.
