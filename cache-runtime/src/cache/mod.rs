@@ -109,6 +109,7 @@ impl Cache {
     }
 
     /// Whether this is [`Cache::disabled`].
+    #[cfg(feature = "http")]
     pub(crate) fn is_disabled(&self) -> bool {
         matches!(self.inner.backend, Backend::Disabled)
     }
