@@ -81,9 +81,16 @@ async fn hits_return_soon_after_a_cluster_failover() {
     let killed = Instant::now();
     let mut id = 1000;
     let failed_over = loop {
-        assert!(killed.elapsed() < Duration::from_secs(20), "no failover in 20 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "no failover in 20 s"
+        );
         id += 1;
-        assert_eq!(read(&cache, &runs, id).await, id * 3, "every call returns its value");
+        assert_eq!(
+            read(&cache, &runs, id).await,
+            id * 3,
+            "every call returns its value"
+        );
         if cluster.master_of("cache:{failover}:e:7") != victim {
             break Instant::now(); // the replica is the slot's master
         }
@@ -108,7 +115,10 @@ async fn hits_return_soon_after_a_cluster_failover() {
         "cluster failover {:?} after the kill; hits again {back:?} after it",
         failed_over - killed
     );
-    assert!(back <= Duration::from_secs(1), "hits came back {back:?} after the failover");
+    assert!(
+        back <= Duration::from_secs(1),
+        "hits came back {back:?} after the failover"
+    );
 }
 
 #[cached(group = "failover", skip(cache, runs), cache = cache, ttl = 60)]

@@ -229,3 +229,36 @@ async fn commands_each_path_sends() {
     );
     assert_eq!(sent["evict"], ["EVALSHA"], "an eviction is one call");
 }
+
+#[cached(group = "cold", skip(cache), cache = cache)]
+async fn slow_read(cache: &Cache, id: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    id
+}
+
+/// A stampede of one process asks Redis for the key's lease once: the other
+/// callers follow this process's flight instead of being refused a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_in_one_process_asks_for_the_lease_once() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.client().await;
+    slow_read(&cache, 0).await; // loads the scripts
+    reset(&mut conn).await;
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { slow_read(&cache, 1).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 1);
+    }
+    let commands = commands_since_reset(&mut conn).await;
+    let scripts = commands.get("evalsha").copied().unwrap_or(0);
+    // The lease, and the fill.
+    assert!(
+        scripts <= 2,
+        "200 callers ran {scripts} scripts: {commands:?}"
+    );
+}

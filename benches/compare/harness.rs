@@ -137,7 +137,11 @@ pub(crate) struct Bench {
     pub(crate) only_tasks: Option<usize>,
     /// `--throughput`: only the throughput cases, printed, nothing written.
     pub(crate) throughput_only: bool,
-    pub(crate) server: support::RedisServer,
+    /// The server, and with `--rtt=` the delay proxy every contender reaches
+    /// it through: kept for the run.
+    pub(crate) _redis: (support::RedisServer, Option<support::Proxy>),
+    /// Where the contenders reach Redis: the server, or the proxy.
+    pub(crate) url: String,
     pub(crate) cache: Cache,
     pub(crate) conn: ConnectionManager,
     pub(crate) rows: Vec<Row>,
@@ -169,14 +173,8 @@ impl Zipf {
 }
 
 /// `redis-benchmark -t get` at this concurrency: the server's own ceiling.
-pub(crate) fn redis_benchmark(
-    server: &support::RedisServer,
-    clients: usize,
-    pipeline: usize,
-    requests: u64,
-) -> f64 {
-    let port = server
-        .url()
+pub(crate) fn redis_benchmark(url: &str, clients: usize, pipeline: usize, requests: u64) -> f64 {
+    let port = url
         .trim_end_matches('/')
         .rsplit(':')
         .next()

@@ -117,7 +117,7 @@ impl Bench {
                 }
                 if keys > 1 && !self.throughput_only {
                     let rps = redis_benchmark(
-                        &self.server,
+                        &self.url,
                         tasks,
                         1,
                         if self.quick { 50_000 } else { 200_000 },

@@ -14,7 +14,7 @@ impl Bench {
     pub(crate) async fn in_memory_hit(&mut self) {
         let cache = Cache::in_memory();
         let local = Cache::builder()
-            .redis(self.server.url())
+            .redis(self.url.clone())
             .local(10_000, Duration::from_secs(60))
             .build()
             .await
@@ -61,12 +61,12 @@ impl Bench {
     /// would have) keeps serving a local copy after a write returns.
     pub(crate) async fn propagation(&mut self) {
         let writer = Cache::builder()
-            .redis(self.server.url())
+            .redis(self.url.clone())
             .build()
             .await
             .expect("writer");
         let reader = Cache::builder()
-            .redis(self.server.url())
+            .redis(self.url.clone())
             .local(1000, Duration::from_secs(60))
             .build()
             .await

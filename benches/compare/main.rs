@@ -14,6 +14,8 @@
 //! cargo bench --bench compare -- --miss          # only the miss case, printed
 //! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
+//! cargo bench --bench compare -- --stampede      # only the stampede, printed
+//! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
 //! cargo bench --bench compare -- --profile-moka-hit     # moka's hit, the in-memory baseline
@@ -49,18 +51,46 @@ fn number<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Whether `--rtt=` asks for a delay proxy.
+fn bench_rtt(args: &[String]) -> bool {
+    args.iter().any(|a| a.starts_with("--rtt="))
+}
+
+/// The round trip of a `PING` on `conn`: median and p99 of 200, in order.
+async fn round_trip(conn: &ConnectionManager) -> String {
+    let mut conn = conn.clone();
+    let mut took = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        let _: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    format!("median {:?}, p99 {:?} (200 PINGs)", took[100], took[197])
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let server = support::RedisServer::start();
-    let _ = URL.set(server.url());
+    // `--rtt=1ms`: every contender reaches Redis through a proxy that delays
+    // each byte by half that, each way.
+    let proxy = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--rtt="))
+        .and_then(|rtt| rtt.trim_end_matches("ms").parse::<f64>().ok())
+        .map(|ms| support::Proxy::delayed(server.port(), Duration::from_secs_f64(ms / 2000.0)));
+    let url = proxy
+        .as_ref()
+        .map_or_else(|| server.url(), |proxy| proxy.url());
+    let _ = URL.set(url.clone());
     let cache = Cache::builder()
-        .redis(server.url())
+        .redis(url.clone())
         .build()
         .await
         .expect("cache");
-    let conn = ConnectionManager::new(redis::Client::open(server.url()).expect("url"))
+    let conn = ConnectionManager::new(redis::Client::open(url.clone()).expect("url"))
         .await
         .expect("connection");
 
@@ -134,6 +164,9 @@ async fn main() {
         return;
     }
 
+    if bench_rtt(&args) {
+        println!("round trip to Redis: {}", round_trip(&conn).await);
+    }
     let started = Instant::now();
     let throughput_only = args.iter().any(|a| a == "--throughput");
     let mut bench = Bench {
@@ -141,21 +174,29 @@ async fn main() {
         fixed_rounds: number(&args, "--rounds="),
         only_tasks: number(&args, "--tasks=").filter(|_| throughput_only),
         throughput_only,
-        server,
+        _redis: (server, proxy),
+        url,
         cache,
         conn,
         rows: Vec::new(),
         plot: Vec::new(),
     };
     // One case alone, its rows printed and nothing written.
-    let only = ["--throughput", "--miss", "--in-memory", "--write-behind"]
-        .into_iter()
-        .find(|flag| args.iter().any(|a| a == flag));
+    let only = [
+        "--throughput",
+        "--miss",
+        "--in-memory",
+        "--write-behind",
+        "--stampede",
+    ]
+    .into_iter()
+    .find(|flag| args.iter().any(|a| a == flag));
     if let Some(flag) = only {
         match flag {
             "--throughput" => bench.hit_throughput().await,
             "--miss" => bench.miss_path().await,
             "--in-memory" => bench.in_memory_hit().await,
+            "--stampede" => bench.stampede().await,
             _ => bench.write_behind().await,
         }
         for r in &bench.rows {

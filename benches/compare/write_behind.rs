@@ -55,7 +55,7 @@ impl Bench {
         let pg = postgres().await;
         let db_calls = Arc::new(AtomicU64::new(0));
         let cache = Cache::builder()
-            .redis(self.server.url())
+            .redis(self.url.clone())
             .build()
             .await
             .expect("a write-behind cache");

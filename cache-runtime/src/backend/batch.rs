@@ -42,8 +42,12 @@ use crate::Map;
 const MAX_ON_WIRE: usize = 16;
 
 /// How many reads of one key may be on the wire before its callers wait for
-/// one to return.
-const MAX_PER_KEY: u32 = 2;
+/// one to return. Eight: a hot key's callers then mostly find a batch about
+/// to go, rather than wait for a read to come back and then for their own,
+/// which behind a network cost them about one and a half round trips; at
+/// 256 tasks a hot key still costs Redis 0.02-0.03 commands a hit
+/// (docs/performance.md).
+const MAX_PER_KEY: u32 = 8;
 
 /// The most peeks in one batch; more go in the next.
 const MAX_BATCH: usize = 1024;

@@ -1,6 +1,9 @@
 //! The read path of `#[cached]` and `get_or_load`: look up, and on a miss
 //! either hold the read lease (and load), follow this process's flight for
-//! the key, or wait, bounded, for the holder in another process.
+//! the key, or wait, bounded, for the holder in another process. Of a
+//! process's callers that miss a key at once, one asks Redis for its lease
+//! and the others follow its flight, so a stampede costs one lease script
+//! per process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +75,8 @@ impl<'c> Read<'c> {
         let mut answer = self.lookup(Want::Peek).await;
         let mut peeked = true;
         let mut follows = 0;
+        // This process's flight for the key, when this caller leads it.
+        let mut leading = None;
         loop {
             let Some(found) = answer else {
                 return load_without_cache();
@@ -81,8 +86,21 @@ impl<'c> Read<'c> {
                     Some(hit) => return hit,
                     None => return self.reload(None).await,
                 },
-                Answer::Miss(Some(lease)) => return self.load(Some(lease), None),
+                Answer::Miss(Some(lease)) => return self.load(Some(lease), leading.take()),
                 Answer::Miss(None) if peeked => {
+                    // One caller of this process asks Redis for the lease;
+                    // the others follow its flight rather than be refused.
+                    if self.lock && leading.is_none() && follows < MAX_FOLLOWS {
+                        match self.cache.flights().join(self.group, self.key) {
+                            Joined::Follower(done) => {
+                                follows += 1;
+                                flight::wait(done).await;
+                                answer = self.lookup(Want::Peek).await;
+                                continue;
+                            }
+                            Joined::Leader(flight) => leading = Some(flight),
+                        }
+                    }
                     let want = if self.lock { Want::Lock } else { Want::Lease };
                     answer = self.lookup(want).await;
                     peeked = false;
@@ -92,6 +110,13 @@ impl<'c> Read<'c> {
                 Answer::Held if !self.lock => {
                     answer = self.lookup(Want::Lease).await;
                     peeked = false;
+                }
+                // Another process loads it: wait for that, leading here.
+                Answer::Held if leading.is_some() => {
+                    return match leading.take() {
+                        Some(flight) => self.wait_for(flight, reader).await,
+                        None => load_without_cache(),
+                    };
                 }
                 Answer::Held => {
                     if follows == MAX_FOLLOWS {

@@ -542,14 +542,17 @@ async fn main() {
     }
     let speedup = runs[0].rps() / runs[1].rps().max(1e-9);
     let remaining = length.as_secs() - (length.as_secs() / 2 + 3);
-    let hits_back = runs[2].hits_back.map_or("no hit within 10 s".to_owned(), |took| {
-        format!("the first cache hit {:.2} s", took.as_secs_f64())
-    });
+    let hits_back = runs[2]
+        .hits_back
+        .map_or("no hit within 10 s".to_owned(), |took| {
+            format!("the first cache hit {:.2} s", took.as_secs_f64())
+        });
     let throughput_back = runs[2].throughput_back.map_or(
         format!("not within the run's last {remaining} s (the cache refills from an empty Redis)"),
         |s| format!("within {s} s"),
     );
-    let recovery = format!("{hits_back} after Redis answered again; throughput back at 80% {throughput_back}");
+    let recovery =
+        format!("{hits_back} after Redis answered again; throughput back at 80% {throughput_back}");
     let section = format!(
         "## The shop under load\n\n`cargo bench -p shop{}`: the shop binary on {engine}, 64 concurrent clients for {} s a run, \
          Zipf(1.0) keys over 10,000 products, 85% product reads, 10% list reads, 5% PUTs; the uncached run is the same \
