@@ -27,9 +27,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
+use redis::{FromRedisValue, ScriptInvocation, Value};
 
-use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+mod rights;
+mod scripts;
 
 use super::batch::Batcher;
 use super::connection::Connection;
@@ -42,179 +43,8 @@ use crate::entry::Invalidation;
 use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::observe::{bump, Counters};
-
-/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
-/// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
-/// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
-/// otherwise.
-static LOOKUP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-local mode = ARGV[1]
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  if mode == 'peek' then return nil end
-  gen = ARGV[4]
-  redis.call('SET', KEYS[2], gen)
-end
-local e = redis.call('GET', KEYS[1])
-local live = e and string.sub(e, 1, #gen) == gen
-local l = redis.call('HMGET', KEYS[3], 't', 'lg')
-local held = l[1] and l[2] == gen
-if mode == 'refresh' then
-  if not live or held then return nil end
-  redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  return {ARGV[2], gen}
-end
-if live and mode ~= 'force' then return string.sub(e, #gen + 1) end
-if mode == 'peek' then
-  if held then return {l[1], gen, 'held'} end
-  return nil
-end
-if held then
-  if mode == 'lock' then return {l[1], gen, 'held'} end
-  return {l[1], gen}
-end
-redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[1])
-return {ARGV[2], gen}
-",
-    )
-});
-
-/// KEYS: lease. ARGV: lease token. Drops the lease if it is still this one.
-static RELEASE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-",
-    )
-});
-
-/// KEYS: entry, gen, lease. ARGV: lease token, lease gen, envelope, ttl ms.
-static FILL: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if redis.call('HGET', KEYS[3], 't') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-redis.call('DEL', KEYS[3])
-return 1
-",
-    )
-});
-
-/// KEYS: writers, gen. ARGV: writer token, lease ms, fresh gen. Returns the gen.
-static BEGIN_WRITE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
-if n > 0 then redis.call('HSET', KEYS[1], 'c', '1') end
-redis.call('HSET', KEYS[1], 'w', ARGV[1], 'n', n + 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  gen = ARGV[3]
-  redis.call('SET', KEYS[2], gen)
-end
-return gen
-",
-    )
-});
-
-/// KEYS: entry, writers, gen, lease. ARGV: writer token, gen at begin,
-/// mode (store|evict|abort), envelope, ttl ms, invalidation channel and
-/// message. Returns 1 when it stored.
-static END_WRITE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
-local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
-local stored = 0
-if ARGV[3] == 'store' and sole then
-  redis.call('SET', KEYS[1], ARGV[2] .. ARGV[4], 'PX', ARGV[5])
-  redis.call('DEL', KEYS[4])
-  stored = 1
-elseif ARGV[3] ~= 'abort' then
-  redis.call('DEL', KEYS[1], KEYS[4])
-end
-local n = (tonumber(w[3]) or 1) - 1
-if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
-if ARGV[3] ~= 'abort' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
-return stored
-",
-    )
-});
-
-/// KEYS: entry, writers, gen, lease; and for a write-behind, its pending
-/// record and stream. ARGV: invalidation channel and message; then envelope,
-/// ttl ms and fresh gen to store, or nothing to only invalidate; and for a
-/// write-behind, the key's JSON and entry text. Returns 1 when a live value was there, or
-/// for a write-behind the id of its stream entry. A write-behind's `XADD`
-/// goes first: refused (no stream rights, Redis full), it leaves all as it was.
-static REPLACE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-local logged
-if KEYS[6] then logged = redis.call('XADD', KEYS[6], '*', 'k', ARGV[7]) end
-local gen = redis.call('GET', KEYS[3])
-local e = redis.call('GET', KEYS[1])
-local existed = gen and e and string.sub(e, 1, #gen) == gen
-if ARGV[3] then
-  if not gen then
-    gen = ARGV[5]
-    redis.call('SET', KEYS[3], gen)
-  end
-  redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
-else
-  redis.call('DEL', KEYS[1])
-end
-redis.call('DEL', KEYS[4])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
-if logged then
-  redis.call('HSET', KEYS[5], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
-end
-redis.pcall('PUBLISH', ARGV[1], ARGV[2])
-if logged then return logged end
-if existed then return 1 end
-return 0
-",
-    )
-});
-
-/// KEYS: gen. ARGV: a new generation, invalidation channel and message.
-/// Evicts the group in one write, whatever its size.
-static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-redis.call('SET', KEYS[1], ARGV[1])
-redis.pcall('PUBLISH', ARGV[2], ARGV[3])
-return 1
-",
-    )
-});
-
-/// KEYS: entry, writers, gen, lease. Deletes those holding an unexpected type.
-static REPAIR: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r"
-local repaired = 0
-local expected = {'string', 'hash', 'string', 'hash'}
-for i = 1, 4 do
-  local found = redis.call('TYPE', KEYS[i]).ok
-  if found ~= expected[i] and found ~= 'none' then
-    redis.call('DEL', KEYS[i])
-    repaired = repaired + 1
-  end
-end
-return repaired
-",
-    )
-});
+pub(crate) use rights::Rights;
+use scripts::{BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, LOOKUP, RELEASE, REPAIR, REPLACE};
 
 pub(crate) struct Redis {
     conn: Connection,
@@ -228,18 +58,6 @@ pub(crate) struct Redis {
     /// The groups whose fill has answered since a script last failed: the
     /// server holds the fill script there (see [`Redis::fills_at_once`]).
     filled: Mutex<HashSet<String>>,
-}
-
-/// What a server lets the cache do, found on first contact.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Rights {
-    /// A read-only replica: the cache could not write, so it must not read.
-    pub(crate) replica: bool,
-    /// Whether the user may run scripts (`EVALSHA`): every write is one.
-    pub(crate) scripts: bool,
-    /// Whether it may publish invalidations, by `ACL DRYRUN` where the
-    /// server and the user allow asking; `None` when unknown.
-    pub(crate) publish: Option<bool>,
 }
 
 impl Redis {
@@ -263,57 +81,6 @@ impl Redis {
         let mut conn = self.conn.clone();
         let _: Value = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
-    }
-
-    /// Asks the server what it lets this user do. In a cluster, every
-    /// command that names a key goes to a master, so only the rights are
-    /// asked (of the node that serves the probe's key, or any node).
-    pub(crate) async fn rights(&self) -> Result<Rights, Error> {
-        let mut conn = self.conn.clone();
-        let replica = match &self.conn {
-            Connection::Cluster(_) => false,
-            _ => {
-                let role: Result<Vec<Value>, redis::RedisError> =
-                    redis::cmd("ROLE").query_async(&mut conn).await;
-                match role {
-                    Ok(role) => role
-                        .first()
-                        .and_then(|first| String::from_redis_value(first.clone()).ok())
-                        .is_some_and(|role| role == "slave" || role == "replica"),
-                    Err(error) if error.code() == Some("NOPERM") => false,
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        };
-        // A script that does not exist: NOSCRIPT when scripts are allowed.
-        let probe: Result<Value, redis::RedisError> = redis::cmd("EVALSHA")
-            .arg("ffffffffffffffffffffffffffffffffffffffff")
-            .arg(1)
-            .arg(&self.prefix)
-            .query_async(&mut conn)
-            .await;
-        let scripts = !matches!(&probe, Err(error) if error.code() == Some("NOPERM"));
-        let user: Result<String, redis::RedisError> =
-            redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await;
-        let publish = match user {
-            Ok(user) => {
-                let dry: Result<String, redis::RedisError> = redis::cmd("ACL")
-                    .arg("DRYRUN")
-                    .arg(user)
-                    .arg("PUBLISH")
-                    .arg(&self.channel)
-                    .arg("x")
-                    .query_async(&mut conn)
-                    .await;
-                dry.ok().map(|answer| answer == "OK")
-            }
-            Err(_) => None,
-        };
-        Ok(Rights {
-            replica,
-            scripts,
-            publish,
-        })
     }
 }
 

@@ -1,0 +1,179 @@
+//! The Lua scripts of the Redis backend: every operation but a hit is one
+//! call of one of these, naming all the keys it touches (all of one group,
+//! so of one cluster slot) in `KEYS`.
+
+use once_cell::sync::Lazy;
+use redis::Script;
+
+/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
+/// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
+/// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
+/// otherwise.
+pub(super) static LOOKUP: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local mode = ARGV[1]
+local gen = redis.call('GET', KEYS[2])
+if not gen then
+  if mode == 'peek' then return nil end
+  gen = ARGV[4]
+  redis.call('SET', KEYS[2], gen)
+end
+local e = redis.call('GET', KEYS[1])
+local live = e and string.sub(e, 1, #gen) == gen
+local l = redis.call('HMGET', KEYS[3], 't', 'lg')
+local held = l[1] and l[2] == gen
+if mode == 'refresh' then
+  if not live or held then return nil end
+  redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  return {ARGV[2], gen}
+end
+if live and mode ~= 'force' then return string.sub(e, #gen + 1) end
+if mode == 'peek' then
+  if held then return {l[1], gen, 'held'} end
+  return nil
+end
+if held then
+  if mode == 'lock' then return {l[1], gen, 'held'} end
+  return {l[1], gen}
+end
+redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[1])
+return {ARGV[2], gen}
+",
+    )
+});
+
+/// KEYS: lease. ARGV: lease token. Drops the lease if it is still this one.
+pub(super) static RELEASE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// KEYS: entry, gen, lease. ARGV: lease token, lease gen, envelope, ttl ms.
+pub(super) static FILL: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[3], 't') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+redis.call('DEL', KEYS[3])
+return 1
+",
+    )
+});
+
+/// KEYS: writers, gen. ARGV: writer token, lease ms, fresh gen. Returns the gen.
+pub(super) static BEGIN_WRITE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
+if n > 0 then redis.call('HSET', KEYS[1], 'c', '1') end
+redis.call('HSET', KEYS[1], 'w', ARGV[1], 'n', n + 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local gen = redis.call('GET', KEYS[2])
+if not gen then
+  gen = ARGV[3]
+  redis.call('SET', KEYS[2], gen)
+end
+return gen
+",
+    )
+});
+
+/// KEYS: entry, writers, gen, lease. ARGV: writer token, gen at begin,
+/// mode (store|evict|abort), envelope, ttl ms, invalidation channel and
+/// message. Returns 1 when it stored.
+pub(super) static END_WRITE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
+local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
+local stored = 0
+if ARGV[3] == 'store' and sole then
+  redis.call('SET', KEYS[1], ARGV[2] .. ARGV[4], 'PX', ARGV[5])
+  redis.call('DEL', KEYS[4])
+  stored = 1
+elseif ARGV[3] ~= 'abort' then
+  redis.call('DEL', KEYS[1], KEYS[4])
+end
+local n = (tonumber(w[3]) or 1) - 1
+if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
+if ARGV[3] ~= 'abort' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
+return stored
+",
+    )
+});
+
+/// KEYS: entry, writers, gen, lease; and for a write-behind, its pending
+/// record and stream. ARGV: invalidation channel and message; then envelope,
+/// ttl ms and fresh gen to store, or nothing to only invalidate; and for a
+/// write-behind, the key's JSON and entry text. Returns 1 when a live value was there, or
+/// for a write-behind the id of its stream entry. A write-behind's `XADD`
+/// goes first: refused (no stream rights, Redis full), it leaves all as it was.
+pub(super) static REPLACE: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local logged
+if KEYS[6] then logged = redis.call('XADD', KEYS[6], '*', 'k', ARGV[7]) end
+local gen = redis.call('GET', KEYS[3])
+local e = redis.call('GET', KEYS[1])
+local existed = gen and e and string.sub(e, 1, #gen) == gen
+if ARGV[3] then
+  if not gen then
+    gen = ARGV[5]
+    redis.call('SET', KEYS[3], gen)
+  end
+  redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('DEL', KEYS[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
+if logged then
+  redis.call('HSET', KEYS[5], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
+end
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+if logged then return logged end
+if existed then return 1 end
+return 0
+",
+    )
+});
+
+/// KEYS: gen. ARGV: a new generation, invalidation channel and message.
+/// Evicts the group in one write, whatever its size.
+pub(super) static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.pcall('PUBLISH', ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
+
+/// KEYS: entry, writers, gen, lease. Deletes those holding an unexpected type.
+pub(super) static REPAIR: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local repaired = 0
+local expected = {'string', 'hash', 'string', 'hash'}
+for i = 1, 4 do
+  local found = redis.call('TYPE', KEYS[i]).ok
+  if found ~= expected[i] and found ~= 'none' then
+    redis.call('DEL', KEYS[i])
+    repaired = repaired + 1
+  end
+end
+return repaired
+",
+    )
+});
