@@ -1,0 +1,337 @@
+//! [`CacheService`]: how a request is served, read through the cache or
+//! written and evicted.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LOCATION, LOCATION};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use tower_service::Service;
+
+use super::layer::Config;
+use super::request::{self, Directives, Place};
+use super::response::{BodyError, Loaded, Shape, X_CACHE};
+use crate::flow::evict::{evict_now, Target};
+use crate::flow::policy::Policy;
+use crate::flow::returns::{PlainKind, ResultKind};
+use crate::flow::{put, read};
+use crate::{Cache, EntryKey};
+
+/// The [`Service`] made by [`CacheLayer`](super::CacheLayer).
+#[derive(Clone, Debug)]
+pub struct CacheService<S> {
+    pub(super) inner: S,
+    pub(super) config: Arc<Config>,
+}
+
+/// The body of a response from [`CacheService`]: one the cache built, or
+/// the handler's own, streamed through.
+pub type CacheBody<B> = Either<Full<Bytes>, B>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BodyError>,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(serve(self.config.clone(), inner, request))
+    }
+}
+
+/// Why a load produced no response to store.
+enum Failure<E> {
+    /// The handler's service failed.
+    Service(E),
+    /// Its body could not be read.
+    Body(BodyError),
+    /// An error status (for a write: nothing is stored or evicted).
+    Status(Loaded),
+}
+
+async fn serve<S, ReqB, ResB>(
+    config: Arc<Config>,
+    inner: S,
+    request: Request<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BodyError>,
+{
+    let cache = config
+        .cache
+        .clone()
+        .unwrap_or_else(crate::cache::ambient::current);
+    if cache.is_disabled() {
+        // A kill switch: nothing cached, and nothing said that would make a
+        // browser or a CDN cache it instead.
+        return passed(inner, request, Some("BYPASS")).await;
+    }
+    let shape = Shape {
+        private: config.private,
+        ttl: config.ttl.unwrap_or(cache.settings().default_ttl),
+        max_size: cache.settings().max_value_size,
+    };
+    let method = request.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        read(&config, cache, shape, inner, request).await
+    } else if [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(&method) {
+        write(&config, cache, shape, inner, request).await
+    } else {
+        passed(inner, request, None).await
+    }
+}
+
+/// `GET` and `HEAD`: served from the entry, or by the handler and stored.
+async fn read<S, ReqB, ResB>(
+    config: &Config,
+    cache: Cache,
+    shape: Shape,
+    inner: S,
+    request: Request<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BodyError>,
+{
+    let (parts, body) = request.into_parts();
+    let identity = (config.identity.0)(&parts);
+    let request = Request::from_parts(parts, body);
+    let headers = request.headers();
+    let directives = Directives::of(headers);
+    if directives.no_store || (identity.is_some() && !config.private) {
+        return passed(inner, request, Some("BYPASS")).await;
+    }
+    let place = Place::of(request.uri(), headers);
+    let user = config.private.then(|| request::user(identity.as_deref()));
+    let anchor = match place.has_query() {
+        true => Some(anchor(&cache, &config.group, shape, &place).await),
+        false => None,
+    };
+    let key = place.key(anchor.as_deref(), user.as_deref());
+    let head = request.method() == Method::HEAD;
+    let headers = headers.clone();
+    let revalidate = match directives {
+        Directives { no_cache: true, .. } => Some(Duration::ZERO),
+        Directives { max_age, .. } => max_age.map(Duration::from_secs),
+    };
+    // The handler runs at most once, for the path's entry or for a variant.
+    let call = Mutex::new(Some((inner, request)));
+    let lookup = |key: String| {
+        let mut policy = policy::<S::Error>(&config.group, shape);
+        if let Some(age) = revalidate {
+            policy = policy.revalidate_after(age);
+        }
+        let load = load(&call, &headers, shape, head);
+        read::cached(cache.clone(), policy, EntryKey::new(&key), load)
+    };
+    let mut found = lookup(key.clone()).await;
+    if let Some(variant) = found
+        .as_ref()
+        .ok()
+        .and_then(|l| l.variant_key(&key, &headers))
+    {
+        found = lookup(variant).await;
+    }
+    match found {
+        Ok(loaded) => Ok(loaded.respond(&headers, shape, head).map(Either::Left)),
+        Err(failure) => failed(failure),
+    }
+}
+
+/// Runs the handler, if it has not run yet, and reads its response.
+async fn load<S, ReqB, ResB>(
+    call: &Mutex<Option<(S, Request<ReqB>)>>,
+    request: &HeaderMap,
+    shape: Shape,
+    head: bool,
+) -> Result<Loaded, Failure<S::Error>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BodyError>,
+{
+    let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let Some((mut inner, req)) = taken else {
+        return Err(Failure::Body("the handler was already called".into()));
+    };
+    let response = inner.call(req).await.map_err(Failure::Service)?;
+    Loaded::read(response, request, shape, head)
+        .await
+        .map_err(Failure::Body)
+}
+
+/// `POST`, `PUT`, `PATCH`, `DELETE`: after a `2xx`, evict (RFC 9111 §4.4),
+/// or with `write_through`, store a `PUT`/`PATCH` response as the entry.
+async fn write<S, ReqB, ResB>(
+    config: &Config,
+    cache: Cache,
+    shape: Shape,
+    mut inner: S,
+    request: Request<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BodyError>,
+{
+    let place = Place::of(request.uri(), request.headers());
+    let method = request.method();
+    let through = config.write_through && !config.private;
+    if through && (method == Method::PUT || method == Method::PATCH) {
+        let headers = request.headers().clone();
+        let load = async move {
+            let response = inner.call(request).await.map_err(Failure::Service)?;
+            let success = response.status().is_success();
+            let loaded = Loaded::read(response, &headers, shape, false)
+                .await
+                .map_err(Failure::Body)?;
+            if success {
+                Ok(loaded)
+            } else {
+                Err(Failure::Status(loaded))
+            }
+        };
+        let policy = policy::<S::Error>(&config.group, shape);
+        let key = EntryKey::new(&place.path_key());
+        return match put::put(cache.clone(), policy, key, load).await {
+            Ok(loaded) => {
+                // The path's own entry holds the response; its variants go.
+                let named = named_places(&place, &loaded.headers());
+                evict_places(&cache, &config.group, [Key::Anchor(&place)], &named).await;
+                Ok(loaded.unchanged().map(Either::Left))
+            }
+            Err(failure) => failed(failure),
+        };
+    }
+    let response = inner.call(request).await?;
+    if response.status().is_success() {
+        if config.evict_group || config.private {
+            // Private entries are per user: a write reaches them all.
+            evict_now(&cache, &config.group, Target::All).await;
+        } else {
+            let named = named_places(&place, response.headers());
+            let own = [Key::Path(&place), Key::Anchor(&place)];
+            evict_places(&cache, &config.group, own, &named).await;
+        }
+    }
+    Ok(response.map(Either::Right))
+}
+
+/// The token that a path's entries with a query name in their keys: drawn
+/// by the first such read, and kept until a write to the path evicts it,
+/// which leaves every entry made under it unreachable at once, whatever its
+/// query. The path's own entry (no query) names none, and costs no more.
+async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> String {
+    let policy = Policy::<PlainKind, String>::new(group)
+        .ttl(shape.ttl)
+        .jitter(0.0);
+    let key = EntryKey::new(&place.anchor_key());
+    read::cached(cache.clone(), policy, key, async {
+        crate::backend::token()
+    })
+    .await
+}
+
+/// One of the keys a write to a path evicts.
+enum Key<'p> {
+    /// The path's own entry.
+    Path(&'p Place),
+    /// Its anchor: every entry of the path with a query.
+    Anchor(&'p Place),
+}
+
+/// The places a response's `Location` and `Content-Location` name on the
+/// request's authority (RFC 9111 §4.4).
+fn named_places(place: &Place, headers: &HeaderMap) -> Vec<Place> {
+    [LOCATION, CONTENT_LOCATION]
+        .into_iter()
+        .filter_map(|name| place.named(headers, name))
+        .filter(|named| named != place)
+        .collect()
+}
+
+/// Evicts `own` and every entry of the `named` places, at once, with the
+/// guarantee of `#[cache_evict]`.
+async fn evict_places<'p>(
+    cache: &Cache,
+    group: &str,
+    own: impl IntoIterator<Item = Key<'p>>,
+    named: &'p [Place],
+) {
+    let named = named
+        .iter()
+        .flat_map(|place| [Key::Path(place), Key::Anchor(place)]);
+    let evictions = own.into_iter().chain(named).map(|key| {
+        let key = match key {
+            Key::Path(place) => place.path_key(),
+            Key::Anchor(place) => place.anchor_key(),
+        };
+        evict_now(cache, group, Target::Key(EntryKey::new(&key)))
+    });
+    futures_util::future::join_all(evictions).await;
+}
+
+/// The policy of the layer's entries: no jitter, so that `max-age` is the
+/// entry's own TTL left.
+fn policy<E>(group: &str, shape: Shape) -> Policy<'_, ResultKind, Result<Loaded, Failure<E>>> {
+    Policy::new(group)
+        .ttl(shape.ttl)
+        .ttl_fn(Loaded::ttl)
+        .jitter(0.0)
+        .unless(|loaded: &Loaded| !loaded.storable())
+}
+
+/// The handler's response, streamed through, with `X-Cache` when given.
+async fn passed<S, ReqB, ResB>(
+    mut inner: S,
+    request: Request<ReqB>,
+    outcome: Option<&'static str>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    let mut response = inner.call(request).await?;
+    if let Some(outcome) = outcome {
+        let value = HeaderValue::from_static(outcome);
+        response.headers_mut().insert(X_CACHE, value);
+    }
+    Ok(response.map(Either::Right))
+}
+
+fn failed<E, B>(failure: Failure<E>) -> Result<Response<CacheBody<B>>, E> {
+    match failure {
+        Failure::Service(error) => Err(error),
+        Failure::Status(loaded) => Ok(loaded.unchanged().map(Either::Left)),
+        Failure::Body(error) => {
+            tracing::warn!(%error, "the handler's response body failed; answering 500");
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            Ok(response.map(Either::Left))
+        }
+    }
+}
