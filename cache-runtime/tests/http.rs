@@ -669,6 +669,10 @@ async fn a_write_evicts_every_query_of_its_path(cache: Cache) {
         "HIT",
         "another path stays"
     );
+    // Evicting the layer's group drops the query variants too.
+    cache.evict_group("products").await.unwrap();
+    let evicted = app.get("/products/2?a=1", &[]).await;
+    assert_eq!(evicted.x_cache(), "MISS", "the group's eviction reaches it");
 
     // A created resource's `Location` is refreshed too.
     for path in ["/products/3", "/products/3?page=1"] {

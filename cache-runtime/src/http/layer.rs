@@ -21,6 +21,8 @@ pub struct CacheLayer {
 #[derive(Clone, Debug)]
 pub(super) struct Config {
     pub(super) group: String,
+    /// Where the anchors of the paths' query variants live.
+    pub(super) anchors: String,
     pub(super) ttl: Option<Duration>,
     pub(super) cache: Option<Cache>,
     pub(super) private: bool,
@@ -55,6 +57,7 @@ impl CacheLayer {
         }
         CacheLayer {
             config: Arc::new(Config {
+                anchors: format!("{group}#anchors"),
                 group,
                 ttl: None,
                 cache: None,

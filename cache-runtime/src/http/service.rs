@@ -129,7 +129,7 @@ where
     let place = Place::of(request.uri(), headers);
     let user = config.private.then(|| request::user(identity.as_deref()));
     let anchor = match place.has_query() {
-        true => Some(anchor(&cache, &config.group, shape, &place).await),
+        true => Some(anchor(&cache, &config.anchors, shape, &place).await),
         false => None,
     };
     let key = place.key(anchor.as_deref(), user.as_deref());
@@ -222,7 +222,7 @@ where
             Ok(loaded) => {
                 // The path's own entry holds the response; its variants go.
                 let named = named_places(&place, &loaded.headers());
-                evict_places(&cache, &config.group, [Key::Anchor(&place)], &named).await;
+                evict_places(&cache, config, [Key::Anchor(&place)], &named).await;
                 Ok(loaded.unchanged().map(Either::Left))
             }
             Err(failure) => failed(failure),
@@ -236,7 +236,7 @@ where
         } else {
             let named = named_places(&place, response.headers());
             let own = [Key::Path(&place), Key::Anchor(&place)];
-            evict_places(&cache, &config.group, own, &named).await;
+            evict_places(&cache, config, own, &named).await;
         }
     }
     Ok(response.map(Either::Right))
@@ -246,6 +246,9 @@ where
 /// by the first such read, and kept until a write to the path evicts it,
 /// which leaves every entry made under it unreachable at once, whatever its
 /// query. The path's own entry (no query) names none, and costs no more.
+/// Anchors live in a group of their own (`<group>#anchors`), so that the
+/// layer's group counts requests, not anchor lookups; evicting the layer's
+/// group still drops every entry, whatever anchor it names.
 async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> String {
     let policy = Policy::<PlainKind, String>::new(group)
         .ttl(shape.ttl)
@@ -279,7 +282,7 @@ fn named_places(place: &Place, headers: &HeaderMap) -> Vec<Place> {
 /// guarantee of `#[cache_evict]`.
 async fn evict_places<'p>(
     cache: &Cache,
-    group: &str,
+    config: &Config,
     own: impl IntoIterator<Item = Key<'p>>,
     named: &'p [Place],
 ) {
@@ -287,9 +290,9 @@ async fn evict_places<'p>(
         .iter()
         .flat_map(|place| [Key::Path(place), Key::Anchor(place)]);
     let evictions = own.into_iter().chain(named).map(|key| {
-        let key = match key {
-            Key::Path(place) => place.path_key(),
-            Key::Anchor(place) => place.anchor_key(),
+        let (group, key) = match key {
+            Key::Path(place) => (&config.group, place.path_key()),
+            Key::Anchor(place) => (&config.anchors, place.anchor_key()),
         };
         evict_now(cache, group, Target::Key(EntryKey::new(&key)))
     });
