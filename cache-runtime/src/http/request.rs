@@ -8,7 +8,8 @@ use http::request::Parts;
 use http::{HeaderMap, Uri};
 use sha2::{Digest, Sha256};
 
-/// The request's `Cache-Control` directives that the layer honours.
+/// The `Cache-Control` directives that the layer honours, of a request or a
+/// response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Directives {
     /// Neither served from the cache nor stored into it.
@@ -20,6 +21,8 @@ pub(crate) struct Directives {
     pub(crate) max_age: Option<u64>,
     /// In a response: how long it is fresh in a shared cache.
     pub(crate) s_maxage: Option<u64>,
+    /// In a response: for one user only.
+    pub(crate) private: bool,
 }
 
 impl Directives {
@@ -38,6 +41,8 @@ impl Directives {
                 directives.no_store = true;
             } else if name.eq_ignore_ascii_case("no-cache") {
                 directives.no_cache = true;
+            } else if name.eq_ignore_ascii_case("private") {
+                directives.private = true;
             } else if name.eq_ignore_ascii_case("max-age") {
                 // An invalid value is ignored, as RFC 9111 §4.2.1 allows.
                 if let Some(seconds) = value.and_then(|v| v.parse::<u64>().ok()) {
@@ -142,15 +147,10 @@ impl Place {
         !self.query.is_empty()
     }
 
-    /// The key of the path's own entry (no query), which a write evicts.
+    /// The key of the path's own entry (no query), and of its anchor in the
+    /// anchors' group: both of which a write evicts.
     pub(crate) fn path_key(&self) -> String {
         self.path.clone()
-    }
-
-    /// The key of the path's anchor: a token that every entry with a query
-    /// names, drawn afresh once a write evicts it.
-    pub(crate) fn anchor_key(&self) -> String {
-        format!("{} #anchor", self.path)
     }
 
     /// The key of the request's entry: the path's own, or for a query, the
@@ -307,6 +307,8 @@ mod tests {
         assert!(parse("max-age=0").no_cache);
         assert_eq!(parse("public, max-age=\"30\"").max_age, Some(30));
         assert_eq!(parse("max-age=soon").max_age, None);
+        assert!(parse("Private=\"set-cookie\", max-age=5").private);
+        assert_eq!(parse("s-maxage=7").s_maxage, Some(7));
     }
 
     #[test]

@@ -126,13 +126,7 @@ impl Loaded {
     {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(Into::into)?.to_bytes();
-        let control = parts.headers.get_all(CACHE_CONTROL);
-        let forbids = |directive: &str| {
-            control.iter().filter_map(|v| v.to_str().ok()).any(|v| {
-                v.split(',')
-                    .any(|d| d.trim().split('=').next() == Some(directive))
-            })
-        };
+        let directives = request::Directives::of(&parts.headers);
         let names: Vec<String> = parts
             .headers
             .get_all(VARY)
@@ -150,14 +144,14 @@ impl Loaded {
         let vary_all = vary
             .as_ref()
             .is_some_and(|v| v.names.iter().any(|n| n == "*"));
-        let lifetime = lifetime(&parts.headers, shape.private);
+        let lifetime = lifetime(&directives, &parts.headers, shape.private);
         let mut storable = parts.status == StatusCode::OK
             && lifetime.is_none_or(|own| !own.is_zero())
             && !head
             && !parts.headers.contains_key(SET_COOKIE)
             && !vary_all
-            && !forbids("no-store")
-            && (shape.private || !forbids("private"))
+            && !directives.no_store
+            && (shape.private || !directives.private)
             && body.len() <= shape.max_size;
         let mut headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
@@ -284,8 +278,11 @@ impl Loaded {
 /// The response's own freshness lifetime (RFC 9111 §4.2.1), when it gives
 /// one: zero for `no-cache`; else `s-maxage` (on a shared layer), `max-age`,
 /// or `Expires` less `Date`, an invalid `Expires` being already past.
-fn lifetime(headers: &HeaderMap, private: bool) -> Option<Duration> {
-    let directives = request::Directives::of(headers);
+fn lifetime(
+    directives: &request::Directives,
+    headers: &HeaderMap,
+    private: bool,
+) -> Option<Duration> {
     if directives.no_cache {
         return Some(Duration::ZERO);
     }

@@ -253,7 +253,7 @@ async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> Stri
     let policy = Policy::<PlainKind, String>::new(group)
         .ttl(shape.ttl)
         .jitter(0.0);
-    let key = EntryKey::new(&place.anchor_key());
+    let key = EntryKey::new(&place.path_key());
     read::cached(cache.clone(), policy, key, async {
         crate::backend::token()
     })
@@ -292,7 +292,7 @@ async fn evict_places<'p>(
     let evictions = own.into_iter().chain(named).map(|key| {
         let (group, key) = match key {
             Key::Path(place) => (&config.group, place.path_key()),
-            Key::Anchor(place) => (&config.anchors, place.anchor_key()),
+            Key::Anchor(place) => (&config.anchors, place.path_key()),
         };
         evict_now(cache, group, Target::Key(EntryKey::new(&key)))
     });
