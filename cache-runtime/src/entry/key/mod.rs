@@ -72,18 +72,15 @@ impl EntryKey {
 
 /// A key value as JSON, the text its entry key is made of.
 pub(crate) fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<String, Error> {
-    let mut json = Vec::with_capacity(32);
+    let mut json = KeyWriter::default();
     write_key(&mut json, key)?;
-    String::from_utf8(json).map_err(encode_error)
+    let json = std::str::from_utf8(json.bytes()).map_err(encode_error)?;
+    Ok(json.to_owned())
 }
 
 /// Writes a key value's JSON, with `NaN`, `Infinity` and `-Infinity` where
 /// serde_json would write `null` for a non-finite float ([`floats`]).
-fn write_key<W, K>(writer: &mut W, key: &K) -> Result<(), Error>
-where
-    W: io::Write + Rewind,
-    K: Serialize + ?Sized,
-{
+fn write_key<K: Serialize + ?Sized>(writer: &mut KeyWriter, key: &K) -> Result<(), Error> {
     let wrote_null = Cell::new(false);
     let formatter = NullFormatter {
         wrote_null: &wrote_null,
@@ -96,24 +93,6 @@ where
         floats::write_named(&mut *writer, key).map_err(encode_error)?;
     }
     Ok(())
-}
-
-/// A buffer a key is written into, emptied for a second pass.
-trait Rewind {
-    fn rewind(&mut self);
-}
-
-impl Rewind for Vec<u8> {
-    fn rewind(&mut self) {
-        self.clear();
-    }
-}
-
-impl Rewind for KeyWriter {
-    fn rewind(&mut self) {
-        self.len = 0;
-        self.spilled.clear();
-    }
 }
 
 fn encode_error(error: impl std::fmt::Display) -> Error {
@@ -142,6 +121,12 @@ impl Default for KeyWriter {
 }
 
 impl KeyWriter {
+    /// Empties it, for a second pass.
+    fn rewind(&mut self) {
+        self.len = 0;
+        self.spilled.clear();
+    }
+
     fn bytes(&self) -> &[u8] {
         match self.spilled.is_empty() {
             true => self.inline.get(..self.len).unwrap_or_default(),
