@@ -15,6 +15,7 @@
 //! cargo bench --bench compare -- --in-memory     # only the in-process hit cases, printed
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --stampede      # only the stampede, printed
+//! cargo bench --bench compare -- --dependencies  # only derived entries' costs, printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
@@ -26,6 +27,7 @@
 mod support;
 
 mod contenders;
+mod dependencies;
 mod harness;
 mod hits;
 mod http_layer;
@@ -188,6 +190,7 @@ async fn main() {
         "--in-memory",
         "--write-behind",
         "--stampede",
+        "--dependencies",
     ]
     .into_iter()
     .find(|flag| args.iter().any(|a| a == flag));
@@ -197,6 +200,7 @@ async fn main() {
             "--miss" => bench.miss_path().await,
             "--in-memory" => bench.in_memory_hit().await,
             "--stampede" => bench.stampede().await,
+            "--dependencies" => bench.dependencies().await,
             _ => bench.write_behind().await,
         }
         for r in &bench.rows {
@@ -216,6 +220,7 @@ async fn main() {
     bench.propagation().await;
     bench.http_hit().await;
     bench.write_behind().await;
+    bench.dependencies().await;
 
     let mut conn = bench.conn.clone();
     let info: String = redis::cmd("INFO")

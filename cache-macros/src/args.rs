@@ -31,6 +31,7 @@ impl Attr {
             "cache",
             "unless",
             "ttl_fn",
+            "depends_on",
             "cache_none",
             "none_ttl",
             "crate",
@@ -46,6 +47,7 @@ impl Attr {
             "cache",
             "unless",
             "ttl_fn",
+            "depends_on",
             "cache_none",
             "none_ttl",
             "cache_err",
@@ -98,6 +100,7 @@ pub(crate) struct Args {
     pub(crate) cache: Option<Expr>,
     pub(crate) unless: Option<Expr>,
     pub(crate) ttl_fn: Option<Expr>,
+    pub(crate) depends_on: Option<Expr>,
     pub(crate) all: Option<Span>,
     pub(crate) before: bool,
     pub(crate) cache_none: Option<Span>,
@@ -157,6 +160,7 @@ impl Args {
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "unless" => self.unless = Some(meta.value()?.parse()?),
             "ttl_fn" => self.ttl_fn = Some(meta.value()?.parse()?),
+            "depends_on" => self.depends_on = Some(meta.value()?.parse()?),
             "crate" => {
                 let lit: LitStr = meta.value()?.parse()?;
                 self.krate = Some(lit.parse()?);

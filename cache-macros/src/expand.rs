@@ -134,6 +134,9 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             if let Some(ttl_fn) = &args.ttl_fn {
                 policy.extend(quote!(.ttl_fn(#ttl_fn)));
             }
+            if let Some(depends_on) = &args.depends_on {
+                policy.extend(quote!(.depends_on(#depends_on)));
+            }
             if let Some(lock) = &args.lock {
                 policy.extend(quote!(.lock(#lock)));
             }

@@ -2,6 +2,7 @@
 //! cannot express (groups chosen at run time, values set by hand).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -10,8 +11,9 @@ use serde::Serialize;
 use crate::backend::{Lookup, Want, NO_LEASE};
 use crate::cache::builder::CacheBuilder;
 use crate::cache::Cache;
+use crate::deps::{capture, stamps};
 use crate::entry::envelope;
-use crate::entry::shared::Reader;
+use crate::entry::shared::{Kept, Reader};
 use crate::entry::{check_group, EntryKey, Invalidation};
 use crate::flow::policy::Policy;
 use crate::flow::read::cached;
@@ -96,19 +98,35 @@ impl Cache {
         key: &(impl Serialize + ?Sized),
     ) -> Result<Option<T>, Error> {
         let key = entry_key(group, key)?;
-        if self.pending().blocks(group, &key) {
+        let Some(kept) = self.read_entry(group, &key).await? else {
+            return Ok(None);
+        };
+        let reader = Reader {
+            open: envelope::open,
+            keep: None,
+        };
+        Ok(self
+            .open(group, &key, &kept, &reader)
+            .map(|(value, _)| value))
+    }
+
+    /// The live envelope of an entry, as `get` and `has` read it: inside a
+    /// load, a dependency of it; past an eviction pending retry, or stamped
+    /// with dependencies that no longer hold, `None`.
+    async fn read_entry(&self, group: &str, key: &EntryKey) -> Result<Option<Arc<Kept>>, Error> {
+        let capture = capture::current();
+        if let Some(capture) = &capture {
+            self.pin_read(capture, group, key).await;
+        }
+        if self.pending().blocks(group, key) {
             return Ok(None); // an eviction of it is pending retry
         }
-        match self.lookup(group, &key, Want::Peek, NO_LEASE).await? {
-            Lookup::Hit(kept) => {
-                let reader = Reader {
-                    open: envelope::open,
-                    keep: None,
-                };
-                Ok(self
-                    .open(group, &key, &kept, &reader)
-                    .map(|(value, _)| value))
+        match self.lookup(group, key, Want::Peek, NO_LEASE).await? {
+            Lookup::Hit(kept) if stamps::stamped(kept.bytes()) => {
+                let holds = self.stamps_hold(kept.bytes(), capture.as_deref()).await;
+                Ok(holds.then_some(kept))
             }
+            Lookup::Hit(kept) => Ok(Some(kept)),
             Lookup::Miss(_) | Lookup::Held => Ok(None),
         }
     }
@@ -160,11 +178,7 @@ impl Cache {
     /// Whether an entry holds a value.
     pub async fn has(&self, group: &str, key: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
         let key = entry_key(group, key)?;
-        if self.pending().blocks(group, &key) {
-            return Ok(false);
-        }
-        let found = self.lookup(group, &key, Want::Peek, NO_LEASE).await?;
-        Ok(matches!(found, Lookup::Hit(_)))
+        Ok(self.read_entry(group, &key).await?.is_some())
     }
 
     /// Evicts every entry of a group, in one write whatever the group's size.

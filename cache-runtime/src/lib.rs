@@ -85,6 +85,9 @@
 //! - `flow`: what an annotated call does, and what keeps it correct: the
 //!   read flow, fills, puts and evictions, with the leases, writer records
 //!   and retries that keep a write visible on the next read.
+//! - `deps`: derived entries: what a load depends on ([`Dep`],
+//!   [`depend`]), the stamps it stores them with, and the check of a
+//!   stamped hit.
 //! - `cache`: [`Cache`], the handle, with its [builder](CacheBuilder), the
 //!   gate every backend operation passes (first contact, circuit breaker, op
 //!   timeout), and [`Health`].
@@ -110,6 +113,8 @@ mod write_behind;
 
 mod flow;
 
+mod deps;
+
 mod cache;
 mod consistency;
 mod local;
@@ -130,6 +135,7 @@ pub use backend::tls::Tls;
 pub use cache::builder::CacheBuilder;
 pub use cache::health::Health;
 pub use cache::Cache;
+pub use deps::{depend, Dep};
 pub use entry::{codec, EntryKey, MAX_READABLE_KEY};
 pub use error::Error;
 pub use observe::Stats;

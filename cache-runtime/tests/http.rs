@@ -775,7 +775,59 @@ async fn the_host_is_part_of_the_key(cache: Cache) {
     );
 }
 
+/// A catalog page that reads its items through the cache.
+async fn catalog(State(cache): State<Cache>) -> String {
+    let mut names = Vec::new();
+    for id in [1u64, 2] {
+        let name: String = cache
+            .get_or_load("items", &id, None, || async move { format!("item {id}") })
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    names.join(", ")
+}
+
+async fn a_page_depends_on_what_its_handler_read(cache: Cache) {
+    let app = Router::new()
+        .route("/catalog", get(catalog))
+        .route_layer(CacheLayer::new("pages").cache(cache.clone()))
+        .with_state(cache.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new();
+    let page = || async {
+        let response = client
+            .get(format!("http://{addr}/catalog"))
+            .send()
+            .await
+            .unwrap();
+        let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+        (x_cache, response.text().await.unwrap())
+    };
+    assert_eq!(page().await, ("MISS".into(), "item 1, item 2".into()));
+    assert_eq!(page().await.0, "HIT");
+    cache
+        .set("items", &3u64, &"item three", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        page().await.0,
+        "HIT",
+        "a write of an item the page does not show"
+    );
+    cache.set("items", &2u64, &"item two", None).await.unwrap();
+    assert_eq!(
+        page().await,
+        ("MISS".into(), "item 1, item two".into()),
+        "a write of an item the page shows"
+    );
+    assert_eq!(page().await.0, "HIT");
+}
+
 on_each_backend!(
+    a_page_depends_on_what_its_handler_read,
     identity_headers_keep_users_apart,
     a_write_evicts_every_query_of_its_path,
     repeated_parameters_keep_their_order,

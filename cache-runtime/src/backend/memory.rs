@@ -8,9 +8,10 @@
 //! entries, so its cost is amortised O(1) per call.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Lease, Lookup, Ticket, Want, WriteEnd};
+use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
+use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::Map;
@@ -33,6 +34,45 @@ struct Group {
     gen: Option<u64>,
     entries: Map<String, Entry>,
     writers: Map<String, Writers>,
+    /// Dependency records of keys, by key text, and of the group.
+    versions: Map<String, Version>,
+    version: Option<Version>,
+    /// When the group was last evicted, clock microseconds.
+    evicted_us: Option<u64>,
+}
+
+/// A dependency record: its token, which starts with the microsecond it was
+/// made or replaced at.
+struct Version {
+    token: String,
+    expires: Instant,
+}
+
+impl Version {
+    fn made(now_us: u64, expires: Instant) -> Self {
+        Version {
+            token: format!("{now_us}-{:016x}", fastrand::u64(..)),
+            expires,
+        }
+    }
+
+    /// Gives a live record a new token; one that is gone stays gone.
+    fn bump(version: Option<&mut Version>, now: Instant, now_us: u64) {
+        if let Some(version) = version.filter(|v| v.expires > now) {
+            *version = Version::made(now_us, version.expires);
+        }
+    }
+
+    fn live(&self, now: Instant) -> Option<&str> {
+        (self.expires > now).then_some(self.token.as_str())
+    }
+}
+
+/// The clock dependency records are stamped with, microseconds.
+fn clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 struct Entry {
@@ -122,7 +162,18 @@ impl State {
         if let Some(w) = self.live_writers(group, key, now) {
             w.overlapped = true;
         }
+        self.bump(group, key, now);
         existed
+    }
+
+    /// A write of `key` changes the dependency records of the key and of
+    /// its group.
+    fn bump(&mut self, group: &str, key: &str, now: Instant) {
+        if let Some(g) = self.groups.get_mut(group) {
+            let now_us = clock_us();
+            Version::bump(g.versions.get_mut(key), now, now_us);
+            Version::bump(g.version.as_mut(), now, now_us);
+        }
     }
 
     fn sweep_now_and_then(&mut self, now: Instant) {
@@ -135,7 +186,11 @@ impl State {
         self.groups.retain(|_, g| {
             g.entries.retain(|_, e| e.expires > now);
             g.writers.retain(|_, w| w.expires > now);
-            size += g.entries.len() + g.writers.len();
+            g.versions.retain(|_, v| v.expires > now);
+            if g.version.as_ref().is_some_and(|v| v.expires <= now) {
+                g.version = None;
+            }
+            size += g.entries.len() + g.writers.len() + g.versions.len();
             g.gen.is_some() || !(g.entries.is_empty() && g.writers.is_empty())
         });
         self.size_at_sweep = size;
@@ -316,6 +371,9 @@ impl Memory {
             }
             None => false,
         };
+        if !matches!(end, WriteEnd::Abort) {
+            state.bump(group, key, now);
+        }
         match (end, gen) {
             (WriteEnd::Abort, _) => false,
             (WriteEnd::Store(bytes, ttl), Some(gen)) if sole => {
@@ -354,6 +412,70 @@ impl Memory {
     }
 
     pub(crate) fn evict_group(&self, group: &str) {
-        self.state(Instant::now()).group(group).gen = Some(fastrand::u64(..));
+        let now = Instant::now();
+        let now_us = clock_us();
+        let mut state = self.state(now);
+        let g = state.group(group);
+        g.gen = Some(fastrand::u64(..));
+        g.evicted_us = Some(now_us);
+        Version::bump(g.version.as_mut(), now, now_us);
+    }
+
+    pub(crate) fn pin(&self, group: &str, records: &[Record], ttl: Duration) -> Pinned {
+        let now = Instant::now();
+        let now_us = clock_us();
+        let expires = now + ttl;
+        let mut state = self.state(now);
+        let gen = state.gen(group);
+        let g = state.group(group);
+        let evicted_us = g.evicted_us.unwrap_or(0);
+        let tokens = records
+            .iter()
+            .map(|record| {
+                let slot = match record {
+                    Record::Key(key) => g
+                        .versions
+                        .entry(key.as_str().to_owned())
+                        .or_insert_with(|| Version::made(now_us, expires)),
+                    Record::Group => g
+                        .version
+                        .get_or_insert_with(|| Version::made(now_us, expires)),
+                };
+                if slot.expires <= now {
+                    *slot = Version::made(now_us, expires);
+                }
+                slot.expires = slot.expires.max(expires);
+                slot.token.clone()
+            })
+            .collect();
+        Pinned {
+            now_us,
+            gen: gen.to_string(),
+            evicted_us,
+            records: tokens,
+        }
+    }
+
+    pub(crate) fn check(
+        &self,
+        group: &str,
+        records: &[Record],
+    ) -> (Option<String>, Vec<Option<String>>) {
+        let now = Instant::now();
+        let state = self.state(now);
+        let Some(g) = state.groups.get(group) else {
+            return (None, vec![None; records.len()]);
+        };
+        let tokens = records
+            .iter()
+            .map(|record| {
+                let version = match record {
+                    Record::Key(key) => g.versions.get(key.as_str()),
+                    Record::Group => g.version.as_ref(),
+                };
+                version.and_then(|v| v.live(now)).map(str::to_owned)
+            })
+            .collect();
+        (g.gen.map(|gen| gen.to_string()), tokens)
     }
 }

@@ -18,6 +18,8 @@
 //!   writer's token, how many are in flight, and whether any two overlapped. A
 //!   put stores its value only when no other write overlapped it; otherwise it
 //!   deletes the entry. Concurrent puts leave the last write or nothing.
+//! - **dependency records** (`deps`) per key and per group: a token that a
+//!   load depending on it pins, and every write of what it names replaces.
 
 pub(crate) mod batch;
 pub(crate) mod connection;
@@ -34,6 +36,7 @@ pub(crate) mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::error::Error;
@@ -91,6 +94,21 @@ pub(crate) enum WriteEnd {
     Evict,
     /// The body failed: leave the entry as it is.
     Abort,
+}
+
+/// What pinning a group's dependency records found, on the backend's clock
+/// (the server's, for Redis): a token starts with the microsecond it was
+/// made or last replaced at.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    /// The clock now, microseconds.
+    pub(crate) now_us: u64,
+    /// The group's generation.
+    pub(crate) gen: String,
+    /// When the group was last evicted (or when this was first asked).
+    pub(crate) evicted_us: u64,
+    /// The records' tokens, in the order asked.
+    pub(crate) records: Vec<String>,
 }
 
 /// One of the storage backends.
@@ -210,6 +228,35 @@ impl Backend {
             }
             Backend::Redis(r) => r.store(group, key, bytes, ttl).await,
             Backend::Disabled => Ok(()),
+        }
+    }
+
+    /// Pins dependency records of `group`: makes those absent, keeps each
+    /// for at least `ttl`, and returns their tokens.
+    pub(crate) async fn pin(
+        &self,
+        group: &str,
+        records: &[Record],
+        ttl: Duration,
+    ) -> Result<Pinned, Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.pin(group, records, ttl)),
+            Backend::Redis(r) => r.pin(group, records, ttl).await,
+            Backend::Disabled => Err(Error::Unavailable),
+        }
+    }
+
+    /// The group's generation and the tokens of dependency records of it
+    /// (`None` for one that is gone).
+    pub(crate) async fn check(
+        &self,
+        group: &str,
+        records: &[Record],
+    ) -> Result<(Option<String>, Vec<Option<String>>), Error> {
+        match self {
+            Backend::Memory(m) => Ok(m.check(group, records)),
+            Backend::Redis(r) => r.check(group, records).await,
+            Backend::Disabled => Err(Error::Unavailable),
         }
     }
 

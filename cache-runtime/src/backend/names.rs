@@ -21,6 +21,10 @@ pub(crate) struct Names {
 const GEN: &str = "gen";
 /// What follows `P:{G}:` in an entry's name, before its key text.
 const ENTRY: &str = "e:";
+/// What follows `P:{G}:` in the group's dependency record's name.
+pub(crate) const GROUP_RECORD: &str = "gv";
+/// What follows `P:{G}:` in the name of the time the group was last evicted.
+pub(crate) const EVICTED: &str = "gt";
 
 impl Names {
     pub(crate) fn new(prefix: &str, group: &str, key: &EntryKey) -> Self {
@@ -59,6 +63,17 @@ impl Names {
     /// The read lease's name, built when an operation needs it.
     pub(crate) fn lease(&self) -> String {
         self.beside("l:")
+    }
+
+    /// The name of the entry's dependency record, `P:{G}:v:K`.
+    pub(crate) fn record(&self) -> String {
+        self.beside("v:")
+    }
+
+    /// The name of the group's dependency record, `P:{G}:gv`.
+    pub(crate) fn group_record(&self) -> String {
+        let base = &self.gen()[..self.entry_start - GEN.len()];
+        format!("{base}{GROUP_RECORD}")
     }
 
     /// The name of another key of this entry: `P:{G}:<kind>K`.
@@ -111,7 +126,7 @@ mod tests {
         #[test]
         fn the_hash_tag_of_every_key_is_its_group(prefix in "[^{}]{0,12}", group in group(), key in any::<String>()) {
             let names = Names::new(&prefix, &group, &EntryKey::new(&key).unwrap());
-            for name in [names.entry(), &names.writers(), names.gen()] {
+            for name in [names.entry(), &names.writers(), names.gen(), &names.record(), &names.group_record()] {
                 prop_assert_eq!(hash_tag(name), group.as_str());
             }
             prop_assert_eq!(names.entry(), &format!("{prefix}:{{{group}}}:e:{}", EntryKey::new(&key).unwrap().as_str()));

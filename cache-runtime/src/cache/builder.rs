@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) eviction_retry: Duration,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cool_down: Duration,
+    pub(crate) max_dependencies: usize,
+    pub(crate) lease_ttl: Duration,
 }
 
 enum Target {
@@ -48,6 +50,7 @@ enum Target {
 /// | [`max_value_size`](Self::max_value_size) | 4 MiB |
 /// | [`eviction_retry`](Self::eviction_retry) | 60 s |
 /// | [`breaker`](Self::breaker) | 5 failures, 1 s cool-down |
+/// | [`max_dependencies`](Self::max_dependencies) | 10,000 |
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,6 +82,7 @@ pub struct CacheBuilder {
     eviction_retry: Duration,
     breaker_threshold: u32,
     breaker_cool_down: Duration,
+    max_dependencies: usize,
     local: Option<(usize, Duration)>,
     #[cfg(feature = "tls")]
     tls: Option<crate::Tls>,
@@ -101,6 +105,7 @@ impl Default for CacheBuilder {
             eviction_retry: Duration::from_secs(60),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(1),
+            max_dependencies: 10_000,
             local: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -277,6 +282,14 @@ impl CacheBuilder {
         self
     }
 
+    /// A value that depends on more entries and groups than this (read
+    /// through the cache or named) is returned but not stored, and logged
+    /// (default 10,000): each dependency costs its hits a record to check.
+    pub fn max_dependencies(mut self, limit: usize) -> Self {
+        self.max_dependencies = limit;
+        self
+    }
+
     /// Adds a local tier: an in-process copy of up to `capacity` entries read
     /// from Redis, each kept at most `max_ttl` (and never past its TTL), so
     /// that hits cost no round trip. Copies are dropped when any process
@@ -409,6 +422,8 @@ impl CacheBuilder {
                 eviction_retry: self.eviction_retry,
                 breaker_threshold: self.breaker_threshold,
                 breaker_cool_down: self.breaker_cool_down,
+                max_dependencies: self.max_dependencies,
+                lease_ttl: self.lease_ttl,
             },
             counters,
             local,

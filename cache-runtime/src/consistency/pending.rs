@@ -39,6 +39,14 @@ impl Pending {
             .is_some_and(|keys| keys.iter().any(|k| k.as_ref().is_none_or(|k| k == key)))
     }
 
+    /// Whether an eviction of the group, or of any key of it, is pending.
+    pub(crate) fn blocks_group(&self, group: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock().get(group).is_some_and(|keys| !keys.is_empty())
+    }
+
     pub(crate) fn add(&self, eviction: &Eviction) {
         let (group, key) = eviction.parts();
         self.lock()

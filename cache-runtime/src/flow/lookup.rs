@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{token, Lease, Lookup, Want};
 use crate::consistency::flight::{self, FlightGuard, Joined};
+use crate::deps::capture::{self, Capture};
+use crate::deps::stamps;
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
@@ -57,6 +59,12 @@ pub(crate) struct Read<'c> {
 impl<'c> Read<'c> {
     /// Resolves the read; `reader` opens what it finds.
     pub(crate) async fn resolve<V>(&self, reader: &Reader<V>) -> Found<'c, V> {
+        // Inside a load, the key's dependency record is pinned before the
+        // read, and the local tier (which may lag a write) is not read.
+        let capture = capture::current();
+        if let Some(capture) = &capture {
+            Box::pin(self.cache.pin_read(capture, self.group, self.key)).await;
+        }
         if self.cache.pending().blocks(self.group, self.key) {
             // An eviction of this key failed and is being retried: the
             // cached value may be stale, so read past it.
@@ -65,12 +73,14 @@ impl<'c> Read<'c> {
         if let Some(kept) = self
             .cache
             .local()
+            .filter(|_| capture.is_none())
             .and_then(|local| local.get(self.group, self.key))
         {
             if let Some((value, meta)) = self.cache.open(self.group, self.key, &kept, reader) {
                 return Found::Hit(value, meta);
             }
         }
+        let capture = capture.as_deref();
         // Hits, the common case, are plain reads; only a miss takes a lease.
         let mut answer = self.lookup(Want::Peek).await;
         let mut peeked = true;
@@ -82,6 +92,9 @@ impl<'c> Read<'c> {
                 return load_without_cache();
             };
             match found {
+                Answer::Hit(kept) if stamps::stamped(kept.bytes()) => {
+                    return Box::pin(self.stamped(kept, reader, capture, leading.take())).await;
+                }
                 Answer::Hit(kept) => match self.open(&kept, reader) {
                     Some(hit) => return hit,
                     None => return self.reload(None).await,
@@ -114,7 +127,7 @@ impl<'c> Read<'c> {
                 // Another process loads it: wait for that, leading here.
                 Answer::Held if leading.is_some() => {
                     return match leading.take() {
-                        Some(flight) => self.wait_for(flight, reader).await,
+                        Some(flight) => self.wait_for(flight, reader, capture).await,
                         None => load_without_cache(),
                     };
                 }
@@ -125,7 +138,9 @@ impl<'c> Read<'c> {
                     follows += 1;
                     match self.cache.flights().join(self.group, self.key) {
                         Joined::Follower(done) => flight::wait(done).await,
-                        Joined::Leader(flight) => return self.wait_for(flight, reader).await,
+                        Joined::Leader(flight) => {
+                            return self.wait_for(flight, reader, capture).await
+                        }
                     }
                     answer = self.lookup(Want::Peek).await;
                     peeked = true;
@@ -138,7 +153,12 @@ impl<'c> Read<'c> {
     /// is there or its lease gone. Past `lock_timeout`, load without the
     /// lease and store nothing: the holder keeps its lease and stores its own
     /// value, so a slow load is not raced into never being stored.
-    async fn wait_for<V>(&self, flight: FlightGuard<'c>, reader: &Reader<V>) -> Found<'c, V> {
+    async fn wait_for<V>(
+        &self,
+        flight: FlightGuard<'c>,
+        reader: &Reader<V>,
+        capture: Option<&Capture>,
+    ) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
         let mut delay = FIRST_POLL;
         loop {
@@ -161,6 +181,9 @@ impl<'c> Read<'c> {
                 other => other,
             };
             match answer {
+                Some(Answer::Hit(kept)) if stamps::stamped(kept.bytes()) => {
+                    return Box::pin(self.stamped(kept, reader, capture, Some(flight))).await;
+                }
                 Some(Answer::Hit(kept)) => match self.open(&kept, reader) {
                     Some(hit) => return hit,
                     None => return self.reload(Some(flight)).await,
@@ -186,11 +209,34 @@ impl<'c> Read<'c> {
         }
     }
 
+    /// A hit of an entry with dependency stamps: a hit while they hold (its
+    /// stamps then noted in the load in progress), else loaded again.
+    async fn stamped<V>(
+        &self,
+        kept: Arc<Kept>,
+        reader: &Reader<V>,
+        capture: Option<&Capture>,
+        flight: Option<FlightGuard<'c>>,
+    ) -> Found<'c, V> {
+        if self.cache.stamps_hold(kept.bytes(), capture).await {
+            if let Some(hit) = self.open(&kept, reader) {
+                return hit;
+            }
+        }
+        self.reload(flight).await
+    }
+
     /// A hit, kept in the local tier; `None` when the entry does not decode.
     /// Not async: a hit builds no future for the reload it does not need.
     fn open<V>(&self, kept: &Arc<Kept>, reader: &Reader<V>) -> Option<Found<'c, V>> {
         let (value, meta) = self.cache.open(self.group, self.key, kept, reader)?;
-        if let Some(local) = self.cache.local() {
+        // An entry with dependency stamps is checked on every read, so it
+        // is never copied to the local tier.
+        if let Some(local) = self
+            .cache
+            .local()
+            .filter(|_| !stamps::stamped(kept.bytes()))
+        {
             let fresh_for = Duration::from_millis(u64::try_from(meta.fresh_for_ms()).unwrap_or(0));
             local.insert(self.group, self.key, kept, fresh_for, self.epoch);
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::lookup::Read;
 use super::returns::{CacheValue, Kind, Split};
+use crate::deps::Dep;
 use crate::entry::envelope::{Meta, Opener, Sealer};
 use crate::entry::shared::{Keep, KeepProbe, Reader};
 use crate::entry::EntryKey;
@@ -14,6 +15,7 @@ use crate::Cache;
 
 type Predicate<'a, T> = Box<dyn Fn(&T) -> bool + Send + Sync + 'a>;
 type TtlFn<'a, T> = Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>;
+type Declare<'a, T> = Box<dyn Fn(&T) -> Vec<Dep> + Send + Sync + 'a>;
 
 /// What to store, where and for how long: the options of one attribute.
 /// Options left unset take the cache's defaults.
@@ -26,6 +28,7 @@ pub struct Policy<'a, K: Kind<R>, R> {
     negative_ttl: Option<Duration>,
     unless: Option<Predicate<'a, K::Item>>,
     ttl_fn: Option<TtlFn<'a, K::Item>>,
+    depends_on: Option<Declare<'a, K::Item>>,
     lock: Option<bool>,
     lock_timeout: Option<Duration>,
     early: Option<f64>,
@@ -55,6 +58,7 @@ where
             negative_ttl: None,
             unless: None,
             ttl_fn: None,
+            depends_on: None,
             lock: None,
             lock_timeout: None,
             early: None,
@@ -108,6 +112,15 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     /// `ttl_fn = |v| ...`: the TTL of a value, from the value.
     pub fn ttl_fn(mut self, f: impl Fn(&K::Item) -> Duration + Send + Sync + 'a) -> Self {
         self.ttl_fn = Some(Box::new(f));
+        self
+    }
+    /// `depends_on = |v| ...`: the entries and groups a value embeds besides
+    /// those its body read through the cache.
+    pub fn depends_on<I>(mut self, f: impl Fn(&K::Item) -> I + Send + Sync + 'a) -> Self
+    where
+        I: IntoIterator<Item = Dep>,
+    {
+        self.depends_on = Some(Box::new(move |item| f(item).into_iter().collect()));
         self
     }
     /// `lock = ...`: whether a miss waits for another caller's load.
@@ -173,6 +186,22 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         let ttl = ttl.unwrap_or(cache.settings().default_ttl);
         let jitter = self.jitter.unwrap_or(cache.settings().jitter);
         Some((value, ttl.mul_f64(1.0 - jitter * fastrand::f64())))
+    }
+
+    /// What `depends_on` names for a return value: nothing unless it is a
+    /// value to store.
+    pub(super) fn declared(&self, ret: &R) -> Vec<Dep> {
+        match (&self.depends_on, K::split(ret)) {
+            (Some(declare), Split::Value(_, item)) => declare(item),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How long an entry of this policy lives, unless `ttl_fn` says
+    /// otherwise: what the records it depends on are kept for.
+    pub(super) fn lifetime(&self, cache: &Cache) -> Duration {
+        self.ttl.unwrap_or(cache.settings().default_ttl)
+            + self.stale_while_revalidate.unwrap_or_default()
     }
 
     pub(super) fn reader(&self) -> Reader<K::Value> {

@@ -2,16 +2,16 @@
 //! write or nothing.
 
 use std::future::Future;
-use std::time::Instant;
 
 use tracing::Instrument;
 
 use super::policy::Policy;
-use super::read::call_span;
+use super::read::{call_span, load};
 use super::retry::{self, Eviction};
 use super::returns::Kind;
 use super::write_guard::WriteGuard;
 use crate::backend::WriteEnd;
+use crate::deps::capture::Capture;
 use crate::entry::{EntryKey, Invalidation};
 use crate::observe::{metrics, ok_or_warn};
 use crate::{Cache, Error};
@@ -49,12 +49,12 @@ where
         // It may still run later: the guard ends it when the put is done.
         Err(error) => ok_or_warn(cache.counters(), "write", group, Err(error)),
     };
-    let started = Instant::now();
-    let ret = body.await;
+    let capture = Capture::open(policy.lifetime(&cache));
+    let (ret, sealed) = load(&policy, &cache, &capture, body, true).await;
     let end = if !K::succeeded(&ret) {
         WriteEnd::Abort
     } else {
-        match policy.seal(&cache, &ret, started.elapsed()) {
+        match sealed {
             Some((bytes, ttl)) => WriteEnd::Store(bytes, ttl),
             None => WriteEnd::Evict,
         }

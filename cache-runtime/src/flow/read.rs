@@ -2,7 +2,8 @@
 //! hit, or run the body and store its value ([`fill`](super::fill)).
 
 use std::future::Future;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::{Instrument, Span};
 
@@ -12,6 +13,8 @@ use super::lookup::{Found, Read};
 use super::policy::Policy;
 use super::returns::Kind;
 use crate::consistency::flight::FlightGuard;
+use crate::deps::capture::Capture;
+use crate::deps::stamps;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
 use crate::{Cache, Error};
@@ -29,7 +32,7 @@ where
     F: Future<Output = R>,
 {
     let Some(key) = readable_key(policy.group, key) else {
-        return bypass(&cache, policy.group, body).await;
+        return bypass(&cache, policy.group, Box::pin(body)).await;
     };
     let read = policy.read(&cache, &key);
     let found = read.resolve(&policy.reader()).await;
@@ -75,7 +78,7 @@ where
 {
     let group = policy.group;
     let Some(key) = readable_key(group, key) else {
-        return bypass(&cache, group, body).await;
+        return bypass(&cache, group, Box::pin(body)).await;
     };
     let read = policy.read(&cache, &key);
     let found = match read.resolve(&policy.reader()).await {
@@ -83,11 +86,12 @@ where
             let span = call_span(group, "stale");
             if let Some(lease) = read.refresh_lease().await {
                 let (cache, key, call) = (cache.clone(), key.clone(), span.clone());
+                let capture = Capture::alone(policy.lifetime(&cache));
                 let refresh = async move {
                     let started = Instant::now();
-                    let ret = body.instrument(call).await;
+                    let body = body.instrument(call);
+                    let (_, sealed) = load(&policy, &cache, &capture, body, true).await;
                     metrics::loaded(cache.counters(), policy.group, started.elapsed());
-                    let sealed = policy.seal(&cache, &ret, started.elapsed());
                     fill(&cache, policy.group, &key, lease, sealed).await;
                 };
                 let span = tracing::debug_span!(
@@ -172,37 +176,77 @@ fn hit<K: Kind<R>, R>(cache: &Cache, group: &str, value: K::Value) -> R {
 
 /// Finishes a read that [`settle`] did not: refresh a hit, or run the body
 /// and store its value.
-async fn complete<K, R, F>(
-    policy: &Policy<'_, K, R>,
-    read: &Read<'_>,
-    rest: Rest<'_, K::Value>,
+///
+/// The body is boxed here, off the hit path: held by value, it would be
+/// held again by each future that awaits this one, and a cached call inside
+/// a cached body (a list reading its products) nests them.
+fn complete<'a, K, R, F>(
+    policy: &'a Policy<'_, K, R>,
+    read: &'a Read<'a>,
+    rest: Rest<'a, K::Value>,
     body: F,
-) -> R
+) -> impl Future<Output = R> + 'a
 where
     K: Kind<R>,
-    F: Future<Output = R>,
+    F: Future<Output = R> + 'a,
 {
-    let (cache, group) = (read.cache, policy.group);
-    let (lease, flight) = match rest {
-        Rest::Refresh { value, revalidate } => match read.refresh_lease().await {
-            Some(lease) => (Some(lease), None),
-            // Someone else refreshes it: load without storing.
-            None if revalidate => (None, None),
-            None => return hit::<K, R>(cache, group, value),
-        },
-        Rest::Load { lease, flight } => (lease, flight),
-    };
-    if lease.is_none() && flight.is_none() {
-        return bypass(cache, group, body).await;
+    let body = Box::pin(body);
+    async move {
+        let (cache, group) = (read.cache, policy.group);
+        let (lease, flight) = match rest {
+            Rest::Refresh { value, revalidate } => match read.refresh_lease().await {
+                Some(lease) => (Some(lease), None),
+                // Someone else refreshes it: load without storing.
+                None if revalidate => (None, None),
+                None => return hit::<K, R>(cache, group, value),
+            },
+            Rest::Load { lease, flight } => (lease, flight),
+        };
+        if lease.is_none() && flight.is_none() {
+            return bypass(cache, group, body).await;
+        }
+        metrics::miss(cache.counters(), group);
+        let capture = Capture::open(policy.lifetime(cache));
+        let body = body.instrument(call_span(group, "miss"));
+        let started = Instant::now();
+        let (ret, sealed) = load(policy, cache, &capture, body, lease.is_some()).await;
+        if let Some(lease) = lease {
+            metrics::loaded(cache.counters(), group, started.elapsed());
+            send_fill(cache, group, read.key, lease, sealed).await;
+        }
+        drop(flight); // this process's waiters read again now
+        ret
     }
-    metrics::miss(cache.counters(), group);
+}
+
+/// Runs a load's body in the dependency scope `capture`, and when `store`,
+/// seals its value with the stamps of what it depends on: `None` when it is
+/// not to be stored (see [`Cache::finish_load`]).
+pub(super) async fn load<K, R>(
+    policy: &Policy<'_, K, R>,
+    cache: &Cache,
+    capture: &Arc<Capture>,
+    body: impl Future<Output = R>,
+    store: bool,
+) -> (R, Option<(Vec<u8>, Duration)>)
+where
+    K: Kind<R>,
+{
     let started = Instant::now();
-    let ret = body.instrument(call_span(group, "miss")).await;
-    if let Some(lease) = lease {
-        metrics::loaded(cache.counters(), group, started.elapsed());
-        let sealed = policy.seal(cache, &ret, started.elapsed());
-        send_fill(cache, group, read.key, lease, sealed).await;
+    let ret = capture.run(body).await;
+    if !store && !capture.nested() {
+        return (ret, None);
     }
-    drop(flight); // this process's waiters read again now
-    ret
+    let stamps = cache
+        .finish_load(policy.group, capture, policy.declared(&ret))
+        .await;
+    if !store {
+        return (ret, None);
+    }
+    let sealed = stamps.and_then(|stamps| {
+        let (mut bytes, ttl) = policy.seal(cache, &ret, started.elapsed())?;
+        stamps::attach(&mut bytes, &stamps);
+        Some((bytes, ttl))
+    });
+    (ret, sealed)
 }

@@ -9,6 +9,9 @@
 //! | `P:{G}:e:<key>` | string | the value's generation followed by its envelope |
 //! | `P:{G}:l:<key>` | hash | `t`/`lg`: a read lease and its generation |
 //! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
+//! | `P:{G}:v:<key>` | string | the entry's dependency record (`deps`): a token, made by a load that depends on it, replaced by every write of the entry |
+//! | `P:{G}:gv` | string | the group's dependency record: replaced by every write in the group |
+//! | `P:{G}:gt` | string | when the group was last evicted, server microseconds |
 //!
 //! A hit is one `MGET` of the generation and the entry. Every other operation
 //! is one script call (one round trip) that names all the keys it touches in
@@ -34,9 +37,10 @@ mod scripts;
 
 use super::batch::Batcher;
 use super::connection::Connection;
-use super::{token, Lease, Lookup, Ticket, Want, WriteEnd};
+use super::{token, Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
 use crate::backend::deadline::Deadline;
-use crate::backend::names::{group_gen, Names};
+use crate::backend::names::{group_gen, group_key, Names, EVICTED, GROUP_RECORD};
+use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Invalidation;
@@ -44,7 +48,7 @@ use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::observe::{bump, Counters};
 pub(crate) use rights::Rights;
-use scripts::{BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, LOOKUP, RELEASE, REPAIR, REPLACE};
+use scripts::{BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, LOOKUP, PIN, RELEASE, REPAIR, REPLACE};
 
 pub(crate) struct Redis {
     conn: Connection,
@@ -174,14 +178,17 @@ impl Redis {
         Ok(deleted > 0)
     }
 
-    /// Deletes an entry and its read lease, with a plain `DEL` (accepted when
-    /// Redis is full); says whether the entry was there.
+    /// Deletes an entry, its read lease and the dependency records a write
+    /// of it changes, with plain `DEL`s (accepted when Redis is full); says
+    /// whether the entry was there.
     async fn delete_entry(&self, names: &Names) -> Result<bool, Error> {
         let deleted: (i64, i64) = redis::pipe()
             .cmd("DEL")
             .arg(names.entry())
             .cmd("DEL")
             .arg(names.lease())
+            .arg(names.record())
+            .arg(names.group_record())
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(deleted.0 > 0)
@@ -345,6 +352,8 @@ impl Redis {
             .key(names.writers())
             .key(names.gen())
             .key(names.lease())
+            .key(names.record())
+            .key(names.group_record())
             .arg(&ticket.token)
             .arg(&ticket.gen)
             .arg(mode)
@@ -368,6 +377,8 @@ impl Redis {
             .key(names.writers())
             .key(names.gen())
             .key(names.lease())
+            .key(names.record())
+            .key(names.group_record())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(&names, &script).await {
@@ -391,6 +402,8 @@ impl Redis {
             .key(names.writers())
             .key(names.gen())
             .key(names.lease())
+            .key(names.record())
+            .key(names.group_record())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message())
             .arg(bytes)
@@ -420,15 +433,26 @@ impl Redis {
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
         let gen = group_gen(&self.prefix, group);
+        let evicted = group_key(&self.prefix, group, EVICTED);
+        let record = group_key(&self.prefix, group, GROUP_RECORD);
         let message = Invalidation::Group(group).message();
         let mut script = EVICT_GROUP.key(&gen);
-        script.arg(token()).arg(&self.channel).arg(&message);
+        script
+            .key(&evicted)
+            .key(&record)
+            .arg(token())
+            .arg(&self.channel)
+            .arg(&message);
         let set: Result<i64, redis::RedisError> = script.invoke_async(&mut self.conn.clone()).await;
         match set.map_err(Error::from) {
             // Without its generation key every entry of the group is a miss;
-            // the next write starts a new generation.
+            // the next write starts a new generation. Without the other two,
+            // every dependency on the group fails its check, and the next
+            // pin reads the group as evicted now.
             Err(error) if is_oom(&error) => {
-                self.delete(&gen).await?;
+                for key in [&gen, &evicted, &record] {
+                    self.delete(key).await?;
+                }
                 // The eviction has happened; its announcement is best effort
                 // (a user without channel rights may not publish).
                 let announced: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
@@ -444,4 +468,67 @@ impl Redis {
             other => other.map(drop),
         }
     }
+
+    /// The name of a dependency record of `group`.
+    fn record_name(&self, group: &str, record: &Record) -> String {
+        match record {
+            Record::Key(key) => self.names(group, key).record(),
+            Record::Group => group_key(&self.prefix, group, GROUP_RECORD),
+        }
+    }
+
+    /// Pins dependency records of one group (one script, in the group's
+    /// slot): see [`Pinned`].
+    pub(crate) async fn pin(
+        &self,
+        group: &str,
+        records: &[Record],
+        ttl: Duration,
+    ) -> Result<Pinned, Error> {
+        let mut script = PIN.key(group_gen(&self.prefix, group));
+        script
+            .key(group_key(&self.prefix, group, EVICTED))
+            .arg(millis(ttl))
+            .arg(token());
+        for record in records {
+            script.key(self.record_name(group, record)).arg(token());
+        }
+        let reply: Vec<String> = script.invoke_async(&mut self.conn.clone()).await?;
+        let mut reply = reply.into_iter();
+        match (reply.next(), reply.next(), reply.next()) {
+            (Some(now), Some(gen), Some(evicted)) if reply.len() == records.len() => Ok(Pinned {
+                now_us: micros(&now),
+                gen,
+                evicted_us: micros(&evicted),
+                records: reply.collect(),
+            }),
+            _ => Err(unexpected_reply("unexpected reply from the cache pin script").into()),
+        }
+    }
+
+    /// The group's generation and the tokens of dependency records of it,
+    /// in one plain `MGET` (all in the group's slot).
+    pub(crate) async fn check(
+        &self,
+        group: &str,
+        records: &[Record],
+    ) -> Result<(Option<String>, Vec<Option<String>>), Error> {
+        let mut mget = redis::cmd("MGET");
+        mget.arg(group_gen(&self.prefix, group));
+        for record in records {
+            mget.arg(self.record_name(group, record));
+        }
+        let mut found: Vec<Option<String>> = mget.query_async(&mut self.conn.clone()).await?;
+        if found.len() != records.len() + 1 {
+            return Err(unexpected_reply("unexpected reply to a dependency check").into());
+        }
+        let gen = found.remove(0);
+        Ok((gen, found))
+    }
+}
+
+/// The microseconds a record's token or an eviction time starts with.
+pub(crate) fn micros(text: &str) -> u64 {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    text[..digits].parse().unwrap_or(0)
 }

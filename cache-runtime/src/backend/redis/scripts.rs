@@ -5,6 +5,23 @@
 use once_cell::sync::Lazy;
 use redis::Script;
 
+/// Lua that gives dependency records a new token when a write changes what
+/// they name: `now` is the server's clock in microseconds, which a token
+/// starts with; `bump(k)` replaces an existing record's token (keeping its
+/// TTL) and leaves an absent one absent.
+macro_rules! bump_lua {
+    () => {
+        r"
+local clock = redis.call('TIME')
+local now = clock[1] .. string.format('%06d', tonumber(clock[2]))
+local function bump(k)
+  local old = redis.call('GET', k)
+  if old then redis.call('SET', k, now .. ':' .. string.sub(redis.sha1hex(old), 1, 12), 'KEEPTTL') end
+end
+"
+    };
+}
+
 /// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
 /// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
 /// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
@@ -88,12 +105,18 @@ return gen
     )
 });
 
-/// KEYS: entry, writers, gen, lease. ARGV: writer token, gen at begin,
-/// mode (store|evict|abort), envelope, ttl ms, invalidation channel and
-/// message. Returns 1 when it stored.
+/// KEYS: entry, writers, gen, lease, the key's dependency record, the
+/// group's. ARGV: writer token, gen at begin, mode (store|evict|abort),
+/// envelope, ttl ms, invalidation channel and message. Returns 1 when it
+/// stored.
 pub(super) static END_WRITE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        bump_lua!(),
         r"
+if ARGV[3] ~= 'abort' then
+  bump(KEYS[5])
+  bump(KEYS[6])
+end
 local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
 local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
 local stored = 0
@@ -109,20 +132,23 @@ if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', 
 if ARGV[3] ~= 'abort' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return stored
 ",
-    )
+    ))
 });
 
-/// KEYS: entry, writers, gen, lease; and for a write-behind, its pending
-/// record and stream. ARGV: invalidation channel and message; then envelope,
+/// KEYS: entry, writers, gen, lease, the key's dependency record, the
+/// group's; and for a write-behind, its pending record and stream. ARGV: invalidation channel and message; then envelope,
 /// ttl ms and fresh gen to store, or nothing to only invalidate; and for a
 /// write-behind, the key's JSON and entry text. Returns 1 when a live value was there, or
 /// for a write-behind the id of its stream entry. A write-behind's `XADD`
 /// goes first: refused (no stream rights, Redis full), it leaves all as it was.
 pub(super) static REPLACE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        bump_lua!(),
         r"
 local logged
-if KEYS[6] then logged = redis.call('XADD', KEYS[6], '*', 'k', ARGV[7]) end
+if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[7]) end
+bump(KEYS[5])
+bump(KEYS[6])
 local gen = redis.call('GET', KEYS[3])
 local e = redis.call('GET', KEYS[1])
 local existed = gen and e and string.sub(e, 1, #gen) == gen
@@ -138,24 +164,67 @@ end
 redis.call('DEL', KEYS[4])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
 if logged then
-  redis.call('HSET', KEYS[5], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
+  redis.call('HSET', KEYS[7], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
 end
 redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if logged then return logged end
 if existed then return 1 end
 return 0
 ",
-    )
+    ))
 });
 
-/// KEYS: gen. ARGV: a new generation, invalidation channel and message.
+/// KEYS: gen, when the group was last evicted, the group's dependency
+/// record. ARGV: a new generation, invalidation channel and message.
 /// Evicts the group in one write, whatever its size.
 pub(super) static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        bump_lua!(),
         r"
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], now)
+bump(KEYS[3])
 redis.pcall('PUBLISH', ARGV[2], ARGV[3])
 return 1
+",
+    ))
+});
+
+/// KEYS: gen, when the group was last evicted, then dependency records of
+/// the group. ARGV: their TTL in ms, a fresh generation, then a fresh token
+/// per record. Makes what is absent (a record's token and the eviction time
+/// start with the server's clock, so both read as written now) and extends
+/// each record to live at least the TTL. Returns the clock, the
+/// generation, the eviction time and each record's token.
+pub(super) static PIN: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local clock = redis.call('TIME')
+local now = clock[1] .. string.format('%06d', tonumber(clock[2]))
+local ttl = tonumber(ARGV[1])
+local gen = redis.call('GET', KEYS[1])
+if not gen then
+  gen = ARGV[2]
+  redis.call('SET', KEYS[1], gen)
+end
+local evicted = redis.call('GET', KEYS[2])
+if not evicted then
+  evicted = now
+  redis.call('SET', KEYS[2], now)
+end
+local out = {now, gen, evicted}
+for i = 3, #KEYS do
+  local r = redis.call('GET', KEYS[i])
+  if r then
+    local left = redis.call('PTTL', KEYS[i])
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  else
+    r = now .. '-' .. ARGV[i]
+    redis.call('SET', KEYS[i], r, 'PX', ttl)
+  end
+  out[#out + 1] = r
+end
+return out
 ",
     )
 });

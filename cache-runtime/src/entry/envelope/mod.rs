@@ -1,7 +1,8 @@
 //! The versioned envelope around every stored value.
 //!
 //! ```text
-//! byte 0       format version (1)
+//! byte 0       format version (1; 2 when dependency stamps follow the
+//!              value, `deps::stamps`)
 //! bytes 1..9   fingerprint of the value's type ([`fingerprint`]; FNV-1a,
 //!              little endian); for an error cached by `cache_err`, of
 //!              `Failure<E>`
@@ -31,6 +32,8 @@ use crate::entry::codec::{CodecError, ValueCodec};
 use crate::error::Error;
 
 const FORMAT: u8 = 1;
+/// The format of an envelope whose value is followed by dependency stamps.
+pub(crate) const STAMPED: u8 = 2;
 const HEADER: usize = 37;
 
 /// The timing data of a stored value.
@@ -161,11 +164,11 @@ pub(crate) fn open<T: DeserializeOwned>(
     codec: &ValueCodec,
     bytes: &[u8],
 ) -> Result<(T, Meta), OpenError> {
-    let (found, meta) = header(bytes)?;
+    let (found, meta, payload) = header(bytes)?;
     if !fingerprint::holds::<T>(found) {
         return Err(OpenError::Type(type_name::<T>()));
     }
-    let value = codec.decode(&bytes[HEADER..]).map_err(OpenError::Codec)?;
+    let value = codec.decode(payload).map_err(OpenError::Codec)?;
     Ok((value, meta))
 }
 
@@ -175,8 +178,7 @@ pub(crate) fn open_result<T: DeserializeOwned, E: DeserializeOwned>(
     codec: &ValueCodec,
     bytes: &[u8],
 ) -> Result<(Result<T, E>, Meta), OpenError> {
-    let (found, meta) = header(bytes)?;
-    let payload = &bytes[HEADER..];
+    let (found, meta, payload) = header(bytes)?;
     let value = if fingerprint::holds::<T>(found) {
         Ok(codec.decode(payload).map_err(OpenError::Codec)?)
     } else if fingerprint::holds::<Failure<E>>(found) {
@@ -187,12 +189,19 @@ pub(crate) fn open_result<T: DeserializeOwned, E: DeserializeOwned>(
     Ok((value, meta))
 }
 
-/// Checks an envelope's version and length; its fingerprint and timing data.
-fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
+/// What follows the value of a stamped envelope; `None` for another.
+pub(crate) fn tail(bytes: &[u8]) -> Option<&[u8]> {
+    let (_, _, payload) = header(bytes).ok()?;
+    (bytes[0] == STAMPED).then(|| &bytes[HEADER + payload.len()..])
+}
+
+/// Checks an envelope's version and length; its fingerprint, timing data
+/// and payload.
+fn header(bytes: &[u8]) -> Result<(u64, Meta, &[u8]), OpenError> {
     if bytes.len() < HEADER {
         return Err(OpenError::Truncated(bytes.len()));
     }
-    if bytes[0] != FORMAT {
+    if bytes[0] != FORMAT && bytes[0] != STAMPED {
         return Err(OpenError::Version(bytes[0]));
     }
     let field = |range: std::ops::Range<usize>| {
@@ -200,7 +209,13 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
         le[..range.len()].copy_from_slice(&bytes[range]);
         u64::from_le_bytes(le)
     };
-    if usize::try_from(field(29..37)).ok() != Some(bytes.len() - HEADER) {
+    let len = usize::try_from(field(29..37)).unwrap_or(usize::MAX);
+    let whole = if bytes[0] == FORMAT {
+        len == bytes.len() - HEADER
+    } else {
+        len <= bytes.len() - HEADER
+    };
+    if !whole {
         return Err(OpenError::Truncated(bytes.len()));
     }
     let meta = Meta {
@@ -208,7 +223,7 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta), OpenError> {
         load_ms: u32::try_from(field(17..21)).unwrap_or(u32::MAX),
         fresh_ms: field(21..29),
     };
-    Ok((field(1..9), meta))
+    Ok((field(1..9), meta, &bytes[HEADER..HEADER + len]))
 }
 
 #[cfg(test)]

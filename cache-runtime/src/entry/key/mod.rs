@@ -64,6 +64,11 @@ impl EntryKey {
         EntryKey(text.into())
     }
 
+    /// The entry key of an encoded text, as [`as_str`](Self::as_str) gave it.
+    pub(crate) fn of_text(text: &str) -> Self {
+        EntryKey(CompactString::new(text))
+    }
+
     /// The encoded text, as it appears in Redis after `:e:`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1,0 +1,198 @@
+//! What the flows ask of dependencies: pin a read's record before the read
+//! ([`Cache::pin_read`]), check a stamped hit ([`Cache::stamps_hold`]), and
+//! at the end of a load pin what it named and seal its stamps
+//! ([`Cache::finish_load`]).
+
+use std::time::Duration;
+
+use super::capture::Capture;
+use super::{stamps, Dep, Record, Stamp};
+use crate::backend::redis::micros;
+use crate::entry::EntryKey;
+use crate::observe::Warning;
+use crate::Cache;
+
+/// How much the server's clock may run ahead of this process's over a
+/// load, besides a thousandth of the load's time: an explicit dependency
+/// written this close to the load's start counts as written during it.
+const CLOCK_SLACK: Duration = Duration::from_millis(1);
+
+impl Cache {
+    /// Inside a load, before reading `(group, key)`: pins the key's record
+    /// and notes its token, so that a write the read misses changes a token
+    /// noted before it. A pin that fails leaves the load unstored.
+    pub(crate) async fn pin_read(&self, capture: &Capture, group: &str, key: &EntryKey) {
+        let record = [Record::Key(key.clone())];
+        let ttl = self.record_ttl(capture);
+        match self.op(self.backend().pin(group, &record, ttl)).await {
+            Ok(pinned) => {
+                let [record] = record;
+                capture.note(&[Stamp {
+                    group: group.to_owned(),
+                    token: key_token(&pinned.gen, &pinned.records[0]),
+                    record,
+                }]);
+            }
+            Err(error) => {
+                tracing::debug!(group, %error, "could not pin a dependency; the load will not be stored");
+                capture.poison();
+            }
+        }
+    }
+
+    /// Records outlive the entries stamped with them by a load's worth.
+    fn record_ttl(&self, capture: &Capture) -> Duration {
+        capture.ttl + self.settings().lease_ttl
+    }
+
+    /// Whether each stamp of a stamped envelope still holds (one plain read
+    /// per group); the stamps of a hit that holds are noted in the load in
+    /// progress, if any. A record that is gone, an eviction pending retry
+    /// in this process, or a failed read, fails the check.
+    pub(crate) async fn stamps_hold(&self, envelope: &[u8], capture: Option<&Capture>) -> bool {
+        let Some(stamps) = stamps::read(envelope) else {
+            return false;
+        };
+        let pending = self.pending();
+        if stamps.iter().any(|stamp| match &stamp.record {
+            Record::Key(key) => pending.blocks(&stamp.group, key),
+            Record::Group => pending.blocks_group(&stamp.group),
+        }) {
+            return false;
+        }
+        let mut groups: Vec<(&str, Vec<&Stamp>)> = Vec::new();
+        for stamp in &stamps {
+            match groups.iter_mut().find(|(group, _)| *group == stamp.group) {
+                Some((_, of_group)) => of_group.push(stamp),
+                None => groups.push((&stamp.group, vec![stamp])),
+            }
+        }
+        let checks = groups.iter().map(|(group, stamps)| async move {
+            let records: Vec<Record> = stamps.iter().map(|s| s.record.clone()).collect();
+            let Ok((gen, tokens)) = self.op(self.backend().check(group, &records)).await else {
+                return false;
+            };
+            stamps
+                .iter()
+                .zip(tokens)
+                .all(|(stamp, token)| match (&stamp.record, token) {
+                    (_, None) => false,
+                    (Record::Key(_), Some(token)) => gen
+                        .as_deref()
+                        .is_some_and(|gen| stamp.token == key_token(gen, &token)),
+                    (Record::Group, Some(token)) => stamp.token == token,
+                })
+        });
+        let held = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .all(|held| held);
+        if let (true, Some(capture)) = (held, capture) {
+            capture.note(&stamps);
+        }
+        held
+    }
+
+    /// Ends a load: pins the dependencies it named (by [`depend`](super::depend)
+    /// or in `declared`, from `depends_on`), and returns the stamps to store
+    /// with its value, or `None` when the value must not be stored: a
+    /// dependency could not be pinned or was written during the load, or
+    /// there are more than the configured limit.
+    pub(crate) async fn finish_load(
+        &self,
+        group: &str,
+        capture: &Capture,
+        declared: Vec<Dep>,
+    ) -> Option<Vec<Stamp>> {
+        let mut named = capture.take_explicit();
+        named.extend(declared);
+        if !named.is_empty() {
+            self.pin_named(capture, named).await;
+        }
+        let noted = capture.take();
+        if noted.poisoned {
+            return None;
+        }
+        let limit = self.settings().max_dependencies;
+        if noted.stamps.len() > limit {
+            self.counters().warn_limited(Warning::Failure, |count| {
+                tracing::warn!(
+                    group,
+                    dependencies = noted.stamps.len(),
+                    limit,
+                    count,
+                    "cache value depends on more entries than max_dependencies; not stored"
+                );
+            });
+            return None;
+        }
+        Some(noted.stamps)
+    }
+
+    /// Pins named dependencies, one script per group, after the body read
+    /// what they name: each counts only if its record (and, for a key, its
+    /// group's eviction) was last written before the load began, by the
+    /// clock that stamped it. Else the value may predate the write, and the
+    /// load is not stored.
+    async fn pin_named(&self, capture: &Capture, named: Vec<Dep>) {
+        let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
+        for dep in named {
+            let Ok(record) = dep.record else {
+                tracing::warn!(
+                    group = dep.group,
+                    "a dependency's key does not encode; the value is not stored"
+                );
+                capture.poison();
+                continue;
+            };
+            match groups.iter_mut().find(|(group, _)| *group == dep.group) {
+                Some((_, records)) if !records.contains(&record) => records.push(record),
+                Some(_) => {}
+                None => groups.push((dep.group, vec![record])),
+            }
+        }
+        let ttl = self.record_ttl(capture);
+        let pins = groups.iter().map(|(group, records)| async move {
+            let pinned = self.op(self.backend().pin(group, records, ttl)).await;
+            (group, records, pinned)
+        });
+        for (group, records, pinned) in futures_util::future::join_all(pins).await {
+            let elapsed = capture.started.elapsed();
+            let window = u64::try_from((elapsed + elapsed / 1000 + CLOCK_SLACK).as_micros())
+                .unwrap_or(u64::MAX);
+            let Ok(pinned) = pinned else {
+                capture.poison();
+                continue;
+            };
+            let mut stamps = Vec::with_capacity(records.len());
+            for (record, token) in records.iter().zip(&pinned.records) {
+                let written = match record {
+                    Record::Key(_) => micros(token).max(pinned.evicted_us),
+                    Record::Group => micros(token),
+                };
+                if pinned.now_us.saturating_sub(written) <= window {
+                    tracing::debug!(
+                        group,
+                        "a dependency was written during the load; the value is not stored"
+                    );
+                    capture.poison();
+                }
+                let token = match record {
+                    Record::Key(_) => key_token(&pinned.gen, token),
+                    Record::Group => token.clone(),
+                };
+                stamps.push(Stamp {
+                    group: group.clone(),
+                    record: record.clone(),
+                    token,
+                });
+            }
+            capture.note(&stamps);
+        }
+    }
+}
+
+/// The token a key's stamp holds: its group's generation and its record's.
+fn key_token(gen: &str, record: &str) -> String {
+    format!("{gen}/{record}")
+}
