@@ -470,3 +470,134 @@ with_two_caches!(
     a_group_count_loaded_across_a_write_is_not_served,
     programmatic_reads_are_dependencies_too,
 );
+
+/// Products padded to 8 KB, so that a few hundred fill a small server.
+#[cached(group = "lru_products", ttl = 600, skip(cache, db), cache = cache)]
+async fn padded_product(cache: &Cache, db: &Db, id: u64) -> (u64, String) {
+    (db.read(id), "x".repeat(8 << 10))
+}
+
+#[cache_evict(group = "lru_products", skip(cache, db), cache = cache)]
+async fn write_padded(cache: &Cache, db: &Db, id: u64) -> u64 {
+    db.bump(id)
+}
+
+/// Five padded products from `start`: the versions shown.
+#[cached(group = "lru_lists", ttl = 600, skip(cache, db), cache = cache)]
+async fn padded_list(cache: &Cache, db: &Db, start: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for id in start..start + 5 {
+        out.push(padded_product(cache, db, id).await.0);
+    }
+    out
+}
+
+/// `allkeys-lru` on a server too small for the data evicts entries,
+/// dependency records and generations alike; no list is ever served at a
+/// version older than a write that returned before the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_evicting_records_never_serves_a_stale_dependent() {
+    let server = support::RedisServer::start_with(&[
+        "--maxmemory",
+        "5mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let (reader, writer) = (server.cache().await, server.cache().await);
+    let db = Db::default();
+    let (mut stale, mut hits) = (0, 0);
+    for i in 0..2_000u64 {
+        if i % 10 == 0 {
+            write_padded(&writer, &db, (i * 7_919) % 400).await;
+        }
+        let start = (i % 80) * 5;
+        let loads = reader.stats().loads;
+        let shown = padded_list(&reader, &db, start).await;
+        if reader.stats().loads == loads {
+            hits += 1;
+        }
+        let now: Vec<u64> = (start..start + 5).map(|id| db.read(id)).collect();
+        if shown != now {
+            stale += 1;
+        }
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut server.client().await)
+        .await
+        .unwrap();
+    let evicted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("{evicted} keys evicted, {hits} list hits, {stale} stale");
+    assert!(
+        evicted > 100,
+        "the server evicted {evicted} keys: the case did not exercise allkeys-lru"
+    );
+    assert!(
+        hits > 100,
+        "{hits} list hits: the case did not exercise dependents' hits"
+    );
+    assert_eq!(stale, 0, "stale lists among 2,000 reads");
+}
+
+/// A reader with a local tier: what it copies locally is never a value
+/// with dependencies, and a read inside a load never reads its copies, so a
+/// write in another process is visible through a dependent at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tier_never_serves_a_stale_dependent() {
+    let server = support::RedisServer::start();
+    let reader = Cache::builder()
+        .redis(server.url())
+        .local(1_000, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&reader).await;
+    let writer = server.cache().await;
+    let (db, loads) = (Db::default(), Loads::default());
+    for round in 0..20u64 {
+        let id = 1 + round % 2;
+        get_product(&reader, &db, id).await; // a local copy of the product
+        category_page(&reader, &db, &loads, None, 1).await;
+        update_product(&writer, &db, id).await;
+        assert_eq!(
+            category_page(&reader, &db, &loads, None, 1).await,
+            page_now(&db, 1),
+            "round {round}: the page right after another process wrote product {id}"
+        );
+    }
+}
+
+/// A write-behind write is a write: the values that embed its entry are
+/// misses on their next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_behind_write_refreshes_its_dependents() {
+    let server = support::RedisServer::start();
+    let (reader, writer) = (server.cache().await, server.cache().await);
+    let db = Arc::new(Db::default());
+    let sink = db.clone();
+    let versions = writer
+        .write_behind("products", move |id: u64, version: u64| {
+            let sink = sink.clone();
+            async move {
+                while sink.read(id) < version {
+                    sink.bump(id);
+                }
+                Ok::<(), String>(())
+            }
+        })
+        .start();
+    let loads = Loads::default();
+    category_page(&reader, &db, &loads, None, 1).await;
+    versions.write(&2u64, &5u64).await.unwrap();
+    assert_eq!(
+        category_page(&reader, &db, &loads, None, 1).await,
+        vec![(1, 0), (2, 5)],
+        "the page shows the written value at once"
+    );
+    versions.flush().await.unwrap();
+    assert_eq!(db.read(2), 5);
+}

@@ -68,6 +68,8 @@ struct Run {
     per_second: Vec<u64>,
     /// The HTTP layer's hit rate in each second, from `/metrics`.
     hit_rate: Vec<f64>,
+    /// The hit rate of the HTTP layer's list pages over the run.
+    list_rate: f64,
     /// Database queries made to read (the server counts them).
     db_reads: f64,
     hits: f64,
@@ -176,8 +178,18 @@ async fn first_hit(client: Client, base: String) -> Option<Duration> {
 }
 
 fn http_hits(text: &str) -> (f64, f64) {
+    group_hits(text, &["http_products", "http_lists"])
+}
+
+/// Hits and misses of the HTTP layer's list pages.
+fn list_hits(text: &str) -> (f64, f64) {
+    group_hits(text, &["http_lists"])
+}
+
+/// Hits and misses in `groups`, from `/metrics`.
+fn group_hits(text: &str, groups: &[&str]) -> (f64, f64) {
     let count = |result| {
-        ["http_products", "http_lists"]
+        groups
             .iter()
             .map(|group| {
                 let group = format!("group=\"{group}\"");
@@ -357,6 +369,11 @@ async fn drive(
         let (h2, m2) = http_hits(&after);
         (h2 - h1, m2 - m1)
     };
+    let list_rate = {
+        let (h1, m1) = list_hits(&before);
+        let (h2, m2) = list_hits(&after);
+        (h2 - h1) / (h2 - h1 + m2 - m1).max(1.0)
+    };
     let latencies_us = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     Run {
         name: name.to_owned(),
@@ -373,6 +390,7 @@ async fn drive(
             - metric(&before, "shop_db_queries_total", &["for=\"read\""]),
         hits,
         misses,
+        list_rate,
         hits_back,
         throughput_back,
     }
@@ -522,7 +540,7 @@ async fn main() {
     drop(shop);
 
     let mut table = String::from(
-        "| run | req/s | p50 ms | p99 ms | requests | of them writes | failed | stale reads | DB queries per read | HTTP hit rate |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| run | req/s | p50 ms | p99 ms | requests | of them writes | failed | stale reads | DB queries per read | HTTP hit rate | list pages' hit rate |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for run in &mut runs {
         let per_read = run.db_reads / run.reads.max(1) as f64;
@@ -530,14 +548,15 @@ async fn main() {
         let (p50, p99) = (run.percentile(0.5), run.percentile(0.99));
         let _ = writeln!(
             table,
-            "| {} | {:.0} | {p50:.2} | {p99:.2} | {} | {} | {} | {} | {per_read:.3} | {:.1}% |",
+            "| {} | {:.0} | {p50:.2} | {p99:.2} | {} | {} | {} | {} | {per_read:.3} | {:.1}% | {:.1}% |",
             run.name,
             run.rps(),
             run.requests,
             run.writes,
             run.failed,
             run.stale,
-            100.0 * rate
+            100.0 * rate,
+            100.0 * run.list_rate
         );
     }
     let speedup = runs[0].rps() / runs[1].rps().max(1e-9);

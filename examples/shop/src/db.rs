@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use cache_runtime::{cache_evict, cache_put, cached, Cache, Dep};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -165,16 +165,6 @@ impl Db {
         metrics::counter!("shop_db_queries_total", "for" => "write").increment(1);
         &self.pool
     }
-
-    /// Evicts the list pages that may show a product of `category`: its
-    /// category's and the unfiltered ones.
-    async fn evict_lists(&self, category: &str) {
-        for group in [list_group(Some(category)), list_group(None)] {
-            if let Err(error) = self.cache.evict_group(&group).await {
-                tracing::warn!(%error, group, "could not evict list pages");
-            }
-        }
-    }
 }
 
 fn now_ms() -> i64 {
@@ -210,37 +200,23 @@ pub async fn get_product(db: &Db, id: i64) -> Result<Product, DbError> {
     product(row)
 }
 
-/// The group of a category's list pages (`lists/books`, `lists/all`).
-fn list_group(category: Option<&str>) -> String {
-    format!("lists/{}", category.unwrap_or("all"))
-}
-
-/// A page of products, of one category or all. Each category's pages are a
-/// group of their own, so that a write evicts only the pages that may show
-/// its product: a group chosen at run time is what the programmatic API is
-/// for (`try_get_or_load` stores `Ok` only, as `#[cached]` does).
+/// A page of products, of one category or all. It reads its products
+/// through [`get_product`], so it depends on each of them: a write of one
+/// makes the pages that show it misses, and only those. Which products a
+/// page shows changes when one joins or leaves its category (or the
+/// unfiltered list); `memberships_changed` marks that.
+#[cached(group = "lists", ttl = 60, cache = &db.cache, skip(db))]
 pub async fn list_products(
     db: &Db,
     category: Option<String>,
     page: i64,
 ) -> Result<Vec<Product>, DbError> {
-    let group = list_group(category.as_deref());
-    let ttl = Some(Duration::from_secs(60));
-    let load = || load_list(db, category.as_deref(), page);
-    match db.cache.try_get_or_load(&group, &page, ttl, load).await {
-        Ok(found) => found,
-        Err(error) => Err(DbError::Sql(error.to_string())),
-    }
-}
-
-async fn load_list(db: &Db, category: Option<&str>, page: i64) -> Result<Vec<Product>, DbError> {
+    cache_runtime::depend(Dep::key("memberships", &category));
     let offset = page.max(0) * PAGE;
-    let rows = match category {
+    let rows = match &category {
         Some(category) => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM products WHERE category = $1 ORDER BY id LIMIT $2 OFFSET $3"
-            );
-            sqlx::query(&sql)
+            let sql = "SELECT id FROM products WHERE category = $1 ORDER BY id LIMIT $2 OFFSET $3";
+            sqlx::query(sql)
                 .bind(category)
                 .bind(PAGE)
                 .bind(offset)
@@ -248,20 +224,34 @@ async fn load_list(db: &Db, category: Option<&str>, page: i64) -> Result<Vec<Pro
                 .await?
         }
         None => {
-            let sql = format!("SELECT {COLUMNS} FROM products ORDER BY id LIMIT $1 OFFSET $2");
-            sqlx::query(&sql)
+            let sql = "SELECT id FROM products ORDER BY id LIMIT $1 OFFSET $2";
+            sqlx::query(sql)
                 .bind(PAGE)
                 .bind(offset)
                 .fetch_all(db.reading())
                 .await?
         }
     };
-    rows.into_iter().map(product).collect()
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Concurrently, in this task: reads of the cache from spawned tasks
+    // would not be this page's dependencies.
+    futures_util::future::try_join_all(ids.into_iter().map(|id| get_product(db, id))).await
 }
 
-/// Creates a product; the lists that may show it are evicted, in the data
-/// layer and in the HTTP layer's group of list pages.
-#[cache_evict(group = "http_lists", cache = &db.cache, all)]
+/// Products joined or left `category` (and so the unfiltered list): the
+/// pages that list it are misses on their next read.
+async fn memberships_changed(db: &Db, category: &str) {
+    for list in [Some(category.to_owned()), None] {
+        if let Err(error) = db.cache.delete("memberships", &list).await {
+            tracing::warn!(%error, ?list, "could not mark a category's pages");
+        }
+    }
+}
+
+/// Creates a product: it joins its category's pages.
 pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbError> {
     let sql = format!(
         "INSERT INTO products (name, category, price, version, updated_at) \
@@ -275,7 +265,7 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
         .fetch_one(db.writing())
         .await?;
     let created = product(row)?;
-    db.evict_lists(&created.category).await;
+    memberships_changed(db, &created.category).await;
     // Its id may have been looked up (and its absence cached) before.
     if let Err(error) = db.cache.delete("products", &created.id).await {
         tracing::warn!(%error, id = created.id, "could not drop a cached absence");
@@ -283,10 +273,10 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
     Ok(created)
 }
 
-/// Replaces a product: the entry gets the new value (write-through), and the
-/// lists that may show it, before and after, are evicted.
+/// Replaces a product: the entry gets the new value (write-through), and
+/// every page that shows it is a miss on its next read. A product that
+/// changes category leaves one and joins another.
 #[cache_put(ttl = 300, group = "products", cache = &db.cache, key = id)]
-#[cache_evict(group = "http_lists", cache = &db.cache, all)]
 pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Product, DbError> {
     let before: String = sqlx::query("SELECT category FROM products WHERE id = $1")
         .bind(id)
@@ -306,20 +296,19 @@ pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Produ
         .fetch_one(db.writing())
         .await?;
     let updated = product(row)?;
-    db.evict_lists(&before).await;
     if updated.category != before {
-        db.evict_lists(&updated.category).await;
+        memberships_changed(db, &before).await;
+        memberships_changed(db, &updated.category).await;
     }
     Ok(updated)
 }
 
-/// Deletes a product, and evicts it and the lists that showed it.
+/// Deletes a product: it leaves its entry and its category's pages.
 #[cache_evict(group = "products", cache = &db.cache, skip(db))]
-#[cache_evict(group = "http_lists", cache = &db.cache, all)]
 pub async fn delete_product(db: &Db, id: i64) -> Result<(), DbError> {
     let sql = "DELETE FROM products WHERE id = $1 RETURNING category";
     let row = sqlx::query(sql).bind(id).fetch_one(db.writing()).await?;
     let category: String = row.try_get(0)?;
-    db.evict_lists(&category).await;
+    memberships_changed(db, &category).await;
     Ok(())
 }

@@ -20,8 +20,9 @@ struct Shop {
 }
 
 /// The shop's router. Product pages live in the HTTP layer's group
-/// `http_products` (a `PUT` or `DELETE` on a page evicts it), list pages in
-/// `http_lists` (any write to a product evicts them all, from the data layer).
+/// `http_products`, list pages in `http_lists`. Each page depends on what
+/// its handler read through the cache, so a write of a product makes the
+/// pages that show it misses, and only those.
 pub fn app(db: Db, metrics: PrometheusHandle) -> Router {
     let cache = db.cache.clone();
     let pages = Router::new()
@@ -36,8 +37,7 @@ pub fn app(db: Db, metrics: PrometheusHandle) -> Router {
         .route_layer(
             CacheLayer::new("http_lists")
                 .ttl(Duration::from_secs(30))
-                .cache(cache)
-                .evict_group(),
+                .cache(cache),
         );
     Router::new()
         .merge(pages)
