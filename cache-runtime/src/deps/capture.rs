@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,26 @@ use super::{Dep, Record, Stamp};
 
 tokio::task_local! {
     static CAPTURE: Arc<Capture>;
+}
+
+/// How many scopes are open in the process: while none is, a read knows
+/// without a task-local lookup that it is in none.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a scope open while it lives.
+struct Opened;
+
+impl Opened {
+    fn new() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Opened
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One load's dependencies.
@@ -42,7 +63,13 @@ pub(crate) struct Noted {
 }
 
 /// The scope of the load in progress in this task, if any.
+#[inline]
 pub(crate) fn current() -> Option<Arc<Capture>> {
+    // A scope of this task was counted before its body first ran, on this
+    // thread or before the task moved to this one.
+    if OPEN.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
     CAPTURE.try_with(Arc::clone).ok()
 }
 
@@ -79,6 +106,7 @@ impl Capture {
 
     /// Runs `body` in this scope.
     pub(crate) async fn run<F: Future>(self: &Arc<Self>, body: F) -> F::Output {
+        let _open = Opened::new();
         CAPTURE.scope(Arc::clone(self), body).await
     }
 

@@ -16,6 +16,7 @@ use crate::entry::envelope::{self, STAMPED};
 use crate::entry::EntryKey;
 
 /// Whether an envelope carries stamps.
+#[inline]
 pub(crate) fn stamped(bytes: &[u8]) -> bool {
     bytes.first() == Some(&STAMPED)
 }

@@ -54,6 +54,7 @@ impl Kept {
         })
     }
 
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes[self.start..]
     }
