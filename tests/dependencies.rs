@@ -133,6 +133,14 @@ async fn search(
     hits
 }
 
+/// A bundle priced from its products, written through: it depends on them
+/// by name.
+#[cache_put(group = "bundles", ttl = 60, key = bundle, skip(cache, db), cache = cache,
+            depends_on = |versions: &Vec<u64>| (0..versions.len() as u64).map(|i| Dep::key("products", &(i + 1))).collect::<Vec<_>>())]
+async fn reprice_bundle(cache: &Cache, db: &Db, bundle: u64) -> Vec<u64> {
+    (1..=2).map(|id| db.read(id)).collect()
+}
+
 /// What the pages should show now.
 fn page_now(db: &Db, category: u64) -> Vec<(u64, u64)> {
     ids_in(category)
@@ -382,6 +390,23 @@ async fn a_group_count_loaded_across_a_write_is_not_served(reader: Cache, writer
     assert_eq!(total(&reader, &db, &loads, None).await, 1);
 }
 
+async fn a_put_depends_on_what_it_names(reader: Cache, writer: Cache) {
+    let db = Db::default();
+    until_stored(&reader, "bundles", &7u64, async || {
+        reprice_bundle(&writer, &db, 7).await;
+    })
+    .await;
+    assert_eq!(reader.get::<Vec<u64>>("bundles", &7u64).await.unwrap(), Some(vec![0, 0]));
+    update_product(&writer, &db, 3).await;
+    assert!(reader.has("bundles", &7u64).await.unwrap(), "product 3 is not in the bundle");
+    update_product(&writer, &db, 2).await;
+    assert_eq!(
+        reader.get::<Vec<u64>>("bundles", &7u64).await.unwrap(),
+        None,
+        "the bundle embeds product 2"
+    );
+}
+
 async fn programmatic_reads_are_dependencies_too(reader: Cache, writer: Cache) {
     let db = Db::default();
     let load = || {
@@ -469,6 +494,7 @@ with_two_caches!(
     a_named_dependency_written_during_the_load_is_not_served,
     a_group_count_loaded_across_a_write_is_not_served,
     programmatic_reads_are_dependencies_too,
+    a_put_depends_on_what_it_names,
 );
 
 /// Products padded to 8 KB, so that a few hundred fill a small server.

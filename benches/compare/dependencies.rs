@@ -34,8 +34,9 @@ const WRITES: usize = 21;
 impl Bench {
     pub(crate) async fn dependencies(&mut self) {
         let cache = self.cache.clone();
-        // A hit without dependencies, and one with 20.
-        let plain = || cache.get_or_load("d_plain", &0u64, None, || async { vec![small(0)] });
+        // A hit of 20 products without dependencies, and one with them.
+        let twenty = || (0..20).map(small).collect::<Vec<_>>();
+        let plain = || cache.get_or_load("d_plain", &0u64, None, || async { twenty() });
         plain().await.expect("warm");
         list(&cache, "d_lists", 20, 20).await;
         list(&cache, "d_lists", 20, 20).await;
@@ -48,7 +49,9 @@ impl Bench {
                     async move {
                         if c == 0 {
                             let v: Vec<Small> = cache
-                                .get_or_load("d_plain", &0u64, None, || async { vec![small(0)] })
+                                .get_or_load("d_plain", &0u64, None, || async {
+                                    (0..20).map(small).collect()
+                                })
                                 .await
                                 .expect("hit");
                             std::hint::black_box(v);
@@ -62,7 +65,7 @@ impl Bench {
         })
         .await;
         rows_for(
-            "hit of an entry, 0 vs 20 dependencies",
+            "hit of 20 products, 0 vs 20 dependencies",
             &[
                 "no dependencies",
                 "20 dependencies (one group: one more MGET)",
