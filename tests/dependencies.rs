@@ -396,9 +396,15 @@ async fn a_put_depends_on_what_it_names(reader: Cache, writer: Cache) {
         reprice_bundle(&writer, &db, 7).await;
     })
     .await;
-    assert_eq!(reader.get::<Vec<u64>>("bundles", &7u64).await.unwrap(), Some(vec![0, 0]));
+    assert_eq!(
+        reader.get::<Vec<u64>>("bundles", &7u64).await.unwrap(),
+        Some(vec![0, 0])
+    );
     update_product(&writer, &db, 3).await;
-    assert!(reader.has("bundles", &7u64).await.unwrap(), "product 3 is not in the bundle");
+    assert!(
+        reader.has("bundles", &7u64).await.unwrap(),
+        "product 3 is not in the bundle"
+    );
     update_product(&writer, &db, 2).await;
     assert_eq!(
         reader.get::<Vec<u64>>("bundles", &7u64).await.unwrap(),
