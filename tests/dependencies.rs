@@ -306,6 +306,35 @@ async fn a_load_that_read_before_a_write_is_not_served_after_it(reader: Cache, w
     );
 }
 
+async fn callers_of_a_changed_dependent_wait_for_one_load(reader: Cache, writer: Cache) {
+    let (db, loads) = (Arc::new(Db::default()), Arc::new(Loads::default()));
+    category_page(&reader, &db, &loads, None, 1).await;
+    update_product(&writer, &db, 2).await;
+    let gate = Arc::new(Gate::default());
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (reader, db, loads, gate) =
+                (reader.clone(), db.clone(), loads.clone(), gate.clone());
+            tokio::spawn(async move { category_page(&reader, &db, &loads, Some(&gate), 1).await })
+        })
+        .collect();
+    gate.reached().await; // one of them loads the page again
+    tokio::task::yield_now().await;
+    gate.release.notify_one();
+    for read in readers {
+        let shown = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a reader waited past 10 s: a second load is stuck at the gate")
+            .unwrap();
+        assert_eq!(shown, page_now(&db, 1));
+    }
+    assert_eq!(
+        count(&loads.pages),
+        2,
+        "16 callers of the changed page, one load"
+    );
+}
+
 async fn a_group_dependency_follows_every_write_of_the_group(reader: Cache, writer: Cache) {
     let (db, loads) = (Db::default(), Loads::default());
     until_stored(&reader, "counts", &(), async || {
@@ -501,6 +530,7 @@ with_two_caches!(
     a_group_count_loaded_across_a_write_is_not_served,
     programmatic_reads_are_dependencies_too,
     a_put_depends_on_what_it_names,
+    callers_of_a_changed_dependent_wait_for_one_load,
 );
 
 /// Products padded to 8 KB, so that a few hundred fill a small server.

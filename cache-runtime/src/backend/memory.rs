@@ -240,14 +240,14 @@ impl Memory {
             }
             return Lookup::Miss(Some(lease(token, gen)));
         }
-        if let Some(kept) = live.filter(|_| want != Want::ForceLease) {
+        if let Some(kept) = live.filter(|_| !matches!(want, Want::ForceLease | Want::ForceLock)) {
             return Lookup::Hit(kept);
         }
         if let Some(held) = held {
             return match want {
                 Want::Peek => Lookup::Held,
                 Want::Lease | Want::ForceLease => Lookup::Miss(Some(lease(&held, gen))),
-                Want::Lock | Want::Refresh => Lookup::Held,
+                Want::Lock | Want::Refresh | Want::ForceLock => Lookup::Held,
             };
         }
         if want == Want::Peek {

@@ -59,6 +59,9 @@ pub(crate) enum Want {
     Refresh,
     /// Ignore the stored value (it did not decode) and take or share the lease.
     ForceLease,
+    /// Ignore the stored value (what it depends on changed) and take the
+    /// lease unless another caller holds it: then answer [`Lookup::Held`].
+    ForceLock,
 }
 
 /// A read lease: the right to fill an entry, valid until the entry is evicted,

@@ -210,7 +210,9 @@ impl<'c> Read<'c> {
     }
 
     /// A hit of an entry with dependency stamps: a hit while they hold (its
-    /// stamps then noted in the load in progress), else loaded again.
+    /// stamps then noted in the load in progress). Else what it embeds
+    /// changed: it is loaded again, with the lock, so the callers that find
+    /// it so wait for one load rather than each run one.
     async fn stamped<V>(
         &self,
         kept: Arc<Kept>,
@@ -219,11 +221,26 @@ impl<'c> Read<'c> {
         flight: Option<FlightGuard<'c>>,
     ) -> Found<'c, V> {
         if self.cache.stamps_hold(kept.bytes(), capture).await {
-            if let Some(hit) = self.open(&kept, reader) {
-                return hit;
-            }
+            return match self.open(&kept, reader) {
+                Some(hit) => hit,
+                None => self.reload(flight).await,
+            };
         }
-        self.reload(flight).await
+        if !self.lock {
+            return self.reload(flight).await;
+        }
+        match self.lookup(Want::ForceLock).await {
+            Some(Answer::Miss(lease)) => self.load(lease, flight),
+            Some(Answer::Held) => {
+                let flight =
+                    flight.unwrap_or_else(|| self.cache.flights().lead(self.group, self.key));
+                Box::pin(self.wait_for(flight, reader, capture)).await
+            }
+            Some(Answer::Hit(_)) | None => Found::Load {
+                lease: None,
+                flight,
+            },
+        }
     }
 
     /// A hit, kept in the local tier; `None` when the entry does not decode.

@@ -243,6 +243,7 @@ impl Redis {
             Want::Lock => "lock",
             Want::Refresh => "refresh",
             Want::ForceLease => "force",
+            Want::ForceLock => "forcelock",
         };
         let mut script = LOOKUP.key(names.entry());
         script

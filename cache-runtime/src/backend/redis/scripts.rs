@@ -22,7 +22,7 @@ end
     };
 }
 
-/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force), new
+/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force|forcelock), new
 /// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
 /// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
 /// otherwise.
@@ -46,13 +46,13 @@ if mode == 'refresh' then
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
   return {ARGV[2], gen}
 end
-if live and mode ~= 'force' then return string.sub(e, #gen + 1) end
+if live and mode ~= 'force' and mode ~= 'forcelock' then return string.sub(e, #gen + 1) end
 if mode == 'peek' then
   if held then return {l[1], gen, 'held'} end
   return nil
 end
 if held then
-  if mode == 'lock' then return {l[1], gen, 'held'} end
+  if mode == 'lock' or mode == 'forcelock' then return {l[1], gen, 'held'} end
   return {l[1], gen}
 end
 redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
