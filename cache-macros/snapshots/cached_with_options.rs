@@ -16,6 +16,7 @@ async fn find_user(&self, tenant: &str, id: u64) -> Option<User> {
                 .negative_ttl(::cache_runtime::__private::StdDuration::from_secs(10))
                 .unless(|u| u.is_guest)
                 .ttl_fn(|u| u.ttl())
+                .depends_on(|u| [Dep::key("tenants", &u.tenant)])
                 .keep_values(|values| values.keep()),
             __cache_key,
             async move { self.db.find(tenant, id).await },

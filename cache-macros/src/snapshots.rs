@@ -61,7 +61,8 @@ fn cached_with_options() {
             cache_none,
             none_ttl = 10,
             unless = |u| u.is_guest,
-            ttl_fn = |u| u.ttl()
+            ttl_fn = |u| u.ttl(),
+            depends_on = |u| [Dep::key("tenants", &u.tenant)]
         ),
         quote! {
             async fn find_user(&self, tenant: &str, id: u64) -> Option<User> {
