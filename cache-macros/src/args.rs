@@ -63,7 +63,8 @@ impl Attr {
             "plain",
         ];
         const EVICT: &[&str] = &[
-            "group", "key", "skip", "cache", "all", "before", "crate", "result", "option", "plain",
+            "group", "key", "each", "skip", "cache", "all", "before", "crate", "result", "option",
+            "plain",
         ];
         match self {
             Attr::Cached => READ,
@@ -96,6 +97,8 @@ pub(crate) struct Args {
     pub(crate) cache_err: Option<(Span, Expr)>,
     pub(crate) err_ttl: Option<Ttl>,
     pub(crate) key: Option<Expr>,
+    /// `each = arg`: the argument that holds the keys of a bulk call.
+    pub(crate) each: Option<Ident>,
     pub(crate) skip: Vec<Ident>,
     pub(crate) cache: Option<Expr>,
     pub(crate) unless: Option<Expr>,
@@ -157,6 +160,7 @@ impl Args {
             "err_ttl" => self.err_ttl = Some(parse_ttl("err_ttl", meta.value()?)?),
             "cache_err" => self.cache_err = Some((span, meta.value()?.parse()?)),
             "key" => self.key = Some(meta.value()?.parse()?),
+            "each" => self.each = Some(meta.value()?.parse()?),
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "unless" => self.unless = Some(meta.value()?.parse()?),
             "ttl_fn" => self.ttl_fn = Some(meta.value()?.parse()?),

@@ -37,6 +37,9 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             ));
         }
     }
+    if let Some(each) = &args.each {
+        check_each(&args, each, sig)?;
+    }
     if let (Some(all), Some(key)) = (args.all, &args.key) {
         let mut error = syn::Error::new(all, "`all` evicts the whole group and takes no `key`");
         error.combine(syn::Error::new_spanned(key, "remove this `key` or `all`"));
@@ -97,9 +100,12 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
     let bound = syn::Ident::new("__cache_key", Span::mixed_site());
     let call = match attr {
         Attr::Evict => {
-            let target = match args.all {
-                Some(_) => quote!(#private::Target::All),
-                None => {
+            let target = match (args.all, &args.each) {
+                (Some(_), _) => quote!(#private::Target::All),
+                (None, Some(each)) => {
+                    quote!(#private::Target::Keys(#private::keys_of(#each.iter())))
+                }
+                (None, None) => {
                     let key = key_expr(&private, attr, &args, sig)?;
                     quote!(#private::Target::Key(#key))
                 }
@@ -183,6 +189,65 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         }
     }
     Ok(item.into_token_stream())
+}
+
+/// `each = arg` names a parameter that holds keys (`&[K]`, `Vec<K>`,
+/// `&Vec<K>`, `HashSet<K>` or `BTreeSet<K>`), and takes neither `key` nor
+/// `all`.
+fn check_each(args: &Args, each: &syn::Ident, sig: &syn::Signature) -> syn::Result<()> {
+    if let Some(key) = &args.key {
+        return Err(syn::Error::new_spanned(
+            key,
+            "`each` names the keys, one entry per element; remove this `key` or `each`",
+        ));
+    }
+    if let Some(all) = args.all {
+        return Err(syn::Error::new(
+            all,
+            "`all` evicts the whole group; remove it or `each`",
+        ));
+    }
+    let ty = sig.inputs.iter().find_map(|arg| match arg {
+        FnArg::Typed(typed) => match &*typed.pat {
+            Pat::Ident(pat) if pat.ident == *each => Some(&*typed.ty),
+            _ => None,
+        },
+        FnArg::Receiver(_) => None,
+    });
+    let Some(ty) = ty else {
+        return Err(syn::Error::new(
+            each.span(),
+            format!("no parameter named `{each}` to take the keys from"),
+        ));
+    };
+    if !is_key_collection(ty) {
+        return Err(syn::Error::new_spanned(
+            ty,
+            "`each` takes a collection of keys: `&[K]`, `Vec<K>`, `&Vec<K>`, `HashSet<K>` or `BTreeSet<K>`",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `ty` is one of the collections `each` takes.
+fn is_key_collection(ty: &Type) -> bool {
+    let (ty, by_ref) = match ty {
+        Type::Reference(r) => (&*r.elem, true),
+        ty => (ty, false),
+    };
+    match ty {
+        Type::Slice(_) => by_ref,
+        Type::Path(path) => path.path.segments.last().is_some_and(|last| {
+            let one_argument = matches!(
+                &last.arguments,
+                PathArguments::AngleBracketed(a) if a.args.len() == 1
+            );
+            let name = last.ident.to_string();
+            one_argument
+                && (name == "Vec" || (!by_ref && (name == "HashSet" || name == "BTreeSet")))
+        }),
+        _ => false,
+    }
 }
 
 /// Where the body is, and the type the function's future returns.

@@ -87,6 +87,20 @@ fn cache_evict() {
 }
 
 #[test]
+fn cache_evict_each() {
+    check(
+        "cache_evict_each",
+        Attr::Evict,
+        quote!(group = "products", each = ids),
+        quote! {
+            async fn delete_products(db: &Db, ids: Vec<u64>) -> Result<(), DbError> {
+                db.delete_many(&ids).await
+            }
+        },
+    );
+}
+
+#[test]
 fn cache_evict_all() {
     check(
         "cache_evict_all",

@@ -95,6 +95,21 @@ pub fn key_of<T: KeyPart>(value: &T) -> Result<EntryKey, Error> {
     value.entry_key()
 }
 
+/// Encodes the keys of a bulk call (`each = arg`), each once, in the
+/// order first seen.
+pub fn keys_of<'k, K: Serialize + 'k>(
+    keys: impl IntoIterator<Item = &'k K>,
+) -> Result<Vec<EntryKey>, Error> {
+    let mut out: Vec<EntryKey> = Vec::new();
+    for key in keys {
+        let key = EntryKey::new(key)?;
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
 /// Encodes a key value.
 pub fn key<K: Serialize + ?Sized>(key: &K) -> Result<EntryKey, Error> {
     EntryKey::new(key)

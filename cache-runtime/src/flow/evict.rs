@@ -15,6 +15,8 @@ use crate::{Cache, Error};
 pub enum Target {
     /// One entry.
     Key(Result<EntryKey, Error>),
+    /// One entry per key (`each = arg`).
+    Keys(Result<Vec<EntryKey>, Error>),
     /// The whole group.
     All,
 }
@@ -46,21 +48,26 @@ where
 }
 
 pub(crate) async fn evict_now(cache: &Cache, group: &str, target: Target) {
-    let (outcome, eviction) = match target {
-        Target::All => (
-            cache.evict_group_unchecked(group).await,
-            Eviction::Group(group.to_owned()),
-        ),
-        Target::Key(Ok(key)) => (
-            cache.invalidate(group, &key).await.map(drop),
-            Eviction::Key(group.to_owned(), key),
-        ),
-        Target::Key(Err(error)) => {
-            tracing::error!(group, %error, "cache key does not encode; the entry cannot be evicted");
-            return;
+    match target {
+        Target::All => {
+            if let Err(error) = cache.evict_group_unchecked(group).await {
+                retry::queue(cache, Eviction::Group(group.to_owned()), &error);
+            }
         }
-    };
-    if let Err(error) = outcome {
-        retry::queue(cache, eviction, &error);
+        Target::Key(Ok(key)) => evict_key(cache, group, key).await,
+        Target::Keys(Ok(keys)) => {
+            let each = keys.into_iter().map(|key| evict_key(cache, group, key));
+            futures_util::future::join_all(each).await;
+        }
+        Target::Key(Err(error)) | Target::Keys(Err(error)) => {
+            tracing::error!(group, %error, "cache key does not encode; the entry cannot be evicted");
+        }
+    }
+}
+
+/// Evicts one entry, its eviction retried in the background if it fails.
+async fn evict_key(cache: &Cache, group: &str, key: EntryKey) {
+    if let Err(error) = cache.invalidate(group, &key).await {
+        retry::queue(cache, Eviction::Key(group.to_owned(), key), &error);
     }
 }
