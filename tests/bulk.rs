@@ -2,9 +2,81 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cache_runtime::{cache_evict, cached, Cache};
+
+/// Records the keys each body call was given, and counts loads per key.
+#[derive(Default)]
+struct Db {
+    calls: Mutex<Vec<Vec<u64>>>,
+    loads: Mutex<HashMap<u64, usize>>,
+    /// How long a body takes.
+    slow: Mutex<Duration>,
+}
+
+impl Db {
+    async fn load(&self, ids: &[u64]) -> HashMap<u64, u64> {
+        self.calls.lock().unwrap().push(ids.to_vec());
+        for id in ids {
+            *self.loads.lock().unwrap().entry(*id).or_default() += 1;
+        }
+        let slow = *self.slow.lock().unwrap();
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
+        // Ids from 100 up do not exist.
+        ids.iter()
+            .filter(|id| **id < 100)
+            .map(|id| (*id, id * 10))
+            .collect()
+    }
+    fn calls(&self) -> Vec<Vec<u64>> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[cached(group = "products", ttl = 60, each = ids, skip(cache, db), cache = cache)]
+async fn get_products(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, u64> {
+    db.load(ids).await
+}
+
+#[cached(group = "products", ttl = 60, each = ids, skip(cache, db), cache = cache)]
+async fn try_get_products(
+    cache: &Cache,
+    db: &Db,
+    ids: Vec<u64>,
+    fail: bool,
+) -> Result<BTreeMap<u64, u64>, String> {
+    if fail {
+        return Err("the database is down".into());
+    }
+    Ok(db.load(&ids).await.into_iter().collect())
+}
+
+#[cached(group = "products", ttl = 60, each = ids, skip(cache, db), cache = cache)]
+async fn get_product_set(cache: &Cache, db: &Db, ids: BTreeSet<u64>) -> HashMap<u64, u64> {
+    db.load(&ids.into_iter().collect::<Vec<_>>()).await
+}
+
+/// Holds a body until the test releases it.
+#[derive(Default)]
+struct Gate {
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    passed: AtomicUsize,
+}
+
+#[cached(group = "products", ttl = 60, skip(cache, gate), cache = cache)]
+async fn slow_product(cache: &Cache, gate: &Gate, id: u64) -> u64 {
+    gate.passed.fetch_add(1, Ordering::SeqCst);
+    gate.reached.notify_one();
+    gate.release.notified().await;
+    id * 10
+}
 
 #[cached(group = "products", ttl = 60, skip(cache), cache = cache)]
 async fn get_product(cache: &Cache, id: u64) -> u64 {
@@ -81,4 +153,148 @@ async fn a_bulk_eviction_reaches_each_element(cache: Cache) {
     );
 }
 
-on_each_backend!(a_bulk_eviction_reaches_each_element);
+async fn only_the_missing_keys_reach_the_body(cache: Cache) {
+    let db = Db::default();
+    get_product(&cache, 2).await; // a single-key entry, shared
+    let got = get_products(&cache, &db, &[3, 2, 1, 3]).await;
+    assert_eq!(got, HashMap::from([(1, 10), (2, 20), (3, 30)]));
+    assert_eq!(
+        db.calls(),
+        vec![vec![3, 1]],
+        "the missing keys, once each, in first-seen order"
+    );
+    let loads = cache.stats().loads;
+    assert_eq!(
+        get_product(&cache, 3).await,
+        30,
+        "the single-key function reads the bulk call's entry"
+    );
+    assert_eq!(cache.stats().loads, loads);
+    assert_eq!(get_products(&cache, &db, &[1, 2, 3]).await.len(), 3);
+    assert_eq!(get_products(&cache, &db, &[]).await, HashMap::new());
+    assert_eq!(
+        db.calls().len(),
+        1,
+        "no body runs on all hits or on no keys"
+    );
+}
+
+async fn absent_keys_and_errors_store_nothing(cache: Cache) {
+    let db = Db::default();
+    let got = get_products(&cache, &db, &[5, 105]).await;
+    assert_eq!(
+        got,
+        HashMap::from([(5, 50)]),
+        "a key the body leaves out is absent"
+    );
+    assert!(!cache.has("products", &105u64).await.unwrap());
+    assert!(cache.has("products", &5u64).await.unwrap());
+    try_get_products(&cache, &db, vec![6, 7], true)
+        .await
+        .unwrap_err();
+    assert!(
+        !cache.has("products", &6u64).await.unwrap(),
+        "an Err stores nothing"
+    );
+    let got = try_get_products(&cache, &db, vec![5, 6], false)
+        .await
+        .unwrap();
+    assert_eq!(got, BTreeMap::from([(5, 50), (6, 60)]));
+    assert_eq!(db.calls().last().unwrap(), &vec![6]);
+    let set = get_product_set(&cache, &db, BTreeSet::from([6, 8])).await;
+    assert_eq!(set, HashMap::from([(6, 60), (8, 80)]));
+    assert_eq!(
+        db.calls().last().unwrap(),
+        &vec![8],
+        "a set is rebound to the missing keys too"
+    );
+}
+
+async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
+    let db = Arc::new(Db::default());
+    *db.slow.lock().unwrap() = Duration::from_millis(20);
+    let calls: Vec<_> = (0..16u64)
+        .map(|i| {
+            let (cache, db) = (cache.clone(), db.clone());
+            tokio::spawn(async move {
+                let ids: Vec<u64> = (i..i + 8).map(|j| j % 20).collect();
+                let got = get_products(&cache, &db, &ids).await;
+                assert_eq!(got.len(), 8);
+                assert!(ids.iter().all(|id| got[id] == id * 10));
+            })
+        })
+        .collect();
+    for call in calls {
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("a bulk call finished within 20 s")
+            .unwrap();
+    }
+    let loads = db.loads.lock().unwrap().clone();
+    assert_eq!(loads.len(), 20);
+    assert!(
+        loads.values().all(|n| *n == 1),
+        "each key loaded once: {loads:?}"
+    );
+}
+
+async fn a_bulk_call_waits_for_a_key_another_caller_loads(cache: Cache) {
+    let gate = Arc::new(Gate::default());
+    let single = {
+        let (cache, gate) = (cache.clone(), gate.clone());
+        tokio::spawn(async move { slow_product(&cache, &gate, 42).await })
+    };
+    // The single-key call holds the lease of 42 once it is in its body.
+    tokio::time::timeout(Duration::from_secs(5), gate.reached.notified())
+        .await
+        .expect("the single-key load started");
+    let db = Arc::new(Db::default());
+    let bulk = {
+        let (cache, db) = (cache.clone(), db.clone());
+        tokio::spawn(async move { get_products(&cache, &db, &[41, 42]).await })
+    };
+    // A window for the bulk call to find 42 held: it must not finish in it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !bulk.is_finished(),
+        "the bulk call waits for the key being loaded"
+    );
+    gate.release.notify_one();
+    assert_eq!(single.await.unwrap(), 420);
+    let got = tokio::time::timeout(Duration::from_secs(10), bulk)
+        .await
+        .expect("the bulk call ends once 42 is loaded")
+        .unwrap();
+    assert_eq!(got, HashMap::from([(41, 410), (42, 420)]));
+    assert_eq!(gate.passed.load(Ordering::SeqCst), 1, "42 was loaded once");
+    assert_eq!(
+        db.calls(),
+        vec![vec![41]],
+        "the bulk call loaded only the key no one else did"
+    );
+}
+
+on_each_backend!(
+    a_bulk_eviction_reaches_each_element,
+    only_the_missing_keys_reach_the_body,
+    absent_keys_and_errors_store_nothing,
+    overlapping_bulk_calls_load_each_key_once,
+    a_bulk_call_waits_for_a_key_another_caller_loads,
+);
+
+/// With Redis down, a bulk call runs its body with every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_body_gets_every_key() {
+    let mut server = support::RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    server.kill();
+    let db = Db::default();
+    let got = get_products(&cache, &db, &[1, 2]).await;
+    assert_eq!(got, HashMap::from([(1, 10), (2, 20)]));
+    assert_eq!(db.calls(), vec![vec![1, 2]]);
+}

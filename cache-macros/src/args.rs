@@ -48,6 +48,7 @@ impl Attr {
             "unless",
             "ttl_fn",
             "depends_on",
+            "each",
             "cache_none",
             "none_ttl",
             "cache_err",

@@ -94,6 +94,12 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         Body::Boxed(_, future) => future.to_token_stream(),
     };
 
+    if let (Attr::Cached, Some(each)) = (attr, &args.each) {
+        let call = cached_each(&private, &args, each, &ret, &item, &body, &cache, &group)?;
+        item.block = Box::new(syn::parse_quote!({ #call }));
+        return Ok(item.into_token_stream());
+    }
+
     // The key is made in a statement of its own, so that the temporaries
     // it borrows (`&dyn Serialize` parts, not `Sync`) do not live across the
     // `.await` and make the future `!Send`. Mixed-site: the body can't see it.
@@ -207,14 +213,7 @@ fn check_each(args: &Args, each: &syn::Ident, sig: &syn::Signature) -> syn::Resu
             "`all` evicts the whole group; remove it or `each`",
         ));
     }
-    let ty = sig.inputs.iter().find_map(|arg| match arg {
-        FnArg::Typed(typed) => match &*typed.pat {
-            Pat::Ident(pat) if pat.ident == *each => Some(&*typed.ty),
-            _ => None,
-        },
-        FnArg::Receiver(_) => None,
-    });
-    let Some(ty) = ty else {
+    let Some(ty) = each_type(sig, each) else {
         return Err(syn::Error::new(
             each.span(),
             format!("no parameter named `{each}` to take the keys from"),
@@ -227,6 +226,131 @@ fn check_each(args: &Args, each: &syn::Ident, sig: &syn::Signature) -> syn::Resu
         ));
     }
     Ok(())
+}
+
+/// The call of a bulk `#[cached(each = ids)]`: the keys collected, and the
+/// body as a closure of the missing ones, `ids` rebound to them in the
+/// type it was given.
+#[allow(clippy::too_many_arguments)]
+fn cached_each(
+    private: &TokenStream,
+    args: &Args,
+    each: &syn::Ident,
+    ret: &Type,
+    item: &ItemFn,
+    body: &Body,
+    cache: &TokenStream,
+    group: &TokenStream,
+) -> syn::Result<TokenStream> {
+    if let Body::Boxed(..) = body {
+        return Err(syn::Error::new(
+            each.span(),
+            "`each` needs an `async fn` (not one rewritten by `#[async_trait]`)",
+        ));
+    }
+    let unsupported = [
+        ("cache_none", args.cache_none),
+        ("cache_err", args.cache_err.as_ref().map(|(span, _)| *span)),
+        (
+            "stale_while_revalidate",
+            args.stale_while_revalidate.as_ref().map(|(span, _)| *span),
+        ),
+    ];
+    for (name, span) in unsupported {
+        if let Some(span) = span {
+            return Err(syn::Error::new(
+                span,
+                format!("`{name}` does not apply to a bulk call (`each`)"),
+            ));
+        }
+    }
+    if let Some(depends_on) = &args.depends_on {
+        return Err(syn::Error::new_spanned(
+            depends_on,
+            "`depends_on` does not apply to a bulk call (`each`): its elements depend on what its body reads through the cache",
+        ));
+    }
+    if !is_element_map(ret) {
+        return Err(syn::Error::new_spanned(
+            ret,
+            "`each` returns the elements by key: a `HashMap<K, V>` or `BTreeMap<K, V>`, bare or in a `Result`",
+        ));
+    }
+    let ty = each_type(&item.sig, each)
+        .ok_or_else(|| syn::Error::new(each.span(), "no such parameter"))?;
+    let missing = syn::Ident::new("__cache_missing", Span::mixed_site());
+    let rebound = match ty {
+        Type::Reference(r) => {
+            let elem = &r.elem;
+            quote!(let #each: &#elem = &#missing;)
+        }
+        Type::Path(path) if path.path.segments.last().is_some_and(|l| l.ident == "Vec") => {
+            quote!(let #each: #ty = #missing;)
+        }
+        ty => quote!(let #each: #ty = ::std::iter::IntoIterator::into_iter(#missing).collect();),
+    };
+    let mut policy = quote!(#private::Policy::new(#group));
+    if let Some(ttl) = &args.ttl {
+        let ttl = duration(private, ttl);
+        policy.extend(quote!(.ttl(#ttl)));
+    }
+    if let Some(unless) = &args.unless {
+        policy.extend(quote!(.unless(#unless)));
+    }
+    if let Some(ttl_fn) = &args.ttl_fn {
+        policy.extend(quote!(.ttl_fn(#ttl_fn)));
+    }
+    if let Some(timeout) = &args.lock_timeout {
+        let timeout = duration(private, timeout);
+        policy.extend(quote!(.lock_timeout(#timeout)));
+    }
+    if let Some(jitter) = &args.jitter {
+        policy.extend(quote!(.jitter(#jitter)));
+    }
+    let block = &item.block;
+    let keys = syn::Ident::new("__cache_keys", Span::mixed_site());
+    Ok(quote! {
+        let #keys = ::std::iter::Iterator::collect::<::std::vec::Vec<_>>(
+            ::std::iter::Iterator::cloned(#each.iter()),
+        );
+        #private::cached_each(#cache, #policy, #keys, move |#missing| async move {
+            #rebound
+            #block
+        })
+        .await
+    })
+}
+
+/// The type of the parameter `name`.
+fn each_type<'s>(sig: &'s syn::Signature, name: &syn::Ident) -> Option<&'s Type> {
+    sig.inputs.iter().find_map(|arg| match arg {
+        FnArg::Typed(typed) => match &*typed.pat {
+            Pat::Ident(pat) if pat.ident == *name => Some(&*typed.ty),
+            _ => None,
+        },
+        FnArg::Receiver(_) => None,
+    })
+}
+
+/// Whether `ty` is a map of elements, bare or as the first argument of a
+/// `Result` (or an alias of one).
+fn is_element_map(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    if last.ident == "HashMap" || last.ident == "BTreeMap" {
+        return true;
+    }
+    match &last.arguments {
+        PathArguments::AngleBracketed(a) => match a.args.first() {
+            Some(GenericArgument::Type(inner)) if last.ident.to_string().ends_with("Result") => {
+                is_element_map(inner)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether `ty` is one of the collections `each` takes.

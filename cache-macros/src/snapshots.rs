@@ -87,6 +87,20 @@ fn cache_evict() {
 }
 
 #[test]
+fn cached_each() {
+    check(
+        "cached_each",
+        Attr::Cached,
+        quote!(group = "products", ttl = 300, each = ids, skip(db)),
+        quote! {
+            async fn get_products(db: &Db, ids: &[u64]) -> Result<HashMap<u64, Product>, DbError> {
+                db.load_many(ids).await
+            }
+        },
+    );
+}
+
+#[test]
 fn cache_evict_each() {
     check(
         "cache_evict_each",

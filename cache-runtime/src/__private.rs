@@ -9,6 +9,7 @@ use serde::Serialize;
 
 pub use crate::entry::shared::{Keep, KeepNothing, KeepProbe};
 use crate::entry::EntryKey;
+pub use crate::flow::each::{cached_each, Bulk};
 pub use crate::flow::evict::{evict, Target};
 pub use crate::flow::policy::Policy;
 pub use crate::flow::put::put;

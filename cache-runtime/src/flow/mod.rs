@@ -16,8 +16,13 @@
 //! write that fails is [retried](retry) in the background, and read past in
 //! this process until it succeeds.
 //!
+//! A bulk call cached per element ([`each`]) looks up every key at once and
+//! runs its body once for the keys that missed, each filled under its own
+//! lease.
+//!
 //! The protocol the backends keep for all of this is in `backend`.
 
+pub(crate) mod each;
 pub(crate) mod evict;
 pub(crate) mod fill;
 pub(crate) mod lease;

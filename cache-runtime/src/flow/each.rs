@@ -1,0 +1,276 @@
+//! `#[cached(each = ids)]`: a bulk call cached per element, in the entries
+//! the single-key functions of the group share.
+//!
+//! Every key is looked up at once (the hits of one group are one batched
+//! read), then the misses' read leases are taken at once. The body runs
+//! once, with the keys this caller holds the lease of, and each element it
+//! returns is filled under its key's lease, as a single-key miss is: a write
+//! in between takes the lease away. Keys whose lease another caller holds
+//! are waited for; while waiting, this caller holds no lease, so two bulk
+//! calls that overlap never wait for each other (each gives its leases back
+//! and tries again a little later, at random). Past `lock_timeout` the keys
+//! still held are loaded too, and not stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::fill::send_fill;
+use super::lease::LeaseGuard;
+use super::lookup::Claim;
+use super::policy::Policy;
+use super::read::call_span;
+use super::returns::PlainKind;
+use crate::backend::Want;
+use crate::deps::capture::Capture;
+use crate::deps::stamps;
+use crate::entry::EntryKey;
+use crate::observe::metrics;
+use crate::Cache;
+use tracing::Instrument;
+
+/// What a bulk function returns: a map of its elements, bare or in a
+/// `Result` (only `Ok` is stored).
+pub trait Bulk: Sized {
+    /// The key of an element.
+    type Key;
+    /// An element's value: what the single-key function stores.
+    type Value;
+    /// The map of elements.
+    type Map: IntoIterator<Item = (Self::Key, Self::Value)> + FromIterator<(Self::Key, Self::Value)>;
+    /// The map, or the return value itself when it is an error.
+    fn into_map(self) -> Result<Self::Map, Self>;
+    /// A return value holding `map`.
+    fn from_map(map: Self::Map) -> Self;
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher + Default> Bulk for HashMap<K, V, S> {
+    type Key = K;
+    type Value = V;
+    type Map = Self;
+    fn into_map(self) -> Result<Self, Self> {
+        Ok(self)
+    }
+    fn from_map(map: Self) -> Self {
+        map
+    }
+}
+
+impl<K: Ord, V> Bulk for BTreeMap<K, V> {
+    type Key = K;
+    type Value = V;
+    type Map = Self;
+    fn into_map(self) -> Result<Self, Self> {
+        Ok(self)
+    }
+    fn from_map(map: Self) -> Self {
+        map
+    }
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher + Default, E> Bulk for Result<HashMap<K, V, S>, E> {
+    type Key = K;
+    type Value = V;
+    type Map = HashMap<K, V, S>;
+    fn into_map(self) -> Result<Self::Map, Self> {
+        self.map_err(Err)
+    }
+    fn from_map(map: Self::Map) -> Self {
+        Ok(map)
+    }
+}
+
+impl<K: Ord, V, E> Bulk for Result<BTreeMap<K, V>, E> {
+    type Key = K;
+    type Value = V;
+    type Map = BTreeMap<K, V>;
+    fn into_map(self) -> Result<Self::Map, Self> {
+        self.map_err(Err)
+    }
+    fn from_map(map: Self::Map) -> Self {
+        Ok(map)
+    }
+}
+
+/// The longest pause between two tries at the held keys.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// One key of a bulk call: where it was first asked for, its entry, itself.
+struct Wanted<K> {
+    at: usize,
+    entry: EntryKey,
+    key: K,
+    /// The stored value may not be served (undecodable, or what it depends
+    /// on changed): take the lease past it.
+    past_value: bool,
+}
+
+/// `#[cached(each = ...)]`: the hits, and the body's elements for the keys
+/// that missed, each stored under its own lease.
+pub async fn cached_each<R, F, Fut>(
+    cache: Cache,
+    policy: Policy<'_, PlainKind, R::Value>,
+    keys: Vec<R::Key>,
+    body: F,
+) -> R
+where
+    R: Bulk,
+    R::Key: Serialize,
+    F: FnOnce(Vec<R::Key>) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let group = policy.group;
+    let mut wanted: Vec<Wanted<R::Key>> = Vec::with_capacity(keys.len());
+    for (at, key) in keys.into_iter().enumerate() {
+        let entry = match EntryKey::new(&key) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(group, %error, "cache key does not encode; running without the cache");
+                let all = wanted.into_iter().map(|w| w.key).chain([key]).collect();
+                return body(all).instrument(call_span(group, "bypass")).await;
+            }
+        };
+        if !wanted.iter().any(|w| w.entry == entry) {
+            wanted.push(Wanted {
+                at,
+                entry,
+                key,
+                past_value: false,
+            });
+        }
+    }
+    if wanted.is_empty() {
+        return R::from_map(std::iter::empty().collect());
+    }
+    if let Some(capture) = crate::deps::capture::current() {
+        for w in &wanted {
+            cache.pin_read(&capture, group, &w.entry).await;
+        }
+    }
+    let capture = crate::deps::capture::current();
+    let reader = policy.reader();
+    let lock_timeout = policy.read(&cache, &wanted[0].entry).lock_timeout;
+    let deadline = Instant::now() + lock_timeout;
+    let mut found: Vec<(usize, R::Key, R::Value)> = Vec::new();
+    let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
+    let mut unleased: Vec<Wanted<R::Key>> = Vec::new();
+    let mut pending = wanted;
+    let mut want = Want::Peek;
+    let mut pause = Duration::from_millis(1);
+    while !pending.is_empty() {
+        let claims = futures_util::future::join_all(pending.iter().map(|w| {
+            let read = policy.read(&cache, &w.entry);
+            let want = match want {
+                Want::Lock if w.past_value => Want::ForceLock,
+                want => want,
+            };
+            async move { read.claim(want).await }
+        }))
+        .await;
+        let mut held = Vec::new();
+        let mut next = Vec::new();
+        for (mut w, claim) in pending.into_iter().zip(claims) {
+            match claim {
+                Claim::Hit(kept) => {
+                    let holds = !stamps::stamped(kept.bytes())
+                        || cache.stamps_hold(kept.bytes(), capture.as_deref()).await;
+                    match holds.then(|| cache.open(group, &w.entry, &kept, &reader)) {
+                        Some(Some((value, _))) => found.push((w.at, w.key, value)),
+                        _ => {
+                            w.past_value = true;
+                            next.push(w);
+                        }
+                    }
+                }
+                Claim::Leased(lease) => leased.push((w, lease)),
+                Claim::Miss if want == Want::Peek => next.push(w),
+                Claim::Miss | Claim::Failed => unleased.push(w),
+                Claim::Held => held.push(w),
+            }
+        }
+        if !held.is_empty() && Instant::now() < deadline {
+            // Wait holding nothing: give this call's leases back, and try
+            // them all again after a pause.
+            let given_back = leased.drain(..).map(|(w, mut lease)| {
+                let cache = &cache;
+                async move {
+                    if let Some(held) = lease.lease().cloned() {
+                        let back = cache.op(cache.backend().release(group, &w.entry, &held));
+                        if back.await.is_ok() {
+                            lease.disarm();
+                        }
+                    }
+                    w
+                }
+            });
+            next.extend(futures_util::future::join_all(given_back).await);
+            next.extend(held);
+            let jitter = pause.mul_f64(fastrand::f64());
+            tokio::time::sleep(pause + jitter).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        } else {
+            unleased.extend(held);
+        }
+        pending = next;
+        want = Want::Lock;
+    }
+    for _ in &found {
+        metrics::hit(cache.counters(), group, false);
+    }
+    if leased.is_empty() && unleased.is_empty() {
+        return R::from_map(found.into_iter().map(|(_, k, v)| (k, v)).collect());
+    }
+    // The body, with the missing keys in the order first asked.
+    let mut missing: Vec<(usize, EntryKey, R::Key, Option<LeaseGuard>)> = leased
+        .into_iter()
+        .map(|(w, lease)| (w.at, w.entry, w.key, Some(lease)))
+        .chain(unleased.into_iter().map(|w| (w.at, w.entry, w.key, None)))
+        .collect();
+    missing.sort_by_key(|(at, ..)| *at);
+    let mut leases: Vec<(EntryKey, Option<LeaseGuard>)> = Vec::with_capacity(missing.len());
+    let mut keys = Vec::with_capacity(missing.len());
+    for (_, entry, key, lease) in missing {
+        metrics::miss(cache.counters(), group);
+        leases.push((entry, lease));
+        keys.push(key);
+    }
+    let inner = Capture::open(policy.lifetime(&cache));
+    let started = Instant::now();
+    let ret = inner
+        .run(body(keys).instrument(call_span(group, "miss")))
+        .await;
+    let map = match ret.into_map() {
+        Ok(map) => map,
+        Err(failed) => return failed, // the leases are given back as they drop
+    };
+    let stamps = cache.finish_load(group, &inner, Vec::new()).await;
+    metrics::loaded(cache.counters(), group, started.elapsed());
+    let mut loaded = Vec::new();
+    for (key, value) in map {
+        let lease = EntryKey::new(&key).ok().and_then(|entry| {
+            let at = leases.iter().position(|(e, _)| *e == entry)?;
+            let (entry, lease) = leases.swap_remove(at);
+            Some((entry, lease?))
+        });
+        if let (Some((entry, lease)), Some(stamps)) = (lease, &stamps) {
+            let sealed = policy
+                .seal(&cache, &value, started.elapsed())
+                .map(|(mut bytes, ttl)| {
+                    stamps::attach(&mut bytes, stamps);
+                    (bytes, ttl)
+                });
+            send_fill(&cache, group, &entry, lease, sealed).await;
+        }
+        loaded.push((key, value));
+    }
+    R::from_map(
+        found
+            .into_iter()
+            .map(|(_, k, v)| (k, v))
+            .chain(loaded)
+            .collect(),
+    )
+}
