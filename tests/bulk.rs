@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{cache_evict, cached, Cache};
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
 
 /// Records the keys each body call was given, and counts loads per key.
 #[derive(Default)]
@@ -60,6 +60,20 @@ async fn try_get_products(
 #[cached(group = "products", ttl = 60, each = ids, skip(cache, db), cache = cache)]
 async fn get_product_set(cache: &Cache, db: &Db, ids: BTreeSet<u64>) -> HashMap<u64, u64> {
     db.load(&ids.into_iter().collect::<Vec<_>>()).await
+}
+
+/// Reprices products: the new values are written through, one entry each.
+#[cache_put(group = "products", ttl = 60, each = ids, skip(cache), cache = cache)]
+async fn reprice(cache: &Cache, ids: Vec<u64>, fail: bool) -> Result<HashMap<u64, u64>, String> {
+    if fail {
+        return Err("the database refused".into());
+    }
+    // Ids from 100 up do not exist.
+    Ok(ids
+        .iter()
+        .filter(|id| **id < 100)
+        .map(|id| (*id, id * 11))
+        .collect())
 }
 
 /// Holds a body until the test releases it.
@@ -210,6 +224,28 @@ async fn absent_keys_and_errors_store_nothing(cache: Cache) {
     );
 }
 
+async fn a_bulk_put_reaches_each_element(cache: Cache) {
+    for id in [1, 2, 101] {
+        get_product(&cache, id).await;
+    }
+    reprice(&cache, vec![1, 2], true).await.unwrap_err();
+    assert_eq!(
+        get_product(&cache, 1).await,
+        10,
+        "an Err leaves the entries as they were"
+    );
+    let repriced = reprice(&cache, vec![1, 2, 101, 2], false).await.unwrap();
+    assert_eq!(repriced, HashMap::from([(1, 11), (2, 22)]));
+    let loads = cache.stats().loads;
+    assert_eq!(get_product(&cache, 1).await, 11, "written through");
+    assert_eq!(get_product(&cache, 2).await, 22);
+    assert_eq!(cache.stats().loads, loads, "hits");
+    assert!(
+        !cache.has("products", &101u64).await.unwrap(),
+        "a key the body left out is evicted"
+    );
+}
+
 async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
     let db = Arc::new(Db::default());
     *db.slow.lock().unwrap() = Duration::from_millis(20);
@@ -278,6 +314,7 @@ on_each_backend!(
     a_bulk_eviction_reaches_each_element,
     only_the_missing_keys_reach_the_body,
     absent_keys_and_errors_store_nothing,
+    a_bulk_put_reaches_each_element,
     overlapping_bulk_calls_load_each_key_once,
     a_bulk_call_waits_for_a_key_another_caller_loads,
 );

@@ -27,6 +27,7 @@ impl Attr {
             "group",
             "ttl",
             "key",
+            "each",
             "skip",
             "cache",
             "unless",

@@ -99,6 +99,17 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         item.block = Box::new(syn::parse_quote!({ #call }));
         return Ok(item.into_token_stream());
     }
+    if let (Attr::Put, Some(each)) = (attr, &args.each) {
+        check_bulk_options(&args, &ret)?;
+        let policy = element_policy(&private, &args, &group);
+        let keys = syn::Ident::new("__cache_keys", Span::mixed_site());
+        let call = quote! {
+            let #keys = #private::keys_of(#each.iter());
+            #private::put_each(#cache, #policy, #keys, #wrapped).await
+        };
+        set_body(&mut item, body, call);
+        return Ok(item.into_token_stream());
+    }
 
     // The key is made in a statement of its own, so that the temporaries
     // it borrows (`&dyn Serialize` parts, not `Sync`) do not live across the
@@ -185,6 +196,12 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             }
         }
     };
+    set_body(&mut item, body, call);
+    Ok(item.into_token_stream())
+}
+
+/// Puts `call` where the body was.
+fn set_body(item: &mut ItemFn, body: Body, call: TokenStream) {
     match body {
         Body::Async => item.block = Box::new(syn::parse_quote!({ #call })),
         Body::Boxed(at, _) => {
@@ -194,7 +211,6 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
             );
         }
     }
-    Ok(item.into_token_stream())
 }
 
 /// `each = arg` names a parameter that holds keys (`&[K]`, `Vec<K>`,
@@ -248,6 +264,37 @@ fn cached_each(
             "`each` needs an `async fn` (not one rewritten by `#[async_trait]`)",
         ));
     }
+    check_bulk_options(args, ret)?;
+    let ty = each_type(&item.sig, each)
+        .ok_or_else(|| syn::Error::new(each.span(), "no such parameter"))?;
+    let missing = syn::Ident::new("__cache_missing", Span::mixed_site());
+    let rebound = match ty {
+        Type::Reference(r) => {
+            let elem = &r.elem;
+            quote!(let #each: &#elem = &#missing;)
+        }
+        Type::Path(path) if path.path.segments.last().is_some_and(|l| l.ident == "Vec") => {
+            quote!(let #each: #ty = #missing;)
+        }
+        ty => quote!(let #each: #ty = ::std::iter::IntoIterator::into_iter(#missing).collect();),
+    };
+    let policy = element_policy(private, args, group);
+    let block = &item.block;
+    let keys = syn::Ident::new("__cache_keys", Span::mixed_site());
+    Ok(quote! {
+        let #keys = ::std::iter::Iterator::collect::<::std::vec::Vec<_>>(
+            ::std::iter::Iterator::cloned(#each.iter()),
+        );
+        #private::cached_each(#cache, #policy, #keys, move |#missing| async move {
+            #rebound
+            #block
+        })
+        .await
+    })
+}
+
+/// The options a bulk call does not take, and its return type: a map.
+fn check_bulk_options(args: &Args, ret: &Type) -> syn::Result<()> {
     let unsupported = [
         ("cache_none", args.cache_none),
         ("cache_err", args.cache_err.as_ref().map(|(span, _)| *span)),
@@ -276,19 +323,11 @@ fn cached_each(
             "`each` returns the elements by key: a `HashMap<K, V>` or `BTreeMap<K, V>`, bare or in a `Result`",
         ));
     }
-    let ty = each_type(&item.sig, each)
-        .ok_or_else(|| syn::Error::new(each.span(), "no such parameter"))?;
-    let missing = syn::Ident::new("__cache_missing", Span::mixed_site());
-    let rebound = match ty {
-        Type::Reference(r) => {
-            let elem = &r.elem;
-            quote!(let #each: &#elem = &#missing;)
-        }
-        Type::Path(path) if path.path.segments.last().is_some_and(|l| l.ident == "Vec") => {
-            quote!(let #each: #ty = #missing;)
-        }
-        ty => quote!(let #each: #ty = ::std::iter::IntoIterator::into_iter(#missing).collect();),
-    };
+    Ok(())
+}
+
+/// The policy of each element of a bulk call.
+fn element_policy(private: &TokenStream, args: &Args, group: &TokenStream) -> TokenStream {
     let mut policy = quote!(#private::Policy::new(#group));
     if let Some(ttl) = &args.ttl {
         let ttl = duration(private, ttl);
@@ -307,18 +346,7 @@ fn cached_each(
     if let Some(jitter) = &args.jitter {
         policy.extend(quote!(.jitter(#jitter)));
     }
-    let block = &item.block;
-    let keys = syn::Ident::new("__cache_keys", Span::mixed_site());
-    Ok(quote! {
-        let #keys = ::std::iter::Iterator::collect::<::std::vec::Vec<_>>(
-            ::std::iter::Iterator::cloned(#each.iter()),
-        );
-        #private::cached_each(#cache, #policy, #keys, move |#missing| async move {
-            #rebound
-            #block
-        })
-        .await
-    })
+    policy
 }
 
 /// The type of the parameter `name`.

@@ -101,6 +101,20 @@ fn cached_each() {
 }
 
 #[test]
+fn cache_put_each() {
+    check(
+        "cache_put_each",
+        Attr::Put,
+        quote!(group = "products", ttl = 300, each = ids, skip(db)),
+        quote! {
+            async fn reprice(db: &Db, ids: Vec<u64>, pct: i32) -> Result<HashMap<u64, Product>, DbError> {
+                db.reprice(&ids, pct).await
+            }
+        },
+    );
+}
+
+#[test]
 fn cache_evict_each() {
     check(
         "cache_evict_each",
