@@ -96,7 +96,7 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
 
     if let (Attr::Cached, Some(each)) = (attr, &args.each) {
         let call = cached_each(&private, &args, each, &ret, &item, &body, &cache, &group)?;
-        item.block = Box::new(syn::parse_quote!({ #call }));
+        *item.block = syn::parse_quote!({ #call });
         return Ok(item.into_token_stream());
     }
     if let (Attr::Put, Some(each)) = (attr, &args.each) {
@@ -203,7 +203,7 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
 /// Puts `call` where the body was.
 fn set_body(item: &mut ItemFn, body: Body, call: TokenStream) {
     match body {
-        Body::Async => item.block = Box::new(syn::parse_quote!({ #call })),
+        Body::Async => *item.block = syn::parse_quote!({ #call }),
         Body::Boxed(at, _) => {
             item.block.stmts[at] = Stmt::Expr(
                 syn::parse_quote!(::std::boxed::Box::pin(async move { #call })),
