@@ -246,6 +246,22 @@ async fn a_bulk_put_reaches_each_element(cache: Cache) {
     );
 }
 
+async fn a_list_that_reads_through_a_bulk_call_depends_on_each_element(cache: Cache) {
+    let db = Db::default();
+    let list = || {
+        cache.get_or_load("lists", &1u64, None, || async {
+            let got = get_products(&cache, &db, &[1, 2]).await;
+            got.values().sum::<u64>()
+        })
+    };
+    assert_eq!(list().await.unwrap(), 30);
+    let loads = cache.stats().loads;
+    assert_eq!(list().await.unwrap(), 30);
+    assert_eq!(cache.stats().loads, loads, "a hit");
+    cache.set("products", &2u64, &200u64, None).await.unwrap();
+    assert_eq!(list().await.unwrap(), 210, "the list embeds product 2");
+}
+
 async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
     let db = Arc::new(Db::default());
     *db.slow.lock().unwrap() = Duration::from_millis(20);
@@ -315,6 +331,7 @@ on_each_backend!(
     only_the_missing_keys_reach_the_body,
     absent_keys_and_errors_store_nothing,
     a_bulk_put_reaches_each_element,
+    a_list_that_reads_through_a_bulk_call_depends_on_each_element,
     overlapping_bulk_calls_load_each_key_once,
     a_bulk_call_waits_for_a_key_another_caller_loads,
 );

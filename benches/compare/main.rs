@@ -16,6 +16,7 @@
 //! cargo bench --bench compare -- --write-behind  # only the write-behind cases, printed
 //! cargo bench --bench compare -- --stampede      # only the stampede, printed
 //! cargo bench --bench compare -- --dependencies  # only derived entries' costs, printed
+//! cargo bench --bench compare -- --bulk          # only bulk calls (each), printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
@@ -26,6 +27,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod bulk;
 mod contenders;
 mod dependencies;
 mod harness;
@@ -191,6 +193,7 @@ async fn main() {
         "--write-behind",
         "--stampede",
         "--dependencies",
+        "--bulk",
     ]
     .into_iter()
     .find(|flag| args.iter().any(|a| a == flag));
@@ -201,6 +204,7 @@ async fn main() {
             "--in-memory" => bench.in_memory_hit().await,
             "--stampede" => bench.stampede().await,
             "--dependencies" => bench.dependencies().await,
+            "--bulk" => bench.bulk().await,
             _ => bench.write_behind().await,
         }
         for r in &bench.rows {
@@ -221,6 +225,7 @@ async fn main() {
     bench.http_hit().await;
     bench.write_behind().await;
     bench.dependencies().await;
+    bench.bulk().await;
 
     let mut conn = bench.conn.clone();
     let info: String = redis::cmd("INFO")

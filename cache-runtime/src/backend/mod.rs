@@ -234,6 +234,59 @@ impl Backend {
         }
     }
 
+    /// A bulk call's plain read of keys of one group.
+    pub(crate) async fn peek_many(
+        &self,
+        group: &str,
+        keys: &[EntryKey],
+    ) -> Result<Vec<Lookup>, Error> {
+        match self {
+            Backend::Memory(m) => Ok(keys
+                .iter()
+                .map(|key| m.lookup(group, key, Want::Peek, NO_LEASE))
+                .collect()),
+            Backend::Redis(r) => r.peek_many(group, keys).await,
+            Backend::Disabled => Ok(keys.iter().map(|_| Lookup::Miss(None)).collect()),
+        }
+    }
+
+    /// A bulk call's leases of keys of one group, each under its token
+    /// (`true`: past its value).
+    pub(crate) async fn lock_many(
+        &self,
+        group: &str,
+        keys: &[(&EntryKey, &str, bool)],
+    ) -> Result<Vec<Lookup>, Error> {
+        match self {
+            Backend::Memory(m) => Ok(keys
+                .iter()
+                .map(|(key, token, past)| {
+                    let want = if *past { Want::ForceLock } else { Want::Lock };
+                    m.lookup(group, key, want, token)
+                })
+                .collect()),
+            Backend::Redis(r) => r.lock_many(group, keys).await,
+            Backend::Disabled => Ok(keys.iter().map(|_| Lookup::Miss(None)).collect()),
+        }
+    }
+
+    /// A bulk call's fills of keys of one group; how many were stored.
+    pub(crate) async fn fill_many(
+        &self,
+        group: &str,
+        fills: Vec<(&EntryKey, &Lease, Vec<u8>, Duration)>,
+    ) -> Result<usize, Error> {
+        match self {
+            Backend::Memory(m) => Ok(fills
+                .into_iter()
+                .map(|(key, lease, bytes, ttl)| m.fill(group, key, lease, bytes, ttl))
+                .filter(|stored| *stored)
+                .count()),
+            Backend::Redis(r) => r.fill_many(group, fills).await,
+            Backend::Disabled => Ok(0),
+        }
+    }
+
     /// Pins dependency records of `group`: makes those absent, keeps each
     /// for at least `ttl`, and returns their tokens.
     pub(crate) async fn pin(

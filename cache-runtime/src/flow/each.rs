@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::fill::send_fill;
 use super::lease::LeaseGuard;
-use super::lookup::Claim;
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::PlainKind;
-use crate::backend::Want;
+use crate::backend::{token, Lease, Lookup};
 use crate::deps::capture::Capture;
 use crate::deps::stamps;
 use crate::entry::EntryKey;
@@ -95,6 +93,19 @@ impl<K: Ord, V, E> Bulk for Result<BTreeMap<K, V>, E> {
     }
 }
 
+/// One key's lookup in a bulk call.
+enum Claim {
+    Hit(std::sync::Arc<crate::entry::shared::Kept>),
+    /// A miss whose read lease this call now holds.
+    Leased(LeaseGuard),
+    /// A miss whose lease another caller holds.
+    Held,
+    /// A miss, no lease asked for yet.
+    Miss,
+    /// The cache could not answer: load without it.
+    Failed,
+}
+
 /// The longest pause between two tries at the held keys.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
@@ -158,18 +169,14 @@ where
     let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
     let mut unleased: Vec<Wanted<R::Key>> = Vec::new();
     let mut pending = wanted;
-    let mut want = Want::Peek;
+    let mut peek = true;
     let mut pause = Duration::from_millis(1);
     while !pending.is_empty() {
-        let claims = futures_util::future::join_all(pending.iter().map(|w| {
-            let read = policy.read(&cache, &w.entry);
-            let want = match want {
-                Want::Lock if w.past_value => Want::ForceLock,
-                want => want,
-            };
-            async move { read.claim(want).await }
-        }))
-        .await;
+        let claims = if peek {
+            peek_all(&cache, group, &pending).await
+        } else {
+            lock_all(&cache, group, &pending).await
+        };
         let mut held = Vec::new();
         let mut next = Vec::new();
         for (mut w, claim) in pending.into_iter().zip(claims) {
@@ -186,7 +193,7 @@ where
                     }
                 }
                 Claim::Leased(lease) => leased.push((w, lease)),
-                Claim::Miss if want == Want::Peek => next.push(w),
+                Claim::Miss if peek => next.push(w),
                 Claim::Miss | Claim::Failed => unleased.push(w),
                 Claim::Held => held.push(w),
             }
@@ -215,7 +222,7 @@ where
             unleased.extend(held);
         }
         pending = next;
-        want = Want::Lock;
+        peek = false;
     }
     for _ in &found {
         metrics::hit(cache.counters(), group, false);
@@ -249,6 +256,7 @@ where
     let stamps = cache.finish_load(group, &inner, Vec::new()).await;
     metrics::loaded(cache.counters(), group, started.elapsed());
     let mut loaded = Vec::new();
+    let mut fills = Vec::new();
     for (key, value) in map {
         let lease = EntryKey::new(&key).ok().and_then(|entry| {
             let at = leases.iter().position(|(e, _)| *e == entry)?;
@@ -256,16 +264,16 @@ where
             Some((entry, lease?))
         });
         if let (Some((entry, lease)), Some(stamps)) = (lease, &stamps) {
-            let sealed = policy
-                .seal(&cache, &value, started.elapsed())
-                .map(|(mut bytes, ttl)| {
-                    stamps::attach(&mut bytes, stamps);
-                    (bytes, ttl)
-                });
-            send_fill(&cache, group, &entry, lease, sealed).await;
+            if let Some((mut bytes, ttl)) = policy.seal(&cache, &value, started.elapsed()) {
+                stamps::attach(&mut bytes, stamps);
+                fills.push((entry, lease, bytes, ttl));
+            }
         }
         loaded.push((key, value));
     }
+    // The leases of the keys not stored are given back as they drop.
+    drop(leases);
+    fill_all(&cache, group, fills).await;
     R::from_map(
         found
             .into_iter()
@@ -273,4 +281,110 @@ where
             .chain(loaded)
             .collect(),
     )
+}
+
+/// The first look at every key: one plain read of the group.
+async fn peek_all<K>(cache: &Cache, group: &str, pending: &[Wanted<K>]) -> Vec<Claim> {
+    let keys: Vec<EntryKey> = pending.iter().map(|w| w.entry.clone()).collect();
+    match cache.op(cache.backend().peek_many(group, &keys)).await {
+        Ok(found) => found
+            .into_iter()
+            .map(|lookup| match lookup {
+                Lookup::Hit(kept) => Claim::Hit(kept),
+                Lookup::Miss(_) | Lookup::Held => Claim::Miss,
+            })
+            .collect(),
+        Err(_) => pending.iter().map(|_| Claim::Failed).collect(),
+    }
+}
+
+/// The leases of the keys that missed: one script for the group. Each
+/// lease carries a token chosen, and guarded, before the script is sent,
+/// so that a call dropped while it runs gives back what it took.
+async fn lock_all<K>(cache: &Cache, group: &str, pending: &[Wanted<K>]) -> Vec<Claim> {
+    let tokens: Vec<String> = pending.iter().map(|_| token()).collect();
+    let mut guards: Vec<LeaseGuard> = pending
+        .iter()
+        .zip(&tokens)
+        .map(|(w, token)| {
+            let lease = Lease {
+                token: token.clone(),
+                gen: String::new(),
+            };
+            LeaseGuard::new(cache, group, &w.entry, lease, true)
+        })
+        .collect();
+    let asks: Vec<(&EntryKey, &str, bool)> = pending
+        .iter()
+        .zip(&tokens)
+        .map(|(w, token)| (&w.entry, token.as_str(), w.past_value))
+        .collect();
+    let found = cache.op(cache.backend().lock_many(group, &asks)).await;
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            if matches!(error, crate::Error::Unavailable) {
+                guards.iter_mut().for_each(LeaseGuard::disarm); // never sent
+            }
+            return pending.iter().map(|_| Claim::Failed).collect();
+        }
+    };
+    guards.iter_mut().for_each(LeaseGuard::disarm); // answered
+    found
+        .into_iter()
+        .zip(pending.iter().zip(&tokens))
+        .map(|(lookup, (w, token))| match lookup {
+            Lookup::Hit(kept) => Claim::Hit(kept),
+            Lookup::Miss(Some(lease)) => {
+                let owned = lease.token == *token;
+                Claim::Leased(LeaseGuard::new(cache, group, &w.entry, lease, owned))
+            }
+            Lookup::Miss(None) => Claim::Failed,
+            Lookup::Held => Claim::Held,
+        })
+        .collect()
+}
+
+/// Stores the elements under their leases: one script for the group.
+async fn fill_all(
+    cache: &Cache,
+    group: &str,
+    fills: Vec<(EntryKey, LeaseGuard, Vec<u8>, Duration)>,
+) {
+    if fills.is_empty() {
+        return;
+    }
+    let leases: Vec<Lease> = fills
+        .iter()
+        .filter_map(|(_, guard, ..)| guard.lease().cloned())
+        .collect();
+    if leases.len() != fills.len() {
+        return; // a lease already given back: the guards drop the rest
+    }
+    let mut guards = Vec::with_capacity(fills.len());
+    let mut entries = Vec::with_capacity(fills.len());
+    let mut payloads = Vec::with_capacity(fills.len());
+    for (entry, guard, bytes, ttl) in fills {
+        guards.push(guard);
+        entries.push(entry);
+        payloads.push((bytes, ttl));
+    }
+    let sends = entries
+        .iter()
+        .zip(&leases)
+        .zip(payloads)
+        .map(|((entry, lease), (bytes, ttl))| (entry, lease, bytes, ttl))
+        .collect();
+    match cache.op(cache.backend().fill_many(group, sends)).await {
+        Ok(stored) => {
+            guards.iter_mut().for_each(LeaseGuard::disarm);
+            for _ in 0..stored {
+                metrics::stored(cache.counters(), group);
+            }
+        }
+        // The guards give the leases back as they drop.
+        Err(error) => {
+            crate::observe::ok_or_warn(cache.counters(), "store", group, Err::<(), _>(error));
+        }
+    }
 }

@@ -37,19 +37,6 @@ pub(crate) enum Found<'c, V> {
     },
 }
 
-/// One key's lookup in a bulk call.
-pub(crate) enum Claim {
-    Hit(Arc<Kept>),
-    /// A miss whose read lease this caller now holds.
-    Leased(LeaseGuard),
-    /// A miss whose lease another caller holds.
-    Held,
-    /// A miss, no lease asked for or none to be had.
-    Miss,
-    /// The cache could not answer: load without it.
-    Failed,
-}
-
 /// A lookup's answer, its lease guarded.
 enum Answer {
     Hit(Arc<Kept>),
@@ -210,17 +197,6 @@ impl<'c> Read<'c> {
                     }
                 }
             }
-        }
-    }
-
-    /// One lookup for a bulk call, which waits for held keys itself.
-    pub(crate) async fn claim(&self, want: Want) -> Claim {
-        match self.lookup(want).await {
-            None => Claim::Failed,
-            Some(Answer::Hit(kept)) => Claim::Hit(kept),
-            Some(Answer::Miss(Some(lease))) => Claim::Leased(lease),
-            Some(Answer::Miss(None)) => Claim::Miss,
-            Some(Answer::Held) => Claim::Held,
         }
     }
 

@@ -48,7 +48,10 @@ use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::observe::{bump, Counters};
 pub(crate) use rights::Rights;
-use scripts::{BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, LOOKUP, PIN, RELEASE, REPAIR, REPLACE};
+use scripts::{
+    BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, FILL_MANY, LOCK_MANY, LOOKUP, PIN, RELEASE, REPAIR,
+    REPLACE,
+};
 
 pub(crate) struct Redis {
     conn: Connection,
@@ -468,6 +471,101 @@ impl Redis {
             }
             other => other.map(drop),
         }
+    }
+
+    /// A bulk call's plain read of many keys of one group: one `MGET` of
+    /// the generation and their entries.
+    pub(crate) async fn peek_many(
+        &self,
+        group: &str,
+        keys: &[EntryKey],
+    ) -> Result<Vec<Lookup>, Error> {
+        let mut mget = redis::cmd("MGET");
+        mget.arg(group_gen(&self.prefix, group));
+        for key in keys {
+            mget.arg(self.names(group, key).entry());
+        }
+        let mut found: Vec<Option<Vec<u8>>> = mget.query_async(&mut self.conn.clone()).await?;
+        if found.len() != keys.len() + 1 {
+            return Err(unexpected_reply("unexpected reply to a bulk read").into());
+        }
+        let Some(gen) = found.remove(0) else {
+            return Ok(keys.iter().map(|_| Lookup::Miss(None)).collect());
+        };
+        Ok(found
+            .into_iter()
+            .map(|entry| match entry {
+                Some(bytes) if bytes.starts_with(&gen) => {
+                    Lookup::Hit(Kept::after(bytes, gen.len()))
+                }
+                _ => Lookup::Miss(None),
+            })
+            .collect())
+    }
+
+    /// A bulk call's leases, one script for the keys of one group: per key,
+    /// a hit, a lease taken under `tokens[i]`, or `Held`; `past_value[i]`
+    /// takes the lease past a value that may not be served.
+    pub(crate) async fn lock_many(
+        &self,
+        group: &str,
+        keys: &[(&EntryKey, &str, bool)],
+    ) -> Result<Vec<Lookup>, Error> {
+        let mut script = LOCK_MANY.key(group_gen(&self.prefix, group));
+        script.arg(self.lease_ms).arg(token());
+        for (key, token, past_value) in keys {
+            let names = self.names(group, key);
+            script.key(names.entry()).key(names.lease());
+            script
+                .arg(*token)
+                .arg(if *past_value { "forcelock" } else { "lock" });
+        }
+        let reply: Vec<Value> = script.invoke_async(&mut self.conn.clone()).await?;
+        if reply.len() != keys.len() {
+            return Err(unexpected_reply("unexpected reply from the bulk lease script").into());
+        }
+        reply
+            .into_iter()
+            .map(|one| match one {
+                Value::BulkString(bytes) => Ok(Lookup::Hit(Kept::new(bytes))),
+                Value::Array(parts) => {
+                    let parts: Vec<String> = FromRedisValue::from_redis_value(Value::Array(parts))
+                        .map_err(redis::RedisError::from)?;
+                    match parts.as_slice() {
+                        [token, gen] => Ok(Lookup::Miss(Some(Lease {
+                            token: token.clone(),
+                            gen: gen.clone(),
+                        }))),
+                        [_, _, _] => Ok(Lookup::Held),
+                        _ => Err(
+                            unexpected_reply("unexpected reply from the bulk lease script").into(),
+                        ),
+                    }
+                }
+                _ => Err(unexpected_reply("unexpected reply from the bulk lease script").into()),
+            })
+            .collect()
+    }
+
+    /// A bulk call's fills, one script for the keys of one group: each
+    /// stored only under its lease; returns how many were.
+    pub(crate) async fn fill_many(
+        &self,
+        group: &str,
+        fills: Vec<(&EntryKey, &Lease, Vec<u8>, Duration)>,
+    ) -> Result<usize, Error> {
+        let mut script = FILL_MANY.key(group_gen(&self.prefix, group));
+        for (key, lease, bytes, ttl) in fills {
+            let names = self.names(group, key);
+            script.key(names.entry()).key(names.lease());
+            script
+                .arg(&lease.token)
+                .arg(&lease.gen)
+                .arg(bytes)
+                .arg(millis(ttl));
+        }
+        let stored: usize = script.invoke_async(&mut self.conn.clone()).await?;
+        Ok(stored)
     }
 
     /// The name of a dependency record of `group`.

@@ -63,6 +63,63 @@ return {ARGV[2], gen}
     )
 });
 
+/// A bulk call's leases. KEYS: gen, then each key's entry and lease.
+/// ARGV: lease ms, fresh gen, then each key's token and mode (`lock`, or
+/// `forcelock` past its value). Returns, per key, the envelope on a hit,
+/// `{token, gen}` for a lease taken, `{holder, gen, 'held'}` when another
+/// caller holds it.
+pub(super) static LOCK_MANY: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('GET', KEYS[1])
+if not gen then
+  gen = ARGV[2]
+  redis.call('SET', KEYS[1], gen)
+end
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local entry, lease = KEYS[2 * i], KEYS[2 * i + 1]
+  local token, mode = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  local e = redis.call('GET', entry)
+  local l = redis.call('HMGET', lease, 't', 'lg')
+  if e and string.sub(e, 1, #gen) == gen and mode ~= 'forcelock' then
+    out[i] = string.sub(e, #gen + 1)
+  elseif l[1] and l[2] == gen then
+    out[i] = {l[1], gen, 'held'}
+  else
+    redis.call('HSET', lease, 't', token, 'lg', gen)
+    redis.call('PEXPIRE', lease, ARGV[1])
+    redis.call('DEL', entry)
+    out[i] = {token, gen}
+  end
+end
+return out
+",
+    )
+});
+
+/// A bulk call's fills. KEYS: gen, then each key's entry and lease. ARGV:
+/// per key, its lease token, lease gen, envelope and ttl ms. Stores each
+/// whose lease still holds; returns how many.
+pub(super) static FILL_MANY: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+local gen = redis.call('GET', KEYS[1])
+local stored = 0
+for i = 1, (#KEYS - 1) / 2 do
+  local entry, lease = KEYS[2 * i], KEYS[2 * i + 1]
+  local at = 4 * (i - 1)
+  if gen == ARGV[at + 2] and redis.call('HGET', lease, 't') == ARGV[at + 1] then
+    redis.call('SET', entry, gen .. ARGV[at + 3], 'PX', ARGV[at + 4])
+    redis.call('DEL', lease)
+    stored = stored + 1
+  end
+end
+return stored
+",
+    )
+});
+
 /// KEYS: lease. ARGV: lease token. Drops the lease if it is still this one.
 pub(super) static RELEASE: Lazy<Script> = Lazy::new(|| {
     Script::new(
