@@ -22,16 +22,26 @@ impl Cache {
     /// and notes its token, so that a write the read misses changes a token
     /// noted before it. A pin that fails leaves the load unstored.
     pub(crate) async fn pin_read(&self, capture: &Capture, group: &str, key: &EntryKey) {
-        let record = [Record::Key(key.clone())];
+        self.pin_reads(capture, group, std::slice::from_ref(key))
+            .await;
+    }
+
+    /// [`pin_read`](Self::pin_read) for keys of one group, in one script.
+    pub(crate) async fn pin_reads(&self, capture: &Capture, group: &str, keys: &[EntryKey]) {
+        let records: Vec<Record> = keys.iter().cloned().map(Record::Key).collect();
         let ttl = self.record_ttl(capture);
-        match self.op(self.backend().pin(group, &record, ttl)).await {
+        match self.op(self.backend().pin(group, &records, ttl)).await {
             Ok(pinned) => {
-                let [record] = record;
-                capture.note(&[Stamp {
-                    group: group.to_owned(),
-                    token: key_token(&pinned.gen, &pinned.records[0]),
-                    record,
-                }]);
+                let stamps: Vec<Stamp> = records
+                    .into_iter()
+                    .zip(&pinned.records)
+                    .map(|(record, token)| Stamp {
+                        group: group.to_owned(),
+                        token: key_token(&pinned.gen, token),
+                        record,
+                    })
+                    .collect();
+                capture.note(&stamps);
             }
             Err(error) => {
                 tracing::debug!(group, %error, "could not pin a dependency; the load will not be stored");

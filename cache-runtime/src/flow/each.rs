@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::fill::{reply_later, send};
 use super::lease::LeaseGuard;
 use super::policy::Policy;
 use super::read::call_span;
@@ -135,6 +136,7 @@ where
 {
     let group = policy.group;
     let mut wanted: Vec<Wanted<R::Key>> = Vec::with_capacity(keys.len());
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
     for (at, key) in keys.into_iter().enumerate() {
         let entry = match EntryKey::new(&key) {
             Ok(entry) => entry,
@@ -144,7 +146,7 @@ where
                 return body(all).instrument(call_span(group, "bypass")).await;
             }
         };
-        if !wanted.iter().any(|w| w.entry == entry) {
+        if seen.insert(entry.clone()) {
             wanted.push(Wanted {
                 at,
                 entry,
@@ -156,12 +158,11 @@ where
     if wanted.is_empty() {
         return R::from_map(std::iter::empty().collect());
     }
-    if let Some(capture) = crate::deps::capture::current() {
-        for w in &wanted {
-            cache.pin_read(&capture, group, &w.entry).await;
-        }
-    }
     let capture = crate::deps::capture::current();
+    if let Some(capture) = &capture {
+        let keys: Vec<EntryKey> = wanted.iter().map(|w| w.entry.clone()).collect();
+        cache.pin_reads(capture, group, &keys).await;
+    }
     let reader = policy.reader();
     let lock_timeout = policy.read(&cache, &wanted[0].entry).lock_timeout;
     let deadline = Instant::now() + lock_timeout;
@@ -273,7 +274,19 @@ where
     }
     // The leases of the keys not stored are given back as they drop.
     drop(leases);
-    fill_all(&cache, group, fills).await;
+    // Sent before this returns, as a single-key miss's fill is; its reply
+    // is awaited by a task once the group's fills are known to the server.
+    match reply_later(&cache, group) {
+        Some(runtime) => {
+            let (cache, group) = (cache.clone(), group.to_owned());
+            send(
+                runtime,
+                async move { fill_all(&cache, &group, fills).await },
+            )
+            .await;
+        }
+        None => fill_all(&cache, group, fills).await,
+    }
     R::from_map(
         found
             .into_iter()

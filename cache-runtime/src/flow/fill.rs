@@ -60,15 +60,34 @@ pub(super) async fn send_fill(
     lease: LeaseGuard,
     sealed: Option<(Vec<u8>, Duration)>,
 ) {
-    let runtime = match (cache.backend(), tokio::runtime::Handle::try_current()) {
-        (Backend::Redis(redis), Ok(runtime)) if redis.fills_at_once(group) => runtime,
-        // In process, a fill is done when called; a first fill may load its
-        // script; without tokio, there is nothing to hand the reply to.
-        _ => return fill(cache, group, key, lease, sealed).await,
+    let Some(runtime) = reply_later(cache, group) else {
+        return fill(cache, group, key, lease, sealed).await;
     };
     let (cache, group, key) = (cache.clone(), group.to_owned(), key.clone());
-    let mut sent = Box::pin(async move { fill(&cache, &group, &key, lease, sealed).await });
-    // One poll puts the script on the connection (or finishes the fill).
+    send(runtime, async move {
+        fill(&cache, &group, &key, lease, sealed).await
+    })
+    .await;
+}
+
+/// The runtime to leave a fill's reply to, when the fill may be sent and
+/// not awaited: on Redis, once a fill of the group has answered. In process
+/// a fill is done when called; a first fill may load its script; without
+/// tokio, there is nothing to hand the reply to.
+pub(super) fn reply_later(cache: &Cache, group: &str) -> Option<tokio::runtime::Handle> {
+    match (cache.backend(), tokio::runtime::Handle::try_current()) {
+        (Backend::Redis(redis), Ok(runtime)) if redis.fills_at_once(group) => Some(runtime),
+        _ => None,
+    }
+}
+
+/// Polls `fill` once, which puts its script on the connection (or finishes
+/// it), and leaves the rest, its reply, to a task on `runtime`.
+pub(super) async fn send(
+    runtime: tokio::runtime::Handle,
+    fill: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut sent = Box::pin(fill);
     let pending = std::future::poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx).is_pending()));
     if pending.await {
         runtime.spawn(sent.instrument(Span::current()));

@@ -564,7 +564,13 @@ impl Redis {
                 .arg(bytes)
                 .arg(millis(ttl));
         }
-        let stored: usize = script.invoke_async(&mut self.conn.clone()).await?;
+        let stored: Result<usize, redis::RedisError> =
+            script.invoke_async(&mut self.conn.clone()).await;
+        let stored = stored.inspect_err(|_| self.forget_fills())?;
+        let mut filled = self.filled();
+        if !filled.contains(group) {
+            filled.insert(group.to_owned());
+        }
         Ok(stored)
     }
 
