@@ -137,44 +137,7 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
         Attr::Cached | Attr::Put => {
             let key = key_expr(&private, attr, &args, sig)?;
             let mut policy = policy(&private, &args, &ret, &group)?;
-            if let Some(ttl) = &args.ttl {
-                let ttl = duration(&private, ttl);
-                policy.extend(quote!(.ttl(#ttl)));
-            }
-            if args.cache_none.is_some() {
-                policy.extend(quote!(.cache_none()));
-            }
-            if let Some((_, select)) = &args.cache_err {
-                policy.extend(quote!(.cache_err(#select)));
-            }
-            if let Some(ttl) = args.none_ttl.as_ref().or(args.err_ttl.as_ref()) {
-                let ttl = duration(&private, ttl);
-                policy.extend(quote!(.negative_ttl(#ttl)));
-            }
-            if let Some(unless) = &args.unless {
-                policy.extend(quote!(.unless(#unless)));
-            }
-            if let Some(ttl_fn) = &args.ttl_fn {
-                policy.extend(quote!(.ttl_fn(#ttl_fn)));
-            }
-            if let Some(depends_on) = &args.depends_on {
-                policy.extend(quote!(.depends_on(#depends_on)));
-            }
-            if let Some(lock) = &args.lock {
-                policy.extend(quote!(.lock(#lock)));
-            }
-            if let Some(timeout) = &args.lock_timeout {
-                let timeout = duration(&private, timeout);
-                policy.extend(quote!(.lock_timeout(#timeout)));
-            }
-            match &args.early {
-                Some(Some(beta)) => policy.extend(quote!(.early(#beta as f64))),
-                Some(None) => policy.extend(quote!(.early(1.0))),
-                None => {}
-            }
-            if let Some(jitter) = &args.jitter {
-                policy.extend(quote!(.jitter(#jitter)));
-            }
+            policy.extend(options(&private, &args));
             if attr == Attr::Cached && !may_borrow(&ret) {
                 // Hits clone the decoded value when it is `Clone + 'static`
                 // (a probe: any other type is decoded on every hit). A type
@@ -328,10 +291,26 @@ fn check_bulk_options(args: &Args, ret: &Type) -> syn::Result<()> {
 
 /// The policy of each element of a bulk call.
 fn element_policy(private: &TokenStream, args: &Args, group: &TokenStream) -> TokenStream {
-    let mut policy = quote!(#private::Policy::new(#group));
+    let options = options(private, args);
+    quote!(#private::Policy::new(#group) #options)
+}
+
+/// The policy's builder calls for the options given.
+fn options(private: &TokenStream, args: &Args) -> TokenStream {
+    let mut policy = TokenStream::new();
     if let Some(ttl) = &args.ttl {
         let ttl = duration(private, ttl);
         policy.extend(quote!(.ttl(#ttl)));
+    }
+    if args.cache_none.is_some() {
+        policy.extend(quote!(.cache_none()));
+    }
+    if let Some((_, select)) = &args.cache_err {
+        policy.extend(quote!(.cache_err(#select)));
+    }
+    if let Some(ttl) = args.none_ttl.as_ref().or(args.err_ttl.as_ref()) {
+        let ttl = duration(private, ttl);
+        policy.extend(quote!(.negative_ttl(#ttl)));
     }
     if let Some(unless) = &args.unless {
         policy.extend(quote!(.unless(#unless)));
@@ -339,9 +318,20 @@ fn element_policy(private: &TokenStream, args: &Args, group: &TokenStream) -> To
     if let Some(ttl_fn) = &args.ttl_fn {
         policy.extend(quote!(.ttl_fn(#ttl_fn)));
     }
+    if let Some(depends_on) = &args.depends_on {
+        policy.extend(quote!(.depends_on(#depends_on)));
+    }
+    if let Some(lock) = &args.lock {
+        policy.extend(quote!(.lock(#lock)));
+    }
     if let Some(timeout) = &args.lock_timeout {
         let timeout = duration(private, timeout);
         policy.extend(quote!(.lock_timeout(#timeout)));
+    }
+    match &args.early {
+        Some(Some(beta)) => policy.extend(quote!(.early(#beta as f64))),
+        Some(None) => policy.extend(quote!(.early(1.0))),
+        None => {}
     }
     if let Some(jitter) = &args.jitter {
         policy.extend(quote!(.jitter(#jitter)));
