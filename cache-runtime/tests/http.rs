@@ -933,3 +933,84 @@ async fn curl_gets_a_304_for_the_etag() {
     assert_eq!(status, "304 0", "a 304 with no body");
     assert_eq!(app.shop.reads(), 1, "the 304 came from the cache");
 }
+
+/// A stored response costs its body's own size plus a small head, whatever
+/// the body holds: JSON text, or compressed bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_response_costs_its_body_and_a_small_head() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let json = |len: usize| {
+        let mut text = String::from("[");
+        while text.len() + 40 < len {
+            text.push_str(r#"{"id":12345,"name":"a \"quoted\" name"},"#);
+        }
+        text.push_str("{}]");
+        text
+    };
+    let small = json(1 << 10);
+    let large = json(1 << 20);
+    let packed: Vec<u8> = (0..100 << 10).map(|_| fastrand::u8(..)).collect();
+    let app = {
+        let (small, large, packed) = (small.clone(), large.clone(), packed.clone());
+        let layer = |group: &str| CacheLayer::new(group).cache(cache.clone());
+        Router::new()
+            .route(
+                "/small",
+                get(move || async move { small }).route_layer(layer("sizes_small")),
+            )
+            .route(
+                "/large",
+                get(move || async move { large }).route_layer(layer("sizes_large")),
+            )
+            .route(
+                "/packed",
+                get(move || async move {
+                    (
+                        [
+                            ("content-encoding", "gzip"),
+                            ("content-type", "application/json"),
+                        ],
+                        packed,
+                    )
+                })
+                .route_layer(layer("sizes_packed")),
+            )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new();
+    let mut redis = server.client().await;
+    for (path, group, body_len) in [
+        ("/small", "sizes_small", small.len()),
+        ("/large", "sizes_large", large.len()),
+        ("/packed", "sizes_packed", packed.len()),
+    ] {
+        for expected in ["MISS", "HIT"] {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["x-cache"], expected, "{path}");
+            assert_eq!(response.bytes().await.unwrap().len(), body_len, "{path}");
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("cache:{{{group}}}:e:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{path}: {keys:?}");
+        let stored: usize = redis::cmd("STRLEN")
+            .arg(&keys[0])
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        println!("{path}: body {body_len} B, stored {stored} B");
+        assert!(
+            stored <= body_len + 256,
+            "{path}: a {body_len} B body is stored in {stored} B"
+        );
+    }
+}

@@ -149,6 +149,14 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         self.stale_while_revalidate = Some(window);
         self
     }
+    /// Seals and opens values with these instead of the kind's (the HTTP
+    /// layer frames its responses in binary).
+    #[cfg(feature = "http")]
+    pub(crate) fn framed(mut self, seal: Sealer<K::Value>, open: Opener<K::Value>) -> Self {
+        self.seal = seal;
+        self.open = open;
+        self
+    }
     /// Loads again, and stores, instead of returning a hit at least `age`
     /// old; another caller's refresh in progress is not waited for.
     #[cfg(feature = "http")]

@@ -14,24 +14,34 @@ use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
 use super::request;
-use crate::entry::envelope::now_ms;
+use crate::entry::codec::ValueCodec;
+use crate::entry::envelope::{self, now_ms, Meta, OpenError};
+use crate::Error;
 
 /// Whether the response came from the cache (`HIT`), from the handler
 /// (`MISS`), or the cache was skipped (`BYPASS`).
 pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// A response as stored.
+/// A response as stored: what [`seal`] writes as JSON (under one-letter
+/// names: it is stored with every response), then the body as it was sent.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Stored {
+    #[serde(rename = "s")]
     status: u16,
+    #[serde(rename = "h")]
     headers: Vec<(String, String)>,
-    body: StoredBody,
+    #[serde(skip)]
+    body: Bytes,
+    #[serde(rename = "e")]
     etag: String,
     /// When the handler produced it, Unix milliseconds (for `Age`).
+    #[serde(rename = "g")]
     generated_ms: u64,
     /// When the entry expires, Unix milliseconds (for `max-age`).
+    #[serde(rename = "x")]
     expires_ms: u64,
     /// What the response varies on, when it names request headers.
+    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
     vary: Option<Vary>,
 }
 
@@ -64,26 +74,51 @@ fn values_of(request: &HeaderMap, names: &[String]) -> Vec<Option<String>> {
         .collect()
 }
 
-/// A text body is kept as text, which JSON stores compactly.
-#[derive(Debug, Serialize, Deserialize)]
-enum StoredBody {
-    Text(String),
-    Bytes(Vec<u8>),
+/// The type the layer's entries are framed for: a length-prefixed JSON head
+/// (status, headers, validators, times, variants), then the body, byte for
+/// byte. A body costs its own size to store, whatever it holds (text,
+/// compressed or binary), and is read back without decoding.
+struct FramedResponse;
+
+/// Seals a response for the layer's entries (the cache's codec is not
+/// used: the head is small JSON, the body its own bytes).
+pub(crate) fn seal(
+    _: &ValueCodec,
+    loaded: &Loaded,
+    load: Duration,
+    fresh: Duration,
+) -> Result<Vec<u8>, Error> {
+    let head = serde_json::to_vec(&loaded.stored).map_err(|e| Error::Encode {
+        what: "response",
+        message: e.to_string(),
+    })?;
+    let body = &loaded.stored.body;
+    let mut payload = Vec::with_capacity(4 + head.len() + body.len());
+    payload.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    payload.extend_from_slice(&head);
+    payload.extend_from_slice(body);
+    Ok(envelope::seal_framed::<FramedResponse>(
+        &payload, load, fresh,
+    ))
 }
 
-impl StoredBody {
-    fn new(bytes: Bytes) -> StoredBody {
-        match String::from_utf8(bytes.to_vec()) {
-            Ok(text) => StoredBody::Text(text),
-            Err(binary) => StoredBody::Bytes(binary.into_bytes()),
-        }
-    }
-    fn bytes(&self) -> Bytes {
-        match self {
-            StoredBody::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-            StoredBody::Bytes(bytes) => Bytes::copy_from_slice(bytes),
-        }
-    }
+/// Opens a response sealed by [`seal`].
+pub(crate) fn open(_: &ValueCodec, bytes: &[u8]) -> Result<(Loaded, Meta), OpenError> {
+    let (payload, meta) = envelope::open_framed::<FramedResponse>(bytes)?;
+    let truncated = || OpenError::Truncated(bytes.len());
+    let len = payload.get(..4).ok_or_else(truncated)?;
+    let len = usize::try_from(u32::from_le_bytes([len[0], len[1], len[2], len[3]]))
+        .map_err(|_| truncated())?;
+    let head = payload.get(4..4 + len).ok_or_else(truncated)?;
+    let mut stored: Stored =
+        serde_json::from_slice(head).map_err(|e| OpenError::Codec(Box::new(e)))?;
+    stored.body = Bytes::copy_from_slice(&payload[4 + len..]);
+    let loaded = Loaded {
+        stored,
+        fresh: false,
+        storable: false,
+    };
+    Ok((loaded, meta))
 }
 
 /// A response the handler produced or the cache returned.
@@ -174,7 +209,7 @@ impl Loaded {
             stored: Stored {
                 status: parts.status.as_u16(),
                 headers,
-                body: StoredBody::new(body),
+                body,
                 etag,
                 generated_ms,
                 expires_ms,
@@ -194,7 +229,7 @@ impl Loaded {
     pub(crate) fn unchanged(self) -> Response<Full<Bytes>> {
         let stored = self.stored;
         let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-        build(status, header_map(&stored.headers), stored.body.bytes())
+        build(status, header_map(&stored.headers), stored.body.clone())
     }
 
     /// The key of the variant for `request` when this entry, found at
@@ -236,7 +271,7 @@ impl Loaded {
         headers.insert(X_CACHE, HeaderValue::from_static(outcome));
         if self.fresh && !self.storable {
             // Not the cache's: sent as the handler made it.
-            return build(status, headers, stored.body.bytes());
+            return build(status, headers, stored.body.clone());
         }
         let now = now_ms();
         if let Ok(etag) = HeaderValue::from_str(&stored.etag) {
@@ -266,7 +301,7 @@ impl Loaded {
             }
             return build(StatusCode::NOT_MODIFIED, kept, Bytes::new());
         }
-        let body = stored.body.bytes();
+        let body = stored.body.clone();
         if head {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             return build(status, headers, Bytes::new());

@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::layer::Config;
 use super::request::{self, Directives, Place};
-use super::response::{BodyError, Loaded, Shape, X_CACHE};
+use super::response::{self, BodyError, Loaded, Shape, X_CACHE};
 use crate::flow::evict::{evict_now, Target};
 use crate::flow::policy::Policy;
 use crate::flow::returns::{PlainKind, ResultKind};
@@ -303,6 +303,7 @@ async fn evict_places<'p>(
 /// entry's own TTL left.
 fn policy<E>(group: &str, shape: Shape) -> Policy<'_, ResultKind, Result<Loaded, Failure<E>>> {
     Policy::new(group)
+        .framed(response::seal, response::open)
         .ttl(shape.ttl)
         .ttl_fn(Loaded::ttl)
         .jitter(0.0)

@@ -144,6 +144,27 @@ fn seal_as<T: Serialize>(
         what: "value",
         message: e.to_string(),
     })?;
+    Ok(frame(fingerprint, &payload, load, fresh))
+}
+
+/// Frames a payload its writer encoded itself, for a `T` (the HTTP layer's
+/// responses, whose bodies are stored as they were sent).
+#[cfg(feature = "http")]
+pub(crate) fn seal_framed<T: ?Sized>(payload: &[u8], load: Duration, fresh: Duration) -> Vec<u8> {
+    frame(fingerprint::sealed::<T>(), payload, load, fresh)
+}
+
+/// The payload of an envelope made by [`seal_framed`] for `T`.
+#[cfg(feature = "http")]
+pub(crate) fn open_framed<T: ?Sized>(bytes: &[u8]) -> Result<(&[u8], Meta), OpenError> {
+    let (found, meta, payload) = header(bytes)?;
+    if !fingerprint::holds::<T>(found) {
+        return Err(OpenError::Type(type_name::<T>()));
+    }
+    Ok((payload, meta))
+}
+
+fn frame(fingerprint: u64, payload: &[u8], load: Duration, fresh: Duration) -> Vec<u8> {
     let stored_at = now_ms();
     let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
     let load_ms = u32::try_from(load.as_millis()).unwrap_or(u32::MAX);
@@ -154,8 +175,8 @@ fn seal_as<T: Serialize>(
     bytes.extend_from_slice(&load_ms.to_le_bytes());
     bytes.extend_from_slice(&fresh_ms.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    Ok(bytes)
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 /// Decodes a value and its timing data from an envelope made by [`seal`] for
