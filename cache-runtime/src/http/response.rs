@@ -24,7 +24,7 @@ pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// A response as stored: what [`seal`] writes as JSON (under one-letter
 /// names: it is stored with every response), then the body as it was sent.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Stored {
     #[serde(rename = "s")]
     status: u16,
@@ -50,7 +50,7 @@ pub(crate) struct Stored {
 /// it, and the others live at keys derived from `token`, which each new
 /// entry at the path's key draws afresh. Once that entry is evicted, the
 /// variants made for it can no longer be reached.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Vary {
     /// The request headers named, lower case.
     names: Vec<String>,
@@ -121,8 +121,10 @@ pub(crate) fn open(_: &ValueCodec, bytes: &[u8]) -> Result<(Loaded, Meta), OpenE
     Ok((loaded, meta))
 }
 
-/// A response the handler produced or the cache returned.
-#[derive(Debug, Serialize, Deserialize)]
+/// A response the handler produced or the cache returned. A hit that the
+/// local tier (or a batched read) shares is opened once and cloned after,
+/// its body a `Bytes` handed out without a copy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Loaded {
     stored: Stored,
     /// Produced by the handler in this call (never set on a hit).

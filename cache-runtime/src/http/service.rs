@@ -304,6 +304,7 @@ async fn evict_places<'p>(
 fn policy<E>(group: &str, shape: Shape) -> Policy<'_, ResultKind, Result<Loaded, Failure<E>>> {
     Policy::new(group)
         .framed(response::seal, response::open)
+        .keep_values(|values| values.keep())
         .ttl(shape.ttl)
         .ttl_fn(Loaded::ttl)
         .jitter(0.0)
