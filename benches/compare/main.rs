@@ -17,6 +17,7 @@
 //! cargo bench --bench compare -- --stampede      # only the stampede, printed
 //! cargo bench --bench compare -- --dependencies  # only derived entries' costs, printed
 //! cargo bench --bench compare -- --bulk          # only bulk calls (each), printed
+//! cargo bench --bench compare -- --http          # only the HTTP layer's hits, printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
@@ -194,6 +195,7 @@ async fn main() {
         "--stampede",
         "--dependencies",
         "--bulk",
+        "--http",
     ]
     .into_iter()
     .find(|flag| args.iter().any(|a| a == flag));
@@ -205,6 +207,7 @@ async fn main() {
             "--stampede" => bench.stampede().await,
             "--dependencies" => bench.dependencies().await,
             "--bulk" => bench.bulk().await,
+            "--http" => bench.http_hit().await,
             _ => bench.write_behind().await,
         }
         for r in &bench.rows {
