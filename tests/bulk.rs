@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
+use support::Gate;
 
 /// Records the keys each body call was given, and counts loads per key.
 #[derive(Default)]
@@ -76,19 +77,10 @@ async fn reprice(cache: &Cache, ids: Vec<u64>, fail: bool) -> Result<HashMap<u64
         .collect())
 }
 
-/// Holds a body until the test releases it.
-#[derive(Default)]
-struct Gate {
-    reached: tokio::sync::Notify,
-    release: tokio::sync::Notify,
-    passed: AtomicUsize,
-}
-
-#[cached(group = "products", ttl = 60, skip(cache, gate), cache = cache)]
-async fn slow_product(cache: &Cache, gate: &Gate, id: u64) -> u64 {
-    gate.passed.fetch_add(1, Ordering::SeqCst);
-    gate.reached.notify_one();
-    gate.release.notified().await;
+#[cached(group = "products", ttl = 60, skip(cache, gate, runs), cache = cache)]
+async fn slow_product(cache: &Cache, gate: &Gate, runs: &AtomicUsize, id: u64) -> u64 {
+    runs.fetch_add(1, Ordering::SeqCst);
+    gate.pass().await;
     id * 10
 }
 
@@ -291,15 +283,13 @@ async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
 }
 
 async fn a_bulk_call_waits_for_a_key_another_caller_loads(cache: Cache) {
-    let gate = Arc::new(Gate::default());
+    let (gate, runs) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
     let single = {
-        let (cache, gate) = (cache.clone(), gate.clone());
-        tokio::spawn(async move { slow_product(&cache, &gate, 42).await })
+        let (cache, gate, runs) = (cache.clone(), gate.clone(), runs.clone());
+        tokio::spawn(async move { slow_product(&cache, &gate, &runs, 42).await })
     };
     // The single-key call holds the lease of 42 once it is in its body.
-    tokio::time::timeout(Duration::from_secs(5), gate.reached.notified())
-        .await
-        .expect("the single-key load started");
+    gate.reached().await;
     let db = Arc::new(Db::default());
     let bulk = {
         let (cache, db) = (cache.clone(), db.clone());
@@ -318,7 +308,7 @@ async fn a_bulk_call_waits_for_a_key_another_caller_loads(cache: Cache) {
         .expect("the bulk call ends once 42 is loaded")
         .unwrap();
     assert_eq!(got, HashMap::from([(41, 410), (42, 420)]));
-    assert_eq!(gate.passed.load(Ordering::SeqCst), 1, "42 was loaded once");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "42 was loaded once");
     assert_eq!(
         db.calls(),
         vec![vec![41]],

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache, Dep};
-use tokio::sync::Notify;
 
-use support::VersionedDb as Db;
+use support::{Gate, VersionedDb as Db};
 
 /// Counts the loads of each derived function.
 #[derive(Default)]
@@ -26,27 +25,6 @@ struct Loads {
 
 fn count(counter: &AtomicUsize) -> usize {
     counter.load(Ordering::SeqCst)
-}
-
-/// Holds a body at one point until the test releases it.
-#[derive(Default)]
-struct Gate {
-    reached: Notify,
-    release: Notify,
-}
-
-impl Gate {
-    async fn pass(&self) {
-        self.reached.notify_one();
-        self.release.notified().await;
-    }
-
-    /// Waits, bounded, for a body to reach the gate.
-    async fn reached(&self) {
-        tokio::time::timeout(Duration::from_secs(10), self.reached.notified())
-            .await
-            .expect("the load did not reach its gate within 10 s: it was not run");
-    }
 }
 
 /// The products of a category: 1 holds 1 and 2, 2 holds 3 and 4.

@@ -8,24 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
-use tokio::sync::Notify;
 
 /// Versioned rows: every write bumps the row's version.
-use support::VersionedDb as Db;
-
-/// Holds a body at one point until the test releases it.
-#[derive(Default)]
-struct Gate {
-    reached: Notify,
-    release: Notify,
-}
-
-impl Gate {
-    async fn pass(&self) {
-        self.reached.notify_one();
-        self.release.notified().await;
-    }
-}
+use support::{Gate, VersionedDb as Db};
 
 #[cached(group = "rows", skip(cache, db, gate), cache = cache)]
 async fn read_row(cache: &Cache, db: &Db, gate: Option<&Gate>, id: u64) -> u64 {
@@ -72,7 +57,7 @@ async fn stale_set_race(cache: Cache, writer: Writer) {
         let (cache, db, gate) = (cache.clone(), db.clone(), gate.clone());
         async move { read_row(&cache, &db, Some(&gate), 7).await }
     });
-    gate.reached.notified().await; // the reader has loaded version 0
+    gate.reached().await; // the reader has loaded version 0
     match writer {
         Writer::Evict => drop(update_row(&cache, &db, 7).await),
         Writer::Put => drop(put_row(&cache, &db, None, 7).await),
@@ -118,9 +103,9 @@ async fn overlapping_puts_leave_the_last_write_or_nothing(cache: Cache) {
         tokio::spawn(async move { put_row(&cache, &db, Some(&gate), 7).await })
     };
     let p1 = spawn_put(first.clone());
-    first.reached.notified().await; // p1 wrote version 1
+    first.reached().await; // p1 wrote version 1
     let p2 = spawn_put(second.clone());
-    second.reached.notified().await; // p2 wrote version 2
+    second.reached().await; // p2 wrote version 2
     first.release.notify_one();
     assert_eq!(p1.await.unwrap(), 1); // the older write stores first...
     second.release.notify_one();
@@ -134,9 +119,9 @@ async fn overlapping_puts_leave_the_last_write_or_nothing(cache: Cache) {
     // and the reverse order of completion
     let (first, second) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
     let p3 = spawn_put(first.clone());
-    first.reached.notified().await; // version 3
+    first.reached().await; // version 3
     let p4 = spawn_put(second.clone());
-    second.reached.notified().await; // version 4
+    second.reached().await; // version 4
     second.release.notify_one();
     assert_eq!(p4.await.unwrap(), 4);
     first.release.notify_one();

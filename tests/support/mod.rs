@@ -273,6 +273,29 @@ pub async fn first_contact(cache: &Cache) {
     .await;
 }
 
+/// Holds a body at one point until the test releases it: the body calls
+/// [`pass`](Gate::pass); the test waits for [`reached`](Gate::reached),
+/// acts, then notifies `release`.
+#[derive(Default)]
+pub struct Gate {
+    pub reached: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub async fn pass(&self) {
+        self.reached.notify_one();
+        self.release.notified().await;
+    }
+
+    /// Waits, bounded, for a body to reach the gate.
+    pub async fn reached(&self) {
+        tokio::time::timeout(Duration::from_secs(10), self.reached.notified())
+            .await
+            .expect("no body reached its gate within 10 s: it was not run");
+    }
+}
+
 /// Polls `condition` every 10 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
