@@ -164,8 +164,7 @@ where
         cache.pin_reads(capture, group, &keys).await;
     }
     let reader = policy.reader();
-    let lock_timeout = policy.read(&cache, &wanted[0].entry).lock_timeout;
-    let deadline = Instant::now() + lock_timeout;
+    let deadline = Instant::now() + policy.lock_bound(&cache);
     let mut found: Vec<(usize, R::Key, R::Value)> = Vec::new();
     let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
     let mut unleased: Vec<Wanted<R::Key>> = Vec::new();

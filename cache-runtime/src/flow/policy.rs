@@ -229,8 +229,13 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             key,
             epoch: cache.local().map_or(0, |local| local.epoch()),
             lock: self.lock.unwrap_or(cache.settings().lock),
-            lock_timeout: self.lock_timeout.unwrap_or(cache.settings().lock_timeout),
+            lock_timeout: self.lock_bound(cache),
         }
+    }
+
+    /// How long a miss waits for another caller's load.
+    pub(super) fn lock_bound(&self, cache: &Cache) -> Duration {
+        self.lock_timeout.unwrap_or(cache.settings().lock_timeout)
     }
 
     /// Whether a hit should be refreshed now: XFetch (Vattani et al., VLDB
