@@ -70,13 +70,7 @@ impl Cache {
         }) {
             return false;
         }
-        let mut groups: Vec<(&str, Vec<&Stamp>)> = Vec::new();
-        for stamp in &stamps {
-            match groups.iter_mut().find(|(group, _)| *group == stamp.group) {
-                Some((_, of_group)) => of_group.push(stamp),
-                None => groups.push((&stamp.group, vec![stamp])),
-            }
-        }
+        let groups = by_group(stamps.iter().map(|stamp| (stamp.group.as_str(), stamp)));
         let checks = groups.iter().map(|(group, stamps)| async move {
             let records: Vec<Record> = stamps.iter().map(|s| s.record.clone()).collect();
             let Ok((gen, tokens)) = self.op(self.backend().check(group, &records)).await else {
@@ -145,22 +139,20 @@ impl Cache {
     /// clock that stamped it. Else the value may predate the write, and the
     /// load is not stored.
     async fn pin_named(&self, capture: &Capture, named: Vec<Dep>) {
-        let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
+        let mut records = Vec::with_capacity(named.len());
         for dep in named {
-            let Ok(record) = dep.record else {
-                tracing::warn!(
-                    group = dep.group,
-                    "a dependency's key does not encode; the value is not stored"
-                );
-                capture.poison();
-                continue;
-            };
-            match groups.iter_mut().find(|(group, _)| *group == dep.group) {
-                Some((_, records)) if !records.contains(&record) => records.push(record),
-                Some(_) => {}
-                None => groups.push((dep.group, vec![record])),
+            match dep.record {
+                Ok(record) => records.push((dep.group, record)),
+                Err(_) => {
+                    tracing::warn!(
+                        group = dep.group,
+                        "a dependency's key does not encode; the value is not stored"
+                    );
+                    capture.poison();
+                }
             }
         }
+        let groups = by_group(records);
         let ttl = self.record_ttl(capture);
         let pins = groups.iter().map(|(group, records)| async move {
             let pinned = self.op(self.backend().pin(group, records, ttl)).await;
@@ -200,6 +192,22 @@ impl Cache {
             capture.note(&stamps);
         }
     }
+}
+
+/// Items by their group, in the order first seen, each once: one backend
+/// operation serves a group (its slot).
+fn by_group<G: PartialEq, T: PartialEq>(
+    items: impl IntoIterator<Item = (G, T)>,
+) -> Vec<(G, Vec<T>)> {
+    let mut groups: Vec<(G, Vec<T>)> = Vec::new();
+    for (group, item) in items {
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, of_group)) if !of_group.contains(&item) => of_group.push(item),
+            Some(_) => {}
+            None => groups.push((group, vec![item])),
+        }
+    }
+    groups
 }
 
 /// The token a key's stamp holds: its group's generation and its record's.

@@ -264,8 +264,7 @@ where
             Some((entry, lease?))
         });
         if let (Some((entry, lease)), Some(stamps)) = (lease, &stamps) {
-            if let Some((mut bytes, ttl)) = policy.seal(&cache, &value, started.elapsed()) {
-                stamps::attach(&mut bytes, stamps);
+            if let Some((bytes, ttl)) = policy.seal(&cache, &value, started.elapsed(), stamps) {
                 fills.push((entry, lease, bytes, ttl));
             }
         }

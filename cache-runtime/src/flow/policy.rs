@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::lookup::Read;
 use super::returns::{CacheValue, Kind, Split};
-use crate::deps::Dep;
+use crate::deps::{stamps, Dep, Stamp};
 use crate::entry::envelope::{Meta, Opener, Sealer};
 use crate::entry::shared::{Keep, KeepProbe, Reader};
 use crate::entry::EntryKey;
@@ -248,17 +248,20 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         head_start >= meta.fresh_for_ms() as f64
     }
 
-    /// The envelope to store for a return value and its TTL (freshness plus
-    /// the stale-while-revalidate window), if it is to be stored.
+    /// The envelope to store for a return value, with the stamps of what it
+    /// depends on, and its TTL (freshness plus the stale-while-revalidate
+    /// window), if it is to be stored.
     pub(super) fn seal(
         &self,
         cache: &Cache,
         ret: &R,
         load: Duration,
+        stamps: &[Stamp],
     ) -> Option<(Vec<u8>, Duration)> {
         let (value, fresh) = self.decide(ret, cache)?;
         let sealed = (self.seal)(cache.codec(), value, load, fresh);
-        let bytes = ok_or_warn(cache.counters(), "encode", self.group, sealed)?;
+        let mut bytes = ok_or_warn(cache.counters(), "encode", self.group, sealed)?;
+        stamps::attach(&mut bytes, stamps);
         let max = cache.settings().max_value_size;
         if bytes.len() > max {
             bump(&cache.counters().oversized);

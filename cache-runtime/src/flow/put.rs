@@ -13,7 +13,6 @@ use super::returns::{Kind, PlainKind};
 use super::write_guard::WriteGuard;
 use crate::backend::{Ticket, WriteEnd};
 use crate::deps::capture::Capture;
-use crate::deps::stamps;
 use crate::entry::{EntryKey, Invalidation};
 use crate::observe::{metrics, ok_or_warn};
 use crate::{Cache, Error};
@@ -100,11 +99,9 @@ where
             .ok()
             .and_then(|entry| writes.iter().position(|w| w.key == entry));
         if let Some(at) = at {
-            let sealed = stamps.as_ref().and_then(|stamps| {
-                let (mut bytes, ttl) = policy.seal(&cache, &value, started.elapsed())?;
-                stamps::attach(&mut bytes, stamps);
-                Some((bytes, ttl))
-            });
+            let sealed = stamps
+                .as_ref()
+                .and_then(|stamps| policy.seal(&cache, &value, started.elapsed(), stamps));
             let end = match sealed {
                 Some((bytes, ttl)) => WriteEnd::Store(bytes, ttl),
                 None => WriteEnd::Evict,

@@ -14,7 +14,6 @@ use super::policy::Policy;
 use super::returns::Kind;
 use crate::consistency::flight::FlightGuard;
 use crate::deps::capture::Capture;
-use crate::deps::stamps;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
 use crate::{Cache, Error};
@@ -243,10 +242,6 @@ where
     if !store {
         return (ret, None);
     }
-    let sealed = stamps.and_then(|stamps| {
-        let (mut bytes, ttl) = policy.seal(cache, &ret, started.elapsed())?;
-        stamps::attach(&mut bytes, &stamps);
-        Some((bytes, ttl))
-    });
+    let sealed = stamps.and_then(|stamps| policy.seal(cache, &ret, started.elapsed(), &stamps));
     (ret, sealed)
 }

@@ -480,16 +480,11 @@ impl Redis {
         group: &str,
         keys: &[EntryKey],
     ) -> Result<Vec<Lookup>, Error> {
-        let mut mget = redis::cmd("MGET");
-        mget.arg(group_gen(&self.prefix, group));
-        for key in keys {
-            mget.arg(self.names(group, key).entry());
-        }
-        let mut found: Vec<Option<Vec<u8>>> = mget.query_async(&mut self.conn.clone()).await?;
-        if found.len() != keys.len() + 1 {
-            return Err(unexpected_reply("unexpected reply to a bulk read").into());
-        }
-        let Some(gen) = found.remove(0) else {
+        let names = keys
+            .iter()
+            .map(|key| self.names(group, key).entry().to_owned());
+        let (gen, found) = self.with_gen::<Vec<u8>>(group, names).await?;
+        let Some(gen) = gen else {
             return Ok(keys.iter().map(|_| Lookup::Miss(None)).collect());
         };
         Ok(found
@@ -503,9 +498,9 @@ impl Redis {
             .collect())
     }
 
-    /// A bulk call's leases, one script for the keys of one group: per key,
-    /// a hit, a lease taken under `tokens[i]`, or `Held`; `past_value[i]`
-    /// takes the lease past a value that may not be served.
+    /// A bulk call's leases, one script for the keys of one group: per key
+    /// (with the token its lease is to carry, and whether to take it past a
+    /// value that may not be served), a hit, a lease taken, or `Held`.
     pub(crate) async fn lock_many(
         &self,
         group: &str,
@@ -618,14 +613,27 @@ impl Redis {
         group: &str,
         records: &[Record],
     ) -> Result<(Option<String>, Vec<Option<String>>), Error> {
+        let names = records.iter().map(|record| self.record_name(group, record));
+        self.with_gen(group, names).await
+    }
+
+    /// One `MGET` of a group's generation and of `names`, keys of the group
+    /// (so of its slot): the generation, and what each name holds.
+    async fn with_gen<T: FromRedisValue>(
+        &self,
+        group: &str,
+        names: impl Iterator<Item = String>,
+    ) -> Result<(Option<T>, Vec<Option<T>>), Error> {
         let mut mget = redis::cmd("MGET");
         mget.arg(group_gen(&self.prefix, group));
-        for record in records {
-            mget.arg(self.record_name(group, record));
+        let mut asked = 0;
+        for name in names {
+            mget.arg(name);
+            asked += 1;
         }
-        let mut found: Vec<Option<String>> = mget.query_async(&mut self.conn.clone()).await?;
-        if found.len() != records.len() + 1 {
-            return Err(unexpected_reply("unexpected reply to a dependency check").into());
+        let mut found: Vec<Option<T>> = mget.query_async(&mut self.conn.clone()).await?;
+        if found.len() != asked + 1 {
+            return Err(unexpected_reply("unexpected reply to an MGET of a group").into());
         }
         let gen = found.remove(0);
         Ok((gen, found))
