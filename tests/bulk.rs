@@ -77,6 +77,26 @@ async fn reprice(cache: &Cache, ids: Vec<u64>, fail: bool) -> Result<HashMap<u64
         .collect())
 }
 
+/// Remembers the ids that do not exist too.
+#[cached(group = "products", ttl = 60, each = ids, skip(cache, db), cache = cache, cache_none)]
+async fn find_products(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, u64> {
+    db.load(ids).await
+}
+
+#[cached(group = "products", ttl = 60, skip(cache, db), cache = cache, cache_none)]
+async fn find_product(cache: &Cache, db: &Db, id: u64) -> Option<u64> {
+    db.load(&[id]).await.get(&id).copied()
+}
+
+/// Restocks products, and remembers the ids that do not exist.
+#[cache_put(group = "products", ttl = 60, each = ids, skip(cache), cache = cache, cache_none)]
+async fn restock(cache: &Cache, ids: Vec<u64>) -> HashMap<u64, u64> {
+    ids.iter()
+        .filter(|id| **id < 100)
+        .map(|id| (*id, id * 12))
+        .collect()
+}
+
 #[cached(group = "products", ttl = 60, skip(cache, gate, runs), cache = cache)]
 async fn slow_product(cache: &Cache, gate: &Gate, runs: &AtomicUsize, id: u64) -> u64 {
     runs.fetch_add(1, Ordering::SeqCst);
@@ -216,6 +236,62 @@ async fn absent_keys_and_errors_store_nothing(cache: Cache) {
     );
 }
 
+async fn with_cache_none_absent_keys_are_stored_and_shared(cache: Cache) {
+    let db = Db::default();
+    let got = find_products(&cache, &db, &[7, 107]).await;
+    assert_eq!(got, HashMap::from([(7, 70)]));
+    let got = find_products(&cache, &db, &[7, 107, 108]).await;
+    assert_eq!(got, HashMap::from([(7, 70)]));
+    assert_eq!(
+        db.calls(),
+        vec![vec![7, 107], vec![108]],
+        "a key stored as absent is not asked for again"
+    );
+    assert_eq!(find_product(&cache, &db, 107).await, None);
+    assert_eq!(find_product(&cache, &db, 7).await, Some(70));
+    assert_eq!(
+        db.calls().len(),
+        2,
+        "a single-key `Option` function reads the bulk call's entries, absent or not"
+    );
+    assert_eq!(find_product(&cache, &db, 109).await, None);
+    assert_eq!(find_product(&cache, &db, 9).await, Some(90));
+    assert_eq!(db.calls().len(), 4);
+    let got = find_products(&cache, &db, &[9, 109]).await;
+    assert_eq!(got, HashMap::from([(9, 90)]));
+    assert_eq!(
+        db.calls().len(),
+        4,
+        "a bulk call reads a single-key `Option` function's entries"
+    );
+    assert_eq!(get_products(&cache, &db, &[107, 109]).await, HashMap::new());
+    assert_eq!(
+        db.calls().len(),
+        4,
+        "an absent entry is absent to any bulk call"
+    );
+    let loads = cache.stats().loads;
+    assert_eq!(get_product(&cache, 9).await, 90);
+    assert_eq!(
+        cache.stats().loads,
+        loads,
+        "an `Option` function's `Some` is the plain function's value"
+    );
+    assert_eq!(
+        restock(&cache, vec![3, 103]).await,
+        HashMap::from([(3, 36)])
+    );
+    assert_eq!(
+        find_products(&cache, &db, &[3, 103]).await,
+        HashMap::from([(3, 36)])
+    );
+    assert_eq!(
+        db.calls().len(),
+        4,
+        "a bulk put with `cache_none` stores the keys it left out as absent"
+    );
+}
+
 async fn a_bulk_put_reaches_each_element(cache: Cache) {
     for id in [1, 2, 101] {
         get_product(&cache, id).await;
@@ -320,6 +396,7 @@ on_each_backend!(
     a_bulk_eviction_reaches_each_element,
     only_the_missing_keys_reach_the_body,
     absent_keys_and_errors_store_nothing,
+    with_cache_none_absent_keys_are_stored_and_shared,
     a_bulk_put_reaches_each_element,
     a_list_that_reads_through_a_bulk_call_depends_on_each_element,
     overlapping_bulk_calls_load_each_key_once,

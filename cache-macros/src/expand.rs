@@ -259,7 +259,6 @@ fn cached_each(
 /// The options a bulk call does not take, and its return type: a map.
 fn check_bulk_options(args: &Args, ret: &Type) -> syn::Result<()> {
     let unsupported = [
-        ("cache_none", args.cache_none),
         ("cache_err", args.cache_err.as_ref().map(|(span, _)| *span)),
         (
             "stale_while_revalidate",

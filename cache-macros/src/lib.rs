@@ -28,7 +28,8 @@ use args::{Args, Attr};
 /// `cache_none`, `none_ttl = ...`, `cache_err = |e| bool`, `err_ttl = ...`,
 /// `lock` / `lock = false`, `lock_timeout = ...`, `early` / `early = beta`,
 /// `jitter = 0.1`, `stale_while_revalidate = ...` (owned arguments only),
-/// `result` / `option` / `plain`, `crate = "path"`. Only `Ok` and `Some`
+/// `result` / `option` / `plain`, `crate = "path"`, `each = ids` (a bulk
+/// call returning a map, cached per element). Only `Ok` and `Some`
 /// are stored, and `None` with `cache_none`, errors with `cache_err`. The
 /// return type is read by its type, aliases included. Works on `async fn`
 /// in impls and traits, and on `#[async_trait]` methods. Compiling examples
@@ -46,7 +47,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn delete_product(db: &Db, id: u64) -> Result<(), DbError>
 /// ```
 ///
-/// Options: `group = "name"` (required), `key = expr`, `skip(a, b)`,
+/// Options: `group = "name"` (required), `key = expr`, `each = ids` (an
+/// entry per element), `skip(a, b)`,
 /// `all`, `before`, `cache = &Cache`, `result` / `option` / `plain`,
 /// `crate = "path"`. An `Err` evicts nothing (unless `before`). Several may
 /// be stacked on one function.
@@ -62,7 +64,8 @@ pub fn cache_evict(args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn rename_product(db: &Db, id: u64, name: String) -> Result<Product, DbError>
 /// ```
 ///
-/// Options: `group = "name"` (required), `ttl`, `key = expr`, `skip(a, b)`,
+/// Options: `group = "name"` (required), `ttl`, `key = expr`, `each = ids`
+/// (a map of elements, put per element), `skip(a, b)`,
 /// `cache = &Cache`, `unless`, `ttl_fn`, `cache_none`, `none_ttl`,
 /// `result` / `option` / `plain`, `crate = "path"`. An `Err` stores and
 /// evicts nothing; a value that is not stored (`unless`, `None`) evicts the

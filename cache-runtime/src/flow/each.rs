@@ -10,6 +10,10 @@
 //! calls that overlap never wait for each other (each gives its leases back
 //! and tries again a little later, at random). Past `lock_timeout` the keys
 //! still held are loaded too, and not stored.
+//!
+//! Elements are sealed as `Option<V>` values are: a present one as the `V`
+//! it holds, which single-key functions share; a key the body left out, with
+//! `cache_none`, as an absent entry, which later calls skip.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,7 +26,7 @@ use super::fill::{reply_later, send};
 use super::lease::LeaseGuard;
 use super::policy::Policy;
 use super::read::call_span;
-use super::returns::PlainKind;
+use super::returns::{CacheValue, OptionKind};
 use crate::backend::{token, Lease, Lookup};
 use crate::deps::capture::Capture;
 use crate::deps::stamps;
@@ -124,13 +128,14 @@ struct Wanted<K> {
 /// that missed, each stored under its own lease.
 pub async fn cached_each<R, F, Fut>(
     cache: Cache,
-    policy: Policy<'_, PlainKind, R::Value>,
+    policy: Policy<'_, OptionKind, Option<R::Value>>,
     keys: Vec<R::Key>,
     body: F,
 ) -> R
 where
     R: Bulk,
     R::Key: Serialize,
+    R::Value: CacheValue,
     F: FnOnce(Vec<R::Key>) -> Fut,
     Fut: Future<Output = R>,
 {
@@ -166,6 +171,7 @@ where
     let reader = policy.reader();
     let deadline = Instant::now() + policy.lock_bound(&cache);
     let mut found: Vec<(usize, R::Key, R::Value)> = Vec::new();
+    let mut absent = 0;
     let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
     let mut unleased: Vec<Wanted<R::Key>> = Vec::new();
     let mut pending = wanted;
@@ -185,7 +191,8 @@ where
                     let holds = !stamps::stamped(kept.bytes())
                         || cache.stamps_hold(kept.bytes(), capture.as_deref()).await;
                     match holds.then(|| cache.open(group, &w.entry, &kept, &reader)) {
-                        Some(Some((value, _))) => found.push((w.at, w.key, value)),
+                        Some(Some((Some(value), _))) => found.push((w.at, w.key, value)),
+                        Some(Some((None, _))) => absent += 1,
                         _ => {
                             w.past_value = true;
                             next.push(w);
@@ -224,7 +231,7 @@ where
         pending = next;
         peek = false;
     }
-    for _ in &found {
+    for _ in 0..found.len() + absent {
         metrics::hit(cache.counters(), group, false);
     }
     if leased.is_empty() && unleased.is_empty() {
@@ -263,15 +270,24 @@ where
             let (entry, lease) = leases.swap_remove(at);
             Some((entry, lease?))
         });
+        let value = Some(value);
         if let (Some((entry, lease)), Some(stamps)) = (lease, &stamps) {
             if let Some((bytes, ttl)) = policy.seal(&cache, &value, started.elapsed(), stamps) {
                 fills.push((entry, lease, bytes, ttl));
             }
         }
-        loaded.push((key, value));
+        loaded.extend(value.map(|value| (key, value)));
+    }
+    // The keys the body left out: absent, stored as such with `cache_none`.
+    if let Some(stamps) = &stamps {
+        for (entry, lease) in leases {
+            let sealed = policy.seal(&cache, &None, started.elapsed(), stamps);
+            if let (Some(lease), Some((bytes, ttl))) = (lease, sealed) {
+                fills.push((entry, lease, bytes, ttl));
+            }
+        }
     }
     // The leases of the keys not stored are given back as they drop.
-    drop(leases);
     // Sent before this returns, as a single-key miss's fill is; its reply
     // is awaited by a task once the group's fills are known to the server.
     match reply_later(&cache, group) {

@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use super::read::call_span;
 use super::retry::{self, Eviction};
-use super::returns::Kind;
+use super::returns::Outcome;
 use crate::entry::EntryKey;
 use crate::{Cache, Error};
 
@@ -32,7 +32,7 @@ pub async fn evict<K, R, F>(
     body: F,
 ) -> R
 where
-    K: Kind<R>,
+    K: Outcome<R>,
     F: Future<Output = R>,
 {
     let body = body.instrument(call_span(group, "evict"));

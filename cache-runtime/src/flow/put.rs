@@ -9,7 +9,7 @@ use super::each::Bulk;
 use super::policy::Policy;
 use super::read::{call_span, load};
 use super::retry::{self, Eviction};
-use super::returns::{Kind, PlainKind};
+use super::returns::{CacheValue, Kind, OptionKind};
 use super::write_guard::WriteGuard;
 use crate::backend::{Ticket, WriteEnd};
 use crate::deps::capture::Capture;
@@ -55,16 +55,18 @@ where
 
 /// `#[cache_put(each = ids)]`: a write registered per key, the body run
 /// once, and each key then ended as a put of its element: stored if the
-/// body returned it, evicted if not, left as it was on an `Err`.
+/// body returned it; if not, evicted, or stored as absent with `cache_none`;
+/// left as it was on an `Err`.
 pub async fn put_each<R, F>(
     cache: Cache,
-    policy: Policy<'_, PlainKind, R::Value>,
+    policy: Policy<'_, OptionKind, Option<R::Value>>,
     keys: Result<Vec<EntryKey>, Error>,
     body: F,
 ) -> R
 where
     R: Bulk,
     R::Key: serde::Serialize,
+    R::Value: CacheValue,
     F: Future<Output = R>,
 {
     let group = policy.group;
@@ -92,26 +94,30 @@ where
         }
     };
     let stamps = cache.finish_load(group, &capture, Vec::new()).await;
+    let end = |value: &Option<R::Value>| {
+        let sealed = stamps
+            .as_ref()
+            .and_then(|stamps| policy.seal(&cache, value, started.elapsed(), stamps));
+        match sealed {
+            Some((bytes, ttl)) => WriteEnd::Store(bytes, ttl),
+            None => WriteEnd::Evict,
+        }
+    };
     let mut ends = Vec::with_capacity(writes.len());
     let mut elements = Vec::new();
     for (key, value) in map {
         let at = EntryKey::new(&key)
             .ok()
             .and_then(|entry| writes.iter().position(|w| w.key == entry));
+        let value = Some(value);
         if let Some(at) = at {
-            let sealed = stamps
-                .as_ref()
-                .and_then(|stamps| policy.seal(&cache, &value, started.elapsed(), stamps));
-            let end = match sealed {
-                Some((bytes, ttl)) => WriteEnd::Store(bytes, ttl),
-                None => WriteEnd::Evict,
-            };
-            ends.push((writes.swap_remove(at), end));
+            ends.push((writes.swap_remove(at), end(&value)));
         }
-        elements.push((key, value));
+        elements.extend(value.map(|value| (key, value)));
     }
-    // Keys the body left out: their data may have changed, so they go.
-    ends.extend(writes.into_iter().map(|write| (write, WriteEnd::Evict)));
+    // Keys the body left out: their data may have changed, so they go, or
+    // are stored as absent with `cache_none`.
+    ends.extend(writes.into_iter().map(|write| (write, end(&None))));
     let ended = ends
         .into_iter()
         .map(|(write, end)| finish(&cache, group, write, end));

@@ -40,21 +40,26 @@ pub enum Split<'r, V, I, N> {
     Negative(&'r V, &'r N),
 }
 
+/// Whether a call succeeded, from its return value: all `#[cache_evict]`
+/// needs of a kind, which stores nothing.
+pub trait Outcome<R> {
+    /// Whether the call succeeded (only then is anything stored or evicted).
+    fn succeeded(ret: &R) -> bool;
+}
+
 /// How a function's return value maps to what is cached.
 #[diagnostic::on_unimplemented(
     message = "`{R}` does not fit the options of this cache attribute",
     label = "this option needs another return type",
     note = "`result` and `cache_err` need a `Result<T, E>`, and `cache_err` an `E: Serialize + DeserializeOwned`; `option` and `cache_none` need an `Option<T>`"
 )]
-pub trait Kind<R> {
+pub trait Kind<R>: Outcome<R> {
     /// What is stored.
     type Value;
     /// What `unless` and `ttl_fn` see.
     type Item;
     /// What `cache_none` or `cache_err` select on.
     type Negative;
-    /// Whether the call succeeded (only then is anything stored or evicted).
-    fn succeeded(ret: &R) -> bool;
     /// What the return value holds.
     fn split(ret: &R) -> Split<'_, Self::Value, Self::Item, Self::Negative>;
     /// Rebuilds a return value from a stored one.
@@ -84,18 +89,21 @@ pub trait Kind<R> {
 pub struct ResultKind;
 /// `Result<T, E>` with `cache_err`: `Ok(T)`, and the errors it selects.
 pub struct ResultWithErrKind;
-/// `Option<T>`: `Some` is stored; `None` only with `cache_none`.
+/// `Option<T>`: `Some` is stored, as a `T`; `None` only with `cache_none`.
 pub struct OptionKind;
 /// Any other type: stored as it is.
 pub struct PlainKind;
+
+impl<T, E> Outcome<Result<T, E>> for ResultKind {
+    fn succeeded(ret: &Result<T, E>) -> bool {
+        ret.is_ok()
+    }
+}
 
 impl<T, E> Kind<Result<T, E>> for ResultKind {
     type Value = T;
     type Item = T;
     type Negative = E;
-    fn succeeded(ret: &Result<T, E>) -> bool {
-        ret.is_ok()
-    }
     fn split(ret: &Result<T, E>) -> Split<'_, T, T, E> {
         match ret {
             Ok(value) => Split::Value(value, value),
@@ -104,6 +112,12 @@ impl<T, E> Kind<Result<T, E>> for ResultKind {
     }
     fn rebuild(value: T) -> Result<T, E> {
         Ok(value)
+    }
+}
+
+impl<T, E> Outcome<Result<T, E>> for ResultWithErrKind {
+    fn succeeded(ret: &Result<T, E>) -> bool {
+        ret.is_ok()
     }
 }
 
@@ -117,9 +131,6 @@ where
     type Value = Result<T, E>;
     type Item = T;
     type Negative = E;
-    fn succeeded(ret: &Result<T, E>) -> bool {
-        ret.is_ok()
-    }
     fn split(ret: &Result<T, E>) -> Split<'_, Result<T, E>, T, E> {
         match ret {
             Ok(value) => Split::Value(ret, value),
@@ -145,13 +156,21 @@ where
     }
 }
 
-impl<T> Kind<Option<T>> for OptionKind {
-    type Value = Option<T>;
-    type Item = T;
-    type Negative = ();
+impl<T> Outcome<Option<T>> for OptionKind {
     fn succeeded(_: &Option<T>) -> bool {
         true
     }
+}
+
+/// `Some` is stored as the `T` it holds, in the entries that functions
+/// returning `T` and bulk calls read too; `None` is sealed apart.
+impl<T> Kind<Option<T>> for OptionKind
+where
+    T: Serialize + DeserializeOwned,
+{
+    type Value = Option<T>;
+    type Item = T;
+    type Negative = ();
     fn split(ret: &Option<T>) -> Split<'_, Option<T>, T, ()> {
         match ret {
             Some(value) => Split::Value(ret, value),
@@ -161,15 +180,29 @@ impl<T> Kind<Option<T>> for OptionKind {
     fn rebuild(value: Option<T>) -> Option<T> {
         value
     }
+    fn seal(
+        codec: &ValueCodec,
+        value: &Option<T>,
+        load: Duration,
+        fresh: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        envelope::seal_option(codec, value, load, fresh)
+    }
+    fn open(codec: &ValueCodec, bytes: &[u8]) -> Result<(Option<T>, Meta), OpenError> {
+        envelope::open_option(codec, bytes)
+    }
+}
+
+impl<T> Outcome<T> for PlainKind {
+    fn succeeded(_: &T) -> bool {
+        true
+    }
 }
 
 impl<T> Kind<T> for PlainKind {
     type Value = T;
     type Item = T;
     type Negative = ();
-    fn succeeded(_: &T) -> bool {
-        true
-    }
     fn split(ret: &T) -> Split<'_, T, T, ()> {
         Split::Value(ret, ret)
     }

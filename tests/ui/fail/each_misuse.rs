@@ -31,10 +31,10 @@ async fn get_products(ids: Vec<u64>) -> Vec<u64> {
     ids
 }
 
-// ...and stores each one as the single-key function does.
-#[cached(group = "products", each = ids, cache_none)]
-async fn find_products(ids: Vec<u64>) -> HashMap<u64, u64> {
-    ids.into_iter().map(|id| (id, id)).collect()
+// ...and stores no errors: an `Err` is the whole call's, not an element's.
+#[cached(group = "products", each = ids, cache_err = |_| true)]
+async fn find_products(ids: Vec<u64>) -> Result<HashMap<u64, u64>, String> {
+    Ok(ids.into_iter().map(|id| (id, id)).collect())
 }
 
 fn main() {}

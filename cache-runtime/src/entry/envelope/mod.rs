@@ -210,6 +210,38 @@ pub(crate) fn open_result<T: DeserializeOwned, E: DeserializeOwned>(
     Ok((value, meta))
 }
 
+/// Encodes an `Option<T>`: `Some` as the `T` it holds, so that readers of
+/// `T` (a function returning `T`, a bulk call's element) share it; `None` as
+/// an absent `Option<T>`.
+pub(crate) fn seal_option<T: Serialize>(
+    codec: &ValueCodec,
+    value: &Option<T>,
+    load: Duration,
+    fresh: Duration,
+) -> Result<Vec<u8>, Error> {
+    match value {
+        Some(present) => seal(codec, present, load, fresh),
+        None => seal(codec, value, load, fresh),
+    }
+}
+
+/// Decodes an envelope made by [`seal_option`], or by [`seal`] for `T` or
+/// for `Option<T>`.
+pub(crate) fn open_option<T: DeserializeOwned>(
+    codec: &ValueCodec,
+    bytes: &[u8],
+) -> Result<(Option<T>, Meta), OpenError> {
+    let (found, meta, payload) = header(bytes)?;
+    let value = if fingerprint::holds::<T>(found) {
+        Some(codec.decode(payload).map_err(OpenError::Codec)?)
+    } else if fingerprint::holds::<Option<T>>(found) {
+        codec.decode(payload).map_err(OpenError::Codec)?
+    } else {
+        return Err(OpenError::Type(type_name::<Option<T>>()));
+    };
+    Ok((value, meta))
+}
+
 /// What follows the value of a stamped envelope; `None` for another.
 pub(crate) fn tail(bytes: &[u8]) -> Option<&[u8]> {
     let (_, _, payload) = header(bytes).ok()?;
@@ -297,6 +329,27 @@ mod tests {
             open::<u32>(&Json, &garbage),
             Err(OpenError::Codec(_))
         ));
+    }
+
+    #[test]
+    fn a_present_option_is_stored_as_its_value_and_an_absent_one_apart() {
+        let some = seal_option(&Json, &Some(7u32), Duration::ZERO, Duration::ZERO).unwrap();
+        let none = seal_option(&Json, &None::<u32>, Duration::ZERO, Duration::ZERO).unwrap();
+        assert_eq!(open::<u32>(&Json, &some).unwrap().0, 7);
+        assert!(matches!(open::<u32>(&Json, &none), Err(OpenError::Type(_))));
+        let opened = |bytes| open_option::<u32>(&Json, bytes).map(|(v, _)| v);
+        assert_eq!(opened(&some).unwrap(), Some(7));
+        assert_eq!(opened(&none).unwrap(), None);
+        let plain = seal(&Json, &8u32, Duration::ZERO, Duration::ZERO).unwrap();
+        let wrapped = seal(&Json, &Some(9u32), Duration::ZERO, Duration::ZERO).unwrap();
+        assert_eq!(opened(&plain).unwrap(), Some(8));
+        assert_eq!(opened(&wrapped).unwrap(), Some(9));
+        let nested =
+            seal_option(&Json, &Some(None::<u32>), Duration::ZERO, Duration::ZERO).unwrap();
+        let absent = open_option::<Option<u32>>(&Json, &nested).unwrap().0;
+        assert_eq!(absent, Some(None));
+        let other = seal(&Json, &"x".to_owned(), Duration::ZERO, Duration::ZERO).unwrap();
+        assert!(matches!(opened(&other), Err(OpenError::Type(_))));
     }
 
     #[test]
