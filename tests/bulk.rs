@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
-use support::Gate;
+use support::{Gate, VersionedDb};
 
 /// Records the keys each body call was given, and counts loads per key.
 #[derive(Default)]
@@ -330,24 +330,37 @@ async fn a_list_that_reads_through_a_bulk_call_depends_on_each_element(cache: Ca
     assert_eq!(list().await.unwrap(), 210, "the list embeds product 2");
 }
 
-async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
+#[cached(group = "products", ttl = 60, skip(cache, db), cache = cache)]
+async fn load_product(cache: &Cache, db: &Db, id: u64) -> u64 {
+    db.load(&[id]).await[&id]
+}
+
+/// 16 overlapping bulk calls and 8 single-key calls, half of them through
+/// each of two caches (two processes' connections on Redis).
+async fn overlapping_calls_load_each_key_once(a: Cache, b: Cache) {
     let db = Arc::new(Db::default());
     *db.slow.lock().unwrap() = Duration::from_millis(20);
-    let calls: Vec<_> = (0..16u64)
-        .map(|i| {
-            let (cache, db) = (cache.clone(), db.clone());
-            tokio::spawn(async move {
-                let ids: Vec<u64> = (i..i + 8).map(|j| j % 20).collect();
-                let got = get_products(&cache, &db, &ids).await;
-                assert_eq!(got.len(), 8);
-                assert!(ids.iter().all(|id| got[id] == id * 10));
-            })
+    let bulk = (0..16u64).map(|i| {
+        let (cache, db) = ([&a, &b][i as usize % 2].clone(), db.clone());
+        tokio::spawn(async move {
+            let ids: Vec<u64> = (i..i + 8).map(|j| j % 20).collect();
+            let got = get_products(&cache, &db, &ids).await;
+            assert_eq!(got.len(), 8);
+            assert!(ids.iter().all(|id| got[id] == id * 10));
         })
-        .collect();
+    });
+    let single = (0..8u64).map(|i| {
+        let (cache, db) = ([&a, &b][i as usize % 2].clone(), db.clone());
+        tokio::spawn(async move {
+            let id = i * 5 % 20;
+            assert_eq!(load_product(&cache, &db, id).await, id * 10);
+        })
+    });
+    let calls: Vec<_> = bulk.chain(single).collect();
     for call in calls {
         tokio::time::timeout(Duration::from_secs(20), call)
             .await
-            .expect("a bulk call finished within 20 s")
+            .expect("a call finished within 20 s")
             .unwrap();
     }
     let loads = db.loads.lock().unwrap().clone();
@@ -356,6 +369,71 @@ async fn overlapping_bulk_calls_load_each_key_once(cache: Cache) {
         loads.values().all(|n| *n == 1),
         "each key loaded once: {loads:?}"
     );
+}
+
+/// Reads rows of a versioned table, then waits at the gate.
+#[cached(group = "rows", ttl = 60, each = ids, skip(cache, db, gate), cache = cache)]
+async fn gated_rows(
+    cache: &Cache,
+    db: &VersionedDb,
+    gate: &Gate,
+    ids: &[u64],
+) -> HashMap<u64, u64> {
+    let read = ids.iter().map(|id| (*id, db.read(*id))).collect();
+    gate.pass().await;
+    read
+}
+
+#[cached(group = "rows", ttl = 60, skip(cache, db), cache = cache)]
+async fn get_row(cache: &Cache, db: &VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+#[cache_put(group = "rows", ttl = 60, skip(cache, db), cache = cache)]
+async fn bump_row(cache: &Cache, db: &VersionedDb, id: u64) -> u64 {
+    db.bump(id)
+}
+
+#[cache_evict(group = "rows", each = ids, skip(cache, db), cache = cache)]
+async fn bump_rows(cache: &Cache, db: &VersionedDb, ids: Vec<u64>) {
+    for id in ids {
+        db.bump(id);
+    }
+}
+
+/// The stale-set guard, per element: a bulk load that read before a write
+/// returned does not store what it read, whether the write is a put or an
+/// eviction, from another cache; the elements no write touched are stored.
+async fn a_bulk_load_across_a_write_stores_nothing_stale(reader: Cache, writer: Cache) {
+    let (db, gate) = (Arc::new(VersionedDb::default()), Arc::new(Gate::default()));
+    let load = {
+        let (cache, db, gate) = (reader.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move { gated_rows(&cache, &db, &gate, &[1, 2, 3]).await })
+    };
+    gate.reached().await;
+    assert_eq!(bump_row(&writer, &db, 1).await, 1);
+    bump_rows(&writer, &db, vec![2]).await;
+    gate.release.notify_one();
+    let read = tokio::time::timeout(Duration::from_secs(10), load)
+        .await
+        .expect("the bulk load ends once released")
+        .unwrap();
+    assert_eq!(
+        read,
+        HashMap::from([(1, 0), (2, 0), (3, 0)]),
+        "read before the writes"
+    );
+    for cache in [&reader, &writer] {
+        assert_eq!(
+            get_row(cache, &db, 1).await,
+            1,
+            "the put's value, not the load's"
+        );
+        assert_eq!(get_row(cache, &db, 2).await, 1, "the evicted row, fresh");
+    }
+    let loads = reader.stats().loads;
+    assert_eq!(get_row(&reader, &db, 3).await, 0);
+    assert_eq!(reader.stats().loads, loads, "the untouched row was stored");
 }
 
 async fn a_bulk_call_waits_for_a_key_another_caller_loads(cache: Cache) {
@@ -399,9 +477,16 @@ on_each_backend!(
     with_cache_none_absent_keys_are_stored_and_shared,
     a_bulk_put_reaches_each_element,
     a_list_that_reads_through_a_bulk_call_depends_on_each_element,
-    overlapping_bulk_calls_load_each_key_once,
     a_bulk_call_waits_for_a_key_another_caller_loads,
 );
+
+mod two_caches {
+    use super::*;
+    with_two_caches!(
+        overlapping_calls_load_each_key_once,
+        a_bulk_load_across_a_write_stores_nothing_stale,
+    );
+}
 
 /// With Redis down, a bulk call runs its body with every key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

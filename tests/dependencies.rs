@@ -466,38 +466,6 @@ async fn a_value_with_more_dependencies_than_the_limit_is_not_stored() {
 
 /// Runs each case with a reader's and a writer's cache: the same in
 /// memory, two connections to one server or cluster otherwise.
-macro_rules! with_two_caches {
-    ($($case:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let cache = cache_runtime::Cache::in_memory();
-                    super::$case(cache.clone(), cache).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let server = crate::support::RedisServer::start();
-                    super::$case(server.cache().await, server.cache().await).await;
-                }
-            )*
-        }
-        mod on_cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let cluster = crate::support::RedisCluster::start(3, 0);
-                    super::$case(cluster.cache().await, cluster.cache().await).await;
-                }
-            )*
-        }
-    };
-}
-
 with_two_caches!(
     a_write_refreshes_the_lists_that_embed_it,
     a_write_elsewhere_leaves_dependents_hits,

@@ -350,6 +350,41 @@ macro_rules! on_each_backend {
     };
 }
 
+/// Runs each case with two caches of one store: in memory one cache twice;
+/// on Redis and the cluster two connections, as two processes have.
+#[macro_export]
+macro_rules! with_two_caches {
+    ($($case:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cache = cache_runtime::Cache::in_memory();
+                    super::$case(cache.clone(), cache).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = $crate::support::RedisServer::start();
+                    super::$case(server.cache().await, server.cache().await).await;
+                }
+            )*
+        }
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = $crate::support::RedisCluster::start(3, 0);
+                    super::$case(cluster.cache().await, cluster.cache().await).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A local Redis Cluster for one test: `masters` masters with `replicas`
 /// replicas each, on free loopback ports, created with
 /// `redis-cli --cluster create` and stopped when dropped.
