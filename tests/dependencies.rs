@@ -464,8 +464,8 @@ async fn a_value_with_more_dependencies_than_the_limit_is_not_stored() {
     assert!(cache.has("wide", &10u64).await.unwrap(), "10, within it");
 }
 
-/// Runs each case with a reader's and a writer's cache: the same in
-/// memory, two connections to one server or cluster otherwise.
+// Each case with a reader's and a writer's cache: the same in memory, two
+// connections to one server or cluster otherwise.
 with_two_caches!(
     a_write_refreshes_the_lists_that_embed_it,
     a_write_elsewhere_leaves_dependents_hits,
