@@ -17,11 +17,12 @@
 //! cargo bench --bench compare -- --stampede      # only the stampede, printed
 //! cargo bench --bench compare -- --dependencies  # only derived entries' costs, printed
 //! cargo bench --bench compare -- --bulk          # only bulk calls (each), printed
-//! cargo bench --bench compare -- --http          # only the HTTP layer's hits, printed
+//! cargo bench --bench compare -- --http          # only the HTTP layer's hits (1 and 64 connections), printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
 //! cargo bench --bench compare -- --profile-moka-hit     # moka's hit, the in-memory baseline
+//! cargo bench --bench compare -- --profile-http=ours    # GETs through one HTTP contender (=none|theirs|local|memory; --hits=N, --tasks=N)
 //! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1, --tasks=N)
 //! ```
 
@@ -166,6 +167,12 @@ async fn main() {
         for _ in 0..hits {
             std::hint::black_box(moka.get(&1).await);
         }
+        return;
+    }
+
+    if let Some(who) = args.iter().find_map(|a| a.strip_prefix("--profile-http=")) {
+        let tasks = number(&args, "--tasks=").unwrap_or(1);
+        http_layer::profile(who, &url, conn, hits, tasks).await;
         return;
     }
 

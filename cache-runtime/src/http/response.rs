@@ -1,6 +1,7 @@
 //! What the layer stores of a response, whether it may, and the responses it
 //! sends: with `X-Cache`, `ETag`, `Cache-Control`, `Age`, or a `304`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,27 +23,78 @@ use crate::Error;
 /// (`MISS`), or the cache was skipped (`BYPASS`).
 pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// A response as stored: what [`seal`] writes as JSON (under one-letter
-/// names: it is stored with every response), then the body as it was sent.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Stored {
+/// A response as the layer keeps it: its head parsed, ready to send, and
+/// its body as it was sent.
+#[derive(Debug)]
+struct Stored {
+    status: StatusCode,
+    /// The handler's headers, but those of the connection and the cache's own.
+    headers: HeaderMap,
+    body: Bytes,
+    etag: HeaderValue,
+    /// When the handler produced it, Unix milliseconds (for `Age`).
+    generated_ms: u64,
+    /// When the entry expires, Unix milliseconds (for `max-age`).
+    expires_ms: u64,
+    /// What the response varies on, when it names request headers.
+    vary: Option<Vary>,
+}
+
+/// A stored response's head, as [`seal`] writes it: JSON under one-letter
+/// names (it is stored with every response).
+#[derive(Serialize, Deserialize)]
+struct Head {
     #[serde(rename = "s")]
     status: u16,
     #[serde(rename = "h")]
     headers: Vec<(String, String)>,
-    #[serde(skip)]
-    body: Bytes,
     #[serde(rename = "e")]
     etag: String,
-    /// When the handler produced it, Unix milliseconds (for `Age`).
     #[serde(rename = "g")]
     generated_ms: u64,
-    /// When the entry expires, Unix milliseconds (for `max-age`).
     #[serde(rename = "x")]
     expires_ms: u64,
-    /// What the response varies on, when it names request headers.
     #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
     vary: Option<Vary>,
+}
+
+impl Head {
+    fn of(stored: &Stored) -> Head {
+        let text = |value: &HeaderValue| value.to_str().unwrap_or_default().to_owned();
+        Head {
+            status: stored.status.as_u16(),
+            headers: stored
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), text(value)))
+                .collect(),
+            etag: text(&stored.etag),
+            generated_ms: stored.generated_ms,
+            expires_ms: stored.expires_ms,
+            vary: stored.vary.clone(),
+        }
+    }
+
+    fn with_body(self, body: Bytes) -> Stored {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        Stored {
+            status: StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK),
+            headers,
+            body,
+            etag: HeaderValue::from_str(&self.etag).unwrap_or(HeaderValue::from_static("\"\"")),
+            generated_ms: self.generated_ms,
+            expires_ms: self.expires_ms,
+            vary: self.vary,
+        }
+    }
 }
 
 /// A response that varies on request headers is stored per value of them:
@@ -88,7 +140,7 @@ pub(crate) fn seal(
     load: Duration,
     fresh: Duration,
 ) -> Result<Vec<u8>, Error> {
-    let head = serde_json::to_vec(&loaded.stored).map_err(|e| Error::Encode {
+    let head = serde_json::to_vec(&Head::of(&loaded.stored)).map_err(|e| Error::Encode {
         what: "response",
         message: e.to_string(),
     })?;
@@ -110,11 +162,10 @@ pub(crate) fn open(_: &ValueCodec, bytes: &[u8]) -> Result<(Loaded, Meta), OpenE
     let len = usize::try_from(u32::from_le_bytes([len[0], len[1], len[2], len[3]]))
         .map_err(|_| truncated())?;
     let head = payload.get(4..4 + len).ok_or_else(truncated)?;
-    let mut stored: Stored =
-        serde_json::from_slice(head).map_err(|e| OpenError::Codec(Box::new(e)))?;
-    stored.body = Bytes::copy_from_slice(&payload[4 + len..]);
+    let head: Head = serde_json::from_slice(head).map_err(|e| OpenError::Codec(Box::new(e)))?;
+    let body = Bytes::copy_from_slice(&payload[4 + len..]);
     let loaded = Loaded {
-        stored,
+        stored: Arc::new(head.with_body(body)),
         fresh: false,
         storable: false,
     };
@@ -122,17 +173,33 @@ pub(crate) fn open(_: &ValueCodec, bytes: &[u8]) -> Result<(Loaded, Meta), OpenE
 }
 
 /// A response the handler produced or the cache returned. A hit that the
-/// local tier (or a batched read) shares is opened once and cloned after,
-/// its body a `Bytes` handed out without a copy.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// local tier (or a batched read) shares is opened once and shared after:
+/// its head is parsed once, its body a `Bytes` handed out without a copy.
+#[derive(Clone, Debug)]
 pub(crate) struct Loaded {
-    stored: Stored,
+    stored: Arc<Stored>,
     /// Produced by the handler in this call (never set on a hit).
-    #[serde(skip)]
     fresh: bool,
     /// May be stored (decided when it was produced).
-    #[serde(skip)]
     storable: bool,
+}
+
+/// What a cached value must be; the layer's entries are framed by [`seal`]
+/// and [`open`], and these are the head alone.
+impl Serialize for Loaded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Head::of(&self.stored).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loaded {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Loaded {
+            stored: Arc::new(Head::deserialize(deserializer)?.with_body(Bytes::new())),
+            fresh: false,
+            storable: false,
+        })
+    }
 }
 
 /// How the layer that sends a response is configured.
@@ -190,48 +257,51 @@ impl Loaded {
             && !directives.no_store
             && (shape.private || !directives.private)
             && body.len() <= shape.max_size;
-        let mut headers = Vec::with_capacity(parts.headers.len());
-        for (name, value) in &parts.headers {
+        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        let mut current = None;
+        for (name, value) in parts.headers {
+            // No name: another value of the one before.
+            current = name.or(current);
+            let Some(name) = &current else { continue };
             if [CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, AGE, X_CACHE].contains(name) {
                 continue;
             }
-            match value.to_str() {
-                Ok(value) => headers.push((name.as_str().to_owned(), value.to_owned())),
-                Err(_) => storable = false, // kept as sent, never stored
-            }
+            // Kept as sent, but not stored: the stored head is text.
+            storable &= value.to_str().is_ok();
+            headers.append(name.clone(), value);
         }
-        let etag = match parts.headers.get(ETAG).and_then(|v| v.to_str().ok()) {
-            Some(own) => own.to_owned(),
-            None => request::etag(&body),
+        let etag = match headers.get(ETAG).filter(|v| v.to_str().is_ok()) {
+            Some(own) => own.clone(),
+            None => HeaderValue::from_str(&request::etag(&body))
+                .unwrap_or(HeaderValue::from_static("\"\"")),
         };
         let generated_ms = now_ms();
         let ttl = lifetime.map_or(shape.ttl, |own| own.min(shape.ttl));
         let expires_ms = generated_ms.saturating_add(ttl.as_millis() as u64);
         Ok(Loaded {
-            stored: Stored {
-                status: parts.status.as_u16(),
+            stored: Arc::new(Stored {
+                status: parts.status,
                 headers,
                 body,
                 etag,
                 generated_ms,
                 expires_ms,
                 vary,
-            },
+            }),
             fresh: true,
             storable,
         })
     }
 
     /// The response's headers, as stored.
-    pub(crate) fn headers(&self) -> HeaderMap {
-        header_map(&self.stored.headers)
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.stored.headers
     }
 
     /// The response as the handler made it.
     pub(crate) fn unchanged(self) -> Response<Full<Bytes>> {
-        let stored = self.stored;
-        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-        build(status, header_map(&stored.headers), stored.body.clone())
+        let stored = &self.stored;
+        build(stored.status, stored.headers.clone(), stored.body.clone())
     }
 
     /// The key of the variant for `request` when this entry, found at
@@ -266,9 +336,13 @@ impl Loaded {
         shape: Shape,
         head: bool,
     ) -> Response<Full<Bytes>> {
-        let stored = self.stored;
-        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-        let mut headers = header_map(&stored.headers);
+        let stored = &self.stored;
+        let status = stored.status;
+        // Room for the cache's own four: a map that grows hashes again.
+        let mut headers = HeaderMap::with_capacity(stored.headers.len() + 4);
+        for (name, value) in &stored.headers {
+            headers.append(name, value.clone());
+        }
         let outcome = if self.fresh { "MISS" } else { "HIT" };
         headers.insert(X_CACHE, HeaderValue::from_static(outcome));
         if self.fresh && !self.storable {
@@ -276,9 +350,7 @@ impl Loaded {
             return build(status, headers, stored.body.clone());
         }
         let now = now_ms();
-        if let Ok(etag) = HeaderValue::from_str(&stored.etag) {
-            headers.entry(ETAG).or_insert(etag);
-        }
+        headers.entry(ETAG).or_insert_with(|| stored.etag.clone());
         if !headers.contains_key(CACHE_CONTROL) {
             let left = stored.expires_ms.saturating_sub(now) / 1000;
             let value = match shape.private {
@@ -293,7 +365,7 @@ impl Loaded {
             let age = now.saturating_sub(stored.generated_ms) / 1000;
             headers.insert(AGE, HeaderValue::from(age));
         }
-        if request::none_match(request, &stored.etag) {
+        if request::none_match(request, stored.etag.to_str().unwrap_or_default()) {
             // RFC 9110 §15.4.5: what a 200 would carry that a cache needs.
             let mut kept = HeaderMap::new();
             for name in [ETAG, CACHE_CONTROL, VARY, AGE, X_CACHE] {
@@ -340,19 +412,6 @@ fn lifetime(
         .and_then(date)
         .unwrap_or_else(std::time::SystemTime::now);
     Some(expires.duration_since(now).unwrap_or_default())
-}
-
-fn header_map(stored: &[(String, String)]) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(stored.len() + 4);
-    for (name, value) in stored {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    headers
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Full<Bytes>> {

@@ -118,23 +118,23 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BodyError>,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let identity = (config.identity.0)(&parts);
-    let request = Request::from_parts(parts, body);
-    let headers = request.headers();
-    let directives = Directives::of(headers);
+    let directives = Directives::of(&parts.headers);
     if directives.no_store || (identity.is_some() && !config.private) {
-        return passed(inner, request, Some("BYPASS")).await;
+        return passed(inner, Request::from_parts(parts, body), Some("BYPASS")).await;
     }
-    let place = Place::of(request.uri(), headers);
+    let place = Place::of(&parts.uri, &parts.headers);
     let user = config.private.then(|| request::user(identity.as_deref()));
     let anchor = match place.has_query() {
         true => Some(anchor(&cache, &config.anchors, shape, &place).await),
         false => None,
     };
     let key = place.key(anchor.as_deref(), user.as_deref());
-    let head = request.method() == Method::HEAD;
-    let headers = headers.clone();
+    let head = parts.method == Method::HEAD;
+    // The request's headers stay here; the handler, if it runs, gets a copy.
+    let headers = std::mem::take(&mut parts.headers);
+    let request = Request::from_parts(parts, body);
     let revalidate = match directives {
         Directives { no_cache: true, .. } => Some(Duration::ZERO),
         Directives { max_age, .. } => max_age.map(Duration::from_secs),
@@ -176,9 +176,10 @@ where
     ResB::Error: Into<BodyError>,
 {
     let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let Some((mut inner, req)) = taken else {
+    let Some((mut inner, mut req)) = taken else {
         return Err(Failure::Body("the handler was already called".into()));
     };
+    *req.headers_mut() = request.clone();
     let response = inner.call(req).await.map_err(Failure::Service)?;
     Loaded::read(response, request, shape, head)
         .await
@@ -221,7 +222,7 @@ where
         return match put::put(cache.clone(), policy, key, load).await {
             Ok(loaded) => {
                 // The path's own entry holds the response; its variants go.
-                let named = named_places(&place, &loaded.headers());
+                let named = named_places(&place, loaded.headers());
                 evict_places(&cache, config, [Key::Anchor(&place)], &named).await;
                 Ok(loaded.unchanged().map(Either::Left))
             }
