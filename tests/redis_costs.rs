@@ -262,3 +262,65 @@ async fn a_stampede_in_one_process_asks_for_the_lease_once() {
         "200 callers ran {scripts} scripts: {commands:?}"
     );
 }
+
+#[cached(group = "first", ttl = 60, skip(cache), cache = cache)]
+async fn first_read(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[cached(group = "first_many", ttl = 60, each = ids, skip(cache), cache = cache)]
+async fn first_reads(cache: &Cache, ids: &[u64]) -> std::collections::HashMap<u64, u64> {
+    ids.iter().map(|id| (*id, *id)).collect()
+}
+
+#[cache_put(group = "first", ttl = 60, skip(cache), cache = cache)]
+async fn first_write(cache: &Cache, id: u64) -> u64 {
+    id + 1
+}
+
+/// A new cache's first miss, bulk miss, put and eviction, on a server that
+/// never ran its scripts, in each group's first use.
+async fn first_uses(cache: &Cache) {
+    support::first_contact(cache).await;
+    assert_eq!(first_read(cache, 1).await, 1);
+    assert_eq!(first_reads(cache, &[1, 2, 3]).await.len(), 3);
+    assert_eq!(first_write(cache, 1).await, 2);
+    cache.delete("first", &1u64).await.unwrap();
+}
+
+/// `NOSCRIPT` errors a server reported, by `INFO errorstats`.
+fn noscript(info: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix("errorstat_NOSCRIPT:count="))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// The scripts are loaded on first contact: no first use of a group waits
+/// for `NOSCRIPT` and a second round trip (nor, for a fill, for its answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cache_meets_no_noscript() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    first_uses(&cache).await;
+    let info: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query_async(&mut server.client().await)
+        .await
+        .unwrap();
+    // First contact probes the script rights with a script that does not
+    // exist: that one NOSCRIPT is its own.
+    assert_eq!(noscript(&info), 1, "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cache_meets_no_noscript_on_a_cluster() {
+    let cluster = support::RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    first_uses(&cache).await;
+    let errors: u64 = cluster
+        .on_every_node(&["INFO", "errorstats"])
+        .iter()
+        .map(|info| noscript(info))
+        .sum();
+    assert_eq!(errors, 1, "only first contact's probe");
+}

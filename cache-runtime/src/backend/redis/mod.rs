@@ -27,6 +27,7 @@
 //! and anything that would remove a value deletes it with `DEL`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub(crate) struct Redis {
     /// The groups whose fill has answered since a script last failed: the
     /// server holds the fill script there (see [`Redis::fills_at_once`]).
     filled: Mutex<HashSet<String>>,
+    /// Whether the scripts were loaded on first contact, and no script or
+    /// connection has failed since: every group's fill then goes at once.
+    loaded: AtomicBool,
 }
 
 impl Redis {
@@ -116,6 +120,7 @@ impl Redis {
             lease_ms: millis(lease_ttl),
             counters,
             filled: Mutex::default(),
+            loaded: AtomicBool::new(false),
         }
     }
 
@@ -125,14 +130,31 @@ impl Redis {
     /// another cluster node) `EVALSHA` may meet `NOSCRIPT` and go again after
     /// loading the script, behind reads sent meanwhile.
     pub(crate) fn fills_at_once(&self, group: &str) -> bool {
-        self.filled().contains(group)
+        self.loaded.load(Ordering::Acquire) || self.filled().contains(group)
     }
 
     /// The server may have lost its scripts (a script failed, or the
     /// connection did: what answers next may be a restarted server or a
     /// new master): the next fill of each group is awaited again.
     pub(crate) fn forget_fills(&self) {
+        self.loaded.store(false, Ordering::Release);
         self.filled().clear();
+    }
+
+    /// Loads the read and write scripts on every master, at first contact:
+    /// the first lookup, lease and fill of each group then meet no
+    /// `NOSCRIPT` (which costs two round trips, and makes a first fill wait
+    /// for its answer). Best effort: a script not loaded is loaded on use.
+    pub(crate) async fn load_scripts(&self) {
+        let loads = scripts::PRELOADED.iter().map(|script| {
+            let mut conn = self.conn.clone();
+            async move { script.load_async(&mut conn).await }
+        });
+        let loaded = futures_util::future::join_all(loads).await;
+        match loaded.into_iter().find_map(Result::err) {
+            None => self.loaded.store(true, Ordering::Release),
+            Some(error) => tracing::debug!(%error, "cache scripts not loaded ahead; loaded on use"),
+        }
     }
 
     fn filled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

@@ -5,6 +5,21 @@
 use once_cell::sync::Lazy;
 use redis::Script;
 
+/// The scripts of reads and writes, loaded on first contact (all but the
+/// repair of keys of the wrong type).
+pub(super) static PRELOADED: [&Lazy<Script>; 10] = [
+    &LOOKUP,
+    &FILL,
+    &RELEASE,
+    &LOCK_MANY,
+    &FILL_MANY,
+    &BEGIN_WRITE,
+    &END_WRITE,
+    &REPLACE,
+    &EVICT_GROUP,
+    &PIN,
+];
+
 /// Lua that gives dependency records a new token when a write changes what
 /// they name: `now` is the server's clock in microseconds, which a token
 /// starts with; `bump(k)` replaces an existing record's token (keeping its
