@@ -28,6 +28,15 @@ impl Sample {
         let at = ((self.latencies.len() - 1) as f64 * p).round() as usize;
         self.latencies[at]
     }
+    /// A throughput sample: `calls` made in `busy`, their mean as its one
+    /// latency.
+    pub(crate) fn of_throughput(calls: u64, busy: Duration) -> Sample {
+        Sample {
+            latencies: vec![busy / calls.max(1) as u32],
+            calls,
+            busy,
+        }
+    }
     pub(crate) fn throughput(&self) -> f64 {
         self.calls as f64 / self.busy.as_secs_f64().max(1e-9)
     }

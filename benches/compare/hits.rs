@@ -89,13 +89,7 @@ impl Bench {
                         for handle in handles {
                             handle.await.expect("a bench task panicked");
                         }
-                        let busy = started.elapsed();
-                        let calls = per_task * tasks as u64;
-                        Sample {
-                            latencies: vec![busy / calls as u32],
-                            calls,
-                            busy,
-                        }
+                        Sample::of_throughput(per_task * tasks as u64, started.elapsed())
                     }
                 })
                 .await;

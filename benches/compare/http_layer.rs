@@ -248,12 +248,7 @@ impl Bench {
                 let busy = started.elapsed();
                 let used = server_commands(&conn).await - before - 1; // the INFO itself
                 commands.lock().expect("not poisoned")[contender] += used;
-                let calls = per_task * CONNECTIONS as u64;
-                Sample {
-                    latencies: vec![busy / calls as u32],
-                    calls,
-                    busy,
-                }
+                Sample::of_throughput(per_task * CONNECTIONS as u64, busy)
             }
         })
         .await;

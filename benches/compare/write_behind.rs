@@ -162,17 +162,8 @@ impl Bench {
                 for handle in handles {
                     handle.await.expect("a bench task panicked");
                 }
-                let busy = started.elapsed();
                 let calls = total / tasks * tasks;
-                settle(
-                    c,
-                    Sample {
-                        latencies: vec![busy / calls as u32],
-                        calls,
-                        busy,
-                    },
-                )
-                .await
+                settle(c, Sample::of_throughput(calls, started.elapsed())).await
             }
         })
         .await;
