@@ -72,6 +72,25 @@ async fn by_hand_many(conn: &ConnectionManager, ids: &[u64]) -> HashMap<u64, Sma
     out
 }
 
+/// `--profile-bulk=ours|hand`: `calls` bulk reads of 100 cached ids (for
+/// callgrind, minus a run with `--hits=0`).
+pub(crate) async fn profile(who: &str, cache: &Cache, conn: &ConnectionManager, calls: u64) {
+    let ids: Vec<u64> = (0..IDS).collect();
+    let read = || async {
+        match who {
+            "hand" => by_hand_many(conn, &ids).await,
+            _ => many(cache, &ids).await,
+        }
+    };
+    read().await; // fills every entry
+    while who != "hand" && cache.stats().stores < IDS {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for _ in 0..calls {
+        assert_eq!(std::hint::black_box(read().await).len(), IDS as usize);
+    }
+}
+
 impl Bench {
     pub(crate) async fn bulk(&mut self) {
         let calls = if self.quick { 20 } else { 60 };

@@ -22,6 +22,7 @@
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
 //! cargo bench --bench compare -- --profile-moka-hit     # moka's hit, the in-memory baseline
+//! cargo bench --bench compare -- --profile-bulk=ours    # bulk reads of 100 cached ids (=hand; --hits=N calls)
 //! cargo bench --bench compare -- --profile-http=ours    # GETs through one HTTP contender (=none|theirs|local|memory; --hits=N, --tasks=N)
 //! cargo bench --bench compare -- --profile-concurrent=ours   # 256 tasks, 10k keys (=hand; --keys=1, --tasks=N)
 //! ```
@@ -173,6 +174,10 @@ async fn main() {
         return;
     }
 
+    if let Some(who) = args.iter().find_map(|a| a.strip_prefix("--profile-bulk=")) {
+        bulk::profile(who, &cache, &conn, hits).await;
+        return;
+    }
     if let Some(who) = args.iter().find_map(|a| a.strip_prefix("--profile-http=")) {
         let tasks = number(&args, "--tasks=").unwrap_or(1);
         http_layer::profile(who, &url, conn, hits, tasks).await;
