@@ -279,15 +279,15 @@ where
         loaded.extend(value.map(|value| (key, value)));
     }
     // The keys the body left out: absent, stored as such with `cache_none`.
-    if let Some(stamps) = &stamps {
-        for (entry, lease) in leases {
-            let sealed = policy.seal(&cache, &None, started.elapsed(), stamps);
-            if let (Some(lease), Some((bytes, ttl))) = (lease, sealed) {
-                fills.push((entry, lease, bytes, ttl));
-            }
+    // The leases of the keys not stored are given back as they drop.
+    for (entry, lease) in leases {
+        let sealed = stamps
+            .as_ref()
+            .and_then(|stamps| policy.seal(&cache, &None, started.elapsed(), stamps));
+        if let (Some(lease), Some((bytes, ttl))) = (lease, sealed) {
+            fills.push((entry, lease, bytes, ttl));
         }
     }
-    // The leases of the keys not stored are given back as they drop.
     // Sent before this returns, as a single-key miss's fill is; its reply
     // is awaited by a task once the group's fills are known to the server.
     match reply_later(&cache, group) {
