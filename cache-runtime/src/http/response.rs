@@ -89,7 +89,7 @@ impl Head {
             status: StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK),
             headers,
             body,
-            etag: HeaderValue::from_str(&self.etag).unwrap_or(HeaderValue::from_static("\"\"")),
+            etag: etag_value(&self.etag),
             generated_ms: self.generated_ms,
             expires_ms: self.expires_ms,
             vary: self.vary,
@@ -272,8 +272,7 @@ impl Loaded {
         }
         let etag = match headers.get(ETAG).filter(|v| v.to_str().is_ok()) {
             Some(own) => own.clone(),
-            None => HeaderValue::from_str(&request::etag(&body))
-                .unwrap_or(HeaderValue::from_static("\"\"")),
+            None => etag_value(&request::etag(&body)),
         };
         let generated_ms = now_ms();
         let ttl = lifetime.map_or(shape.ttl, |own| own.min(shape.ttl));
@@ -412,6 +411,11 @@ fn lifetime(
         .and_then(date)
         .unwrap_or_else(std::time::SystemTime::now);
     Some(expires.duration_since(now).unwrap_or_default())
+}
+
+/// An entity tag as a header value; the empty tag for text that is not one.
+fn etag_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
