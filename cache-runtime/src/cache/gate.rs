@@ -53,7 +53,11 @@ impl Cache {
             .get_or_try_init(|| async {
                 let health = match self.backend() {
                     Backend::Redis(redis) => {
-                        Health::of(Some(redis.rights().await?), redis.channel())
+                        let rights = redis.rights().await?;
+                        if rights.scripts && !rights.replica {
+                            redis.load_scripts().await;
+                        }
+                        Health::of(Some(rights), redis.channel())
                     }
                     Backend::Memory(_) | Backend::Disabled => Health::of(None, ""),
                 };

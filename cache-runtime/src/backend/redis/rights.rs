@@ -1,6 +1,5 @@
 //! What the server lets the cache do, asked on first contact: its role, and
-//! the user's script and publish rights; where it may run scripts, they are
-//! loaded then.
+//! the user's script and publish rights.
 
 use redis::{FromRedisValue, Value};
 
@@ -49,9 +48,6 @@ impl Redis {
             .query_async(&mut conn)
             .await;
         let scripts = !matches!(&probe, Err(error) if error.code() == Some("NOPERM"));
-        if scripts && !replica {
-            self.load_scripts().await;
-        }
         let user: Result<String, redis::RedisError> =
             redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await;
         let publish = match user {
