@@ -1,7 +1,9 @@
 //! What each operation sends to Redis, read from `INFO commandstats`:
 //! group eviction does not grow with the group (promise 3), and a hit is one
-//! round trip.
+//! round trip; and how it sends them (every connection sets `TCP_NODELAY`).
 
+#[path = "support/sockets.rs"]
+mod sockets;
 mod support;
 
 use std::collections::BTreeMap;
@@ -323,4 +325,50 @@ async fn a_new_cache_meets_no_noscript_on_a_cluster() {
         .map(|info| noscript(info))
         .sum();
     assert_eq!(errors, 1, "only first contact's probe");
+}
+
+/// Every connection a cache makes, to a server or to each node of a cluster,
+/// for commands or for the local tier's invalidations, sets `TCP_NODELAY`
+/// (redis-rs leaves it off). With Nagle's algorithm on, a command written
+/// while another awaits its acknowledgement waits too: behind a network that
+/// cost a hit most of a second round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_sends_at_once() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    cache.set("nodelay", &1u64, &1u64, None).await.unwrap();
+    let sockets = sockets::nodelay_of_connections_to(&[server.port()]);
+    assert!(
+        sockets.len() >= 2,
+        "the connection and the subscription: {sockets:?}"
+    );
+    assert!(sockets.iter().all(|&nodelay| nodelay), "{sockets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_sends_at_once_on_a_cluster() {
+    let cluster = support::RedisCluster::start(3, 0);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    for id in 0..30u64 {
+        cache.set("nodelay", &id, &id, None).await.unwrap();
+    }
+    let masters = cluster.masters();
+    let sockets = sockets::nodelay_of_connections_to(&masters);
+    assert!(
+        sockets.len() >= masters.len(),
+        "a connection to each master: {sockets:?}"
+    );
+    assert!(sockets.iter().all(|&nodelay| nodelay), "{sockets:?}");
 }

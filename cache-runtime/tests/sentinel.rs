@@ -2,6 +2,8 @@
 //! `redis-server --sentinel` processes started by the test. The master is
 //! killed; calls keep succeeding, and the cache comes back on the new master.
 
+#[path = "../../tests/support/sockets.rs"]
+mod sockets;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -323,6 +325,12 @@ async fn sentinels_and_master_over_tls() {
         cache.stats()
     );
     assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+    let sockets = sockets::nodelay_of_connections_to(&[master_tls]);
+    assert!(!sockets.is_empty(), "a connection to the master");
+    assert!(
+        sockets.iter().all(|&nodelay| nodelay),
+        "the connection to the master sets TCP_NODELAY: {sockets:?}"
+    );
     let mut plain = master.client().await;
     let stored: bool = redis::cmd("EXISTS")
         .arg("cache:{sentinel}:e:5")

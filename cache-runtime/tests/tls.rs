@@ -2,6 +2,8 @@
 //! certificates this test makes: a private CA, mutual TLS, `#insecure`, a
 //! cluster over TLS, and a server the cache must not trust.
 
+#[path = "../../tests/support/sockets.rs"]
+mod sockets;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -80,6 +82,20 @@ async fn a_private_ca_is_trusted_when_given() {
         .await
         .expect("a TLS cache with a local tier");
     support::local_tier_ready(&tiered).await;
+
+    // Every connection, for commands or for invalidations, sets TCP_NODELAY.
+    let tls_port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("the TLS port");
+    let sockets = sockets::nodelay_of_connections_to(&[tls_port]);
+    assert!(
+        sockets.len() >= 2,
+        "a connection and a subscription: {sockets:?}"
+    );
+    assert!(sockets.iter().all(|&nodelay| nodelay), "{sockets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

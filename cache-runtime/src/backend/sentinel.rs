@@ -45,7 +45,9 @@ impl SentinelMaster {
             &name,
             SentinelServerType::Master,
         )?
-        .set_client_to_redis_db(settings.db());
+        .set_client_to_redis_db(settings.db())
+        .set_client_to_redis_tcp_settings(crate::backend::server::tcp())
+        .set_client_to_sentinel_tcp_settings(crate::backend::server::tcp());
         if let Some(username) = settings.username() {
             builder = builder.set_client_to_redis_username(username);
         }

@@ -130,6 +130,7 @@ impl Server {
                 let builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
                     .response_timeout(op_timeout)
                     .connection_timeout(op_timeout)
+                    .tcp_settings(tcp())
                     .retries(2);
                 #[cfg(feature = "tls")]
                 let builder = match &self.tls {
@@ -162,14 +163,24 @@ impl Server {
 
     /// A client for one server, with the certificates when TLS is asked for.
     fn client(&self, url: &str) -> Result<redis::Client, Error> {
+        let info = info(url)?.set_tcp_settings(tcp());
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             if is_tls(url) {
-                return Ok(redis::Client::build_with_tls(url, tls.certificates())?);
+                return Ok(redis::Client::build_with_tls(info, tls.certificates())?);
             }
         }
-        Ok(redis::Client::open(url)?)
+        Ok(redis::Client::open(info)?)
     }
+}
+
+/// Every connection's socket settings: `TCP_NODELAY`, which redis-rs leaves
+/// off. A connection carries many small commands at once; with Nagle's
+/// algorithm on, each write waits for the acknowledgement of the one before
+/// it, which behind a network held a hit for most of a second round trip
+/// (docs/performance.md, "Across a network").
+pub(crate) fn tcp() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// Whether a URL asks for TLS.
