@@ -19,6 +19,7 @@
 //! cargo bench --bench compare -- --bulk          # only bulk calls (each), printed
 //! cargo bench --bench compare -- --http          # only the HTTP layer's hits (1 and 64 connections), printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
+//! cargo bench --bench compare -- --throughput --baseline-nodelay   # hand-written with TCP_NODELAY, as the cache sets it
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
 //! cargo bench --bench compare -- --profile-memory-hit   # the same, in memory (--hits=N, 200k)
 //! cargo bench --bench compare -- --profile-moka-hit     # moka's hit, the in-memory baseline
@@ -97,7 +98,14 @@ async fn main() {
         .build()
         .await
         .expect("cache");
-    let conn = ConnectionManager::new(redis::Client::open(url.clone()).expect("url"))
+    // The hand-written baseline keeps redis-rs's defaults, as a user's code
+    // does; `--baseline-nodelay` sets TCP_NODELAY on it, as the cache does.
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("url");
+    let info = match args.iter().any(|a| a == "--baseline-nodelay") {
+        true => info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)),
+        false => info,
+    };
+    let conn = ConnectionManager::new(redis::Client::open(info).expect("url"))
         .await
         .expect("connection");
     // Every contender starts connected: the hand-written connection above,
