@@ -102,7 +102,7 @@ impl Cache {
             return Ok(None);
         };
         let reader = Reader {
-            open: envelope::open,
+            open: |codec, bytes| envelope::open::<T>(codec, bytes),
             keep: None,
         };
         Ok(self

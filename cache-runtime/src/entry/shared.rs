@@ -13,21 +13,22 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
+use bytes::{Buf, Bytes};
+
 use crate::entry::envelope::{Meta, Opener};
 
 /// An envelope, and the value it was first opened to.
 pub(crate) struct Kept {
-    /// The envelope is `bytes[start..]`: a read that got it behind a prefix
-    /// (a batched read's generation) keeps it where it came.
-    bytes: Vec<u8>,
-    start: usize,
+    /// The envelope, shared: an opener may hand out part of it (a response's
+    /// body) without a copy.
+    bytes: Bytes,
     opened: OnceLock<Opened>,
 }
 
 impl std::fmt::Debug for Kept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kept")
-            .field("bytes", &self.bytes().len())
+            .field("bytes", &self.bytes.len())
             .field("opened", &self.opened.get().is_some())
             .finish()
     }
@@ -44,19 +45,20 @@ impl Kept {
         Self::after(bytes, 0)
     }
 
-    /// The envelope in `bytes` after their first `start` bytes, which are
-    /// not copied away.
+    /// The envelope in `bytes` after their first `start` bytes (a batched
+    /// read's generation), which are not copied away.
     pub(crate) fn after(bytes: Vec<u8>, start: usize) -> Arc<Self> {
+        let mut bytes = Bytes::from(bytes);
+        bytes.advance(start.min(bytes.len()));
         Arc::new(Kept {
-            start: start.min(bytes.len()),
             bytes,
             opened: OnceLock::new(),
         })
     }
 
     #[inline]
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes[self.start..]
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
     }
 
     /// The kept value, when `reader` opens envelopes the way it was opened
@@ -169,7 +171,7 @@ mod tests {
         let bytes = envelope::seal(&Json, &7u32, Duration::ZERO, Duration::from_secs(1)).unwrap();
         let kept = Kept::new(bytes);
         let reader = Reader {
-            open: envelope::open::<u32>,
+            open: |codec, bytes| envelope::open::<u32>(codec, bytes),
             keep: KeepProbe::<u32>::NEW.keep(),
         };
         assert!(kept.opened(&reader).is_none(), "nothing kept yet");
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(kept.opened(&reader).map(|(v, _)| v), Some(7));
         // Another opener of the same type (here: of results) is not handed it.
         let results = Reader {
-            open: envelope::open_result::<u32, String>,
+            open: |codec, bytes| envelope::open_result::<u32, String>(codec, bytes),
             keep: KeepProbe::<Result<u32, String>>::NEW.keep(),
         };
         assert!(kept.opened(&results).is_none());

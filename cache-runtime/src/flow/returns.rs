@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -77,7 +78,7 @@ pub trait Kind<R>: Outcome<R> {
         envelope::seal(codec, value, load, fresh)
     }
     /// Opens an envelope sealed by [`Kind::seal`].
-    fn open(codec: &ValueCodec, bytes: &[u8]) -> Result<(Self::Value, Meta), OpenError>
+    fn open(codec: &ValueCodec, bytes: &Bytes) -> Result<(Self::Value, Meta), OpenError>
     where
         Self::Value: DeserializeOwned,
     {
@@ -151,7 +152,7 @@ where
             Err(error) => envelope::seal_error(codec, error, load, fresh),
         }
     }
-    fn open(codec: &ValueCodec, bytes: &[u8]) -> Result<(Result<T, E>, Meta), OpenError> {
+    fn open(codec: &ValueCodec, bytes: &Bytes) -> Result<(Result<T, E>, Meta), OpenError> {
         envelope::open_result(codec, bytes)
     }
 }
@@ -188,7 +189,7 @@ where
     ) -> Result<Vec<u8>, Error> {
         envelope::seal_option(codec, value, load, fresh)
     }
-    fn open(codec: &ValueCodec, bytes: &[u8]) -> Result<(Option<T>, Meta), OpenError> {
+    fn open(codec: &ValueCodec, bytes: &Bytes) -> Result<(Option<T>, Meta), OpenError> {
         envelope::open_option(codec, bytes)
     }
 }

@@ -97,7 +97,10 @@ impl fmt::Display for OpenError {
 }
 
 /// How a reader opens an envelope: [`open`] for a type, or [`open_result`].
-pub(crate) type Opener<V> = fn(&ValueCodec, &[u8]) -> Result<(V, Meta), OpenError>;
+///
+/// It gets the envelope as shared [`Bytes`](bytes::Bytes), so that it can
+/// hand out part of it without a copy.
+pub(crate) type Opener<V> = fn(&ValueCodec, &bytes::Bytes) -> Result<(V, Meta), OpenError>;
 
 /// How a writer seals a value: [`seal`], or [`seal_error`] for an error.
 pub(crate) type Sealer<V> = fn(&ValueCodec, &V, Duration, Duration) -> Result<Vec<u8>, Error>;
