@@ -148,8 +148,8 @@ impl Batcher {
         let slot = {
             let mut state = lock(&self.state);
             // With a read on the wire, this one goes in the next batch: 16
-            // tasks on spread keys did better so than each reading alone
-            // (docs/performance.md).
+            // tasks on spread keys are faster batched than each reading
+            // alone (docs/performance.md).
             if state.reads > 0 {
                 let (answer, answered) = oneshot::channel();
                 let queued = Queued {
