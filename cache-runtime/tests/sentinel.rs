@@ -325,12 +325,7 @@ async fn sentinels_and_master_over_tls() {
         cache.stats()
     );
     assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
-    let sockets = sockets::nodelay_of_connections_to(&[master_tls]);
-    assert!(!sockets.is_empty(), "a connection to the master");
-    assert!(
-        sockets.iter().all(|&nodelay| nodelay),
-        "the connection to the master sets TCP_NODELAY: {sockets:?}"
-    );
+    sockets::assert_nodelay(&[master_tls], 1, "the connection to the master");
     let mut plain = master.client().await;
     let stored: bool = redis::cmd("EXISTS")
         .arg("cache:{sentinel}:e:5")

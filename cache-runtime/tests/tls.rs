@@ -90,12 +90,7 @@ async fn a_private_ca_is_trusted_when_given() {
         .next()
         .and_then(|port| port.parse().ok())
         .expect("the TLS port");
-    let sockets = sockets::nodelay_of_connections_to(&[tls_port]);
-    assert!(
-        sockets.len() >= 2,
-        "a connection and a subscription: {sockets:?}"
-    );
-    assert!(sockets.iter().all(|&nodelay| nodelay), "{sockets:?}");
+    sockets::assert_nodelay(&[tls_port], 2, "a connection and a subscription");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,20 @@
 //! cache's connections: kept apart from the shared support so that the
 //! benches that share it need no socket crate.
 
+/// Checks that this process has at least `at_least` TCP connections to
+/// `ports` on loopback (`what` they are), and that each sets `TCP_NODELAY`.
+pub fn assert_nodelay(ports: &[u16], at_least: usize, what: &str) {
+    let sockets = nodelay_of_connections_to(ports);
+    assert!(sockets.len() >= at_least, "{what}: {sockets:?}");
+    assert!(
+        sockets.iter().all(|&nodelay| nodelay),
+        "{what}: each sets TCP_NODELAY: {sockets:?}"
+    );
+}
+
 /// Whether each of this process's TCP connections to one of `ports` on
 /// loopback has `TCP_NODELAY` set, read from `/proc/self/fd` (Linux).
-pub fn nodelay_of_connections_to(ports: &[u16]) -> Vec<bool> {
+fn nodelay_of_connections_to(ports: &[u16]) -> Vec<bool> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").expect("this process's descriptors") {
         let Ok(entry) = entry else { continue };
