@@ -101,9 +101,10 @@ async fn main() {
     // The hand-written baseline keeps redis-rs's defaults, as a user's code
     // does; `--baseline-nodelay` sets TCP_NODELAY on it, as the cache does.
     let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).expect("url");
-    let info = match args.iter().any(|a| a == "--baseline-nodelay") {
-        true => info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)),
-        false => info,
+    let info = if args.iter().any(|a| a == "--baseline-nodelay") {
+        info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+    } else {
+        info
     };
     let conn = ConnectionManager::new(redis::Client::open(info).expect("url"))
         .await
