@@ -149,8 +149,8 @@ impl Place {
 
     /// The key of the path's own entry (no query), and of its anchor in the
     /// anchors' group: both of which a write evicts.
-    pub(crate) fn path_key(&self) -> String {
-        self.path.clone()
+    pub(crate) fn path_key(&self) -> &str {
+        &self.path
     }
 
     /// The key of the request's entry: the path's own, or for a query, the

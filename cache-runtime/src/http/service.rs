@@ -141,21 +141,21 @@ where
     };
     // The handler runs at most once, for the path's entry or for a variant.
     let call = Mutex::new(Some((inner, request)));
-    let lookup = |key: String| {
+    let lookup = |key: &str| {
         let mut policy = policy::<S::Error>(&config.group, shape);
         if let Some(age) = revalidate {
             policy = policy.revalidate_after(age);
         }
         let load = load(&call, &headers, shape, head);
-        read::cached(cache.clone(), policy, EntryKey::new(&key), load)
+        read::cached(cache.clone(), policy, EntryKey::of_str(key), load)
     };
-    let mut found = lookup(key.clone()).await;
+    let mut found = lookup(&key).await;
     if let Some(variant) = found
         .as_ref()
         .ok()
         .and_then(|l| l.variant_key(&key, &headers))
     {
-        found = lookup(variant).await;
+        found = lookup(&variant).await;
     }
     match found {
         Ok(loaded) => Ok(loaded.respond(&headers, shape, head).map(Either::Left)),
@@ -218,7 +218,7 @@ where
             }
         };
         let policy = policy::<S::Error>(&config.group, shape);
-        let key = EntryKey::new(&place.path_key());
+        let key = EntryKey::of_str(place.path_key());
         return match put::put(cache.clone(), policy, key, load).await {
             Ok(loaded) => {
                 // The path's own entry holds the response; its variants go.
@@ -254,7 +254,7 @@ async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> Stri
     let policy = Policy::<PlainKind, String>::new(group)
         .ttl(shape.ttl)
         .jitter(0.0);
-    let key = EntryKey::new(&place.path_key());
+    let key = EntryKey::of_str(place.path_key());
     read::cached(cache.clone(), policy, key, async {
         crate::backend::token()
     })
@@ -295,7 +295,7 @@ async fn evict_places<'p>(
             Key::Path(place) => (&config.group, place.path_key()),
             Key::Anchor(place) => (&config.anchors, place.path_key()),
         };
-        evict_now(cache, group, Target::Key(EntryKey::new(&key)))
+        evict_now(cache, group, Target::Key(EntryKey::of_str(key)))
     });
     futures_util::future::join_all(evictions).await;
 }
