@@ -52,6 +52,7 @@ impl EntryKey {
     /// The entry key of a string, the one [`new`](Self::new) gives it,
     /// written without serde when JSON needs no escape in it (an HTTP
     /// path, most ids): quotes around the text.
+    #[cfg(feature = "http")]
     pub(crate) fn of_str(text: &str) -> Result<Self, Error> {
         let plain = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
         if !plain {
@@ -251,6 +252,7 @@ mod tests {
         }
 
         #[test]
+        #[cfg(feature = "http")]
         fn a_string_s_key_is_the_same_without_serde(
             a in any::<String>(),
             path in "[ -~]{0,200}",
