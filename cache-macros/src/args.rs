@@ -112,8 +112,8 @@ pub(crate) struct Args {
     pub(crate) krate: Option<Path>,
     pub(crate) lock: Option<LitBool>,
     pub(crate) lock_timeout: Option<Ttl>,
-    /// `early` (beta 1.0) or `early = beta`.
-    pub(crate) early: Option<Option<Expr>>,
+    /// `early` (beta 1.0) or `early = beta`, with where it was written.
+    pub(crate) early: Option<(Span, Option<Expr>)>,
     pub(crate) jitter: Option<LitFloat>,
     pub(crate) stale_while_revalidate: Option<(Span, Ttl)>,
     pub(crate) shape: Option<Shape>,
@@ -181,7 +181,7 @@ impl Args {
                 match value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(on), ..
-                    }) => self.lock = Some(on),
+                    }) => self.lock = Some(LitBool::new(on.value, span)),
                     other => {
                         return Err(syn::Error::new_spanned(
                             other,
@@ -208,9 +208,9 @@ impl Args {
                         ));
                     }
                 }
-                self.early = Some(Some(beta));
+                self.early = Some((span, Some(beta)));
             }
-            "early" => self.early = Some(None),
+            "early" => self.early = Some((span, None)),
             "jitter" => {
                 let value = meta.value()?;
                 let jitter: LitFloat = value.parse().map_err(|_| {

@@ -264,6 +264,11 @@ fn check_bulk_options(args: &Args, ret: &Type) -> syn::Result<()> {
             "stale_while_revalidate",
             args.stale_while_revalidate.as_ref().map(|(span, _)| *span),
         ),
+        // Every element is loaded under its lease, and refreshed when it
+        // expires: a bulk call has no lock to turn off and nothing to
+        // refresh early.
+        ("lock", args.lock.as_ref().map(|lock| lock.span)),
+        ("early", args.early.as_ref().map(|(span, _)| *span)),
     ];
     for (name, span) in unsupported {
         if let Some(span) = span {
@@ -328,8 +333,8 @@ fn options(private: &TokenStream, args: &Args) -> TokenStream {
         policy.extend(quote!(.lock_timeout(#timeout)));
     }
     match &args.early {
-        Some(Some(beta)) => policy.extend(quote!(.early(#beta as f64))),
-        Some(None) => policy.extend(quote!(.early(1.0))),
+        Some((_, Some(beta))) => policy.extend(quote!(.early(#beta as f64))),
+        Some((_, None)) => policy.extend(quote!(.early(1.0))),
         None => {}
     }
     if let Some(jitter) = &args.jitter {

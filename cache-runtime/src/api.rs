@@ -11,13 +11,11 @@ use serde::Serialize;
 use crate::backend::{Lookup, Want, NO_LEASE};
 use crate::cache::builder::CacheBuilder;
 use crate::cache::Cache;
-use crate::deps::{capture, stamps};
 use crate::entry::envelope;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::{check_group, EntryKey, Invalidation};
 use crate::flow::policy::Policy;
 use crate::flow::read::cached;
-use crate::flow::retry::{self, Eviction};
 use crate::flow::returns::{CacheValue, Kind, PlainKind, ResultKind};
 use crate::observe::{metrics, Stats};
 use crate::Error;
@@ -114,19 +112,12 @@ impl Cache {
     /// load, a dependency of it; past an eviction pending retry, or stamped
     /// with dependencies that no longer hold, `None`.
     async fn read_entry(&self, group: &str, key: &EntryKey) -> Result<Option<Arc<Kept>>, Error> {
-        let capture = capture::current();
-        if let Some(capture) = &capture {
-            self.pin_read(capture, group, key).await;
-        }
-        if self.pending().blocks(group, key) {
+        let start = self.begin_read(group, std::slice::from_ref(key)).await;
+        if start.passes(self, group, key) {
             return Ok(None); // an eviction of it is pending retry
         }
         match self.lookup(group, key, Want::Peek, NO_LEASE).await? {
-            Lookup::Hit(kept) if stamps::stamped(kept.bytes()) => {
-                let holds = self.stamps_hold(kept.bytes(), capture.as_deref()).await;
-                Ok(holds.then_some(kept))
-            }
-            Lookup::Hit(kept) => Ok(Some(kept)),
+            Lookup::Hit(kept) => Ok(start.holds(self, &kept).await.then_some(kept)),
             Lookup::Miss(_) | Lookup::Held => Ok(None),
         }
     }
@@ -148,11 +139,9 @@ impl Cache {
         let ttl = ttl.unwrap_or(self.settings().default_ttl);
         let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
         let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
-        self.flights().detach(group, &key);
-        self.forget(Invalidation::Key(group, &key));
-        match &stored {
-            Ok(()) => metrics::stored(self.counters(), group),
-            Err(error) => retry::queue(self, Eviction::Key(group.to_owned(), key), error),
+        self.end_write(Invalidation::Key(group, &key), stored.as_ref().err());
+        if stored.is_ok() {
+            metrics::stored(self.counters(), group);
         }
         stored
     }
@@ -168,11 +157,7 @@ impl Cache {
         key: &(impl Serialize + ?Sized),
     ) -> Result<bool, Error> {
         let key = entry_key(group, key)?;
-        let deleted = self.invalidate(group, &key).await;
-        if let Err(error) = &deleted {
-            retry::queue(self, Eviction::Key(group.to_owned(), key), error);
-        }
-        deleted
+        self.evict(Invalidation::Key(group, &key)).await
     }
 
     /// Whether an entry holds a value.
@@ -188,11 +173,7 @@ impl Cache {
     /// reads past the group until it succeeds.
     pub async fn evict_group(&self, group: &str) -> Result<(), Error> {
         check_group(group)?;
-        let evicted = self.evict_group_unchecked(group).await;
-        if let Err(error) = &evicted {
-            retry::queue(self, Eviction::Group(group.to_owned()), error);
-        }
-        evicted
+        self.evict(Invalidation::Group(group)).await.map(drop)
     }
 
     /// Read-through: returns the cached value, or runs `loader`, stores its

@@ -385,6 +385,66 @@ macro_rules! with_two_caches {
     };
 }
 
+/// A Redis store of either shape, for cases that act on the server itself
+/// (refuse a command, plant a key): one server, or a 3-master cluster.
+pub enum Store {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    /// A cache on this store; each call makes another, as another process
+    /// would.
+    pub async fn cache(&self) -> Cache {
+        match self {
+            Store::Server(server) => server.cache().await,
+            Store::Cluster(cluster) => cluster.cache().await,
+        }
+    }
+
+    /// Runs a command on every node, through `redis-cli`.
+    pub fn on_every_node(&self, args: &[&str]) -> Vec<String> {
+        match self {
+            Store::Server(server) => vec![cli(server.port(), args)],
+            Store::Cluster(cluster) => cluster.on_every_node(args),
+        }
+    }
+
+    /// Runs a command that names `key` on the node that serves it.
+    pub fn on_key_node(&self, key: &str, args: &[&str]) -> String {
+        match self {
+            Store::Server(server) => cli(server.port(), args),
+            Store::Cluster(cluster) => cli(cluster.master_of(key), args),
+        }
+    }
+}
+
+/// Runs each case with a [`Store`]: `on_redis` (one server per test) and
+/// `on_cluster` (a 3-master cluster per test).
+#[macro_export]
+macro_rules! on_each_store {
+    ($($case:ident),* $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = $crate::support::RedisServer::start();
+                    super::$case($crate::support::Store::Server(server)).await;
+                }
+            )*
+        }
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = $crate::support::RedisCluster::start(3, 0);
+                    super::$case($crate::support::Store::Cluster(cluster)).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A local Redis Cluster for one test: `masters` masters with `replicas`
 /// replicas each, on free loopback ports, created with
 /// `redis-cli --cluster create` and stopped when dropped.

@@ -22,11 +22,9 @@ use crate::consistency::flight::Flights;
 use crate::consistency::pending::{Pending, Retrier};
 use crate::entry::envelope::{self, Meta};
 use crate::entry::shared::{Kept, Reader};
-use crate::entry::{EntryKey, Invalidation};
+use crate::entry::EntryKey;
 use crate::local::Local;
-use crate::observe::metrics;
 use crate::observe::{bump, Counters, Warning};
-use crate::Error;
 use breaker::Breaker;
 use builder::Settings;
 use health::Health;
@@ -130,28 +128,6 @@ impl Cache {
         &self.inner.flights
     }
 
-    /// Removes an entry, then detaches its flight in this process: a caller
-    /// arriving after this returns starts a new load.
-    pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
-        let existed = self.op(self.backend().invalidate(group, key)).await;
-        self.flights().detach(group, key);
-        self.forget(Invalidation::Key(group, key));
-        if existed.is_ok() {
-            metrics::evicted(self.counters(), group);
-        }
-        existed
-    }
-
-    pub(crate) async fn evict_group_unchecked(&self, group: &str) -> Result<(), Error> {
-        let evicted = self.op(self.backend().evict_group(group)).await;
-        self.flights().detach_group(group);
-        self.forget(Invalidation::Group(group));
-        if evicted.is_ok() {
-            metrics::evicted(self.counters(), group);
-        }
-        evicted
-    }
-
     /// The in-process write-behind logs, by group.
     pub(crate) fn write_behind_logs(&self) -> &crate::write_behind::memory::Logs {
         &self.inner.write_behind
@@ -160,14 +136,6 @@ impl Cache {
     /// The local tier, when there is one.
     pub(crate) fn local(&self) -> Option<&Local> {
         self.inner.local.as_deref()
-    }
-
-    /// Drops this process's local copies of what a write changes, before the
-    /// write returns (other processes hear of it by pub/sub).
-    pub(crate) fn forget(&self, invalidation: Invalidation<'_>) {
-        if let Some(local) = self.local() {
-            local.invalidate(&invalidation);
-        }
     }
 
     /// Evictions pending retry in this process.

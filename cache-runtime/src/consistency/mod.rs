@@ -1,9 +1,138 @@
-//! What a process keeps in memory so that its reads stay consistent with
-//! its writes: the loads in [flight](flight) per key (one load, the others
-//! follow it, and a write detaches it so later callers load afresh), and
-//! the evictions that failed and are [pending](pending) retry (read past
-//! until then). The [`Cache`](crate::Cache) holds this state; the flows act
-//! on it.
+//! The consistency core: what every path calls so that a write is visible
+//! on the next read, whichever path reads and whichever path wrote.
+//!
+//! Two calls, and the state behind them:
+//!
+//! - [`Cache::begin_read`] starts every read: the single-key attributes,
+//!   `each`, `get`/`has`/`get_or_load`, the HTTP layer's reads and the
+//!   dependency checks. Inside a load it pins the records of what is read
+//!   (so a write the read misses changes a token noted before it). The
+//!   [`ReadStart`] it returns says, per key, whether the read must pass the
+//!   cache by (an eviction of it failed and is [pending](pending) retry in
+//!   this process), whether the local tier may be read, and whether a
+//!   stamped hit still holds.
+//! - [`Cache::end_write`] ends every write: evictions, puts, group
+//!   evictions, `set`/`delete`/`evict_group`, the HTTP layer's writes,
+//!   write-behind, and a put stopped early. It detaches the key's (or the
+//!   group's) [flight](flight), so that a caller arriving after the write
+//!   loads afresh; drops this process's local copies; and when the write
+//!   failed, queues its eviction for [retry](retry) (read past
+//!   until then).
+//!
+//! No other code touches the flights' detaching, the pending evictions or
+//! the local tier's drops: a new path that reads or writes calls these two,
+//! and keeps every promise by doing so.
 
 pub(crate) mod flight;
+pub(crate) mod lease;
 pub(crate) mod pending;
+pub(crate) mod retry;
+pub(crate) mod write_guard;
+
+use std::sync::Arc;
+
+use crate::deps::capture::{self, Capture};
+use crate::deps::stamps;
+use crate::deps::Record;
+use crate::entry::shared::Kept;
+use crate::entry::{EntryKey, Invalidation};
+use crate::local::Local;
+use crate::observe::metrics;
+use crate::{Cache, Error};
+use pending::Eviction;
+
+/// A read once begun: what it may use. See [`Cache::begin_read`].
+pub(crate) struct ReadStart {
+    capture: Option<Arc<Capture>>,
+}
+
+impl Cache {
+    /// Begins a read of `keys` of `group`: inside a load, pins each key's
+    /// record before it is read. Every read path starts here.
+    pub(crate) async fn begin_read(&self, group: &str, keys: &[EntryKey]) -> ReadStart {
+        let capture = capture::current();
+        if let Some(capture) = &capture {
+            Box::pin(self.pin_reads(capture, group, keys)).await;
+        }
+        ReadStart { capture }
+    }
+
+    /// Ends a write of `written`: its flights detached, its local copies
+    /// dropped, and when it `failed`, its eviction queued for retry (this
+    /// process reads past it until that succeeds). Every write path ends
+    /// here, whether or not the write reached the backend.
+    pub(crate) fn end_write(&self, written: Invalidation<'_>, failed: Option<&Error>) {
+        match written {
+            Invalidation::Key(group, key) => self.flights().detach(group, key),
+            Invalidation::Group(group) => self.flights().detach_group(group),
+        }
+        if let Some(local) = self.local() {
+            local.invalidate(&written);
+        }
+        if let Some(error) = failed {
+            let eviction = match written {
+                Invalidation::Key(group, key) => Eviction::Key(group.to_owned(), key.clone()),
+                Invalidation::Group(group) => Eviction::Group(group.to_owned()),
+            };
+            retry::queue(self, eviction, error);
+        }
+    }
+
+    /// Evicts an entry or a group, and ends the write; says whether the
+    /// entry held a value (a group: `false`).
+    pub(crate) async fn evict(&self, target: Invalidation<'_>) -> Result<bool, Error> {
+        let evicted = self.evict_once(target).await;
+        self.end_write(target, evicted.as_ref().err());
+        evicted
+    }
+
+    /// One attempt at an eviction, counted when it succeeds; not ended.
+    pub(super) async fn evict_once(&self, target: Invalidation<'_>) -> Result<bool, Error> {
+        let (group, evicted) = match target {
+            Invalidation::Key(group, key) => {
+                (group, self.op(self.backend().invalidate(group, key)).await)
+            }
+            Invalidation::Group(group) => {
+                let evicted = self.op(self.backend().evict_group(group)).await;
+                (group, evicted.map(|()| false))
+            }
+        };
+        if evicted.is_ok() {
+            metrics::evicted(self.counters(), group);
+        }
+        evicted
+    }
+}
+
+impl ReadStart {
+    /// Whether the read of `key` must pass the cache by: an eviction of it,
+    /// or of its group, failed and waits for its retry, so what the cache
+    /// holds may be what that write replaced.
+    pub(crate) fn passes(&self, cache: &Cache, group: &str, key: &EntryKey) -> bool {
+        cache.pending().blocks(group, key)
+    }
+
+    /// The local tier, when this read may use it: not inside a load, which
+    /// pins what it reads in the backend (the tier may lag a write).
+    pub(crate) fn local<'c>(&self, cache: &'c Cache) -> Option<&'c Local> {
+        cache.local().filter(|_| self.capture.is_none())
+    }
+
+    /// Whether a hit may be served: one without dependency stamps always;
+    /// one with them while none of what it depends on has an eviction
+    /// pending here and every record still holds its stamped token (the
+    /// stamps are then noted in the load in progress, if any).
+    pub(crate) async fn holds(&self, cache: &Cache, kept: &Kept) -> bool {
+        if !stamps::stamped(kept.bytes()) {
+            return true;
+        }
+        let pending = cache.pending();
+        let passed = |group: &str, record: &Record| match record {
+            Record::Key(key) => pending.blocks(group, key),
+            Record::Group => pending.blocks_group(group),
+        };
+        cache
+            .stamps_hold(kept.bytes(), self.capture.as_deref(), passed)
+            .await
+    }
+}

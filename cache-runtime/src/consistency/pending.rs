@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use crate::entry::EntryKey;
+use crate::entry::{EntryKey, Invalidation};
 
 /// An eviction to retry.
 pub(crate) enum Eviction {
@@ -76,6 +76,14 @@ impl Eviction {
         self.parts().0
     }
 
+    /// What the eviction invalidates.
+    pub(crate) fn target(&self) -> Invalidation<'_> {
+        match self {
+            Eviction::Key(group, key) => Invalidation::Key(group, key),
+            Eviction::Group(group) => Invalidation::Group(group),
+        }
+    }
+
     fn parts(&self) -> (&str, Option<&EntryKey>) {
         match self {
             Eviction::Key(group, key) => (group, Some(key)),
@@ -85,7 +93,7 @@ impl Eviction {
 }
 
 /// Where a cache's failed evictions go: the queue of its background retry
-/// task (`flow::retry`), started with the first one.
+/// task ([`retry`](super::retry)), started with the first one.
 #[derive(Default)]
 pub(crate) struct Retrier {
     pub(crate) queue: Mutex<Option<mpsc::UnboundedSender<Eviction>>>,

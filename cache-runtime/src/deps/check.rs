@@ -1,5 +1,5 @@
 //! What the flows ask of dependencies: pin a read's record before the read
-//! ([`Cache::pin_read`]), check a stamped hit ([`Cache::stamps_hold`]), and
+//! ([`Cache::pin_reads`]), check a stamped hit ([`Cache::stamps_hold`]), and
 //! at the end of a load pin what it named and seal its stamps
 //! ([`Cache::finish_load`]).
 
@@ -18,15 +18,10 @@ use crate::Cache;
 const CLOCK_SLACK: Duration = Duration::from_millis(1);
 
 impl Cache {
-    /// Inside a load, before reading `(group, key)`: pins the key's record
-    /// and notes its token, so that a write the read misses changes a token
-    /// noted before it. A pin that fails leaves the load unstored.
-    pub(crate) async fn pin_read(&self, capture: &Capture, group: &str, key: &EntryKey) {
-        self.pin_reads(capture, group, std::slice::from_ref(key))
-            .await;
-    }
-
-    /// [`pin_read`](Self::pin_read) for keys of one group, in one script.
+    /// Inside a load, before reading keys of `group`: pins their records
+    /// (one script) and notes their tokens, so that a write the read misses
+    /// changes a token noted before it. A pin that fails leaves the load
+    /// unstored.
     pub(crate) async fn pin_reads(&self, capture: &Capture, group: &str, keys: &[EntryKey]) {
         let records: Vec<Record> = keys.iter().cloned().map(Record::Key).collect();
         let ttl = self.record_ttl(capture);
@@ -57,17 +52,22 @@ impl Cache {
 
     /// Whether each stamp of a stamped envelope still holds (one plain read
     /// per group); the stamps of a hit that holds are noted in the load in
-    /// progress, if any. A record that is gone, an eviction pending retry
-    /// in this process, or a failed read, fails the check.
-    pub(crate) async fn stamps_hold(&self, envelope: &[u8], capture: Option<&Capture>) -> bool {
+    /// progress, if any. A record that is gone, one the read must pass by
+    /// (`passed`: an eviction pending retry in this process), or a failed
+    /// read, fails the check.
+    pub(crate) async fn stamps_hold(
+        &self,
+        envelope: &[u8],
+        capture: Option<&Capture>,
+        passed: impl Fn(&str, &Record) -> bool,
+    ) -> bool {
         let Some(stamps) = stamps::read(envelope) else {
             return false;
         };
-        let pending = self.pending();
-        if stamps.iter().any(|stamp| match &stamp.record {
-            Record::Key(key) => pending.blocks(&stamp.group, key),
-            Record::Group => pending.blocks_group(&stamp.group),
-        }) {
+        if stamps
+            .iter()
+            .any(|stamp| passed(&stamp.group, &stamp.record))
+        {
             return false;
         }
         let groups = by_group(stamps.iter().map(|stamp| (stamp.group.as_str(), stamp)));

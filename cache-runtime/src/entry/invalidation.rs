@@ -10,6 +10,7 @@ pub(crate) fn invalidation_channel(prefix: &str, db: i64) -> String {
 }
 
 /// What a write invalidates.
+#[derive(Clone, Copy)]
 pub(crate) enum Invalidation<'a> {
     Key(&'a str, &'a EntryKey),
     Group(&'a str),

@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::fill::{reply_later, send};
-use super::lease::LeaseGuard;
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::{CacheValue, OptionKind};
 use crate::backend::{token, Lease, Lookup};
+use crate::consistency::lease::LeaseGuard;
 use crate::deps::capture::Capture;
-use crate::deps::stamps;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
 use crate::Cache;
@@ -163,18 +162,17 @@ where
     if wanted.is_empty() {
         return R::from_map(std::iter::empty().collect());
     }
-    let capture = crate::deps::capture::current();
-    if let Some(capture) = &capture {
-        let keys: Vec<EntryKey> = wanted.iter().map(|w| w.entry.clone()).collect();
-        cache.pin_reads(capture, group, &keys).await;
-    }
+    let entries: Vec<EntryKey> = wanted.iter().map(|w| w.entry.clone()).collect();
+    let start = cache.begin_read(group, &entries).await;
     let reader = policy.reader();
     let deadline = Instant::now() + policy.lock_bound(&cache);
     let mut found: Vec<(usize, R::Key, R::Value)> = Vec::new();
     let mut absent = 0;
     let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
-    let mut unleased: Vec<Wanted<R::Key>> = Vec::new();
-    let mut pending = wanted;
+    // A key whose eviction waits for its retry is read past the cache.
+    let (mut unleased, mut pending): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|w| start.passes(&cache, group, &w.entry));
     let mut peek = true;
     let mut pause = Duration::from_millis(1);
     while !pending.is_empty() {
@@ -188,8 +186,7 @@ where
         for (mut w, claim) in pending.into_iter().zip(claims) {
             match claim {
                 Claim::Hit(kept) => {
-                    let holds = !stamps::stamped(kept.bytes())
-                        || cache.stamps_hold(kept.bytes(), capture.as_deref()).await;
+                    let holds = start.holds(&cache, &kept).await;
                     match holds.then(|| cache.open(group, &w.entry, &kept, &reader)) {
                         Some(Some((Some(value), _))) => found.push((w.at, w.key, value)),
                         Some(Some((None, _))) => absent += 1,

@@ -6,9 +6,8 @@ use std::future::Future;
 use tracing::Instrument;
 
 use super::read::call_span;
-use super::retry::{self, Eviction};
 use super::returns::Outcome;
-use crate::entry::EntryKey;
+use crate::entry::{EntryKey, Invalidation};
 use crate::{Cache, Error};
 
 /// What a `#[cache_evict]` evicts.
@@ -49,25 +48,16 @@ where
 
 pub(crate) async fn evict_now(cache: &Cache, group: &str, target: Target) {
     match target {
-        Target::All => {
-            if let Err(error) = cache.evict_group_unchecked(group).await {
-                retry::queue(cache, Eviction::Group(group.to_owned()), &error);
-            }
-        }
-        Target::Key(Ok(key)) => evict_key(cache, group, key).await,
+        Target::All => drop(cache.evict(Invalidation::Group(group)).await),
+        Target::Key(Ok(key)) => drop(cache.evict(Invalidation::Key(group, &key)).await),
         Target::Keys(Ok(keys)) => {
-            let each = keys.into_iter().map(|key| evict_key(cache, group, key));
+            let each = keys
+                .iter()
+                .map(|key| cache.evict(Invalidation::Key(group, key)));
             futures_util::future::join_all(each).await;
         }
         Target::Key(Err(error)) | Target::Keys(Err(error)) => {
             tracing::error!(group, %error, "cache key does not encode; the entry cannot be evicted");
         }
-    }
-}
-
-/// Evicts one entry, its eviction retried in the background if it fails.
-async fn evict_key(cache: &Cache, group: &str, key: EntryKey) {
-    if let Err(error) = cache.invalidate(group, &key).await {
-        retry::queue(cache, Eviction::Key(group.to_owned(), key), &error);
     }
 }

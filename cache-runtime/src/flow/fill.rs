@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tracing::{Instrument, Span};
 
-use super::lease::LeaseGuard;
 use crate::backend::Backend;
+use crate::consistency::lease::LeaseGuard;
 use crate::entry::EntryKey;
 use crate::observe::{metrics, ok_or_warn};
 use crate::Cache;
@@ -41,7 +41,7 @@ pub(super) async fn fill(
     if outcome.is_err() && lease.owned() {
         // The store (or release) may not have happened: give the lease back,
         // so that the next caller need not wait for it.
-        crate::flow::lease::release_later(cache, group.to_owned(), key.clone(), held);
+        crate::consistency::lease::release_later(cache, group.to_owned(), key.clone(), held);
     }
     ok_or_warn(cache.counters(), "store", group, outcome);
 }

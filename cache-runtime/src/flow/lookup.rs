@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{token, Lease, Lookup, Want};
 use crate::consistency::flight::{self, FlightGuard, Joined};
-use crate::deps::capture::{self, Capture};
+use crate::consistency::lease::LeaseGuard;
+use crate::consistency::ReadStart;
 use crate::deps::stamps;
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
-use crate::flow::lease::LeaseGuard;
 use crate::observe::ok_or_warn;
 use crate::{Cache, Error};
 
@@ -59,28 +59,23 @@ pub(crate) struct Read<'c> {
 impl<'c> Read<'c> {
     /// Resolves the read; `reader` opens what it finds.
     pub(crate) async fn resolve<V>(&self, reader: &Reader<V>) -> Found<'c, V> {
-        // Inside a load, the key's dependency record is pinned before the
-        // read, and the local tier (which may lag a write) is not read.
-        let capture = capture::current();
-        if let Some(capture) = &capture {
-            Box::pin(self.cache.pin_read(capture, self.group, self.key)).await;
-        }
-        if self.cache.pending().blocks(self.group, self.key) {
+        let start = self
+            .cache
+            .begin_read(self.group, std::slice::from_ref(self.key))
+            .await;
+        if start.passes(self.cache, self.group, self.key) {
             // An eviction of this key failed and is being retried: the
             // cached value may be stale, so read past it.
             return load_without_cache();
         }
-        if let Some(kept) = self
-            .cache
-            .local()
-            .filter(|_| capture.is_none())
+        if let Some(kept) = start
+            .local(self.cache)
             .and_then(|local| local.get(self.group, self.key))
         {
             if let Some((value, meta)) = self.cache.open(self.group, self.key, &kept, reader) {
                 return Found::Hit(value, meta);
             }
         }
-        let capture = capture.as_deref();
         // Hits, the common case, are plain reads; only a miss takes a lease.
         let mut answer = self.lookup(Want::Peek).await;
         let mut peeked = true;
@@ -93,7 +88,7 @@ impl<'c> Read<'c> {
             };
             match found {
                 Answer::Hit(kept) if stamps::stamped(kept.bytes()) => {
-                    return Box::pin(self.stamped(kept, reader, capture, leading.take())).await;
+                    return Box::pin(self.stamped(kept, reader, &start, leading.take())).await;
                 }
                 Answer::Hit(kept) => match self.open(&kept, reader) {
                     Some(hit) => return hit,
@@ -127,7 +122,7 @@ impl<'c> Read<'c> {
                 // Another process loads it: wait for that, leading here.
                 Answer::Held if leading.is_some() => {
                     return match leading.take() {
-                        Some(flight) => self.wait_for(flight, reader, capture).await,
+                        Some(flight) => self.wait_for(flight, reader, &start).await,
                         None => load_without_cache(),
                     };
                 }
@@ -139,7 +134,7 @@ impl<'c> Read<'c> {
                     match self.cache.flights().join(self.group, self.key) {
                         Joined::Follower(done) => flight::wait(done).await,
                         Joined::Leader(flight) => {
-                            return self.wait_for(flight, reader, capture).await
+                            return self.wait_for(flight, reader, &start).await
                         }
                     }
                     answer = self.lookup(Want::Peek).await;
@@ -157,7 +152,7 @@ impl<'c> Read<'c> {
         &self,
         flight: FlightGuard<'c>,
         reader: &Reader<V>,
-        capture: Option<&Capture>,
+        start: &ReadStart,
     ) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
         let mut delay = FIRST_POLL;
@@ -182,7 +177,7 @@ impl<'c> Read<'c> {
             };
             match answer {
                 Some(Answer::Hit(kept)) if stamps::stamped(kept.bytes()) => {
-                    return Box::pin(self.stamped(kept, reader, capture, Some(flight))).await;
+                    return Box::pin(self.stamped(kept, reader, start, Some(flight))).await;
                 }
                 Some(Answer::Hit(kept)) => match self.open(&kept, reader) {
                     Some(hit) => return hit,
@@ -217,10 +212,10 @@ impl<'c> Read<'c> {
         &self,
         kept: Arc<Kept>,
         reader: &Reader<V>,
-        capture: Option<&Capture>,
+        start: &ReadStart,
         flight: Option<FlightGuard<'c>>,
     ) -> Found<'c, V> {
-        if self.cache.stamps_hold(kept.bytes(), capture).await {
+        if start.holds(self.cache, &kept).await {
             return match self.open(&kept, reader) {
                 Some(hit) => hit,
                 None => self.reload(flight).await,
@@ -234,7 +229,7 @@ impl<'c> Read<'c> {
             Some(Answer::Held) => {
                 let flight =
                     flight.unwrap_or_else(|| self.cache.flights().lead(self.group, self.key));
-                Box::pin(self.wait_for(flight, reader, capture)).await
+                Box::pin(self.wait_for(flight, reader, start)).await
             }
             Some(Answer::Hit(_)) | None => Found::Load {
                 lease: None,

@@ -25,11 +25,8 @@
 pub(crate) mod each;
 pub(crate) mod evict;
 pub(crate) mod fill;
-pub(crate) mod lease;
 pub(crate) mod lookup;
 pub(crate) mod policy;
 pub(crate) mod put;
 pub(crate) mod read;
-pub(crate) mod retry;
 pub(crate) mod returns;
-pub(crate) mod write_guard;

@@ -8,10 +8,9 @@ use tracing::Instrument;
 use super::each::Bulk;
 use super::policy::Policy;
 use super::read::{call_span, load};
-use super::retry::{self, Eviction};
 use super::returns::{CacheValue, Kind, OptionKind};
-use super::write_guard::WriteGuard;
 use crate::backend::{Ticket, WriteEnd};
+use crate::consistency::write_guard::WriteGuard;
 use crate::deps::capture::Capture;
 use crate::entry::{EntryKey, Invalidation};
 use crate::observe::{metrics, ok_or_warn};
@@ -178,17 +177,14 @@ async fn finish(cache: &Cache, group: &str, write: Write, end: WriteEnd) {
         // Without a registered write no store is safe; drop the old value.
         (None, _) => cache.op(backend.invalidate(group, &key)).await,
     };
-    cache.flights().detach(group, &key);
-    cache.forget(Invalidation::Key(group, &key));
-    if stores && matches!(outcome, Ok(true)) {
-        metrics::stored(cache.counters(), group);
-    }
-    if let Err(error) = outcome {
-        if evicts {
-            // The old value may still be there: make sure it goes.
-            retry::queue(cache, Eviction::Key(group.to_owned(), key), &error);
-        } else {
+    // A failed store or eviction may leave the old value: it must go.
+    let failed = outcome.as_ref().err().filter(|_| evicts);
+    cache.end_write(Invalidation::Key(group, &key), failed);
+    match outcome {
+        Ok(true) if stores => metrics::stored(cache.counters(), group),
+        Err(error) if !evicts => {
             ok_or_warn(cache.counters(), "write", group, Err::<(), _>(error));
         }
+        _ => {}
     }
 }

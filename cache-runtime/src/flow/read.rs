@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, Span};
 
 use super::fill::{fill, send_fill};
-use super::lease::LeaseGuard;
 use super::lookup::{Found, Read};
 use super::policy::Policy;
 use super::returns::Kind;
 use crate::consistency::flight::FlightGuard;
+use crate::consistency::lease::LeaseGuard;
 use crate::deps::capture::Capture;
 use crate::entry::EntryKey;
 use crate::observe::metrics;

@@ -353,8 +353,10 @@ where
         let appended = cache
             .op(shared.log.append(cache, group, &entry, json, bytes, ttl))
             .await;
-        cache.flights().detach(group, &entry);
-        cache.forget(Invalidation::Key(group, &entry));
+        // Not evicted when the append fails: the entry and the log change
+        // together or not at all, and until the database has a write the
+        // entry is what holds it.
+        cache.end_write(Invalidation::Key(group, &entry), None);
         let id = appended?;
         metrics::stored(cache.counters(), group);
         bump(&cache.counters().behind_writes);

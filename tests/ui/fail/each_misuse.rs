@@ -37,4 +37,16 @@ async fn find_products(ids: Vec<u64>) -> Result<HashMap<u64, u64>, String> {
     Ok(ids.into_iter().map(|id| (id, id)).collect())
 }
 
+// ...and has no lock to turn off, nor values to refresh early: every
+// element is loaded under its own lease.
+#[cached(group = "products", each = ids, lock = false)]
+async fn get_unlocked(ids: Vec<u64>) -> HashMap<u64, u64> {
+    ids.into_iter().map(|id| (id, id)).collect()
+}
+
+#[cached(group = "products", each = ids, early)]
+async fn get_early(ids: Vec<u64>) -> HashMap<u64, u64> {
+    ids.into_iter().map(|id| (id, id)).collect()
+}
+
 fn main() {}

@@ -1,4 +1,8 @@
-//! Non-finite floats in key values, which serde_json writes as `null`.
+//! Floats in key values: negative zero, and the non-finite floats, which
+//! serde_json writes as `null`.
+//!
+//! `-0.0 == 0.0` in Rust, so an eviction at one must reach the entry stored
+//! at the other: both formatters write every zero as `0.0`.
 //!
 //! `f64::NAN`, `f64::INFINITY` and `f64::NEG_INFINITY` would otherwise share
 //! a key with each other and with `None` and `()`. A key whose JSON holds a
@@ -34,6 +38,15 @@ impl Formatter for NullFormatter<'_> {
         self.wrote_null.set(true);
         CompactFormatter.write_null(writer)
     }
+
+    fn write_f32<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
+        // `-0.0 + 0.0` is `0.0`; every other value is itself.
+        CompactFormatter.write_f32(writer, value + 0.0)
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        CompactFormatter.write_f64(writer, value + 0.0)
+    }
 }
 
 /// serde_json's compact output, writing the token [`Floats`] names where
@@ -46,6 +59,14 @@ impl Formatter for FloatFormatter {
             Some(token) => writer.write_all(token.as_bytes()),
             None => CompactFormatter.write_null(writer),
         }
+    }
+
+    fn write_f32<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
+        CompactFormatter.write_f32(writer, value + 0.0)
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        CompactFormatter.write_f64(writer, value + 0.0)
     }
 }
 

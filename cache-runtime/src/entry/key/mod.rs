@@ -351,6 +351,18 @@ mod tests {
         assert_eq!(key(&None::<u8>).as_str(), "null");
     }
 
+    #[test]
+    fn negative_zero_is_zero() {
+        let key = |value: &dyn erased_serde::Serialize| EntryKey::new(value).unwrap();
+        assert_eq!(key(&-0.0f64), key(&0.0f64));
+        assert_eq!(key(&(-0.0f32, "a")), key(&(0.0f32, "a")));
+        assert_eq!(key(&Some(-0.0f64)).as_str(), "0.0");
+        let map = |zero: f64| std::collections::HashMap::from([(ordered(zero), zero)]);
+        assert_eq!(key(&map(-0.0)), key(&map(0.0)));
+        assert_ne!(key(&-1.0f64), key(&1.0f64));
+        assert_eq!(key(&(-0.0f64, f64::NAN)), key(&(0.0f64, f64::NAN)));
+    }
+
     /// A float as a map key.
     #[derive(PartialEq, Eq, Hash, Serialize)]
     struct Ordered(#[serde(serialize_with = "as_f64")] u64);

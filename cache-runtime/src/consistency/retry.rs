@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::pending::Eviction;
 use crate::cache::Inner;
-pub(crate) use crate::consistency::pending::Eviction;
 use crate::observe::{bump, Warning};
 use crate::{Cache, Error};
 
@@ -125,10 +125,10 @@ async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Evicti
     }
 }
 
-/// Runs an eviction again.
+/// Runs an eviction again; once it succeeds, the write ends as any does.
 async fn run(eviction: &Eviction, cache: &Cache) -> Result<(), Error> {
-    match eviction {
-        Eviction::Key(group, key) => cache.invalidate(group, key).await.map(drop),
-        Eviction::Group(group) => cache.evict_group_unchecked(group).await,
-    }
+    let target = eviction.target();
+    cache.evict_once(target).await?;
+    cache.end_write(target, None);
+    Ok(())
 }

