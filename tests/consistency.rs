@@ -145,3 +145,52 @@ mod zero {
     use super::*;
     on_each_backend!(negative_zero_is_the_entry_of_zero);
 }
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Missing {
+    NotFound,
+}
+
+/// Ids from 100 up do not exist; that is remembered (`cache_err`).
+#[cached(group = "rows", ttl = 60, skip(cache, db), cache = cache, cache_err = |e| *e == Missing::NotFound)]
+async fn find_row(cache: &Cache, db: &Db, id: u64) -> Result<u64, Missing> {
+    db.load(&[id]);
+    if id >= 100 {
+        return Err(Missing::NotFound);
+    }
+    Ok(db.row(id))
+}
+
+#[cached(group = "rows", ttl = 60, each = ids, skip(cache, db), cache = cache)]
+async fn find_rows(cache: &Cache, db: &Db, ids: &[u64]) -> Result<HashMap<u64, u64>, Missing> {
+    Ok(db
+        .load(ids)
+        .into_iter()
+        .filter(|(id, _)| *id < 100)
+        .collect())
+}
+
+/// A group where a single-key function stores its not-found (`cache_err`)
+/// and a bulk call reads: the bulk call reads the stored error as an absent
+/// element, without running its body for it, and leaves it stored.
+async fn a_bulk_read_takes_a_stored_error_for_absent(cache: Cache) {
+    let db = Db::default();
+    assert_eq!(find_row(&cache, &db, 100).await, Err(Missing::NotFound));
+    assert_eq!(find_row(&cache, &db, 100).await, Err(Missing::NotFound));
+    assert_eq!(db.loads(), vec![vec![100]], "the not-found is cached");
+    assert_eq!(find_rows(&cache, &db, &[1, 100]).await, Ok([(1, 1)].into()));
+    assert_eq!(db.loads(), vec![vec![1]], "the stored error is absent");
+    assert_eq!(find_rows(&cache, &db, &[1, 100]).await, Ok([(1, 1)].into()));
+    assert_eq!(find_row(&cache, &db, 100).await, Err(Missing::NotFound));
+    assert_eq!(db.loads(), Vec::<Vec<u64>>::new(), "and stays stored");
+    assert_eq!(
+        cache.stats().undecodable,
+        0,
+        "nothing is taken for another type"
+    );
+}
+
+mod negative {
+    use super::*;
+    on_each_backend!(a_bulk_read_takes_a_stored_error_for_absent);
+}

@@ -1,5 +1,6 @@
-//! Stamps at the tail of an envelope. An envelope with stamps has format
-//! byte [`STAMPED`]; what follows its payload is, per stamp:
+//! Stamps at the tail of an envelope. An envelope with stamps says so in
+//! its format byte ([`envelope::stamped`]); what follows its payload is, per
+//! stamp:
 //!
 //! ```text
 //! u8   kind: 0 a key, 1 a group
@@ -12,21 +13,17 @@
 //! hit tells the two apart by one byte.
 
 use super::{Record, Stamp};
-use crate::entry::envelope::{self, STAMPED};
+use crate::entry::envelope;
 use crate::entry::EntryKey;
 
-/// Whether an envelope carries stamps.
-#[inline]
-pub(crate) fn stamped(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&STAMPED)
-}
+pub(crate) use envelope::stamped;
 
 /// Appends `stamps` to an envelope made by `envelope::seal`.
 pub(crate) fn attach(bytes: &mut Vec<u8>, stamps: &[Stamp]) {
     if stamps.is_empty() {
         return;
     }
-    bytes[0] = STAMPED;
+    envelope::mark_stamped(bytes);
     for stamp in stamps {
         let (kind, key) = match &stamp.record {
             Record::Key(key) => (0u8, key.as_str()),

@@ -1,8 +1,8 @@
 //! The versioned envelope around every stored value.
 //!
 //! ```text
-//! byte 0       format version (1; 2 when dependency stamps follow the
-//!              value, `deps::stamps`)
+//! byte 0       format: 1 a value, 3 an error cached by `cache_err`; one
+//!              more (2, 4) when dependency stamps follow (`deps::stamps`)
 //! bytes 1..9   fingerprint of the value's type ([`fingerprint`]; FNV-1a,
 //!              little endian); for an error cached by `cache_err`, of
 //!              `Failure<E>`
@@ -33,8 +33,33 @@ use crate::error::Error;
 
 const FORMAT: u8 = 1;
 /// The format of an envelope whose value is followed by dependency stamps.
-pub(crate) const STAMPED: u8 = 2;
+const STAMPED: u8 = 2;
+/// The format of an error stored by `cache_err`, which a reader without an
+/// error type (an `Option` function, a bulk call's element) reads as absent.
+const FAILURE: u8 = 3;
+const FAILURE_STAMPED: u8 = 4;
 const HEADER: usize = 37;
+
+/// Whether an envelope carries dependency stamps after its value.
+#[inline]
+pub(crate) fn stamped(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&(STAMPED | FAILURE_STAMPED)))
+}
+
+/// Marks an envelope as followed by dependency stamps.
+pub(crate) fn mark_stamped(bytes: &mut [u8]) {
+    if let Some(format) = bytes.first_mut() {
+        *format = match *format {
+            FAILURE | FAILURE_STAMPED => FAILURE_STAMPED,
+            _ => STAMPED,
+        };
+    }
+}
+
+/// Whether an envelope holds an error stored by `cache_err`.
+fn failure(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&(FAILURE | FAILURE_STAMPED)))
+}
 
 /// The timing data of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +112,12 @@ impl fmt::Display for OpenError {
             OpenError::Truncated(len) => {
                 write!(f, "entry of {len} bytes is shorter than its header")
             }
-            OpenError::Version(v) => write!(f, "entry has format version {v}, expected {FORMAT}"),
+            OpenError::Version(v) => {
+                write!(
+                    f,
+                    "entry has format {v}, expected {FORMAT} to {FAILURE_STAMPED}"
+                )
+            }
             OpenError::Type(reader) => {
                 write!(f, "entry was stored for another type than `{reader}`")
             }
@@ -127,13 +157,15 @@ pub(crate) fn seal_error<E: Serialize>(
     load: Duration,
     fresh: Duration,
 ) -> Result<Vec<u8>, Error> {
-    seal_as(
+    let mut bytes = seal_as(
         fingerprint::sealed::<Failure<E>>(),
         codec,
         error,
         load,
         fresh,
-    )
+    )?;
+    bytes[0] = FAILURE;
+    Ok(bytes)
 }
 
 fn seal_as<T: Serialize>(
@@ -229,13 +261,16 @@ pub(crate) fn seal_option<T: Serialize>(
 }
 
 /// Decodes an envelope made by [`seal_option`], or by [`seal`] for `T` or
-/// for `Option<T>`.
+/// for `Option<T>`; an error stored by `cache_err` (a function of the same
+/// group that returns a `Result`: its not-found, say) is absent.
 pub(crate) fn open_option<T: DeserializeOwned>(
     codec: &ValueCodec,
     bytes: &[u8],
 ) -> Result<(Option<T>, Meta), OpenError> {
     let (found, meta, payload) = header(bytes)?;
-    let value = if fingerprint::holds::<T>(found) {
+    let value = if failure(bytes) {
+        None
+    } else if fingerprint::holds::<T>(found) {
         Some(codec.decode(payload).map_err(OpenError::Codec)?)
     } else if fingerprint::holds::<Option<T>>(found) {
         codec.decode(payload).map_err(OpenError::Codec)?
@@ -248,7 +283,7 @@ pub(crate) fn open_option<T: DeserializeOwned>(
 /// What follows the value of a stamped envelope; `None` for another.
 pub(crate) fn tail(bytes: &[u8]) -> Option<&[u8]> {
     let (_, _, payload) = header(bytes).ok()?;
-    (bytes[0] == STAMPED).then(|| &bytes[HEADER + payload.len()..])
+    stamped(bytes).then(|| &bytes[HEADER + payload.len()..])
 }
 
 /// Checks an envelope's version and length; its fingerprint, timing data
@@ -257,7 +292,7 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta, &[u8]), OpenError> {
     if bytes.len() < HEADER {
         return Err(OpenError::Truncated(bytes.len()));
     }
-    if bytes[0] != FORMAT && bytes[0] != STAMPED {
+    if !(FORMAT..=FAILURE_STAMPED).contains(&bytes[0]) {
         return Err(OpenError::Version(bytes[0]));
     }
     let field = |range: std::ops::Range<usize>| {
@@ -266,10 +301,10 @@ fn header(bytes: &[u8]) -> Result<(u64, Meta, &[u8]), OpenError> {
         u64::from_le_bytes(le)
     };
     let len = usize::try_from(field(29..37)).unwrap_or(usize::MAX);
-    let whole = if bytes[0] == FORMAT {
-        len == bytes.len() - HEADER
-    } else {
+    let whole = if stamped(bytes) {
         len <= bytes.len() - HEADER
+    } else {
+        len == bytes.len() - HEADER
     };
     if !whole {
         return Err(OpenError::Truncated(bytes.len()));
@@ -371,5 +406,23 @@ mod tests {
             open_result::<String, String>(&Json, &other),
             Err(OpenError::Type(_))
         ));
+    }
+
+    #[test]
+    fn a_cached_error_is_absent_to_a_reader_without_one_stamped_or_not() {
+        let mut error =
+            seal_error(&Json, &"gone".to_owned(), Duration::ZERO, Duration::ZERO).unwrap();
+        assert!(matches!(open_option::<u32>(&Json, &error), Ok((None, _))));
+        assert!(!stamped(&error));
+        mark_stamped(&mut error);
+        error.push(0); // a stamp's first byte
+        assert!(stamped(&error));
+        assert!(matches!(open_option::<u32>(&Json, &error), Ok((None, _))));
+        let opened = open_result::<u32, String>(&Json, &error).unwrap().0;
+        assert_eq!(opened, Err("gone".to_owned()));
+        let mut value = seal(&Json, &3u32, Duration::ZERO, Duration::ZERO).unwrap();
+        mark_stamped(&mut value);
+        assert!(stamped(&value));
+        assert_eq!(open_option::<u32>(&Json, &value).unwrap().0, Some(3));
     }
 }
