@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cache_runtime::{cache_evict, cached, Cache};
+use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use support::{eventually, Store};
 
 /// A table whose rows change: every read is counted, per id.
@@ -193,4 +193,86 @@ async fn a_bulk_read_takes_a_stored_error_for_absent(cache: Cache) {
 mod negative {
     use super::*;
     on_each_backend!(a_bulk_read_takes_a_stored_error_for_absent);
+}
+
+#[cached(group = "items", ttl = 60, skip(cache, db), cache = cache)]
+async fn item_page(cache: &Cache, db: &Db, ids: Vec<u64>) -> Vec<u64> {
+    db.load(&[]);
+    let mut page = Vec::new();
+    for id in ids {
+        page.push(get_item(cache, db, id).await);
+    }
+    page
+}
+
+#[cache_put(group = "items", ttl = 60, key = id, skip(cache, db), cache = cache)]
+async fn put_item(cache: &Cache, db: &Db, id: u64, value: u64) -> u64 {
+    db.set(id, value);
+    value
+}
+
+/// Puts another Redis type at one of the cache's keys: a hash where a
+/// string belongs, a string where a hash does.
+fn plant(store: &Store, key: &str) {
+    let _ = store.on_key_node(key, &["DEL", key]);
+    let planted = match key.rsplit(':').next() {
+        Some("1") if key.contains(":l:") || key.contains(":w:") => {
+            store.on_key_node(key, &["SET", key, "planted"])
+        }
+        _ => store.on_key_node(key, &["HSET", key, "planted", "1"]),
+    };
+    assert!(
+        ["OK", "1"].contains(&planted.trim()),
+        "planted {key}: {planted}"
+    );
+}
+
+/// Every key of the cache's namespace that holds another Redis type (a
+/// dependency record, the group's records, its generation, a lease, a
+/// writer record) is repaired by the write that meets it, and the write
+/// goes through: another process reads the new value at once.
+async fn a_key_of_the_wrong_type_is_repaired_and_the_write_goes_through(store: Store) {
+    let (a, b) = (store.cache().await, store.cache().await);
+    let db = Db::default();
+    let suffixes = ["v:1", "gv", "gt", "gen", "l:1", "w:1"];
+    for (round, suffix) in suffixes.into_iter().enumerate() {
+        let key = format!("cache:{{items}}:{suffix}");
+        let round = 10 * (round as u64 + 1);
+        plant(&store, &key);
+        assert_eq!(item_page(&b, &db, vec![1]).await, vec![db.row(1)]);
+        db.loads();
+        assert_eq!(item_page(&b, &db, vec![1]).await, vec![db.row(1)]);
+        assert!(db.loads().is_empty(), "{suffix}: the page is stored");
+
+        plant(&store, &key);
+        db.set(1, round + 1);
+        delete_item(&a, 1).await.unwrap();
+        assert_eq!(get_item(&b, &db, 1).await, round + 1, "{suffix}: evicted");
+        assert_eq!(item_page(&b, &db, vec![1]).await, vec![round + 1]);
+
+        plant(&store, &key);
+        assert_eq!(put_item(&a, &db, 1, round + 2).await, round + 2);
+        assert_eq!(get_item(&b, &db, 1).await, round + 2, "{suffix}: put");
+        assert_eq!(item_page(&b, &db, vec![1]).await, vec![round + 2]);
+
+        plant(&store, &key);
+        db.set(1, round + 3);
+        a.evict_group("items").await.unwrap();
+        assert_eq!(get_item(&b, &db, 1).await, round + 3, "{suffix}: group");
+        assert_eq!(item_page(&b, &db, vec![1]).await, vec![round + 3]);
+        db.loads();
+    }
+    let stats = (a.stats(), b.stats());
+    assert_eq!(stats.0.evictions_queued, 0, "no write failed");
+    assert!(
+        stats.0.repaired + stats.1.repaired >= suffixes.len() as u64,
+        "repairs counted: {} and {}",
+        stats.0.repaired,
+        stats.1.repaired
+    );
+}
+
+mod wrong_type {
+    use super::*;
+    on_each_store!(a_key_of_the_wrong_type_is_repaired_and_the_write_goes_through);
 }

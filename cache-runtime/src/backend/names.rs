@@ -76,6 +76,26 @@ impl Names {
         format!("{base}{GROUP_RECORD}")
     }
 
+    /// Every key of this entry and of its group that a write may touch,
+    /// with the Redis type it holds: what is repaired when one holds
+    /// another type.
+    pub(crate) fn typed(&self) -> Vec<(String, &'static str)> {
+        let base = &self.gen()[..self.entry_start - GEN.len()];
+        let mut keys = group_typed(base);
+        keys.extend(self.own_typed());
+        keys
+    }
+
+    /// The entry's own keys, with the Redis type each holds.
+    pub(crate) fn own_typed(&self) -> [(String, &'static str); 4] {
+        [
+            (self.entry().to_owned(), "string"),
+            (self.writers(), "hash"),
+            (self.lease(), "hash"),
+            (self.record(), "string"),
+        ]
+    }
+
     /// The name of another key of this entry: `P:{G}:<kind>K`.
     fn beside(&self, kind: &str) -> String {
         let base = &self.gen()[..self.entry_start - GEN.len()];
@@ -86,6 +106,16 @@ impl Names {
         name.push_str(key);
         name
     }
+}
+
+/// The keys of a group itself, named from its base `P:{G}:`, with the
+/// Redis type each holds: its generation, when it was last evicted, and its
+/// dependency record.
+pub(crate) fn group_typed(base: &str) -> Vec<(String, &'static str)> {
+    [GEN, EVICTED, GROUP_RECORD]
+        .into_iter()
+        .map(|name| (format!("{base}{name}"), "string"))
+        .collect()
 }
 
 /// The name of one of a group's keys, `P:{G}:<name>`: in the group's hash

@@ -195,12 +195,18 @@ impl Log {
         };
         let names = backend.names(group, key);
         let mut script = backend.storing(group, key, &names, value, ttl);
+        let pending = self.pending(key.as_str());
         script
-            .key(self.pending(key.as_str()))
+            .key(&pending)
             .key(&self.stream)
             .arg(key_json)
             .arg(key.as_str());
-        let id: String = backend.run(&names, &script).await?;
+        let typed = || {
+            let mut typed = names.typed();
+            typed.extend([(pending.clone(), "hash"), (self.stream.clone(), "stream")]);
+            typed
+        };
+        let id: String = backend.run(typed, &script).await?;
         parse_id(&id)
     }
 

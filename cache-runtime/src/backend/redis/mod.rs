@@ -40,7 +40,7 @@ use super::batch::Batcher;
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
 use crate::backend::deadline::Deadline;
-use crate::backend::names::{group_gen, group_key, Names, EVICTED, GROUP_RECORD};
+use crate::backend::names::{group_gen, group_key, group_typed, Names, EVICTED, GROUP_RECORD};
 use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
@@ -162,25 +162,26 @@ impl Redis {
     }
 
     /// Runs a script; when a key it touches holds another type, deletes the
-    /// keys of the wrong type and runs it once more.
+    /// keys of the wrong type among `typed` (every key the script may touch,
+    /// with the type it must hold) and runs it once more.
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
-        names: &Names,
+        typed: impl FnOnce() -> Vec<(String, &'static str)>,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, Error> {
         match script.invoke_async(&mut self.conn.clone()).await {
             Err(error) if error.code() == Some("WRONGTYPE") => {
-                let repaired: i64 = REPAIR
-                    .key(names.entry())
-                    .key(names.writers())
-                    .key(names.gen())
-                    .key(names.lease())
-                    .invoke_async(&mut self.conn.clone())
-                    .await?;
+                let typed = typed();
+                let mut repair = REPAIR.prepare_invoke();
+                for (key, kind) in &typed {
+                    repair.key(key).arg(*kind);
+                }
+                let repaired: i64 = repair.invoke_async(&mut self.conn.clone()).await?;
                 if repaired > 0 {
                     bump(&self.counters.repaired);
                     tracing::warn!(
-                        entry = names.entry(),
+                        key = typed.first().map(|(key, _)| key.as_str()),
+                        repaired,
                         "cache keys held another Redis type; deleted them"
                     );
                 }
@@ -278,7 +279,7 @@ impl Redis {
             .arg(token)
             .arg(self.lease_ms)
             .arg(super::token());
-        let reply: Value = match self.run(&names, &script).await {
+        let reply: Value = match self.run(|| names.typed(), &script).await {
             // Redis is full: plain reads, which it still accepts.
             Err(error) if is_oom(&error) => return self.batcher.peek(names, deadline).await,
             other => other?,
@@ -311,7 +312,7 @@ impl Redis {
         let names = self.names(group, key);
         let mut script = RELEASE.key(names.lease());
         script.arg(&lease.token);
-        let _: i64 = self.run(&names, &script).await?;
+        let _: i64 = self.run(|| names.typed(), &script).await?;
         Ok(())
     }
 
@@ -332,7 +333,7 @@ impl Redis {
             .arg(&lease.gen)
             .arg(bytes)
             .arg(millis(ttl));
-        let stored: i64 = self.run(&names, &script).await?;
+        let stored: i64 = self.run(|| names.typed(), &script).await?;
         let mut filled = self.filled();
         if !filled.contains(group) {
             filled.insert(group.to_owned());
@@ -353,7 +354,7 @@ impl Redis {
             .arg(token)
             .arg(self.lease_ms)
             .arg(super::token());
-        let gen: String = self.run(&names, &script).await?;
+        let gen: String = self.run(|| names.typed(), &script).await?;
         Ok(Ticket {
             token: token.to_owned(),
             gen,
@@ -387,7 +388,7 @@ impl Redis {
             .arg(ttl)
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
-        match self.run::<i64>(&names, &script).await {
+        match self.run::<i64>(|| names.typed(), &script).await {
             // The writer record stays until its TTL: later puts evict.
             Err(error) if is_oom(&error) && mode != "abort" => {
                 self.delete_entry(&names).await.map(|_| false)
@@ -407,7 +408,7 @@ impl Redis {
             .key(names.group_record())
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
-        match self.run::<i64>(&names, &script).await {
+        match self.run::<i64>(|| names.typed(), &script).await {
             Err(error) if is_oom(&error) => self.delete_entry(&names).await,
             other => Ok(other? == 1),
         }
@@ -447,7 +448,7 @@ impl Redis {
     ) -> Result<(), Error> {
         let names = self.names(group, key);
         let script = self.storing(group, key, &names, bytes, ttl);
-        match self.run::<i64>(&names, &script).await {
+        match self.run::<i64>(|| names.typed(), &script).await {
             Err(error) if is_oom(&error) => {
                 // The new value cannot be stored; the old one must not stay.
                 self.delete_entry(&names).await?;
@@ -469,8 +470,9 @@ impl Redis {
             .arg(token())
             .arg(&self.channel)
             .arg(&message);
-        let set: Result<i64, redis::RedisError> = script.invoke_async(&mut self.conn.clone()).await;
-        match set.map_err(Error::from) {
+        let base = group_key(&self.prefix, group, "");
+        let set: Result<i64, Error> = self.run(|| group_typed(&base), &script).await;
+        match set {
             // Without its generation key every entry of the group is a miss;
             // the next write starts a new generation. Without the other two,
             // every dependency on the group fails its check, and the next
@@ -537,7 +539,8 @@ impl Redis {
                 .arg(*token)
                 .arg(if *past_value { "forcelock" } else { "lock" });
         }
-        let reply: Vec<Value> = script.invoke_async(&mut self.conn.clone()).await?;
+        let typed = || self.typed_many(group, keys.iter().map(|(key, ..)| *key));
+        let reply: Vec<Value> = self.run(typed, &script).await?;
         if reply.len() != keys.len() {
             return Err(unexpected_reply("unexpected reply from the bulk lease script").into());
         }
@@ -572,6 +575,7 @@ impl Redis {
         fills: Vec<(&EntryKey, &Lease, Vec<u8>, Duration)>,
     ) -> Result<usize, Error> {
         let mut script = FILL_MANY.key(group_gen(&self.prefix, group));
+        let keys: Vec<&EntryKey> = fills.iter().map(|(key, ..)| *key).collect();
         for (key, lease, bytes, ttl) in fills {
             let names = self.names(group, key);
             script.key(names.entry()).key(names.lease());
@@ -581,14 +585,27 @@ impl Redis {
                 .arg(bytes)
                 .arg(millis(ttl));
         }
-        let stored: Result<usize, redis::RedisError> =
-            script.invoke_async(&mut self.conn.clone()).await;
-        let stored = stored.inspect_err(|_| self.forget_fills())?;
+        let typed = || self.typed_many(group, keys.into_iter());
+        let stored: usize = self.run(typed, &script).await?;
         let mut filled = self.filled();
         if !filled.contains(group) {
             filled.insert(group.to_owned());
         }
         Ok(stored)
+    }
+
+    /// The keys of a group, and of some of its entries, with the Redis type
+    /// each holds: what an operation on many keys of the group may touch.
+    fn typed_many<'k>(
+        &self,
+        group: &str,
+        keys: impl Iterator<Item = &'k EntryKey>,
+    ) -> Vec<(String, &'static str)> {
+        let mut typed = group_typed(&group_key(&self.prefix, group, ""));
+        for key in keys {
+            typed.extend(self.names(group, key).own_typed());
+        }
+        typed
     }
 
     /// The name of a dependency record of `group`.
@@ -615,7 +632,14 @@ impl Redis {
         for record in records {
             script.key(self.record_name(group, record)).arg(token());
         }
-        let reply: Vec<String> = script.invoke_async(&mut self.conn.clone()).await?;
+        let typed = || {
+            let keys = records.iter().filter_map(|record| match record {
+                Record::Key(key) => Some(key),
+                Record::Group => None,
+            });
+            self.typed_many(group, keys)
+        };
+        let reply: Vec<String> = self.run(typed, &script).await?;
         let mut reply = reply.into_iter();
         match (reply.next(), reply.next(), reply.next()) {
             (Some(now), Some(gen), Some(evicted)) if reply.len() == records.len() => Ok(Pinned {

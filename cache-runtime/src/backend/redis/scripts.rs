@@ -301,15 +301,15 @@ return out
     )
 });
 
-/// KEYS: entry, writers, gen, lease. Deletes those holding an unexpected type.
+/// KEYS: the keys an operation touches; ARGV: the type each must hold.
+/// Deletes those holding another type; returns how many.
 pub(super) static REPAIR: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 local repaired = 0
-local expected = {'string', 'hash', 'string', 'hash'}
-for i = 1, 4 do
+for i = 1, #KEYS do
   local found = redis.call('TYPE', KEYS[i]).ok
-  if found ~= expected[i] and found ~= 'none' then
+  if found ~= ARGV[i] and found ~= 'none' then
     redis.call('DEL', KEYS[i])
     repaired = repaired + 1
   end
