@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cache_runtime::{cache_evict, cache_put, cached, Cache};
-use support::{eventually, Store};
+use cache_runtime::{cache_evict, cache_put, cached, Cache, Dep};
+use support::{eventually, Gate, Store};
 
 /// A table whose rows change: every read is counted, per id.
 #[derive(Default)]
@@ -275,4 +275,68 @@ async fn a_key_of_the_wrong_type_is_repaired_and_the_write_goes_through(store: S
 mod wrong_type {
     use super::*;
     on_each_store!(a_key_of_the_wrong_type_is_repaired_and_the_write_goes_through);
+}
+
+/// A search that names the items it returns (`depends_on`); `gate` holds
+/// its load when given.
+#[cached(group = "search", ttl = 60, skip(cache, db, gate), cache = cache,
+    depends_on = |ids: &Vec<u64>| ids.iter().map(|id| Dep::key("items", id)).collect::<Vec<_>>())]
+async fn search(cache: &Cache, db: &Db, gate: Option<&Gate>, query: &str) -> Vec<u64> {
+    db.load(&[]);
+    if let Some(gate) = gate {
+        gate.pass().await;
+    }
+    match query {
+        "pot" => vec![5],
+        _ => vec![1, 2],
+    }
+}
+
+/// A count that depends on the whole group (`depend`).
+#[cached(group = "counts", ttl = 60, skip(cache, db), cache = cache)]
+async fn item_count(cache: &Cache, db: &Db) -> u64 {
+    cache_runtime::depend(Dep::group("items"));
+    db.load(&[]);
+    db.rows.lock().unwrap().len() as u64
+}
+
+/// The first load of a value with explicit dependencies is stored when
+/// nothing it names was written during it (their records did not exist
+/// yet); one during which a named entry is written is not; and a write
+/// afterwards makes it a miss in every process.
+async fn an_explicit_dependency_s_first_load_is_stored(a: Cache, b: Cache) {
+    let db = Db::default();
+    assert_eq!(search(&a, &db, None, "tea").await, vec![1, 2]);
+    assert_eq!(search(&b, &db, None, "tea").await, vec![1, 2]);
+    assert_eq!(db.loads().len(), 1, "the first search is stored");
+    assert_eq!(item_count(&a, &db).await, 0);
+    assert_eq!(item_count(&b, &db).await, 0);
+    assert_eq!(db.loads().len(), 1, "the first count is stored");
+
+    // A write during a first load to the entry it names, which no load
+    // named before: not stored.
+    let gate = Gate::default();
+    let held = search(&a, &db, Some(&gate), "pot");
+    let write = async {
+        gate.reached().await;
+        delete_item(&b, 5).await.unwrap();
+        gate.release.notify_one();
+    };
+    let (found, ()) = tokio::join!(held, write);
+    assert_eq!(found, vec![5]);
+    db.loads();
+    assert_eq!(search(&b, &db, None, "pot").await, vec![5]);
+    assert_eq!(db.loads().len(), 1, "a load during a write is not stored");
+
+    // A write after: a miss in every process.
+    db.set(3, 3);
+    delete_item(&b, 1).await.unwrap();
+    assert_eq!(search(&a, &db, None, "tea").await, vec![1, 2]);
+    assert_eq!(item_count(&a, &db).await, 1);
+    assert_eq!(db.loads().len(), 2, "both depend on what was written");
+}
+
+mod explicit {
+    use super::*;
+    with_two_caches!(an_explicit_dependency_s_first_load_is_stored);
 }

@@ -39,6 +39,10 @@ struct Group {
     version: Option<Version>,
     /// When the group was last evicted, clock microseconds.
     evicted_us: Option<u64>,
+    /// When anything in the group was last written (an entry, or the
+    /// group's eviction), clock microseconds; 0 for never. A record made
+    /// by a pin was last written no later than this.
+    written_us: u64,
 }
 
 /// A dependency record: its token, which starts with the microsecond it was
@@ -49,9 +53,11 @@ struct Version {
 }
 
 impl Version {
-    fn made(now_us: u64, expires: Instant) -> Self {
+    /// A new token, starting with `written_us`: when what it names was
+    /// last written.
+    fn made(written_us: u64, expires: Instant) -> Self {
         Version {
-            token: format!("{now_us}-{:016x}", fastrand::u64(..)),
+            token: format!("{written_us}-{:016x}", fastrand::u64(..)),
             expires,
         }
     }
@@ -167,13 +173,13 @@ impl State {
     }
 
     /// A write of `key` changes the dependency records of the key and of
-    /// its group.
+    /// its group, and the group's write clock.
     fn bump(&mut self, group: &str, key: &str, now: Instant) {
-        if let Some(g) = self.groups.get_mut(group) {
-            let now_us = clock_us();
-            Version::bump(g.versions.get_mut(key), now, now_us);
-            Version::bump(g.version.as_mut(), now, now_us);
-        }
+        let now_us = clock_us();
+        let g = self.group(group);
+        g.written_us = now_us;
+        Version::bump(g.versions.get_mut(key), now, now_us);
+        Version::bump(g.version.as_mut(), now, now_us);
     }
 
     fn sweep_now_and_then(&mut self, now: Instant) {
@@ -191,7 +197,7 @@ impl State {
                 g.version = None;
             }
             size += g.entries.len() + g.writers.len() + g.versions.len();
-            g.gen.is_some() || !(g.entries.is_empty() && g.writers.is_empty())
+            g.gen.is_some() || g.written_us > 0 || !(g.entries.is_empty() && g.writers.is_empty())
         });
         self.size_at_sweep = size;
     }
@@ -418,6 +424,7 @@ impl Memory {
         let g = state.group(group);
         g.gen = Some(fastrand::u64(..));
         g.evicted_us = Some(now_us);
+        g.written_us = now_us;
         Version::bump(g.version.as_mut(), now, now_us);
     }
 
@@ -429,6 +436,9 @@ impl Memory {
         let gen = state.gen(group);
         let g = state.group(group);
         let evicted_us = g.evicted_us.unwrap_or(0);
+        // A record that does not exist was last written no later than the
+        // last write in its group.
+        let written_us = g.written_us;
         let tokens = records
             .iter()
             .map(|record| {
@@ -436,13 +446,13 @@ impl Memory {
                     Record::Key(key) => g
                         .versions
                         .entry(key.as_str().to_owned())
-                        .or_insert_with(|| Version::made(now_us, expires)),
+                        .or_insert_with(|| Version::made(written_us, expires)),
                     Record::Group => g
                         .version
-                        .get_or_insert_with(|| Version::made(now_us, expires)),
+                        .get_or_insert_with(|| Version::made(written_us, expires)),
                 };
                 if slot.expires <= now {
-                    *slot = Version::made(now_us, expires);
+                    *slot = Version::made(written_us, expires);
                 }
                 slot.expires = slot.expires.max(expires);
                 slot.token.clone()

@@ -7,8 +7,12 @@
 //!   `P:{G}:v:<key>` for one entry, `P:{G}:gv` for a whole group. A record
 //!   holds a version token, made when a load first depends on it. Every
 //!   write of the entry (eviction, put, `set`, `delete`, write-behind) gives
-//!   the key's record and its group's record a new token, if they exist; a
-//!   group eviction gives the group's one, and the group a new generation.
+//!   the key's record a new token if it exists, and its group's record a new
+//!   one always; a group eviction gives the group's one, and the group a new
+//!   generation. The group's record is thus the group's write clock: a
+//!   record that does not exist yet was last written no later than it, so
+//!   a first load that names it is stored unless the group was written
+//!   during the load.
 //! - **Stamps.** While a body loads an entry ([`capture`]), each read it
 //!   makes through the cache first *pins* the read key's record (making it
 //!   if absent) and notes its token, with the group's generation: a

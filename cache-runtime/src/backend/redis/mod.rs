@@ -10,7 +10,7 @@
 //! | `P:{G}:l:<key>` | hash | `t`/`lg`: a read lease and its generation |
 //! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
 //! | `P:{G}:v:<key>` | string | the entry's dependency record (`deps`): a token, made by a load that depends on it, replaced by every write of the entry |
-//! | `P:{G}:gv` | string | the group's dependency record: replaced by every write in the group |
+//! | `P:{G}:gv` | string | the group's dependency record and write clock: replaced by every write in the group (and kept from then on), so it says when a record that does not exist was last written at the latest |
 //! | `P:{G}:gt` | string | when the group was last evicted, server microseconds |
 //!
 //! A hit is one `MGET` of the generation and the entry. Every other operation
@@ -627,6 +627,7 @@ impl Redis {
         let mut script = PIN.key(group_gen(&self.prefix, group));
         script
             .key(group_key(&self.prefix, group, EVICTED))
+            .key(group_key(&self.prefix, group, GROUP_RECORD))
             .arg(millis(ttl))
             .arg(token());
         for record in records {

@@ -23,7 +23,10 @@ pub(super) static PRELOADED: [&Lazy<Script>; 10] = [
 /// Lua that gives dependency records a new token when a write changes what
 /// they name: `now` is the server's clock in microseconds, which a token
 /// starts with; `bump(k)` replaces an existing record's token (keeping its
-/// TTL) and leaves an absent one absent.
+/// TTL) and leaves an absent one absent; `written(k)` gives the group's
+/// record a new token whether or not it exists, and no TTL: it is the
+/// group's write clock, which says when a record that does not exist was
+/// last written at the latest.
 macro_rules! bump_lua {
     () => {
         r"
@@ -32,6 +35,10 @@ local now = clock[1] .. string.format('%06d', tonumber(clock[2]))
 local function bump(k)
   local old = redis.call('GET', k)
   if old then redis.call('SET', k, now .. ':' .. string.sub(redis.sha1hex(old), 1, 12), 'KEEPTTL') end
+end
+local function written(k)
+  local old = redis.call('GET', k) or ''
+  redis.call('SET', k, now .. ':' .. string.sub(redis.sha1hex(old), 1, 12))
 end
 "
     };
@@ -187,7 +194,7 @@ pub(super) static END_WRITE: Lazy<Script> = Lazy::new(|| {
         r"
 if ARGV[3] ~= 'abort' then
   bump(KEYS[5])
-  bump(KEYS[6])
+  written(KEYS[6])
 end
 local w = redis.call('HMGET', KEYS[2], 'w', 'c', 'n')
 local sole = w[1] == ARGV[1] and not w[2] and redis.call('GET', KEYS[3]) == ARGV[2]
@@ -220,7 +227,7 @@ pub(super) static REPLACE: Lazy<Script> = Lazy::new(|| {
 local logged
 if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[7]) end
 bump(KEYS[5])
-bump(KEYS[6])
+written(KEYS[6])
 local gen = redis.call('GET', KEYS[3])
 local e = redis.call('GET', KEYS[1])
 local existed = gen and e and string.sub(e, 1, #gen) == gen
@@ -255,19 +262,20 @@ pub(super) static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
         r"
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], now)
-bump(KEYS[3])
+written(KEYS[3])
 redis.pcall('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ",
     ))
 });
 
-/// KEYS: gen, when the group was last evicted, then dependency records of
-/// the group. ARGV: their TTL in ms, a fresh generation, then a fresh token
-/// per record. Makes what is absent (a record's token and the eviction time
-/// start with the server's clock, so both read as written now) and extends
-/// each record to live at least the TTL. Returns the clock, the
-/// generation, the eviction time and each record's token.
+/// KEYS: gen, when the group was last evicted, the group's record (its
+/// write clock), then dependency records of the group. ARGV: their TTL in
+/// ms, a fresh generation, then a fresh token per record. Makes what is
+/// absent: a record's token and the eviction time start with the time of
+/// the group's last write (0 for none), when they were last written at the
+/// latest. Extends each record to live at least the TTL. Returns the
+/// clock, the generation, the eviction time and each record's token.
 pub(super) static PIN: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
@@ -279,19 +287,20 @@ if not gen then
   gen = ARGV[2]
   redis.call('SET', KEYS[1], gen)
 end
+local written = string.match(redis.call('GET', KEYS[3]) or '0', '^%d+') or '0'
 local evicted = redis.call('GET', KEYS[2])
 if not evicted then
-  evicted = now
-  redis.call('SET', KEYS[2], now)
+  evicted = written
+  redis.call('SET', KEYS[2], written)
 end
 local out = {now, gen, evicted}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local r = redis.call('GET', KEYS[i])
   if r then
     local left = redis.call('PTTL', KEYS[i])
     if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
   else
-    r = now .. '-' .. ARGV[i]
+    r = written .. '-' .. ARGV[i - 1]
     redis.call('SET', KEYS[i], r, 'PX', ttl)
   end
   out[#out + 1] = r
