@@ -154,6 +154,43 @@ async fn create(State(shop): State<Shared>, name: String) -> impl IntoResponse {
     (StatusCode::CREATED, [("location", "/products/3")], "")
 }
 
+/// A page per tenant, which varies on `X-Tenant` (read as bytes).
+async fn tenant_page(State(shop): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let tenant = headers.get("x-tenant").map_or("(none)".into(), |v| {
+        String::from_utf8_lossy(v.as_bytes()).into_owned()
+    });
+    ([("vary", "X-Tenant")], format!("page of {tenant}"))
+}
+
+/// A page naming the host it was asked of (read as bytes).
+async fn site(State(shop): State<Shared>, headers: HeaderMap) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    let host = headers.get("host").map_or("(none)".into(), |v| {
+        String::from_utf8_lossy(v.as_bytes()).into_owned()
+    });
+    format!("site of {host}")
+}
+
+/// A note: anyone reads it; an edit answers with who made it.
+async fn note(State(shop): State<Shared>, Path(id): Path<u64>) -> String {
+    shop.reads.fetch_add(1, Ordering::SeqCst);
+    shop.name(id)
+}
+
+async fn edit_note(
+    State(shop): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    text: String,
+) -> String {
+    shop.names.lock().unwrap().insert(id, text.clone());
+    match headers.get("authorization") {
+        Some(who) => format!("{text} (your draft, {})", who.to_str().unwrap()),
+        None => text,
+    }
+}
+
 /// A running app: its address, data and a client.
 struct App {
     addr: SocketAddr,
@@ -178,6 +215,9 @@ impl App {
             .route("/echo", get(echo))
             .route("/fresh/{control}", get(fresh))
             .route("/products", axum::routing::post(create))
+            .route("/tenant", get(tenant_page))
+            .route("/site", get(site))
+            .route("/notes/{id}", get(note).put(edit_note))
             .route_layer(layer)
             .with_state(shop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -775,6 +815,66 @@ async fn the_host_is_part_of_the_key(cache: Cache) {
     );
 }
 
+/// A credentialed write through a shared layer with `write_through` evicts:
+/// its response, made for that caller, is never the shared entry.
+async fn a_credentialed_write_is_not_written_through(cache: Cache) {
+    let app = App::start(layer(&cache).write_through()).await;
+    assert_eq!(app.get("/notes/1", &[]).await.body, "product 1");
+    let alice = [("authorization", "Bearer alice")];
+    let edited = app.send(Method::PUT, "/notes/1", &alice, "hello").await;
+    assert_eq!(edited.body, "hello (your draft, Bearer alice)");
+    let read = app.get("/notes/1", &[]).await;
+    assert_eq!(
+        (read.x_cache(), read.body.as_str()),
+        ("MISS", "hello"),
+        "an anonymous read gets the shared page, not alice's answer"
+    );
+    assert_eq!(app.get("/notes/1", &[]).await.x_cache(), "HIT");
+    app.send(Method::PUT, "/notes/1", &[], "hi").await;
+    let read = app.get("/notes/1", &[]).await;
+    assert_eq!(
+        (read.x_cache(), read.body.as_str()),
+        ("HIT", "hi"),
+        "an anonymous write is written through"
+    );
+}
+
+/// A response that varies on a header is stored per value of it, compared
+/// as bytes: values outside visible ASCII, an empty value and no value are
+/// each their own variant.
+async fn vary_values_are_compared_as_bytes(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    let page = |tenant: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
+            app.get("/tenant", &headers).await.body
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(page(Some("müller")).await, "page of müller");
+        assert_eq!(page(Some("jürgen")).await, "page of jürgen");
+        assert_eq!(page(None).await, "page of (none)");
+        assert_eq!(page(Some("")).await, "page of ");
+        assert_eq!(page(Some("plain")).await, "page of plain");
+    }
+    assert_eq!(app.shop.reads(), 5, "five variants, each stored once");
+}
+
+/// Hosts are compared as bytes too: one outside visible ASCII is its own.
+async fn hosts_are_compared_as_bytes(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    for _ in 0..2 {
+        for host in ["shop-ä.example", "shop-ö.example", "shop.example"] {
+            assert_eq!(
+                app.get("/site", &[("host", host)]).await.body,
+                format!("site of {host}")
+            );
+        }
+    }
+    assert_eq!(app.shop.reads(), 3);
+}
+
 /// A catalog page that reads its items through the cache.
 async fn catalog(State(cache): State<Cache>) -> String {
     let mut names = Vec::new();
@@ -827,6 +927,9 @@ async fn a_page_depends_on_what_its_handler_read(cache: Cache) {
 }
 
 on_each_backend!(
+    a_credentialed_write_is_not_written_through,
+    vary_values_are_compared_as_bytes,
+    hosts_are_compared_as_bytes,
     a_page_depends_on_what_its_handler_read,
     identity_headers_keep_users_apart,
     a_write_evicts_every_query_of_its_path,

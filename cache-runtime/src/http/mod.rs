@@ -38,7 +38,9 @@
 //! - **Identity.** On a shared layer a request with an
 //!   [identity](CacheLayer::identity) (by default, any of the usual
 //!   credential headers) is neither served from the cache nor stored
-//!   (`BYPASS`); a private layer keys it per user.
+//!   (`BYPASS`), and its write evicts rather than writes through; a private
+//!   layer keys it per user. One decision (`privacy`) says which requests
+//!   and responses may share an entry, for every path that reads or stores.
 //! - **Writes.** A `2xx` to `POST`, `PUT`, `PATCH` or `DELETE` evicts, after
 //!   the handler, every entry of its path whatever their query, and of the
 //!   paths its `Location` and `Content-Location` name on the same authority
@@ -47,6 +49,7 @@
 //!   response as the path's entry. An error status evicts nothing.
 
 mod layer;
+mod privacy;
 mod request;
 mod response;
 mod service;

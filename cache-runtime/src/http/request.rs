@@ -102,12 +102,14 @@ pub(crate) struct Place {
 impl Place {
     /// The place of a request to `uri` with `headers`: the authority is the
     /// URI's (HTTP/2, absolute form), else the `Host` header's.
+    /// The `Host` is read as bytes ([`text`]): two hosts are one place only
+    /// when they are the same, whatever bytes they hold.
     pub(crate) fn of(uri: &Uri, headers: &HeaderMap) -> Place {
         let authority = match uri.authority() {
-            Some(authority) => authority.as_str(),
+            Some(authority) => authority.as_str().to_owned(),
             None => headers
                 .get(HOST)
-                .and_then(|host| host.to_str().ok())
+                .map(|host| text(host.as_bytes()))
                 .unwrap_or_default(),
         };
         let mut path = authority.to_ascii_lowercase();
@@ -194,6 +196,26 @@ fn sorted_query(query: &str) -> String {
     sorted
 }
 
+/// A header value's bytes as text, one to one: visible ASCII as it is, but
+/// `%`, which is written `%25`, as every other byte is (`%C3%BC` for the
+/// UTF-8 of `ü`, `%09` for a tab). Values that are not visible ASCII are
+/// thus neither dropped nor taken for one another.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &byte in bytes {
+        if byte.is_ascii_graphic() && byte != b'%' || byte == b' ' {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+            out.push(char::from(HEX_UPPER[usize::from(byte & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
 /// A hash of a caller's identity: the user a private entry belongs to.
 pub(crate) fn user(identity: Option<&[u8]>) -> String {
     hex(&Sha256::digest(identity.unwrap_or_default())[..16])
@@ -253,6 +275,36 @@ mod tests {
         assert!(!bare.has_query());
         assert_eq!(bare.key(None, None), "/items");
         assert_ne!(bare.key(None, Some("u1")), bare.key(None, Some("u2")));
+    }
+
+    #[test]
+    fn header_bytes_are_text_one_to_one() {
+        assert_eq!(text(b"en-GB, fr;q=0.5"), "en-GB, fr;q=0.5");
+        assert_eq!(text("müller".as_bytes()), "m%C3%BCller");
+        assert_eq!(text(b"100%"), "100%25");
+        assert_ne!(text("müller".as_bytes()), text("jürgen".as_bytes()));
+        assert_ne!(text(b"\xfc"), text(b""));
+        assert_ne!(text(b"%C3"), text(&[0xc3]));
+    }
+
+    #[test]
+    fn a_host_outside_visible_ascii_is_its_own_place() {
+        let of = |host: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, http::HeaderValue::from_bytes(host).unwrap());
+            Place::of(&"/".parse().unwrap(), &headers)
+        };
+        let (a, o) = (
+            of("shop-ä.example".as_bytes()),
+            of("shop-ö.example".as_bytes()),
+        );
+        assert_ne!(a, o);
+        assert_ne!(a, place("/", None));
+        assert_ne!(of(&[0xe4]), of(&[0xf6]));
+        assert_eq!(
+            of("Shop-Ä.example".as_bytes()).path_key(),
+            "shop-%c3%84.example/"
+        );
     }
 
     #[test]

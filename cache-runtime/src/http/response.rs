@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, DATE, ETAG, EXPIRES, SET_COOKIE,
+    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, DATE, ETAG, EXPIRES,
     TRANSFER_ENCODING, VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -14,6 +14,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
+use super::privacy::Audience;
 use super::request;
 use crate::entry::codec::ValueCodec;
 use crate::entry::envelope::{self, now_ms, Meta, OpenError};
@@ -111,15 +112,17 @@ struct Vary {
     values: Vec<Option<String>>,
 }
 
-/// The values of `names` in a request's headers.
+/// The values of `names` in a request's headers, as bytes made text
+/// ([`request::text`]): an absent header, an empty value and every distinct
+/// value are apart.
 fn values_of(request: &HeaderMap, names: &[String]) -> Vec<Option<String>> {
     names
         .iter()
         .map(|name| {
-            let values: Vec<&str> = request
+            let values: Vec<String> = request
                 .get_all(name.as_str())
                 .iter()
-                .filter_map(|v| v.to_str().ok())
+                .map(|v| request::text(v.as_bytes()))
                 .collect();
             (!values.is_empty()).then(|| values.join(", "))
         })
@@ -216,12 +219,13 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Loaded {
     /// Reads a handler's response to `request` whole, and decides whether it
-    /// may be stored: a `200` to a `GET`, without `Set-Cookie`, `Vary: *`,
-    /// or a `Cache-Control` of `no-store` (or `private`, on a shared layer),
-    /// no larger than the cache's maximum value size.
+    /// may be stored: a `200` to a `GET`, that its `audience` admits,
+    /// without `Vary: *` or a `Cache-Control` of `no-store`, no larger than
+    /// the cache's maximum value size.
     pub(crate) async fn read<B>(
         response: Response<B>,
         request: &HeaderMap,
+        audience: &Audience,
         shape: Shape,
         head: bool,
     ) -> Result<Loaded, BodyError>
@@ -253,10 +257,9 @@ impl Loaded {
         let mut storable = parts.status == StatusCode::OK
             && lifetime.is_none_or(|own| !own.is_zero())
             && !head
-            && !parts.headers.contains_key(SET_COOKIE)
+            && audience.admits(Some(&parts.headers))
             && !vary_all
             && !directives.no_store
-            && (shape.private || !directives.private)
             && body.len() <= shape.max_size;
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         let mut current = None;

@@ -15,7 +15,8 @@ use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::layer::Config;
-use super::request::{self, Directives, Place};
+use super::privacy::Audience;
+use super::request::{Directives, Place};
 use super::response::{self, BodyError, Loaded, Shape, X_CACHE};
 use crate::flow::evict::{evict_now, Target};
 use crate::flow::policy::Policy;
@@ -119,18 +120,17 @@ where
     ResB::Error: Into<BodyError>,
 {
     let (mut parts, body) = request.into_parts();
-    let identity = (config.identity.0)(&parts);
+    let audience = Audience::of(config, &parts);
     let directives = Directives::of(&parts.headers);
-    if directives.no_store || (identity.is_some() && !config.private) {
+    if directives.no_store || !audience.admits(None) {
         return passed(inner, Request::from_parts(parts, body), Some("BYPASS")).await;
     }
     let place = Place::of(&parts.uri, &parts.headers);
-    let user = config.private.then(|| request::user(identity.as_deref()));
     let anchor = match place.has_query() {
         true => Some(anchor(&cache, &config.anchors, shape, &place).await),
         false => None,
     };
-    let key = place.key(anchor.as_deref(), user.as_deref());
+    let key = place.key(anchor.as_deref(), audience.user());
     let head = parts.method == Method::HEAD;
     // The request's headers stay here; the handler, if it runs, gets a copy.
     let headers = std::mem::take(&mut parts.headers);
@@ -146,7 +146,7 @@ where
         if let Some(age) = revalidate {
             policy = policy.revalidate_after(age);
         }
-        let load = load(&call, &headers, shape, head);
+        let load = load(&call, &headers, &audience, shape, head);
         read::cached(cache.clone(), policy, EntryKey::of_str(key), load)
     };
     let mut found = lookup(&key).await;
@@ -167,6 +167,7 @@ where
 async fn load<S, ReqB, ResB>(
     call: &Mutex<Option<(S, Request<ReqB>)>>,
     request: &HeaderMap,
+    audience: &Audience,
     shape: Shape,
     head: bool,
 ) -> Result<Loaded, Failure<S::Error>>
@@ -181,7 +182,7 @@ where
     };
     *req.headers_mut() = request.clone();
     let response = inner.call(req).await.map_err(Failure::Service)?;
-    Loaded::read(response, request, shape, head)
+    Loaded::read(response, request, audience, shape, head)
         .await
         .map_err(Failure::Body)
 }
@@ -201,14 +202,19 @@ where
     ResB::Error: Into<BodyError>,
 {
     let place = Place::of(request.uri(), request.headers());
-    let method = request.method();
-    let through = config.write_through && !config.private;
+    // A write's response is shared only as a shared read's would be: a
+    // credentialed write evicts.
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let audience = Audience::of(config, &parts);
+    let request = Request::from_parts(parts, body);
+    let through = config.write_through && audience == Audience::Everyone;
     if through && (method == Method::PUT || method == Method::PATCH) {
         let headers = request.headers().clone();
         let load = async move {
             let response = inner.call(request).await.map_err(Failure::Service)?;
             let success = response.status().is_success();
-            let loaded = Loaded::read(response, &headers, shape, false)
+            let loaded = Loaded::read(response, &headers, &audience, shape, false)
                 .await
                 .map_err(Failure::Body)?;
             if success {
