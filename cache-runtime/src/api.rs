@@ -8,16 +8,17 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Lookup, Want, NO_LEASE};
+use crate::backend::{Lookup, Want, WriteEnd, NO_LEASE};
 use crate::cache::builder::CacheBuilder;
 use crate::cache::Cache;
+use crate::consistency::write;
 use crate::entry::envelope;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::{check_group, EntryKey, Invalidation};
 use crate::flow::policy::Policy;
 use crate::flow::read::cached;
 use crate::flow::returns::{CacheValue, Kind, PlainKind, ResultKind};
-use crate::observe::{metrics, Stats};
+use crate::observe::Stats;
 use crate::Error;
 
 impl Cache {
@@ -124,10 +125,14 @@ impl Cache {
 
     /// Stores a value; `ttl: None` means the default TTL.
     ///
-    /// When the store fails (Redis down, hung or refusing), the error is
-    /// returned and the entry is evicted in the background, as a failed
-    /// `#[cache_evict]` is: until that succeeds, this process reads past it,
-    /// so no reader is served the value this write replaced.
+    /// A write as `#[cache_put]`'s is: registered before the value is
+    /// stored, so that of overlapping writes (a put, or a `set` whose store
+    /// is delayed by a hung Redis) none stores an older value over a newer
+    /// one; the entry is then evicted instead. When the store fails (Redis
+    /// down, hung or refusing), the error is returned and the entry is
+    /// evicted in the background, as a failed `#[cache_evict]` is: until
+    /// that succeeds, this process reads past it, so no reader is served
+    /// the value this write replaced.
     pub async fn set<T: Serialize>(
         &self,
         group: &str,
@@ -138,12 +143,10 @@ impl Cache {
         let key = entry_key(group, key)?;
         let ttl = ttl.unwrap_or(self.settings().default_ttl);
         let bytes = envelope::seal(self.codec(), value, Duration::ZERO, ttl)?;
-        let stored = self.op(self.backend().store(group, &key, bytes, ttl)).await;
-        self.end_write(Invalidation::Key(group, &key), stored.as_ref().err());
-        if stored.is_ok() {
-            metrics::stored(self.counters(), group);
-        }
-        stored
+        let write = write::begin(self, group, key).await;
+        write::finish(self, group, write, WriteEnd::Store(bytes, ttl))
+            .await
+            .map(drop)
     }
 
     /// Removes an entry; says whether it held a value.

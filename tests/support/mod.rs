@@ -402,6 +402,14 @@ impl Store {
         }
     }
 
+    /// A builder for a cache on this store, to set more options on.
+    pub fn builder(&self) -> cache_runtime::CacheBuilder {
+        match self {
+            Store::Server(server) => Cache::builder().redis(server.url()),
+            Store::Cluster(cluster) => Cache::builder().redis_cluster(cluster.urls()),
+        }
+    }
+
     /// Runs a command on every node, through `redis-cli`.
     pub fn on_every_node(&self, args: &[&str]) -> Vec<String> {
         match self {

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
-use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
+use crate::entry::Record;
 use crate::Map;
 
 pub(crate) struct Memory {

@@ -36,9 +36,9 @@ pub(crate) mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
+use crate::entry::Record;
 use crate::error::Error;
 
 /// What a lookup asks for besides the value.
@@ -213,24 +213,6 @@ impl Backend {
             Backend::Memory(m) => Ok(m.invalidate(group, key)),
             Backend::Redis(r) => r.invalidate(group, key).await,
             Backend::Disabled => Ok(false),
-        }
-    }
-
-    /// Stores a value unconditionally (the programmatic `set`).
-    pub(crate) async fn store(
-        &self,
-        group: &str,
-        key: &EntryKey,
-        bytes: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<(), Error> {
-        match self {
-            Backend::Memory(m) => {
-                m.store(group, key, bytes, ttl);
-                Ok(())
-            }
-            Backend::Redis(r) => r.store(group, key, bytes, ttl).await,
-            Backend::Disabled => Ok(()),
         }
     }
 

@@ -8,26 +8,41 @@
 //!   dependency checks. Inside a load it pins the records of what is read
 //!   (so a write the read misses changes a token noted before it). The
 //!   [`ReadStart`] it returns says, per key, whether the read must pass the
-//!   cache by (an eviction of it failed and is [pending](pending) retry in
+//!   cache by (an eviction of it failed and is [pending] retry in
 //!   this process), whether the local tier may be read, and whether a
 //!   stamped hit still holds.
 //! - [`Cache::end_write`] ends every write: evictions, puts, group
 //!   evictions, `set`/`delete`/`evict_group`, the HTTP layer's writes,
 //!   write-behind, and a put stopped early. It detaches the key's (or the
-//!   group's) [flight](flight), so that a caller arriving after the write
-//!   loads afresh; drops this process's local copies; and when the write
-//!   failed, queues its eviction for [retry](retry) (read past
-//!   until then).
+//!   group's) [flight], so that a caller arriving after the write
+//!   loads afresh; drops this process's local copies; when the write
+//!   failed, queues its eviction for [retry] (read past
+//!   until then); and inside a load, leaves that load unstored.
 //!
-//! No other code touches the flights' detaching, the pending evictions or
-//! the local tier's drops: a new path that reads or writes calls these two,
-//! and keeps every promise by doing so.
+//! Below them, the protocol each path runs, and the only code that touches
+//! its state:
+//!
+//! - [`lookup`]: a single-key read: a hit, or a miss with the read
+//!   [lease] that makes this caller the one that loads, other
+//!   callers of this process following its [flight];
+//! - [`fill`]: a miss's value stored under its lease, or the lease given
+//!   back; [`bulk`]: the same for every key of a bulk call at once;
+//! - [`write`](mod@write): a put's writer record, registered before its body and ended
+//!   after it (also when the put stops early);
+//! - [`pending`] and [`retry`]: the evictions that failed, read past in
+//!   this process until their retry succeeds.
+//!
+//! A new path that reads or writes calls these, and keeps every promise by
+//! doing so; `docs/design.md` draws the two calls.
 
+pub(crate) mod bulk;
+pub(crate) mod fill;
 pub(crate) mod flight;
 pub(crate) mod lease;
+pub(crate) mod lookup;
 pub(crate) mod pending;
 pub(crate) mod retry;
-pub(crate) mod write_guard;
+pub(crate) mod write;
 
 use std::sync::Arc;
 
@@ -61,7 +76,15 @@ impl Cache {
     /// dropped, and when it `failed`, its eviction queued for retry (this
     /// process reads past it until that succeeds). Every write path ends
     /// here, whether or not the write reached the backend.
+    ///
+    /// A write made inside a load (a handler that writes through, then
+    /// answers with what it wrote) leaves that load unstored: its value may
+    /// embed what was written, which no stamp tracks, so a later write
+    /// would not reach it.
     pub(crate) fn end_write(&self, written: Invalidation<'_>, failed: Option<&Error>) {
+        if let Some(load) = capture::current() {
+            load.poison();
+        }
         match written {
             Invalidation::Key(group, key) => self.flights().detach(group, key),
             Invalidation::Group(group) => self.flights().detach_group(group),

@@ -43,12 +43,7 @@ use serde::Serialize;
 
 use crate::entry::{check_group, EntryKey};
 
-/// What a dependency names in storage: one entry's record, or its group's.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Record {
-    Key(EntryKey),
-    Group,
-}
+pub(crate) use crate::entry::Record;
 
 /// A dependency as a load noted it: the record, and the token it held.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::fill::{reply_later, send};
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::{CacheValue, OptionKind};
-use crate::backend::{token, Lease, Lookup};
+use crate::consistency::bulk::{self, Claim};
 use crate::consistency::lease::LeaseGuard;
 use crate::deps::capture::Capture;
 use crate::entry::EntryKey;
@@ -97,19 +96,6 @@ impl<K: Ord, V, E> Bulk for Result<BTreeMap<K, V>, E> {
     }
 }
 
-/// One key's lookup in a bulk call.
-enum Claim {
-    Hit(std::sync::Arc<crate::entry::shared::Kept>),
-    /// A miss whose read lease this call now holds.
-    Leased(LeaseGuard),
-    /// A miss whose lease another caller holds.
-    Held,
-    /// A miss, no lease asked for yet.
-    Miss,
-    /// The cache could not answer: load without it.
-    Failed,
-}
-
 /// The longest pause between two tries at the held keys.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
@@ -177,9 +163,12 @@ where
     let mut pause = Duration::from_millis(1);
     while !pending.is_empty() {
         let claims = if peek {
-            peek_all(&cache, group, &pending).await
+            let entries: Vec<EntryKey> = pending.iter().map(|w| w.entry.clone()).collect();
+            bulk::peek_all(&cache, group, &entries).await
         } else {
-            lock_all(&cache, group, &pending).await
+            let asks: Vec<(&EntryKey, bool)> =
+                pending.iter().map(|w| (&w.entry, w.past_value)).collect();
+            bulk::lock_all(&cache, group, &asks).await
         };
         let mut held = Vec::new();
         let mut next = Vec::new();
@@ -205,15 +194,10 @@ where
         if !held.is_empty() && Instant::now() < deadline {
             // Wait holding nothing: give this call's leases back, and try
             // them all again after a pause.
-            let given_back = leased.drain(..).map(|(w, mut lease)| {
+            let given_back = leased.drain(..).map(|(w, lease)| {
                 let cache = &cache;
                 async move {
-                    if let Some(held) = lease.lease().cloned() {
-                        let back = cache.op(cache.backend().release(group, &w.entry, &held));
-                        if back.await.is_ok() {
-                            lease.disarm();
-                        }
-                    }
+                    bulk::give_back(cache, group, &w.entry, lease).await;
                     w
                 }
             });
@@ -285,19 +269,7 @@ where
             fills.push((entry, lease, bytes, ttl));
         }
     }
-    // Sent before this returns, as a single-key miss's fill is; its reply
-    // is awaited by a task once the group's fills are known to the server.
-    match reply_later(&cache, group) {
-        Some(runtime) => {
-            let (cache, group) = (cache.clone(), group.to_owned());
-            send(
-                runtime,
-                async move { fill_all(&cache, &group, fills).await },
-            )
-            .await;
-        }
-        None => fill_all(&cache, group, fills).await,
-    }
+    bulk::send_fills(&cache, group, fills).await;
     R::from_map(
         found
             .into_iter()
@@ -305,110 +277,4 @@ where
             .chain(loaded)
             .collect(),
     )
-}
-
-/// The first look at every key: one plain read of the group.
-async fn peek_all<K>(cache: &Cache, group: &str, pending: &[Wanted<K>]) -> Vec<Claim> {
-    let keys: Vec<EntryKey> = pending.iter().map(|w| w.entry.clone()).collect();
-    match cache.op(cache.backend().peek_many(group, &keys)).await {
-        Ok(found) => found
-            .into_iter()
-            .map(|lookup| match lookup {
-                Lookup::Hit(kept) => Claim::Hit(kept),
-                Lookup::Miss(_) | Lookup::Held => Claim::Miss,
-            })
-            .collect(),
-        Err(_) => pending.iter().map(|_| Claim::Failed).collect(),
-    }
-}
-
-/// The leases of the keys that missed: one script for the group. Each
-/// lease carries a token chosen, and guarded, before the script is sent,
-/// so that a call dropped while it runs gives back what it took.
-async fn lock_all<K>(cache: &Cache, group: &str, pending: &[Wanted<K>]) -> Vec<Claim> {
-    let tokens: Vec<String> = pending.iter().map(|_| token()).collect();
-    let mut guards: Vec<LeaseGuard> = pending
-        .iter()
-        .zip(&tokens)
-        .map(|(w, token)| {
-            let lease = Lease {
-                token: token.clone(),
-                gen: String::new(),
-            };
-            LeaseGuard::new(cache, group, &w.entry, lease, true)
-        })
-        .collect();
-    let asks: Vec<(&EntryKey, &str, bool)> = pending
-        .iter()
-        .zip(&tokens)
-        .map(|(w, token)| (&w.entry, token.as_str(), w.past_value))
-        .collect();
-    let found = cache.op(cache.backend().lock_many(group, &asks)).await;
-    let found = match found {
-        Ok(found) => found,
-        Err(error) => {
-            if matches!(error, crate::Error::Unavailable) {
-                guards.iter_mut().for_each(LeaseGuard::disarm); // never sent
-            }
-            return pending.iter().map(|_| Claim::Failed).collect();
-        }
-    };
-    guards.iter_mut().for_each(LeaseGuard::disarm); // answered
-    found
-        .into_iter()
-        .zip(pending.iter().zip(&tokens))
-        .map(|(lookup, (w, token))| match lookup {
-            Lookup::Hit(kept) => Claim::Hit(kept),
-            Lookup::Miss(Some(lease)) => {
-                let owned = lease.token == *token;
-                Claim::Leased(LeaseGuard::new(cache, group, &w.entry, lease, owned))
-            }
-            Lookup::Miss(None) => Claim::Failed,
-            Lookup::Held => Claim::Held,
-        })
-        .collect()
-}
-
-/// Stores the elements under their leases: one script for the group.
-async fn fill_all(
-    cache: &Cache,
-    group: &str,
-    fills: Vec<(EntryKey, LeaseGuard, Vec<u8>, Duration)>,
-) {
-    if fills.is_empty() {
-        return;
-    }
-    let leases: Vec<Lease> = fills
-        .iter()
-        .filter_map(|(_, guard, ..)| guard.lease().cloned())
-        .collect();
-    if leases.len() != fills.len() {
-        return; // a lease already given back: the guards drop the rest
-    }
-    let mut guards = Vec::with_capacity(fills.len());
-    let mut entries = Vec::with_capacity(fills.len());
-    let mut payloads = Vec::with_capacity(fills.len());
-    for (entry, guard, bytes, ttl) in fills {
-        guards.push(guard);
-        entries.push(entry);
-        payloads.push((bytes, ttl));
-    }
-    let sends = entries
-        .iter()
-        .zip(&leases)
-        .zip(payloads)
-        .map(|((entry, lease), (bytes, ttl))| (entry, lease, bytes, ttl))
-        .collect();
-    match cache.op(cache.backend().fill_many(group, sends)).await {
-        Ok(stored) => {
-            guards.iter_mut().for_each(LeaseGuard::disarm);
-            for _ in 0..stored {
-                metrics::stored(cache.counters(), group);
-            }
-        }
-        // The guards give the leases back as they drop.
-        Err(error) => {
-            crate::observe::ok_or_warn(cache.counters(), "store", group, Err::<(), _>(error));
-        }
-    }
 }

@@ -4,8 +4,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::lookup::Read;
 use super::returns::{CacheValue, Kind, Split};
+use crate::consistency::lookup::Read;
 use crate::deps::{stamps, Dep, Stamp};
 use crate::entry::envelope::{Meta, Opener, Sealer};
 use crate::entry::shared::{Keep, KeepProbe, Reader};

@@ -9,11 +9,10 @@ use super::each::Bulk;
 use super::policy::Policy;
 use super::read::{call_span, load};
 use super::returns::{CacheValue, Kind, OptionKind};
-use crate::backend::{Ticket, WriteEnd};
-use crate::consistency::write_guard::WriteGuard;
+use crate::backend::WriteEnd;
+use crate::consistency::write::{begin, finish};
 use crate::deps::capture::Capture;
-use crate::entry::{EntryKey, Invalidation};
-use crate::observe::{metrics, ok_or_warn};
+use crate::entry::EntryKey;
 use crate::{Cache, Error};
 
 /// `#[cache_put]`: register the write, run the body, then store its value if
@@ -48,7 +47,8 @@ where
             None => WriteEnd::Evict,
         }
     };
-    finish(&cache, group, write, end).await;
+    // Failures are logged, counted and retried by the core.
+    let _ = finish(&cache, group, write, end).await;
     ret
 }
 
@@ -122,69 +122,4 @@ where
         .map(|(write, end)| finish(&cache, group, write, end));
     futures_util::future::join_all(ended).await;
     R::from_map(elements.into_iter().collect())
-}
-
-/// A write registered before its body: its key, its ticket (`None` when
-/// the cache could not register it), and the guard that ends it if the
-/// put stops early.
-struct Write {
-    key: EntryKey,
-    ticket: Option<Ticket>,
-    guard: WriteGuard,
-}
-
-async fn begin(cache: &Cache, group: &str, key: EntryKey) -> Write {
-    let token = crate::backend::token();
-    let mut guard = WriteGuard::new(cache, group, &key, token.clone());
-    let ticket = match cache
-        .op(cache.backend().begin_write(group, &key, &token))
-        .await
-    {
-        Ok(ticket) => Some(ticket),
-        Err(Error::Unavailable) => {
-            guard.disarm(); // never sent
-            None
-        }
-        // It may still run later: the guard ends it when the put is done.
-        Err(error) => ok_or_warn(cache.counters(), "write", group, Err(error)),
-    };
-    Write { key, ticket, guard }
-}
-
-/// Ends a write: stores, evicts, or (the body failed) leaves the entry.
-async fn finish(cache: &Cache, group: &str, write: Write, end: WriteEnd) {
-    let Write {
-        key,
-        ticket,
-        mut guard,
-    } = write;
-    let backend = cache.backend();
-    let evicts = !matches!(end, WriteEnd::Abort);
-    if ticket.is_some() {
-        guard.disarm(); // ended below
-    }
-    let stores = matches!(end, WriteEnd::Store(..));
-    let outcome = match (ticket, end) {
-        (ticket, WriteEnd::Abort) => match ticket {
-            Some(ticket) => {
-                cache
-                    .op(backend.end_write(group, &key, &ticket, WriteEnd::Abort))
-                    .await
-            }
-            None => Ok(false),
-        },
-        (Some(ticket), end) => cache.op(backend.end_write(group, &key, &ticket, end)).await,
-        // Without a registered write no store is safe; drop the old value.
-        (None, _) => cache.op(backend.invalidate(group, &key)).await,
-    };
-    // A failed store or eviction may leave the old value: it must go.
-    let failed = outcome.as_ref().err().filter(|_| evicts);
-    cache.end_write(Invalidation::Key(group, &key), failed);
-    match outcome {
-        Ok(true) if stores => metrics::stored(cache.counters(), group),
-        Err(error) if !evicts => {
-            ok_or_warn(cache.counters(), "write", group, Err::<(), _>(error));
-        }
-        _ => {}
-    }
 }

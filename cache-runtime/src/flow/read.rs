@@ -1,5 +1,5 @@
 //! `#[cached]`, `get_or_load` and the HTTP layer's reads: look up, return a
-//! hit, or run the body and store its value ([`fill`](super::fill)).
+//! hit, or run the body and store its value (`consistency::fill`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, Span};
 
-use super::fill::{fill, send_fill};
-use super::lookup::{Found, Read};
 use super::policy::Policy;
 use super::returns::Kind;
+use crate::consistency::fill::{fill, send_fill};
 use crate::consistency::flight::FlightGuard;
 use crate::consistency::lease::LeaseGuard;
+use crate::consistency::lookup::{Found, Read};
 use crate::deps::capture::Capture;
 use crate::entry::EntryKey;
 use crate::observe::metrics;

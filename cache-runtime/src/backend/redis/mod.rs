@@ -41,10 +41,10 @@ use super::connection::Connection;
 use super::{token, Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
 use crate::backend::deadline::Deadline;
 use crate::backend::names::{group_gen, group_key, group_typed, Names, EVICTED, GROUP_RECORD};
-use crate::deps::Record;
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Invalidation;
+use crate::entry::Record;
 use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::observe::{bump, Counters};
@@ -414,8 +414,8 @@ impl Redis {
         }
     }
 
-    /// The script that stores a value as `set` does; a write-behind adds its
-    /// keys and arguments to it.
+    /// The script that stores a value whatever is there (a write-behind's,
+    /// which adds its log's keys and arguments to it).
     pub(crate) fn storing(
         &self,
         group: &str,
@@ -437,25 +437,6 @@ impl Redis {
             .arg(millis(ttl))
             .arg(token());
         script
-    }
-
-    pub(crate) async fn store(
-        &self,
-        group: &str,
-        key: &EntryKey,
-        bytes: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<(), Error> {
-        let names = self.names(group, key);
-        let script = self.storing(group, key, &names, bytes, ttl);
-        match self.run::<i64>(|| names.typed(), &script).await {
-            Err(error) if is_oom(&error) => {
-                // The new value cannot be stored; the old one must not stay.
-                self.delete_entry(&names).await?;
-                Err(error)
-            }
-            other => other.map(drop),
-        }
     }
 
     pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use tracing::{Instrument, Span};
 
+use super::lease::LeaseGuard;
 use crate::backend::Backend;
-use crate::consistency::lease::LeaseGuard;
 use crate::entry::EntryKey;
 use crate::observe::{metrics, ok_or_warn};
 use crate::Cache;
 
 /// Stores a sealed value under `lease`, or gives the lease back when there is
 /// nothing to store (so that waiters take over at once).
-pub(super) async fn fill(
+pub(crate) async fn fill(
     cache: &Cache,
     group: &str,
     key: &EntryKey,
@@ -41,7 +41,7 @@ pub(super) async fn fill(
     if outcome.is_err() && lease.owned() {
         // The store (or release) may not have happened: give the lease back,
         // so that the next caller need not wait for it.
-        crate::consistency::lease::release_later(cache, group.to_owned(), key.clone(), held);
+        super::lease::release_later(cache, group.to_owned(), key.clone(), held);
     }
     ok_or_warn(cache.counters(), "store", group, outcome);
 }
@@ -53,7 +53,7 @@ pub(super) async fn fill(
 /// lease that no write has dropped since. Sent before this returns, it
 /// precedes this process's later reads of the key on the connection; another
 /// process that reads in between finds the lease and waits for the value.
-pub(super) async fn send_fill(
+pub(crate) async fn send_fill(
     cache: &Cache,
     group: &str,
     key: &EntryKey,
