@@ -82,17 +82,19 @@
 //! - `http`: the tower layer that caches whole responses (feature `http`).
 //! - `write_behind`: durable writes, acknowledged before the database has
 //!   them ([`WriteBehind`]).
-//! - `flow`: what an annotated call does, and what keeps it correct: the
-//!   read flow, fills, puts and evictions, with the leases, writer records
-//!   and retries that keep a write visible on the next read.
+//! - `flow`: what each attribute does (the read, bulk, put and evict
+//!   flows), on top of the consistency core.
+//! - `cache`: [`Cache`], the handle, with its [builder](CacheBuilder), the
+//!   gate every backend operation passes (first contact, circuit breaker, op
+//!   timeout), and [`Health`]. (It holds the write-behind's in-process
+//!   logs, the one import of a module above it.)
+//! - `consistency`: the core every path reads and writes through
+//!   (`Cache::begin_read`, `Cache::end_write`), and the protocol below
+//!   them: lookups, leases, fills, writer records, loads in flight per key,
+//!   evictions pending retry.
 //! - `deps`: derived entries: what a load depends on ([`Dep`],
 //!   [`depend`]), the stamps it stores them with, and the check of a
 //!   stamped hit.
-//! - `cache`: [`Cache`], the handle, with its [builder](CacheBuilder), the
-//!   gate every backend operation passes (first contact, circuit breaker, op
-//!   timeout), and [`Health`].
-//! - `consistency`: the in-process state that keeps reads consistent with
-//!   writes: loads in flight per key, evictions pending retry.
 //! - `local`: the optional in-process tier in front of Redis, and its
 //!   invalidation subscription.
 //! - `backend`: in memory, Redis (one server, Sentinel, Cluster, TLS), and
@@ -113,10 +115,9 @@ mod write_behind;
 
 mod flow;
 
-mod deps;
-
 mod cache;
 mod consistency;
+mod deps;
 mod local;
 
 mod backend;

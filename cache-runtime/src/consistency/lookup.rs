@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::flight::{self, FlightGuard, Joined};
+use super::lease::LeaseGuard;
+use super::ReadStart;
 use crate::backend::{token, Lease, Lookup, Want};
-use crate::consistency::flight::{self, FlightGuard, Joined};
-use crate::consistency::lease::LeaseGuard;
-use crate::consistency::ReadStart;
 use crate::deps::stamps;
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
