@@ -316,7 +316,8 @@ async fn count_under(cache: &Cache, calls: &AtomicUsize, limit: Option<f64>) -> 
 }
 
 /// serde_json writes every non-finite float as `null`; as keys, NaN and
-/// the two infinities are three keys, none of them `None`.
+/// the two infinities are three keys, none of them `None`. (`-0.0` is the
+/// key of `0.0`, as they are equal: tests/consistency.rs.)
 async fn non_finite_floats_are_keys_of_their_own(cache: Cache) {
     let limits = [
         Some(f64::INFINITY),
@@ -324,7 +325,6 @@ async fn non_finite_floats_are_keys_of_their_own(cache: Cache) {
         Some(f64::NAN),
         None,
         Some(0.0),
-        Some(-0.0),
     ];
     let calls = AtomicUsize::new(0);
     for _ in 0..2 {

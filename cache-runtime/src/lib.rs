@@ -86,8 +86,7 @@
 //!   flows), on top of the consistency core.
 //! - `cache`: [`Cache`], the handle, with its [builder](CacheBuilder), the
 //!   gate every backend operation passes (first contact, circuit breaker, op
-//!   timeout), and [`Health`]. (It holds the write-behind's in-process
-//!   logs, the one import of a module above it.)
+//!   timeout), and [`Health`].
 //! - `consistency`: the core every path reads and writes through
 //!   (`Cache::begin_read`, `Cache::end_write`), and the protocol below
 //!   them: lookups, leases, fills, writer records, loads in flight per key,

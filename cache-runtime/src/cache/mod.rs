@@ -15,6 +15,7 @@ pub(crate) mod builder;
 mod gate;
 pub(crate) mod health;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -64,8 +65,30 @@ pub(crate) struct Inner {
     local: Option<Arc<Local>>,
     /// What the server lets the cache do, once it has answered.
     contact: tokio::sync::OnceCell<Health>,
-    /// The in-process write-behind logs (in-memory backend).
-    write_behind: crate::write_behind::memory::Logs,
+    /// State that a module above keeps per cache (the write-behind's
+    /// in-process logs), by type.
+    extensions: Extensions,
+}
+
+/// Values of any type, one per type.
+#[derive(Default)]
+struct Extensions {
+    values: std::sync::Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Extensions {
+    fn get_or_default<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = values
+            .iter()
+            .find_map(|v| Arc::clone(v).downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        values.push(made.clone());
+        made
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -101,7 +124,7 @@ impl Cache {
                 retrier: Retrier::default(),
                 local,
                 contact: tokio::sync::OnceCell::new(),
-                write_behind: Default::default(),
+                extensions: Extensions::default(),
             }),
         }
     }
@@ -128,9 +151,10 @@ impl Cache {
         &self.inner.flights
     }
 
-    /// The in-process write-behind logs, by group.
-    pub(crate) fn write_behind_logs(&self) -> &crate::write_behind::memory::Logs {
-        &self.inner.write_behind
+    /// This cache's one `T`, made on first use: state that a module above
+    /// keeps per cache without the cache naming its type.
+    pub(crate) fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        self.inner.extensions.get_or_default()
     }
 
     /// The local tier, when there is one.

@@ -91,7 +91,7 @@ impl Log {
         match cache.backend() {
             Backend::Redis(backend) => Log::Redis(redis::Log::new(backend, group)),
             Backend::Memory(_) | Backend::Disabled => {
-                Log::Memory(cache.write_behind_logs().of(group))
+                Log::Memory(cache.extension::<memory::Logs>().of(group))
             }
         }
     }
