@@ -327,7 +327,9 @@ impl World {
                 model.committed(at, id, version);
             }
             11 => {
-                ids.iter().for_each(|id| drop(db.write(*id)));
+                for id in &ids {
+                    db.write(*id);
+                }
                 let _ = cache.evict_group("model").await;
                 ids.iter()
                     .for_each(|id| model.committed(at, *id, db.read(*id)));

@@ -44,7 +44,10 @@ pub(crate) mod pending;
 pub(crate) mod retry;
 pub(crate) mod write;
 
+use std::future::Future;
 use std::sync::Arc;
+
+use futures_util::future::Either;
 
 use crate::deps::capture::{self, Capture};
 use crate::deps::stamps;
@@ -63,13 +66,24 @@ pub(crate) struct ReadStart {
 
 impl Cache {
     /// Begins a read of `keys` of `group`: inside a load, pins each key's
-    /// record before it is read. Every read path starts here.
-    pub(crate) async fn begin_read(&self, group: &str, keys: &[EntryKey]) -> ReadStart {
-        let capture = capture::current();
-        if let Some(capture) = &capture {
-            Box::pin(self.pin_reads(capture, group, keys)).await;
+    /// record before it is read. Every read path starts here. Outside a
+    /// load (every hit but a dependent's) it is ready at once: no future
+    /// to build, poll or drop.
+    #[inline]
+    pub(crate) fn begin_read<'a>(
+        &'a self,
+        group: &'a str,
+        keys: &'a [EntryKey],
+    ) -> impl Future<Output = ReadStart> + Send + 'a {
+        match capture::current() {
+            None => Either::Left(std::future::ready(ReadStart { capture: None })),
+            Some(capture) => Either::Right(Box::pin(async move {
+                self.pin_reads(&capture, group, keys).await;
+                ReadStart {
+                    capture: Some(capture),
+                }
+            })),
         }
-        ReadStart { capture }
     }
 
     /// Ends a write of `written`: its flights detached, its local copies
@@ -131,31 +145,47 @@ impl ReadStart {
     /// Whether the read of `key` must pass the cache by: an eviction of it,
     /// or of its group, failed and waits for its retry, so what the cache
     /// holds may be what that write replaced.
+    #[inline]
     pub(crate) fn passes(&self, cache: &Cache, group: &str, key: &EntryKey) -> bool {
         cache.pending().blocks(group, key)
     }
 
+    /// Whether no read of this process must pass the cache by (nothing is
+    /// pending retry): then [`passes`](Self::passes) is false for every key.
+    #[inline]
+    pub(crate) fn passes_none(&self, cache: &Cache) -> bool {
+        cache.pending().is_empty()
+    }
+
     /// The local tier, when this read may use it: not inside a load, which
     /// pins what it reads in the backend (the tier may lag a write).
+    #[inline]
     pub(crate) fn local<'c>(&self, cache: &'c Cache) -> Option<&'c Local> {
         cache.local().filter(|_| self.capture.is_none())
     }
 
-    /// Whether a hit may be served: one without dependency stamps always;
-    /// one with them while none of what it depends on has an eviction
-    /// pending here and every record still holds its stamped token (the
-    /// stamps are then noted in the load in progress, if any).
-    pub(crate) async fn holds(&self, cache: &Cache, kept: &Kept) -> bool {
+    /// Whether a hit may be served: one without dependency stamps always
+    /// (ready at once); one with them while none of what it depends on has
+    /// an eviction pending here and every record still holds its stamped
+    /// token (the stamps are then noted in the load in progress, if any).
+    #[inline]
+    pub(crate) fn holds<'a>(
+        &'a self,
+        cache: &'a Cache,
+        kept: &'a Kept,
+    ) -> impl Future<Output = bool> + Send + 'a {
         if !stamps::stamped(kept.bytes()) {
-            return true;
+            return Either::Left(std::future::ready(true));
         }
-        let pending = cache.pending();
-        let passed = |group: &str, record: &Record| match record {
-            Record::Key(key) => pending.blocks(group, key),
-            Record::Group => pending.blocks_group(group),
-        };
-        cache
-            .stamps_hold(kept.bytes(), self.capture.as_deref(), passed)
-            .await
+        Either::Right(Box::pin(async move {
+            let pending = cache.pending();
+            let passed = |group: &str, record: &Record| match record {
+                Record::Key(key) => pending.blocks(group, key),
+                Record::Group => pending.blocks_group(group),
+            };
+            cache
+                .stamps_hold(kept.bytes(), self.capture.as_deref(), passed)
+                .await
+        }))
     }
 }

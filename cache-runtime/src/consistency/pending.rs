@@ -29,11 +29,20 @@ impl Pending {
         self.evictions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether no eviction is pending: one atomic load.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
     /// Whether reads of this key must skip the cache.
+    #[inline]
     pub(crate) fn blocks(&self, group: &str, key: &EntryKey) -> bool {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
+        !self.is_empty() && self.blocks_key(group, key)
+    }
+
+    #[cold]
+    fn blocks_key(&self, group: &str, key: &EntryKey) -> bool {
         self.lock()
             .get(group)
             .is_some_and(|keys| keys.iter().any(|k| k.as_ref().is_none_or(|k| k == key)))

@@ -156,14 +156,22 @@ where
     let mut absent = 0;
     let mut leased: Vec<(Wanted<R::Key>, LeaseGuard)> = Vec::new();
     // A key whose eviction waits for its retry is read past the cache.
-    let (mut unleased, mut pending): (Vec<_>, Vec<_>) = wanted
-        .into_iter()
-        .partition(|w| start.passes(&cache, group, &w.entry));
+    let (mut unleased, mut pending, mut entries) = if start.passes_none(&cache) {
+        (Vec::new(), wanted, Some(entries))
+    } else {
+        let (past, pending): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|w| start.passes(&cache, group, &w.entry));
+        (past, pending, None)
+    };
     let mut peek = true;
     let mut pause = Duration::from_millis(1);
     while !pending.is_empty() {
         let claims = if peek {
-            let entries: Vec<EntryKey> = pending.iter().map(|w| w.entry.clone()).collect();
+            // The keys of the first look, as begun unless some passed.
+            let entries = entries
+                .take()
+                .unwrap_or_else(|| pending.iter().map(|w| w.entry.clone()).collect());
             bulk::peek_all(&cache, group, &entries).await
         } else {
             let asks: Vec<(&EntryKey, bool)> =

@@ -268,12 +268,12 @@ pub(crate) fn open_option<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(Option<T>, Meta), OpenError> {
     let (found, meta, payload) = header(bytes)?;
-    let value = if failure(bytes) {
-        None
-    } else if fingerprint::holds::<T>(found) {
+    let value = if fingerprint::holds::<T>(found) {
         Some(codec.decode(payload).map_err(OpenError::Codec)?)
     } else if fingerprint::holds::<Option<T>>(found) {
         codec.decode(payload).map_err(OpenError::Codec)?
+    } else if failure(bytes) {
+        None
     } else {
         return Err(OpenError::Type(type_name::<Option<T>>()));
     };
