@@ -174,6 +174,29 @@ async fn metrics_use_micrometer_names_and_labels() {
         errors("timeout") + errors("unreachable") >= stats.errors,
         "{stats:?}"
     );
+
+    // Calls the open breaker sends straight to their bodies are bypassed,
+    // not errors: an outage's error count is its failed operations.
+    let tripped = Cache::builder()
+        .redis(down.url())
+        .op_timeout(Duration::from_millis(100))
+        .breaker(1, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        read(&tripped, 3).await;
+    }
+    let stats = tripped.stats();
+    assert_eq!((stats.breaker_trips, stats.errors), (1, 1), "{stats:?}");
+    assert!(stats.bypassed >= 4, "{stats:?}");
+    let series = Series::take();
+    let bypassed = series.counter("cache_bypassed_total", &[("reason", "breaker_open")]);
+    assert!(bypassed >= stats.bypassed, "{bypassed} < {stats:?}");
+    assert_eq!(
+        series.counter("cache_errors_total", &[("kind", "breaker_open")]),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

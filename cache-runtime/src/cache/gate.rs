@@ -126,15 +126,14 @@ impl Cache {
     {
         let counters = self.counters();
         if self.refused() {
-            bump(&counters.bypassed);
+            metrics::bypassed(counters, "refused");
             return Err(Error::Unavailable);
         }
         let breaker = &self.inner.breaker;
         let pass = breaker.pass();
         if pass == Pass::Open {
-            bump(&counters.bypassed);
-            bump(&counters.errors);
-            metrics::error("breaker_open");
+            // Skipped, not failed: the failures that opened it were counted.
+            metrics::bypassed(counters, "breaker_open");
             return Err(Error::Unavailable);
         }
         let deadline = Deadline::after(self.inner.settings.op_timeout);
@@ -147,7 +146,7 @@ impl Cache {
         match &result {
             Err(Error::Unavailable) => {
                 // Refused on first contact: not a failure of the server.
-                bump(&counters.bypassed);
+                metrics::bypassed(counters, "refused");
                 breaker.succeeded(&pass);
             }
             Err(error) if error.is_unreachable() => {

@@ -9,7 +9,8 @@
 //! | `cache_puts_total` | `group` | values stored |
 //! | `cache_evictions_total` | `group` | key and group evictions that succeeded |
 //! | `cache_load_duration_seconds` | `group` | histogram of the loads that may store (a miss's body, a refresh) |
-//! | `cache_errors_total` | `kind` = `timeout` \| `unreachable` \| `backend` \| `breaker_open` | backend operations that failed or were skipped |
+//! | `cache_errors_total` | `kind` = `timeout` \| `unreachable` \| `backend` | backend operations that failed |
+//! | `cache_bypassed_total` | `reason` = `breaker_open` \| `refused` | backend operations skipped: the breaker was open, or the server refused the cache at first contact |
 //!
 //! With no recorder installed, the facade drops each event after one check.
 
@@ -60,7 +61,14 @@ pub(crate) fn evicted(counters: &Counters, group: &str) {
     counters.metrics.with(group, |m| m.eviction.increment(1));
 }
 
-/// A backend operation failed or was skipped (already counted in `Stats`).
+/// A backend operation was skipped, not tried: not an error.
+pub(crate) fn bypassed(counters: &Counters, reason: &'static str) {
+    bump(&counters.bypassed);
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("cache_bypassed_total", "reason" => reason).increment(1);
+}
+
+/// A backend operation failed (already counted in `Stats`).
 pub(crate) fn error(kind: &'static str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("cache_errors_total", "kind" => kind).increment(1);

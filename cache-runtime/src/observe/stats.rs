@@ -33,14 +33,15 @@ pub struct Stats {
     pub evictions: u64,
     /// Of the hits, values served past their TTL (stale-while-revalidate).
     pub stale_served: u64,
-    /// Backend operations that failed (errors and timeouts) or were skipped
-    /// because the breaker was open.
+    /// Backend operations that failed (errors and timeouts). Those skipped
+    /// while the breaker is open are not failures: they are `bypassed`.
     pub errors: u64,
     /// Of those, the ones that timed out.
     pub timeouts: u64,
     /// Times the circuit breaker opened.
     pub breaker_trips: u64,
-    /// Backend operations skipped while the breaker was open.
+    /// Backend operations skipped, not tried: while the breaker was open,
+    /// or with a server that refused the cache at first contact.
     pub bypassed: u64,
     /// Evictions that failed and were queued for retry in the background.
     pub evictions_queued: u64,
