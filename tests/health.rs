@@ -145,7 +145,10 @@ async fn a_server_that_stops_answering_is_not_serving() {
     assert!(health.reachable && health.serving, "{health:?}");
     server.pause();
     let health = cache.health().await;
-    assert!(!health.reachable && !health.serving, "hung: {health:?}");
+    assert!(
+        !health.reachable && !health.serving && health.degraded,
+        "hung: {health:?}"
+    );
     server.resume();
     eventually(
         Duration::from_secs(5),
@@ -175,4 +178,72 @@ fn what_the_server_refuses_is_said_once() {
             "one line a problem, once"
         );
     });
+}
+
+/// Reads of keys that miss, each running its body: how many did.
+async fn loads_for_misses(cache: &Cache, ids: std::ops::Range<u64>) -> usize {
+    let loads = AtomicUsize::new(0);
+    for id in ids {
+        read(cache, &loads, id).await;
+    }
+    loads.load(Ordering::SeqCst)
+}
+
+/// A server over `maxmemory` (with `noeviction`) refuses every store: the
+/// cache runs its bodies, and says so in `health()`, and once in the log.
+#[test]
+fn a_full_server_is_reported_degraded() {
+    let told = logs::Logged::new(
+        &[tracing::Level::WARN],
+        Some("the Redis server refuses the cache's operations"),
+    );
+    logs::run_traced(told.clone(), async {
+        let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+        let cache = server.cache().await;
+        let health = cache.health().await;
+        assert!(health.serving && !health.degraded, "{health:?}");
+        server.make_full().await;
+        assert_eq!(loads_for_misses(&cache, 10..14).await, 4);
+        assert_eq!(
+            loads_for_misses(&cache, 10..14).await,
+            4,
+            "nothing is stored"
+        );
+        let health = cache.health().await;
+        assert!(
+            health.reachable && health.serving && health.degraded,
+            "{health:?}"
+        );
+        assert!(health.problems[0].contains("full"), "{health:?}");
+        assert_eq!(told.count(), 1, "said once");
+    });
+}
+
+/// A master that becomes a replica after first contact (a failover seen
+/// from the old master, or `REPLICAOF`) refuses the cache's writes: the
+/// cache says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_turned_replica_is_reported_degraded() {
+    let master = RedisServer::start();
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    assert_eq!(loads_for_two_reads(&cache).await, 1);
+    let mut admin = server.client().await;
+    let port = master.port().to_string();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&port)
+        .query_async(&mut admin)
+        .await
+        .expect("REPLICAOF");
+    assert_eq!(loads_for_misses(&cache, 20..23).await, 3);
+    let health = cache.health().await;
+    assert!(health.degraded, "{health:?}");
+    assert!(
+        health
+            .problems
+            .iter()
+            .any(|p| p.contains("read-only replica")),
+        "{health:?}"
+    );
 }

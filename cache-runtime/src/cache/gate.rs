@@ -10,7 +10,7 @@ use super::Cache;
 use crate::backend::deadline::Deadline;
 use crate::backend::{Backend, Lookup, Want};
 use crate::entry::EntryKey;
-use crate::observe::{bump, metrics};
+use crate::observe::{bump, metrics, refused};
 use crate::Error;
 
 impl Cache {
@@ -21,12 +21,20 @@ impl Cache {
     /// a server that does not, or a circuit breaker that is open, is
     /// `reachable: false, serving: false`, so a readiness probe that reads
     /// `serving` fails while every call bypasses the cache.
+    ///
+    /// Between those, `degraded` says the cache works less than fully, with
+    /// a problem for each cause: a server that refused its operations in
+    /// the last ten seconds because it is full (`maxmemory` with
+    /// `noeviction`), a read-only replica, or a user without a right (each
+    /// also logged once at `warn` and counted as `cache_errors_total{kind}`
+    /// `oom`, `readonly` or `noperm`), or a breaker that is open.
     pub async fn health(&self) -> Health {
         let deadline = Deadline::after(self.inner.settings.op_timeout);
         let health = match self.contact(deadline).await {
             Ok(health) => health.clone(),
             Err(error) => return unreachable_health(&error),
         };
+        let health = health.with(self.counters().refusals.recent());
         match self.backend() {
             Backend::Redis(redis) if health.serving => match self.op(redis.ping()).await {
                 Ok(()) => health,
@@ -171,9 +179,11 @@ impl Cache {
                     self.probe_in_background();
                 }
             }
-            Err(_) => {
+            Err(error) => {
                 bump(&counters.errors);
-                metrics::error("backend");
+                if !refused(counters, error) {
+                    metrics::error("backend");
+                }
                 breaker.succeeded(&pass);
             }
             Ok(_) => breaker.succeeded(&pass),
@@ -234,6 +244,7 @@ fn unreachable_health(error: &Error) -> Health {
     Health {
         reachable: false,
         serving: false,
+        degraded: true,
         problems: vec![format!(
             "the server does not answer ({why}): calls run their bodies without the cache"
         )],

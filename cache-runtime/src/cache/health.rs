@@ -1,6 +1,8 @@
-//! What a cache found its server lets it do, on first contact.
+//! What a cache found its server lets it do: on first contact, and from
+//! what it refused since.
 
 use crate::backend::redis::Rights;
+use crate::observe::Refusal;
 
 /// What a cache's server lets it do, checked on first contact
 /// ([`Cache::health`](crate::Cache::health)): its role, and the user's script
@@ -23,6 +25,11 @@ pub struct Health {
     /// unreachable, or refuses what the cache needs), every call runs its
     /// body and nothing is cached.
     pub serving: bool,
+    /// Whether the cache works less than fully: it serves nothing, a right
+    /// it needs is missing, or the server refused some of its operations
+    /// within the last ten seconds (full, read-only, a right missing).
+    /// `problems` says why.
+    pub degraded: bool,
     /// What the cache cannot do, and how to fix it.
     pub problems: Vec<String>,
 }
@@ -33,6 +40,7 @@ impl Health {
         let mut health = Health {
             reachable: true,
             serving: true,
+            degraded: false,
             problems: Vec::new(),
         };
         let Some(rights) = rights else {
@@ -60,6 +68,16 @@ impl Health {
                  cannot hear them; grant it with `ACL SETUSER <user> &{channel}`"
             ));
         }
+        health.degraded = !health.problems.is_empty();
         health
+    }
+
+    /// Adds what the server refused lately.
+    pub(crate) fn with(mut self, refused: impl IntoIterator<Item = Refusal>) -> Health {
+        for refusal in refused {
+            self.problems.push(refusal.problem().to_owned());
+        }
+        self.degraded = !self.problems.is_empty();
+        self
     }
 }

@@ -4,8 +4,10 @@
 //! made where the calls run (`flow`).
 
 pub(crate) mod metrics;
+mod refusals;
 pub(crate) mod stats;
 
+pub(crate) use refusals::{refused, Refusal, Refusals};
 pub use stats::Stats;
 pub(crate) use stats::{bump, Counters, Warning};
 

@@ -108,6 +108,8 @@ pub(crate) struct Counters {
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::observe::metrics::Handles,
     warnings: [Limiter; 2],
+    /// What the server refused lately (`observe::refused`).
+    pub(crate) refusals: super::Refusals,
     /// The groups whose values were read as another type, told once each.
     mismatched: std::sync::Mutex<std::collections::HashSet<String>>,
 }

@@ -95,8 +95,14 @@ impl Redis {
     }
 }
 
-fn is_oom(error: &Error) -> bool {
-    matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
+impl Redis {
+    /// Whether the server refused an operation for memory (`maxmemory`
+    /// with `noeviction`), which the caller then falls back from: noted as
+    /// a refusal, so that health reports it though the fallback succeeds.
+    fn full(&self, error: &Error) -> bool {
+        matches!(error, Error::Redis(e) if e.code() == Some("OOM"))
+            && crate::observe::refused(&self.counters, error)
+    }
 }
 
 /// A duration in whole milliseconds, at least 1 (Redis refuses a TTL of 0).
@@ -281,7 +287,7 @@ impl Redis {
             .arg(super::token());
         let reply: Value = match self.run(|| names.typed(), &script).await {
             // Redis is full: plain reads, which it still accepts.
-            Err(error) if is_oom(&error) => return self.batcher.peek(names, deadline).await,
+            Err(error) if self.full(&error) => return self.batcher.peek(names, deadline).await,
             other => other?,
         };
         match reply {
@@ -390,7 +396,7 @@ impl Redis {
             .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(|| names.typed(), &script).await {
             // The writer record stays until its TTL: later puts evict.
-            Err(error) if is_oom(&error) && mode != "abort" => {
+            Err(error) if mode != "abort" && self.full(&error) => {
                 self.delete_entry(&names).await.map(|_| false)
             }
             other => Ok(other? == 1),
@@ -409,7 +415,7 @@ impl Redis {
             .arg(&self.channel)
             .arg(Invalidation::Key(group, key).message());
         match self.run::<i64>(|| names.typed(), &script).await {
-            Err(error) if is_oom(&error) => self.delete_entry(&names).await,
+            Err(error) if self.full(&error) => self.delete_entry(&names).await,
             other => Ok(other? == 1),
         }
     }
@@ -458,7 +464,7 @@ impl Redis {
             // the next write starts a new generation. Without the other two,
             // every dependency on the group fails its check, and the next
             // pin reads the group as evicted now.
-            Err(error) if is_oom(&error) => {
+            Err(error) if self.full(&error) => {
                 for key in [&gen, &evicted, &record] {
                     self.delete(key).await?;
                 }
