@@ -7,6 +7,12 @@
 //! Only failures to reach the server count (connection errors, timeouts). An
 //! error the server answers with (out of memory, wrong type) shows that it is
 //! up, and closes the breaker.
+//!
+//! A timeout with no success since its operation began makes the server
+//! *suspect*: the breaker opens at once, whatever the threshold, and the
+//! prober asks at once. So a frozen Redis costs a request one op timeout,
+//! not one per cached call it makes; a timeout while other operations
+//! succeed (one slow script) counts as any failure.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +27,8 @@ pub(crate) struct Breaker {
     probing: AtomicBool,
     /// Whether a background task is probing the backend.
     prober: AtomicBool,
+    /// Milliseconds since `epoch` of the last success; 0 for none.
+    succeeded_ms: AtomicU64,
 }
 
 /// How often the background prober asks an unreachable Redis again.
@@ -45,6 +53,7 @@ impl Breaker {
             open_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             prober: AtomicBool::new(false),
+            succeeded_ms: AtomicU64::new(0),
         }
     }
 
@@ -65,7 +74,9 @@ impl Breaker {
         self.prober.store(false, Ordering::Release);
     }
 
-    fn now_ms(&self) -> u64 {
+    /// The breaker's clock, milliseconds (at least 1), for
+    /// [`failed`](Self::failed)'s `since`.
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis())
             .unwrap_or(u64::MAX)
             .max(1)
@@ -90,6 +101,7 @@ impl Breaker {
 
     /// The server answered.
     pub(crate) fn succeeded(&self, pass: &Pass) {
+        self.succeeded_ms.store(self.now_ms(), Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         if *pass == Pass::Probe || self.open_until_ms.load(Ordering::Relaxed) != 0 {
             self.open_until_ms.store(0, Ordering::Release);
@@ -97,11 +109,15 @@ impl Breaker {
         }
     }
 
-    /// The server could not be reached; says whether the breaker opened.
-    pub(crate) fn failed(&self, pass: &Pass) -> bool {
+    /// The server could not be reached by an operation begun at `since`
+    /// (by [`now_ms`](Self::now_ms)), which `timed_out` or not; says
+    /// whether the breaker opened.
+    pub(crate) fn failed(&self, pass: &Pass, since: u64, timed_out: bool) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let suspect = timed_out && self.succeeded_ms.load(Ordering::Relaxed) < since;
         if *pass == Pass::Probe
-            || (failures >= self.threshold && self.open_until_ms.load(Ordering::Relaxed) == 0)
+            || ((suspect || failures >= self.threshold)
+                && self.open_until_ms.load(Ordering::Relaxed) == 0)
         {
             let until =
                 self.now_ms() + u64::try_from(self.cool_down.as_millis()).unwrap_or(u64::MAX / 2);
@@ -122,15 +138,18 @@ mod tests {
         let breaker = Breaker::new(3, Duration::from_millis(20));
         for _ in 0..2 {
             assert_eq!(breaker.pass(), Pass::Closed);
-            assert!(!breaker.failed(&Pass::Closed));
+            assert!(!breaker.failed(&Pass::Closed, breaker.now_ms(), false));
         }
-        assert!(breaker.failed(&Pass::Closed), "the third failure opens it");
+        assert!(
+            breaker.failed(&Pass::Closed, breaker.now_ms(), false),
+            "the third failure opens it"
+        );
         assert_eq!(breaker.pass(), Pass::Open);
         std::thread::sleep(Duration::from_millis(25));
         assert_eq!(breaker.pass(), Pass::Probe);
         assert_eq!(breaker.pass(), Pass::Open, "one probe at a time");
         assert!(
-            !breaker.failed(&Pass::Probe),
+            !breaker.failed(&Pass::Probe, breaker.now_ms(), false),
             "a failed probe reopens without counting a new trip"
         );
         assert_eq!(breaker.pass(), Pass::Open);
@@ -139,5 +158,21 @@ mod tests {
         assert_eq!(probe, Pass::Probe);
         breaker.succeeded(&probe);
         assert_eq!(breaker.pass(), Pass::Closed);
+    }
+
+    #[test]
+    fn a_timeout_with_no_success_since_opens_it_at_once() {
+        let breaker = Breaker::new(3, Duration::from_secs(60));
+        let began = breaker.now_ms();
+        std::thread::sleep(Duration::from_millis(2));
+        breaker.succeeded(&Pass::Closed);
+        assert!(
+            !breaker.failed(&Pass::Closed, began, true),
+            "a success since: one slow operation"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let began = breaker.now_ms();
+        assert!(breaker.failed(&Pass::Closed, began, true), "suspect");
+        assert_eq!(breaker.pass(), Pass::Open);
     }
 }

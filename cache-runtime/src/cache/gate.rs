@@ -145,6 +145,7 @@ impl Cache {
             return Err(Error::Unavailable);
         }
         let deadline = Deadline::after(self.inner.settings.op_timeout);
+        let began = breaker.now_ms();
         // First contact is checked within the same bound as the operation.
         let result = match self.contact(deadline).await {
             Ok(health) if health.serving => op(deadline).await,
@@ -168,7 +169,7 @@ impl Cache {
                 } else {
                     metrics::error("unreachable");
                 }
-                if breaker.failed(&pass) {
+                if breaker.failed(&pass, began, error.is_timeout()) {
                     bump(&counters.breaker_trips);
                     tracing::warn!(
                         %error,
@@ -210,8 +211,13 @@ impl Cache {
         };
         let cache = self.downgrade();
         runtime.spawn(async move {
+            let mut first = true;
             loop {
-                tokio::time::sleep(PROBE_EVERY).await;
+                // The first probe goes at once: a suspect server is asked
+                // while calls skip it, not a probe interval later.
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                }
                 let Some(cache) = Cache::upgrade(&cache) else {
                     return;
                 };
