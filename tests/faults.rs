@@ -207,6 +207,62 @@ async fn a_fresh_freeze_costs_a_request_one_op_timeout() {
     recovers(&cache, &db, 1, Duration::from_secs(5)).await;
 }
 
+/// Redis freezes while a process writes: its eviction cannot be sent (its
+/// breaker is open) and waits for a retry. Once Redis answers, a process
+/// that saw the outage never reads the value that write replaced (its
+/// reads settle while the writer lands its evictions), and one that did not
+/// see it reads it for at most a probe interval and a round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_freeze_a_write_made_during_it_is_read_by_no_process_that_saw_it() {
+    let server = RedisServer::start();
+    let (writer, saw, idle) = (
+        fast_cache(&server).await,
+        fast_cache(&server).await,
+        fast_cache(&server).await,
+    );
+    let db = Db::default();
+    for cache in [&writer, &saw, &idle] {
+        read(cache, &db, 1).await;
+        read(cache, &db, 1).await;
+    }
+    assert_eq!(db.reads(), 1, "cached");
+
+    server.pause();
+    read(&writer, &db, 2).await; // times out: the breaker opens
+    read(&saw, &db, 2).await;
+    update(&writer, &db, 1).await.unwrap(); // its eviction waits
+    assert_eq!(writer.stats().evictions_queued, 1);
+    let new = db.value(1);
+    server.resume();
+    let resumed = Instant::now();
+
+    let (mut stale_seen, mut last_stale_idle) = (0, None);
+    while resumed.elapsed() < Duration::from_millis(800) {
+        if read(&saw, &db, 1).await != new {
+            stale_seen += 1;
+        }
+        if read(&idle, &db, 1).await != new {
+            last_stale_idle = Some(resumed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eprintln!(
+        "after the freeze: {stale_seen} stale reads where the outage was seen; \
+         the last stale read where it was not {last_stale_idle:?} after Redis answered"
+    );
+    assert_eq!(
+        stale_seen, 0,
+        "a process that saw the outage reads no old value"
+    );
+    let window = Duration::from_millis(50) + OP_TIMEOUT + SLACK;
+    assert!(
+        last_stale_idle.is_none_or(|at| at <= window),
+        "stale until {last_stale_idle:?}, past a probe interval and a round trip"
+    );
+    assert_eq!(writer.stats().evictions_retried, 1);
+    assert_eq!(read(&saw, &db, 1).await, new);
+}
+
 /// Callers that arrive together go out in batches, or wait behind the reads
 /// of their key on the wire: each of them is still bounded by the op
 /// timeout when Redis hangs.

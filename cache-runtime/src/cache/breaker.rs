@@ -8,6 +8,12 @@
 //! error the server answers with (out of memory, wrong type) shows that it is
 //! up, and closes the breaker.
 //!
+//! When the breaker closes after an outage, reads *settle*: for a probe
+//! interval plus an op timeout they pass the cache by (writes go on), long
+//! enough for every other process that saw the outage to have probed the
+//! server and landed the evictions it could not make during it. So no
+//! process reads what another's write during the outage replaced.
+//!
 //! A timeout with no success since its operation began makes the server
 //! *suspect*: the breaker opens at once, whatever the threshold, and the
 //! prober asks at once. So a frozen Redis costs a request one op timeout,
@@ -29,10 +35,14 @@ pub(crate) struct Breaker {
     prober: AtomicBool,
     /// Milliseconds since `epoch` of the last success; 0 for none.
     succeeded_ms: AtomicU64,
+    /// How long reads settle after the breaker closes.
+    settle: Duration,
+    /// Milliseconds since `epoch` until which reads settle; 0 when not.
+    settle_until_ms: AtomicU64,
 }
 
 /// How often the background prober asks an unreachable Redis again.
-pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 /// Whether an operation may go to the backend.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +54,9 @@ pub(crate) enum Pass {
 }
 
 impl Breaker {
-    pub(crate) fn new(threshold: u32, cool_down: Duration) -> Self {
+    /// A breaker whose reads settle for a probe interval plus `op_timeout`
+    /// once it closes after an outage.
+    pub(crate) fn new(threshold: u32, cool_down: Duration, op_timeout: Duration) -> Self {
         Breaker {
             threshold: threshold.max(1),
             cool_down,
@@ -54,7 +66,28 @@ impl Breaker {
             probing: AtomicBool::new(false),
             prober: AtomicBool::new(false),
             succeeded_ms: AtomicU64::new(0),
+            settle: PROBE_EVERY + op_timeout,
+            settle_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Whether reads pass the cache by, settling after an outage: one
+    /// atomic load when they do not.
+    #[inline]
+    pub(crate) fn settling(&self) -> bool {
+        let until = self.settle_until_ms.load(Ordering::Acquire);
+        until != 0 && self.settled(until)
+    }
+
+    #[cold]
+    fn settled(&self, until: u64) -> bool {
+        if self.now_ms() < until {
+            return true;
+        }
+        let _ =
+            self.settle_until_ms
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire);
+        false
     }
 
     /// Whether calls skip the backend now (or after the cool-down, probe it).
@@ -99,14 +132,20 @@ impl Breaker {
         }
     }
 
-    /// The server answered.
-    pub(crate) fn succeeded(&self, pass: &Pass) {
-        self.succeeded_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// The server answered; says whether that closed the breaker (reads
+    /// then settle).
+    pub(crate) fn succeeded(&self, pass: &Pass) -> bool {
+        let now = self.now_ms();
+        self.succeeded_ms.store(now, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
         if *pass == Pass::Probe || self.open_until_ms.load(Ordering::Relaxed) != 0 {
+            let settle = u64::try_from(self.settle.as_millis()).unwrap_or(u64::MAX / 2);
+            self.settle_until_ms.store(now + settle, Ordering::Release);
             self.open_until_ms.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);
+            return true;
         }
+        false
     }
 
     /// The server could not be reached by an operation begun at `since`
@@ -135,7 +174,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_and_closes_after_a_good_probe() {
-        let breaker = Breaker::new(3, Duration::from_millis(20));
+        let breaker = Breaker::new(3, Duration::from_millis(20), Duration::from_millis(30));
         for _ in 0..2 {
             assert_eq!(breaker.pass(), Pass::Closed);
             assert!(!breaker.failed(&Pass::Closed, breaker.now_ms(), false));
@@ -156,16 +195,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(25));
         let probe = breaker.pass();
         assert_eq!(probe, Pass::Probe);
-        breaker.succeeded(&probe);
+        assert!(!breaker.settling());
+        assert!(breaker.succeeded(&probe), "closed");
         assert_eq!(breaker.pass(), Pass::Closed);
+        assert!(breaker.settling(), "reads settle once it closes");
+        std::thread::sleep(PROBE_EVERY + Duration::from_millis(35));
+        assert!(
+            !breaker.settling(),
+            "for a probe interval and an op timeout"
+        );
+        assert!(!breaker.succeeded(&Pass::Closed), "already closed");
+        assert!(!breaker.settling());
     }
 
     #[test]
     fn a_timeout_with_no_success_since_opens_it_at_once() {
-        let breaker = Breaker::new(3, Duration::from_secs(60));
+        let breaker = Breaker::new(3, Duration::from_secs(60), Duration::from_millis(100));
         let began = breaker.now_ms();
         std::thread::sleep(Duration::from_millis(2));
-        breaker.succeeded(&Pass::Closed);
+        assert!(!breaker.succeeded(&Pass::Closed));
         assert!(
             !breaker.failed(&Pass::Closed, began, true),
             "a success since: one slow operation"

@@ -156,7 +156,7 @@ impl Cache {
             Err(Error::Unavailable) => {
                 // Refused on first contact: not a failure of the server.
                 metrics::bypassed(counters, "refused");
-                breaker.succeeded(&pass);
+                self.answered(&pass);
             }
             Err(error) if error.is_unreachable() => {
                 if let Backend::Redis(redis) = self.backend() {
@@ -185,11 +185,27 @@ impl Cache {
                 if !refused(counters, error) {
                     metrics::error("backend");
                 }
-                breaker.succeeded(&pass);
+                self.answered(&pass);
             }
-            Ok(_) => breaker.succeeded(&pass),
+            Ok(_) => self.answered(&pass),
         }
         result
+    }
+
+    /// The server answered an operation that went through `pass`. If that
+    /// closed the breaker, the evictions that failed during the outage are
+    /// retried now, while this process's reads settle.
+    fn answered(&self, pass: &Pass) {
+        if self.inner.breaker.succeeded(pass) {
+            self.retrier().now.notify_one();
+        }
+    }
+
+    /// Whether reads pass the cache by while they settle after an outage
+    /// (see `breaker`).
+    #[inline]
+    pub(crate) fn settling(&self) -> bool {
+        self.inner.breaker.settling()
     }
 }
 
@@ -232,7 +248,7 @@ impl Cache {
                 let deadline = Deadline::after(cache.settings().op_timeout);
                 if deadline.bound(redis.ping()).await.is_ok() {
                     breaker.end_prober();
-                    breaker.succeeded(&Pass::Probe);
+                    cache.answered(&Pass::Probe);
                     tracing::info!("cache circuit breaker closed: Redis answers again");
                     return;
                 }

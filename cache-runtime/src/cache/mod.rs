@@ -115,7 +115,11 @@ impl Cache {
     ) -> Self {
         Cache {
             inner: Arc::new(Inner {
-                breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cool_down),
+                breaker: Breaker::new(
+                    settings.breaker_threshold,
+                    settings.breaker_cool_down,
+                    settings.op_timeout,
+                ),
                 backend,
                 settings,
                 flights: Flights::default(),

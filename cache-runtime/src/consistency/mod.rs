@@ -144,17 +144,19 @@ impl Cache {
 impl ReadStart {
     /// Whether the read of `key` must pass the cache by: an eviction of it,
     /// or of its group, failed and waits for its retry, so what the cache
-    /// holds may be what that write replaced.
+    /// holds may be what that write replaced; or reads settle after an
+    /// outage, while other processes land the evictions they could not
+    /// make during it.
     #[inline]
     pub(crate) fn passes(&self, cache: &Cache, group: &str, key: &EntryKey) -> bool {
-        cache.pending().blocks(group, key)
+        cache.pending().blocks(group, key) || cache.settling()
     }
 
-    /// Whether no read of this process must pass the cache by (nothing is
-    /// pending retry): then [`passes`](Self::passes) is false for every key.
+    /// Whether no read of this process must pass the cache by: then
+    /// [`passes`](Self::passes) is false for every key.
     #[inline]
     pub(crate) fn passes_none(&self, cache: &Cache) -> bool {
-        cache.pending().is_empty()
+        cache.pending().is_empty() && !cache.settling()
     }
 
     /// The local tier, when this read may use it: not inside a load, which

@@ -102,8 +102,10 @@ impl Eviction {
 }
 
 /// Where a cache's failed evictions go: the queue of its background retry
-/// task ([`retry`](super::retry)), started with the first one.
+/// task ([`retry`](super::retry)), started with the first one; and the
+/// signal that retries them at once (the server answers again).
 #[derive(Default)]
 pub(crate) struct Retrier {
     pub(crate) queue: Mutex<Option<mpsc::UnboundedSender<Eviction>>>,
+    pub(crate) now: std::sync::Arc<tokio::sync::Notify>,
 }

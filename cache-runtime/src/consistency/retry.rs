@@ -15,10 +15,10 @@
 //! write is visible on the next read even while Redis is failing; other
 //! processes may serve the old value until the retry succeeds or the TTL ends.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::pending::Eviction;
 use crate::cache::Inner;
@@ -60,12 +60,17 @@ pub(crate) fn queue(cache: &Cache, eviction: Eviction, error: &Error) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let _ = sender.send(eviction);
     *queue = Some(sender);
-    runtime.spawn(retry_all(cache.downgrade(), receiver));
+    let now = cache.retrier().now.clone();
+    runtime.spawn(retry_all(cache.downgrade(), receiver, now));
 }
 
 /// Retries the pending evictions until each succeeds or its window ends,
 /// and stops with the last handle of its cache.
-async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Eviction>) {
+async fn retry_all(
+    cache: Weak<Inner>,
+    mut queue: mpsc::UnboundedReceiver<Eviction>,
+    now: Arc<Notify>,
+) {
     let mut waiting: Vec<(Eviction, Instant)> = Vec::new();
     let mut delay = FIRST_RETRY;
     loop {
@@ -75,6 +80,8 @@ async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Evicti
             tokio::select! {
                 next = queue.recv() => next,
                 () = tokio::time::sleep(delay) => None,
+                // The server answers again: land them before reads settle.
+                () = now.notified() => None,
             }
         };
         let Some(cache) = Cache::upgrade(&cache) else {
@@ -89,8 +96,11 @@ async fn retry_all(cache: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Evicti
         }
         let mut failed = false;
         let mut kept = Vec::with_capacity(waiting.len());
-        for (eviction, deadline) in waiting.drain(..) {
-            match run(&eviction, &cache).await {
+        // All at once: after an outage, they land within a round trip.
+        let runs = waiting.iter().map(|(eviction, _)| run(eviction, &cache));
+        let outcomes = futures_util::future::join_all(runs).await;
+        for ((eviction, deadline), outcome) in waiting.drain(..).zip(outcomes) {
+            match outcome {
                 Ok(()) => {
                     cache.pending().remove(&eviction);
                     bump(&cache.counters().evictions_retried);
