@@ -1,7 +1,9 @@
-//! A bounded load-and-chaos run: tasks read and write through the attributes
-//! while Redis is killed and restarted twice (loopback only, about 5 s, stops
-//! by itself). At the end: no failed call, no read older than the last write
-//! completed before it began, and the counters of what went wrong.
+//! Bounded load-and-chaos runs: tasks read and write through the attributes
+//! while Redis is killed and restarted twice, or, with two caches on it (two
+//! processes), frozen twice (loopback only, about 5 s each, they stop by
+//! themselves). At the end: no failed call, no read older than the last
+//! write completed before it began (in either process), and the counters of
+//! what went wrong.
 
 mod support;
 
@@ -40,17 +42,43 @@ struct Tally {
     stale: AtomicUsize,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_and_writes_survive_redis_being_killed_twice() {
-    let mut server = RedisServer::start();
-    let cache = Cache::builder()
+/// What happens to Redis during a run.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Killed, then restarted empty.
+    Killed,
+    /// Frozen (`SIGSTOP`), then thawed with its data.
+    Frozen,
+}
+
+async fn cache_on(server: &RedisServer) -> Cache {
+    Cache::builder()
         .redis(server.url())
         .op_timeout(Duration::from_millis(100))
         .breaker(3, Duration::from_millis(200))
         .eviction_retry(Duration::from_secs(30))
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_survive_redis_being_killed_twice() {
+    let mut server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    run(&mut server, vec![cache], Fault::Killed).await;
+}
+
+/// Two processes write while Redis is frozen: their evictions wait, and no
+/// read in either process returns a value a completed write replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_survive_redis_being_frozen_twice() {
+    let mut server = RedisServer::start();
+    let caches = vec![cache_on(&server).await, cache_on(&server).await];
+    run(&mut server, caches, Fault::Frozen).await;
+}
+
+async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
     let db = Arc::new(Db::default());
     let completed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
     let tally = Arc::new(Tally::default());
@@ -59,8 +87,9 @@ async fn reads_and_writes_survive_redis_being_killed_twice() {
 
     let workers: Vec<_> = (0..8u64)
         .map(|worker| {
-            let (cache, db, completed, tally, stop) =
-                (cache.clone(), db.clone(), completed.clone(), tally.clone(), stop.clone());
+            let cache = caches[worker as usize % caches.len()].clone();
+            let (db, completed, tally, stop) =
+                (db.clone(), completed.clone(), tally.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(seed ^ worker);
                 while !stop.load(Ordering::SeqCst) {
@@ -93,21 +122,25 @@ async fn reads_and_writes_survive_redis_being_killed_twice() {
 
     let started = Instant::now();
     let at = |ms: u64| tokio::time::sleep_until((started + Duration::from_millis(ms)).into());
-    at(1000).await;
-    server.kill();
-    at(1500).await;
-    server.restart();
-    at(2500).await;
-    server.kill();
-    at(3000).await;
-    server.restart();
+    for (down, up) in [(1000, 1500), (2500, 3000)] {
+        at(down).await;
+        match fault {
+            Fault::Killed => server.kill(),
+            Fault::Frozen => server.pause(),
+        }
+        at(up).await;
+        match fault {
+            Fault::Killed => server.restart(),
+            Fault::Frozen => server.resume(),
+        }
+    }
     at(4500).await;
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.await.expect("a worker panicked");
     }
 
-    let stats = cache.stats();
+    let stats = caches[0].stats();
     eprintln!(
         "chaos: {} calls over {:?}, {} failed, {} stale; {stats:?}",
         tally.calls.load(Ordering::SeqCst),
@@ -133,8 +166,10 @@ async fn reads_and_writes_survive_redis_being_killed_twice() {
         stats.errors > 0 && stats.breaker_trips >= 2,
         "the outages were seen: {stats:?}"
     );
-    for id in 0..KEYS {
-        let version = read(&cache, &db, id).await;
-        assert_eq!(version, db.read(id), "key {id} is current after the run");
+    for cache in &caches {
+        for id in 0..KEYS {
+            let version = read(cache, &db, id).await;
+            assert_eq!(version, db.read(id), "key {id} is current after the run");
+        }
     }
 }
