@@ -188,6 +188,12 @@ async fn a_fresh_freeze_costs_a_request_one_op_timeout() {
     for id in 1..=3 {
         read(&cache, &db, id).await;
     }
+    // Hits, read after each fill on the connection: no fill's reply is
+    // still out when Redis freezes.
+    for id in 1..=3 {
+        read(&cache, &db, id).await;
+    }
+    assert_eq!(db.reads(), 3);
     server.pause();
     let started = Instant::now();
     for id in 1..=3 {
@@ -215,11 +221,18 @@ async fn a_fresh_freeze_costs_a_request_one_op_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_freeze_a_write_made_during_it_is_read_by_no_process_that_saw_it() {
     let server = RedisServer::start();
-    let (writer, saw, idle) = (
-        fast_cache(&server).await,
-        fast_cache(&server).await,
-        fast_cache(&server).await,
-    );
+    // An op timeout of 300 ms: reads settle for 350 ms after the outage,
+    // room for the writer's probe on a loaded machine.
+    const OP_TIMEOUT: Duration = Duration::from_millis(300);
+    let cache = || async {
+        Cache::builder()
+            .redis(server.url())
+            .op_timeout(OP_TIMEOUT)
+            .build()
+            .await
+            .unwrap()
+    };
+    let (writer, saw, idle) = (cache().await, cache().await, cache().await);
     let db = Db::default();
     for cache in [&writer, &saw, &idle] {
         read(cache, &db, 1).await;
