@@ -340,3 +340,45 @@ mod explicit {
     use super::*;
     with_two_caches!(an_explicit_dependency_s_first_load_is_stored);
 }
+
+/// A page that shows item 1, read from the database and named as a
+/// dependency.
+#[cached(group = "held-pages", ttl = 60, skip(cache, db), cache = cache,
+    lock_timeout = std::time::Duration::from_millis(300))]
+async fn held_page(cache: &Cache, db: &Db, n: u64) -> Vec<u64> {
+    cache_runtime::depend(Dep::key("items", &1u64));
+    let _ = n;
+    vec![db.row(1)]
+}
+
+/// Promise 4 for a derived entry: when what a page depends on changed and
+/// its lease is held by another caller while the stale page stays (a lease
+/// whose holder's script failed after taking it: the server refused its
+/// `DEL`), a reader waits at most `lock_timeout`, then loads the page
+/// itself: it does not start its wait again each time it finds the stale
+/// page (which nested a future each time, until the stack overflowed).
+async fn a_reader_of_a_changed_dependent_waits_one_lock_timeout(store: Store) {
+    let (holder, reader) = (store.cache().await, store.cache().await);
+    let db = Db::default();
+    assert_eq!(held_page(&reader, &db, 0).await, vec![1]);
+    db.set(1, 2);
+    delete_item(&holder, 1).await.unwrap(); // the page's stamp fails now
+
+    refuse_deletes(&store, true);
+    // Takes the page's lease, then fails to drop the stale page: the lease
+    // stays until its TTL (30 s).
+    assert_eq!(held_page(&holder, &db, 0).await, vec![2]);
+    let started = std::time::Instant::now();
+    assert_eq!(held_page(&reader, &db, 0).await, vec![2]);
+    let waited = started.elapsed();
+    refuse_deletes(&store, false);
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the reader waited {waited:?}, past its 300 ms lock timeout"
+    );
+}
+
+mod held {
+    use super::*;
+    on_each_store!(a_reader_of_a_changed_dependent_waits_one_lock_timeout);
+}

@@ -148,6 +148,11 @@ impl<'c> Read<'c> {
     /// is there or its lease gone. Past `lock_timeout`, load without the
     /// lease and store nothing: the holder keeps its lease and stores its own
     /// value, so a slow load is not raced into never being stored.
+    ///
+    /// A stamped value whose stamps no longer hold is what the holder is
+    /// replacing: polling goes on, within the same bound (this calls nothing
+    /// that waits again, so the bound is one `lock_timeout`, and the wait
+    /// nests no futures).
     async fn wait_for<V>(
         &self,
         flight: FlightGuard<'c>,
@@ -175,10 +180,17 @@ impl<'c> Read<'c> {
                 Some(Answer::Miss(None)) => self.lookup(Want::Lock).await,
                 other => other,
             };
-            match answer {
-                Some(Answer::Hit(kept)) if stamps::stamped(kept.bytes()) => {
-                    return Box::pin(self.stamped(kept, reader, start, Some(flight))).await;
+            let answer = match answer {
+                Some(Answer::Hit(kept)) if !start.holds(self.cache, &kept).await => {
+                    // Stale through what it depends on: take its lease.
+                    match self.lookup(Want::ForceLock).await {
+                        Some(Answer::Hit(_)) => None,
+                        other => other,
+                    }
                 }
+                other => other,
+            };
+            match answer {
                 Some(Answer::Hit(kept)) => match self.open(&kept, reader) {
                     Some(hit) => return hit,
                     None => return self.reload(Some(flight)).await,
