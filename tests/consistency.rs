@@ -351,7 +351,7 @@ async fn held_page(cache: &Cache, db: &Db, n: u64) -> Vec<u64> {
     vec![db.row(1)]
 }
 
-/// Promise 4 for a derived entry: when what a page depends on changed and
+/// Bounded waits for a derived entry: when what a page depends on changed and
 /// its lease is held by another caller while the stale page stays (a lease
 /// whose holder's script failed after taking it: the server refused its
 /// `DEL`), a reader waits at most `lock_timeout`, then loads the page

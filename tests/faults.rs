@@ -1,4 +1,5 @@
-//! Promise 5 and 6 under injected faults: Redis down at start-up, killed,
+//! A failing Redis never fails or stalls a call, and leaves nothing held,
+//! under injected faults: Redis down at start-up, killed,
 //! hung, restarted, full, or holding contents it should not.
 
 mod support;

@@ -1,4 +1,5 @@
-//! Promises 1 and 2 of the spec under forced interleavings, and a randomized
+//! A write is visible on the next read, and racing puts leave the last
+//! write or nothing: under forced interleavings, and a randomized
 //! stress test checked against a model of the database, on both backends.
 
 mod support;

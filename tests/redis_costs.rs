@@ -1,5 +1,5 @@
 //! What each operation sends to Redis, read from `INFO commandstats`:
-//! group eviction does not grow with the group (promise 3), and a hit is one
+//! group eviction does not grow with the group, and a hit is one
 //! round trip; and how it sends them (every connection sets `TCP_NODELAY`).
 
 #[path = "support/sockets.rs"]

@@ -1,4 +1,4 @@
-//! Promise 4 (stampede) and 6 (no lock left behind): single-flight in one
+//! Stampede protection and nothing left held: single-flight in one
 //! process, one load across processes, bounded waits, early refresh.
 
 mod support;
