@@ -376,6 +376,7 @@ async fn a_reader_of_a_changed_dependent_waits_one_lock_timeout(store: Store) {
         waited < Duration::from_millis(1500),
         "the reader waited {waited:?}, past its 300 ms lock timeout"
     );
+    assert_eq!(reader.stats().lock_timeouts, 1, "counted (and logged)");
 }
 
 mod held {

@@ -16,7 +16,7 @@ use crate::deps::stamps;
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
 use crate::entry::EntryKey;
-use crate::observe::ok_or_warn;
+use crate::observe::{metrics, ok_or_warn};
 use crate::{Cache, Error};
 
 /// How many flights a caller follows before it loads by itself: a bound on
@@ -164,10 +164,7 @@ impl<'c> Read<'c> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                tracing::debug!(
-                    group = self.group,
-                    "cache lease held past the lock timeout; loading without it"
-                );
+                metrics::lock_timed_out(self.cache.counters(), self.group, 1);
                 return Found::Load {
                     lease: None,
                     flight: Some(flight),

@@ -215,6 +215,9 @@ where
             tokio::time::sleep(pause + jitter).await;
             pause = (pause * 2).min(MAX_PAUSE);
         } else {
+            if !held.is_empty() {
+                metrics::lock_timed_out(cache.counters(), group, held.len() as u64);
+            }
             unleased.extend(held);
         }
         pending = next;

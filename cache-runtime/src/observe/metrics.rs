@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::observe::{bump, Counters};
+use crate::observe::{bump, Counters, Warning};
 
 /// A lookup answered from the cache; `stale` when past its TTL
 /// (stale-while-revalidate).
@@ -59,6 +59,23 @@ pub(crate) fn evicted(counters: &Counters, group: &str) {
     bump(&counters.evictions);
     #[cfg(feature = "metrics")]
     counters.metrics.with(group, |m| m.eviction.increment(1));
+}
+
+/// A read waited `lock_timeout` for another caller's load of `keys` keys,
+/// and runs its body without the cache.
+pub(crate) fn lock_timed_out(counters: &Counters, group: &str, keys: u64) {
+    counters
+        .lock_timeouts
+        .fetch_add(keys, std::sync::atomic::Ordering::Relaxed);
+    counters.warn_limited(Warning::Failure, |count| {
+        tracing::warn!(
+            group,
+            count,
+            "cache read waited lock_timeout for another caller's load; running the body \
+             without the cache (a slow load, or a lease left by a crashed caller or restored \
+             from a snapshot)"
+        );
+    });
 }
 
 /// A backend operation was skipped, not tried: not an error.

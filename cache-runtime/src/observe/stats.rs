@@ -49,6 +49,11 @@ pub struct Stats {
     pub evictions_retried: u64,
     /// Queued evictions given up after the retry window.
     pub evictions_abandoned: u64,
+    /// Reads that waited `lock_timeout` for another caller's load of their
+    /// key and then ran their body, unstored: a slow load, or a lease left
+    /// by a caller that crashed (or restored with a snapshot). Logged at
+    /// `warn`, rate-limited.
+    pub lock_timeouts: u64,
     /// Stored entries that could not be read back (another type, garbage,
     /// truncated, too large): each was a miss and was overwritten.
     pub undecodable: u64,
@@ -93,6 +98,7 @@ pub(crate) struct Counters {
     pub(crate) evictions_queued: AtomicU64,
     pub(crate) evictions_retried: AtomicU64,
     pub(crate) evictions_abandoned: AtomicU64,
+    pub(crate) lock_timeouts: AtomicU64,
     pub(crate) undecodable: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) repaired: AtomicU64,
@@ -136,6 +142,7 @@ impl Counters {
             evictions_queued: get(&self.evictions_queued),
             evictions_retried: get(&self.evictions_retried),
             evictions_abandoned: get(&self.evictions_abandoned),
+            lock_timeouts: get(&self.lock_timeouts),
             undecodable: get(&self.undecodable),
             oversized: get(&self.oversized),
             repaired: get(&self.repaired),
