@@ -1,7 +1,8 @@
-//! Every path keeps every promise: the cases found off the single-key
-//! attribute path (a bulk read, a record of the wrong type, a key of
-//! negative zero, an explicit dependency's first load, negative caching
-//! beside a bulk read), each on every backend where it can occur.
+//! Guarantee 8 (docs/design.md): every path keeps every promise. The cases
+//! found off the single-key attribute path (a bulk read, a record of the
+//! wrong type, a key of negative zero, an explicit dependency's first load,
+//! negative caching beside a bulk read, a changed dependent's lease held),
+//! each on every backend where it can occur.
 
 mod support;
 
@@ -351,7 +352,8 @@ async fn held_page(cache: &Cache, db: &Db, n: u64) -> Vec<u64> {
     vec![db.row(1)]
 }
 
-/// Bounded waits for a derived entry: when what a page depends on changed and
+/// Guarantee 4 (docs/design.md) for a derived entry: when what a page
+/// depends on changed and
 /// its lease is held by another caller while the stale page stays (a lease
 /// whose holder's script failed after taking it: the server refused its
 /// `DEL`), a reader waits at most `lock_timeout`, then loads the page

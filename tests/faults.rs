@@ -1,6 +1,6 @@
-//! A failing Redis never fails or stalls a call, and leaves nothing held,
-//! under injected faults: Redis down at start-up, killed,
-//! hung, restarted, full, or holding contents it should not.
+//! Guarantees 5, 6 and 9 (docs/design.md) under injected faults: Redis down
+//! at start-up, killed, hung, restarted, full, or holding contents it should
+//! not.
 
 mod support;
 

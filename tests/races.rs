@@ -1,6 +1,6 @@
-//! A write is visible on the next read, and racing puts leave the last
-//! write or nothing: under forced interleavings, and a randomized
-//! stress test checked against a model of the database, on both backends.
+//! Guarantees 1 and 2 (docs/design.md) under forced interleavings, and a
+//! randomized stress test checked against a model of the database, on both
+//! backends.
 
 mod support;
 

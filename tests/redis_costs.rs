@@ -1,5 +1,6 @@
 //! What each operation sends to Redis, read from `INFO commandstats`:
-//! group eviction does not grow with the group, and a hit is one
+//! group eviction does not grow with the group (guarantee 3, docs/design.md),
+//! and a hit is one
 //! round trip; and how it sends them (every connection sets `TCP_NODELAY`).
 
 #[path = "support/sockets.rs"]

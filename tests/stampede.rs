@@ -1,4 +1,5 @@
-//! Stampede protection and nothing left held: single-flight in one
+//! Guarantees 4 (stampede) and 6 (nothing left held), docs/design.md:
+//! single-flight in one
 //! process, one load across processes, bounded waits, early refresh.
 
 mod support;

@@ -1,4 +1,5 @@
-//! The model test: every path at once, checked against a model.
+//! The model test: every path at once, checked against a model (guarantees
+//! 1, 2, 7 and 8 of docs/design.md).
 //!
 //! Two caches on one store (two processes) drive a random mix of
 //! single-key reads and writes, bulk reads, puts and evictions, the

@@ -335,7 +335,7 @@ async fn sentinels_and_master_over_tls() {
     assert!(stored, "the value is on the master");
 }
 
-/// A failing Redis never stalls a call, through Sentinel: a hung master (`SIGSTOP`) costs every call,
+/// Guarantee 5 (docs/design.md) through Sentinel: a hung master (`SIGSTOP`) costs every call,
 /// lone or batched, at most the op timeout, and the cache serves again once
 /// the master answers. The connection carries no response timeout of
 /// redis-rs's own: the cache's deadline alone bounds it. There is no
