@@ -107,11 +107,7 @@ impl Cache {
             local.invalidate(&written);
         }
         if let Some(error) = failed {
-            let eviction = match written {
-                Invalidation::Key(group, key) => Eviction::Key(group.to_owned(), key.clone()),
-                Invalidation::Group(group) => Eviction::Group(group.to_owned()),
-            };
-            retry::queue(self, eviction, error);
+            retry::queue(self, Eviction::of(written), error);
         }
     }
 

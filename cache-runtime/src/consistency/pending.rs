@@ -93,6 +93,14 @@ impl Eviction {
         }
     }
 
+    /// The eviction of what `target` names.
+    pub(crate) fn of(target: Invalidation<'_>) -> Eviction {
+        match target {
+            Invalidation::Key(group, key) => Eviction::Key(group.to_owned(), key.clone()),
+            Invalidation::Group(group) => Eviction::Group(group.to_owned()),
+        }
+    }
+
     fn parts(&self) -> (&str, Option<&EntryKey>) {
         match self {
             Eviction::Key(group, key) => (group, Some(key)),

@@ -6,7 +6,7 @@
 
 use crate::backend::{Ticket, WriteEnd};
 use crate::entry::{EntryKey, Invalidation};
-use crate::observe::{metrics, ok_or_warn, Warning};
+use crate::observe::{metrics, ok_or_warn, warn_failed};
 use crate::{Cache, Error};
 
 /// A put's registered write. Dropped before the put ended, it ends the write
@@ -87,9 +87,7 @@ pub(crate) async fn begin(cache: &Cache, group: &str, key: EntryKey) -> Write {
         }
         // It may still run later: the guard ends it when the put is done.
         Err(error) => {
-            cache.counters().warn_limited(Warning::Failure, |count| {
-                tracing::warn!(group, %error, count, "cache write failed; continuing without the cache");
-            });
+            warn_failed(cache.counters(), "write", group, &error);
             Err(error)
         }
     };

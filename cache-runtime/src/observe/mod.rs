@@ -26,10 +26,16 @@ pub(crate) fn ok_or_warn<T>(
         Ok(value) => Some(value),
         Err(Error::Unavailable) => None,
         Err(error) => {
-            counters.warn_limited(Warning::Failure, |count| {
-                tracing::warn!(group, %error, count, "cache {what} failed; continuing without the cache");
-            });
+            warn_failed(counters, what, group, &error);
             None
         }
     }
+}
+
+/// Logs a failed cache operation, at most once a second with the number of
+/// failures the line stands for.
+pub(crate) fn warn_failed(counters: &Counters, what: &str, group: &str, error: &Error) {
+    counters.warn_limited(Warning::Failure, |count| {
+        tracing::warn!(group, %error, count, "cache {what} failed; continuing without the cache");
+    });
 }
