@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_runtime::{cached, Cache};
+use cache_runtime::{cache_evict, cached, Cache};
 use support::{eventually, RedisServer};
 
 const MASTER: &str = "cachemaster";
@@ -269,6 +269,107 @@ async fn the_cache_follows_a_failover() {
         before + 1,
         "the second read hit"
     );
+}
+
+#[cached(group = "failover", cache = cache, skip(cache, db))]
+async fn versioned(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+#[cache_evict(group = "failover", cache = cache, skip(cache, db))]
+async fn bump(cache: &Cache, db: &support::VersionedDb, id: u64) -> Result<(), String> {
+    db.bump(id);
+    Ok(())
+}
+
+/// Guarantee 9 through Sentinel: the replica is frozen (`SIGSTOP`) and cut
+/// off before an eviction, so it never receives it; the master dies and the sentinels
+/// promote the replica, which holds the evicted entry. The cache serves
+/// nothing from before the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_that_missed_a_write_serves_nothing_from_before_it() {
+    let mut master = RedisServer::start();
+    let master_port = master.port();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]);
+    let sentinels = Sentinels::start(master_port);
+    eventually(
+        Duration::from_secs(20),
+        "the sentinels to find the replica and each other",
+        || sentinels.ready(),
+    )
+    .await;
+    let cache = Cache::builder()
+        .redis_sentinel(sentinels.urls(), MASTER)
+        .build()
+        .await
+        .expect("a Sentinel cache builds");
+    let db = support::VersionedDb::default();
+    let entry = "cache:{failover}:e:1";
+    assert_eq!(versioned(&cache, &db, 1).await, 0);
+    let on_replica = replica.client().await;
+    eventually(
+        Duration::from_secs(10),
+        "the replica to receive the entry",
+        || {
+            let mut on_replica = on_replica.clone();
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(entry)
+                    .query_async::<bool>(&mut on_replica)
+                    .await
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+
+    // Frozen, and cut off from the master, the replica cannot receive what
+    // follows (its socket would otherwise deliver it on SIGCONT).
+    replica.pause();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "replica"][..])
+        .query_async(&mut master.client().await)
+        .await
+        .unwrap();
+    bump(&cache, &db, 1).await.unwrap(); // version 1; the replica misses the eviction
+    assert_eq!(versioned(&cache, &db, 1).await, 1);
+    master.kill();
+    replica.resume();
+    let replica_port = replica.port();
+    eventually(
+        Duration::from_secs(30),
+        "the sentinels to promote the replica",
+        || async { sentinels.master_port().await == Some(replica_port) },
+    )
+    .await;
+    // (A fresh connection: Sentinel closes the clients of the server it
+    // promotes.)
+    let stale: bool = redis::cmd("EXISTS")
+        .arg(entry)
+        .query_async(&mut replica.client().await)
+        .await
+        .unwrap();
+    assert!(stale, "the promoted replica holds the evicted entry");
+
+    // Until the cache serves hits again, and twice after: never version 0.
+    let mut hits = 0;
+    let started = Instant::now();
+    while hits < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the cache did not serve hits again within 30 s of the promotion"
+        );
+        let before = cache.stats().hits;
+        assert_eq!(
+            versioned(&cache, &db, 1).await,
+            1,
+            "no read returns the entry from before the failover"
+        );
+        if cache.stats().hits > before {
+            hits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

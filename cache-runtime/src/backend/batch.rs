@@ -417,13 +417,16 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
 
 /// Reads a group's generation and some of its entries, in one `MGET` (a key
 /// of another type reads as nil: a miss, which the lookup script repairs).
-/// The entries are taken from the reply as they are asked for: a lone read
+/// A generation that the server holding it did not make (it restarted, or
+/// failed over, since) reads as absent: every entry is then a miss. The
+/// entries are taken from the reply as they are asked for: a lone read
 /// builds no second list.
-async fn read(
+pub(crate) async fn read(
     conn: &Connection,
     gen: &str,
     entries: &[&str],
 ) -> Result<(Stored, impl Iterator<Item = Result<Stored, RedisError>>), RedisError> {
+    let sent_on = conn.number();
     // Sized up front: growing the command's buffers cost a lone read more
     // than writing its arguments.
     let size = "MGET".len() + gen.len() + entries.iter().map(|e| e.len()).sum::<usize>();
@@ -439,8 +442,13 @@ async fn read(
         ));
     };
     let mut replies = replies.into_iter().map(stored);
-    let gen = replies.next().ok_or_else(short_reply)??;
-    Ok((gen, replies))
+    let mut stored_gen = replies.next().ok_or_else(short_reply)??;
+    if let Some(made) = &stored_gen {
+        if !conn.epochs().admits(conn, gen, made, sent_on).await {
+            stored_gen = None;
+        }
+    }
+    Ok((stored_gen, replies))
 }
 
 /// One value of an `MGET` reply.

@@ -1,35 +1,54 @@
-//! The connection to Redis: one server through redis-rs's `ConnectionManager`
-//! (multiplexed, reconnecting), a Redis Cluster through its async cluster
-//! connection (routing each command by its keys' slot, following failovers),
-//! or the master Sentinel names. All connect lazily, so a cache can be built
-//! while Redis is down.
+//! The connection to Redis: one server, or the master Sentinel names,
+//! through one multiplexed connection made again when it breaks
+//! (`backend/link.rs`); a Redis Cluster through redis-rs's async cluster
+//! connection (routing each command by its keys' slot, following
+//! failovers). All connect lazily, so a cache can be built while Redis is
+//! down.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-#[cfg(feature = "sentinel")]
-use crate::backend::sentinel::SentinelMaster;
+use super::epochs::Epochs;
+use super::link::Link;
 
 #[derive(Clone)]
 pub(crate) enum Connection {
-    Single(ConnectionManager),
+    Server(Arc<Link>),
     Cluster(Arc<LazyCluster>),
-    #[cfg(feature = "sentinel")]
-    Sentinel(Arc<SentinelMaster>),
+}
+
+impl Connection {
+    /// What this process knows of the servers' epochs.
+    pub(crate) fn epochs(&self) -> &Epochs {
+        match self {
+            Connection::Server(link) => link.epochs(),
+            Connection::Cluster(cluster) => &cluster.epochs,
+        }
+    }
+
+    /// The number of the connection a command sent now goes out on: one
+    /// server's current connection (`None` when there is none), or for a
+    /// cluster how many connection errors it has met.
+    pub(crate) fn number(&self) -> Option<u64> {
+        match self {
+            Connection::Server(link) => link.number(),
+            Connection::Cluster(cluster) => Some(cluster.breaks.load(Ordering::Acquire)),
+        }
+    }
 }
 
 /// Where the local tier subscribes to invalidations.
 pub(crate) enum Subscriptions {
-    /// Any of these servers (one, or a cluster's nodes), tried in turn.
+    /// Any of these servers (a cluster's nodes), tried in turn.
     Nodes(Vec<redis::Client>),
-    /// Whichever server Sentinel names master at the time.
-    #[cfg(feature = "sentinel")]
-    Sentinel(Arc<SentinelMaster>),
+    /// The one server, or whichever Sentinel names master at the time.
+    Server(Arc<Link>),
 }
 
 impl Subscriptions {
@@ -44,8 +63,7 @@ impl Subscriptions {
                 )
                     .into()),
             },
-            #[cfg(feature = "sentinel")]
-            Subscriptions::Sentinel(master) => master.client().await,
+            Subscriptions::Server(link) => link.client().await,
         }
     }
 }
@@ -54,13 +72,25 @@ impl Subscriptions {
 pub(crate) struct LazyCluster {
     client: ClusterClient,
     connection: OnceCell<ClusterConnection>,
+    /// How many replies were connection errors: a node may have restarted.
+    breaks: AtomicU64,
+    epochs: Epochs,
 }
 
 impl LazyCluster {
-    pub(crate) fn new(client: ClusterClient) -> Self {
+    pub(crate) fn new(client: ClusterClient, epochs: Epochs) -> Self {
         LazyCluster {
             client,
             connection: OnceCell::new(),
+            breaks: AtomicU64::new(0),
+            epochs,
+        }
+    }
+
+    /// Counts a reply that says a node's connection broke.
+    fn note<T>(&self, reply: &RedisResult<T>) {
+        if reply.as_ref().is_err_and(broke) {
+            self.breaks.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -75,18 +105,18 @@ impl LazyCluster {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(single) => single.req_packed_command(cmd),
-            Connection::Cluster(cluster) => Box::pin(async move {
-                let mut connection = cluster.get().await?;
-                connection.req_packed_command(cmd).await
-            }),
-            #[cfg(feature = "sentinel")]
-            Connection::Sentinel(master) => Box::pin(async move {
-                let (id, mut connection) = master.connection().await?;
+            Connection::Server(link) => Box::pin(async move {
+                let (number, mut connection) = link.connection().await?;
                 let reply = connection.req_packed_command(cmd).await;
                 if let Err(error) = &reply {
-                    master.failed(id, error);
+                    link.failed(number, error);
                 }
+                reply
+            }),
+            Connection::Cluster(cluster) => Box::pin(async move {
+                let mut connection = cluster.get().await?;
+                let reply = connection.req_packed_command(cmd).await;
+                cluster.note(&reply);
                 reply
             }),
         }
@@ -99,22 +129,22 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(single) => single.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(cluster) => Box::pin(async move {
-                let mut connection = cluster.get().await?;
-                connection
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-            }),
-            #[cfg(feature = "sentinel")]
-            Connection::Sentinel(master) => Box::pin(async move {
-                let (id, mut connection) = master.connection().await?;
+            Connection::Server(link) => Box::pin(async move {
+                let (number, mut connection) = link.connection().await?;
                 let replies = connection
                     .req_packed_commands(pipeline, offset, count)
                     .await;
                 if let Err(error) = &replies {
-                    master.failed(id, error);
+                    link.failed(number, error);
                 }
+                replies
+            }),
+            Connection::Cluster(cluster) => Box::pin(async move {
+                let mut connection = cluster.get().await?;
+                let replies = connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                cluster.note(&replies);
                 replies
             }),
         }
@@ -122,10 +152,13 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(single) => single.get_db(),
+            Connection::Server(link) => link.db(),
             Connection::Cluster(_) => 0,
-            #[cfg(feature = "sentinel")]
-            Connection::Sentinel(master) => master.db(),
         }
     }
+}
+
+/// Whether an error says the connection it came on broke.
+pub(crate) fn broke(error: &RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
 }

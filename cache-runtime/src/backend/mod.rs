@@ -24,6 +24,8 @@
 pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod deadline;
+pub(crate) mod epochs;
+pub(crate) mod link;
 pub(crate) mod memory;
 pub(crate) mod names;
 pub(crate) mod redis;

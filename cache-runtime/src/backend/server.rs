@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
+use redis::AsyncConnectionConfig;
 
 use crate::backend::connection::{Connection, LazyCluster, Subscriptions};
+use crate::backend::epochs::{Epochs, CLUSTER_TRUST};
+use crate::backend::link::{Dialer, Link};
 use crate::error::Error;
 
 /// Which Redis deployment a cache uses.
@@ -98,32 +100,39 @@ impl Server {
     /// The connection, made lazily (building never waits for Redis), and
     /// where the local tier subscribes to invalidations: the server, every
     /// node of a cluster (messages reach them all), or whichever server
-    /// Sentinel names master at the time.
+    /// Sentinel names master at the time. `check_restarts`: whether
+    /// entries from before a restart or failover are refused
+    /// (`backend/epochs.rs`).
     pub(crate) fn connect(
         &self,
         op_timeout: Duration,
+        check_restarts: bool,
     ) -> Result<(Connection, Subscriptions), Error> {
         #[cfg(feature = "tls")]
         if self.uses_tls() {
             crate::backend::tls::install_crypto_provider();
         }
+        // No response timeout on one server: every operation is bounded by
+        // its own deadline (a batched read by one for all its callers), and
+        // a second timer on each command costs a hit more than its key does.
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(op_timeout));
+        let link = |dialer| {
+            let link = Link::new(
+                dialer,
+                config,
+                self.db()?,
+                Epochs::new(check_restarts, None),
+            );
+            let link = Arc::new(link);
+            Ok::<_, Error>((
+                Connection::Server(link.clone()),
+                Subscriptions::Server(link),
+            ))
+        };
         match &self.place {
-            Place::Single(url) => {
-                // No response timeout: every operation is bounded by its
-                // own deadline (a batched read by one for all its callers),
-                // and a second timer on each command costs a hit more than
-                // its key does.
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(None)
-                    .set_connection_timeout(Some(op_timeout))
-                    .set_number_of_retries(1);
-                let client = self.client(url)?;
-                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                Ok((
-                    Connection::Single(manager),
-                    Subscriptions::Nodes(vec![client]),
-                ))
-            }
+            Place::Single(url) => link(Dialer::Url(self.client(url)?)),
             Place::Cluster(urls) => {
                 // The cluster client keeps its response timeout: it bounds
                 // each attempt of a call it routes and retries itself.
@@ -137,7 +146,8 @@ impl Server {
                     Some(tls) => builder.certs(tls.certificates()),
                     None => builder,
                 };
-                let cluster = Arc::new(LazyCluster::new(builder.build()?));
+                let epochs = Epochs::new(check_restarts, Some(CLUSTER_TRUST));
+                let cluster = Arc::new(LazyCluster::new(builder.build()?, epochs));
                 let nodes = urls
                     .iter()
                     .map(|url| self.client(url))
@@ -146,17 +156,12 @@ impl Server {
             }
             #[cfg(feature = "sentinel")]
             Place::Sentinel { sentinels, master } => {
-                let master = Arc::new(crate::backend::sentinel::SentinelMaster::new(
+                link(Dialer::Sentinel(crate::backend::sentinel::sentinel_client(
                     sentinels,
                     master,
                     #[cfg(feature = "tls")]
                     self.tls.as_ref(),
-                    op_timeout,
-                )?);
-                Ok((
-                    Connection::Sentinel(master.clone()),
-                    Subscriptions::Sentinel(master),
-                ))
+                )?))
             }
         }
     }

@@ -51,6 +51,7 @@ enum Target {
 /// | [`eviction_retry`](Self::eviction_retry) | 60 s |
 /// | [`breaker`](Self::breaker) | 5 failures, 1 s cool-down |
 /// | [`max_dependencies`](Self::max_dependencies) | 10,000 |
+/// | [`check_restarts`](Self::check_restarts) | on |
 ///
 /// ```
 /// use std::time::Duration;
@@ -83,6 +84,7 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cool_down: Duration,
     max_dependencies: usize,
+    check_restarts: bool,
     local: Option<(usize, Duration)>,
     #[cfg(feature = "tls")]
     tls: Option<crate::Tls>,
@@ -106,6 +108,7 @@ impl Default for CacheBuilder {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(1),
             max_dependencies: 10_000,
+            check_restarts: true,
             local: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -290,6 +293,23 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether entries stored before the Redis server restarted, or before a
+    /// failover to another server, are refused (default on). A server that
+    /// restarts from a snapshot, or a replica promoted before it received
+    /// the last writes, holds entries that those writes had evicted; with
+    /// the check on, every entry written before the restart or failover is
+    /// a miss, at the price of a cold cache then. It costs the server an
+    /// `INFO server` per script (about 5 µs), and the user needs the right
+    /// to run `INFO` (without it, the check is off, with a warning).
+    ///
+    /// Turn it off only when the server loses no acknowledged write across
+    /// restarts and failovers: an append-only file with `appendfsync
+    /// always`, and failovers that wait for the replica.
+    pub fn check_restarts(mut self, on: bool) -> Self {
+        self.check_restarts = on;
+        self
+    }
+
     /// Adds a local tier: an in-process copy of up to `capacity` entries read
     /// from Redis, each kept at most `max_ttl` (and never past its TTL), so
     /// that hits cost no round trip. Copies are dropped when any process
@@ -372,7 +392,7 @@ impl CacheBuilder {
         // Pub/sub channels span a server's databases: the channel names the
         // database, so that caches on other databases hear none of this one's.
         let channel = invalidation_channel(&self.prefix, server.db()?);
-        let (connection, subscriptions) = server.connect(self.op_timeout)?;
+        let (connection, subscriptions) = server.connect(self.op_timeout, self.check_restarts)?;
         let local = match self.local {
             None => None,
             Some((capacity, max_ttl)) => {

@@ -5,7 +5,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P:{G}:gen` | string | the group's current generation (no TTL), a 16-character token |
+//! | `P:{G}:gen` | string | the group's current generation (no TTL): the epoch of the server process that made it, a dot, and a 16-character token (see `backend/epochs.rs`) |
 //! | `P:{G}:e:<key>` | string | the value's generation followed by its envelope |
 //! | `P:{G}:l:<key>` | hash | `t`/`lg`: a read lease and its generation |
 //! | `P:{G}:w:<key>` | hash | `w` last writer, `n` writers in flight, `c` set when writes overlapped |
@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{FromRedisValue, ScriptInvocation, Value};
+use redis::{FromRedisValue, RedisError, ScriptInvocation, Value};
 
 mod rights;
 mod scripts;
 
-use super::batch::Batcher;
+use super::batch::{self, Batcher};
 use super::connection::Connection;
 use super::{token, Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
 use crate::backend::deadline::Deadline;
@@ -150,7 +150,8 @@ impl Redis {
     /// Loads the read and write scripts on every master, at first contact:
     /// the first lookup, lease and fill of each group then meet no
     /// `NOSCRIPT` (which costs two round trips, and makes a first fill wait
-    /// for its answer). Best effort: a script not loaded is loaded on use.
+    /// for its answer); learns the server's epoch. Best effort: a script
+    /// not loaded is loaded on use, an epoch not learned asked on use.
     pub(crate) async fn load_scripts(&self) {
         let loads = scripts::PRELOADED.iter().map(|script| {
             let mut conn = self.conn.clone();
@@ -161,6 +162,8 @@ impl Redis {
             None => self.loaded.store(true, Ordering::Release),
             Some(error) => tracing::debug!(%error, "cache scripts not loaded ahead; loaded on use"),
         }
+        // And the server's epoch: the first hits then need not ask it.
+        self.conn.epochs().learn(&self.conn, &self.prefix).await;
     }
 
     fn filled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -284,7 +287,7 @@ impl Redis {
             .arg(mode)
             .arg(token)
             .arg(self.lease_ms)
-            .arg(super::token());
+            .arg(self.fresh_gen());
         let reply: Value = match self.run(|| names.typed(), &script).await {
             // Redis is full: plain reads, which it still accepts.
             Err(error) if self.full(&error) => return self.batcher.peek(names, deadline).await,
@@ -359,7 +362,7 @@ impl Redis {
             .key(names.gen())
             .arg(token)
             .arg(self.lease_ms)
-            .arg(super::token());
+            .arg(self.fresh_gen());
         let gen: String = self.run(|| names.typed(), &script).await?;
         Ok(Ticket {
             token: token.to_owned(),
@@ -441,7 +444,7 @@ impl Redis {
             .arg(Invalidation::Key(group, key).message())
             .arg(bytes)
             .arg(millis(ttl))
-            .arg(token());
+            .arg(self.fresh_gen());
         script
     }
 
@@ -454,7 +457,7 @@ impl Redis {
         script
             .key(&evicted)
             .key(&record)
-            .arg(token())
+            .arg(self.fresh_gen())
             .arg(&self.channel)
             .arg(&message);
         let base = group_key(&self.prefix, group, "");
@@ -518,7 +521,7 @@ impl Redis {
         keys: &[(&EntryKey, &str, bool)],
     ) -> Result<Vec<Lookup>, Error> {
         let mut script = LOCK_MANY.key(group_gen(&self.prefix, group));
-        script.arg(self.lease_ms).arg(token());
+        script.arg(self.lease_ms).arg(self.fresh_gen());
         for (key, token, past_value) in keys {
             let names = self.names(group, key);
             script.key(names.entry()).key(names.lease());
@@ -616,7 +619,7 @@ impl Redis {
             .key(group_key(&self.prefix, group, EVICTED))
             .key(group_key(&self.prefix, group, GROUP_RECORD))
             .arg(millis(ttl))
-            .arg(token());
+            .arg(self.fresh_gen());
         for record in records {
             script.key(self.record_name(group, record)).arg(token());
         }
@@ -652,26 +655,37 @@ impl Redis {
     }
 
     /// One `MGET` of a group's generation and of `names`, keys of the group
-    /// (so of its slot): the generation, and what each name holds.
+    /// (so of its slot): the generation, if the server that holds it made
+    /// it, and what each name holds.
     async fn with_gen<T: FromRedisValue>(
         &self,
         group: &str,
         names: impl Iterator<Item = String>,
     ) -> Result<(Option<T>, Vec<Option<T>>), Error> {
-        let mut mget = redis::cmd("MGET");
-        mget.arg(group_gen(&self.prefix, group));
-        let mut asked = 0;
-        for name in names {
-            mget.arg(name);
-            asked += 1;
-        }
-        let mut found: Vec<Option<T>> = mget.query_async(&mut self.conn.clone()).await?;
-        if found.len() != asked + 1 {
-            return Err(unexpected_reply("unexpected reply to an MGET of a group").into());
-        }
-        let gen = found.remove(0);
-        Ok((gen, found))
+        let names: Vec<String> = names.collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (gen, found) = batch::read(&self.conn, &group_gen(&self.prefix, group), &names).await?;
+        let decode = |stored: Option<Vec<u8>>| {
+            stored
+                .map(|bytes| T::from_redis_value(Value::BulkString(bytes)))
+                .transpose()
+                .map_err(RedisError::from)
+        };
+        let found = found
+            .map(|stored| decode(stored?))
+            .collect::<Result<Vec<_>, RedisError>>()?;
+        Ok((decode(gen)?, found))
     }
+
+    /// A fresh generation token for a script.
+    fn fresh_gen(&self) -> String {
+        self.conn.epochs().fresh_gen()
+    }
+}
+
+/// The script that asks the server holding `key` its `run_id`.
+pub(crate) fn epoch_script(key: &str) -> ScriptInvocation<'static> {
+    scripts::EPOCH.key(key)
 }
 
 /// The microseconds a record's token or an eviction time starts with.

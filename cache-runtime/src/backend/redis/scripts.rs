@@ -7,7 +7,8 @@ use redis::Script;
 
 /// The scripts of reads and writes, loaded on first contact (all but the
 /// repair of keys of the wrong type).
-pub(super) static PRELOADED: [&Lazy<Script>; 10] = [
+pub(super) static PRELOADED: [&Lazy<Script>; 11] = [
+    &EPOCH,
     &LOOKUP,
     &FILL,
     &RELEASE,
@@ -44,20 +45,58 @@ end
     };
 }
 
+/// Lua that reads a group's generation (see `backend/epochs.rs`). A fresh
+/// generation `fresh` that starts with `*` asks that generations start
+/// with this server's epoch, the head of its `run_id`: `epoch(fresh)` gives
+/// the epoch (`''` when not asked, or when the user may not run `INFO`)
+/// and the fresh token. `live_gen(k, fresh, create)` gives the generation
+/// in `k` when it is of this epoch; one of another was written before the
+/// server restarted or failed over, and counts as absent: a new one is
+/// made when `create`, else it gives nil.
+macro_rules! gen_lua {
+    () => {
+        r"
+local function epoch(fresh)
+  if string.sub(fresh, 1, 1) ~= '*' then return '', fresh end
+  local info = redis.pcall('INFO', 'server')
+  local id = type(info) == 'string' and string.match(info, 'run_id:(%x%x%x%x%x%x%x%x)')
+  if not id then return '', string.sub(fresh, 2) end
+  return id .. '.', string.sub(fresh, 2)
+end
+local function live_gen(k, fresh, create)
+  local gen = redis.call('GET', k)
+  local e, token = epoch(fresh)
+  if gen and string.sub(gen, 1, #e) == e then return gen end
+  if not create then return nil end
+  gen = e .. token
+  redis.call('SET', k, gen)
+  return gen
+end
+"
+    };
+}
+
+/// KEYS: any key of the node to ask. Returns the server's `run_id`, whose
+/// head is the epoch that its generations start with.
+pub(super) static EPOCH: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r"
+return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+",
+    )
+});
+
 /// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force|forcelock), new
 /// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
 /// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
 /// otherwise.
 pub(super) static LOOKUP: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        gen_lua!(),
         r"
 local mode = ARGV[1]
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  if mode == 'peek' then return nil end
-  gen = ARGV[4]
-  redis.call('SET', KEYS[2], gen)
-end
+local gen = live_gen(KEYS[2], ARGV[4], mode ~= 'peek')
+if not gen then return nil end
 local e = redis.call('GET', KEYS[1])
 local live = e and string.sub(e, 1, #gen) == gen
 local l = redis.call('HMGET', KEYS[3], 't', 'lg')
@@ -82,7 +121,7 @@ redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('DEL', KEYS[1])
 return {ARGV[2], gen}
 ",
-    )
+    ))
 });
 
 /// A bulk call's leases. KEYS: gen, then each key's entry and lease.
@@ -91,13 +130,10 @@ return {ARGV[2], gen}
 /// `{token, gen}` for a lease taken, `{holder, gen, 'held'}` when another
 /// caller holds it.
 pub(super) static LOCK_MANY: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        gen_lua!(),
         r"
-local gen = redis.call('GET', KEYS[1])
-if not gen then
-  gen = ARGV[2]
-  redis.call('SET', KEYS[1], gen)
-end
+local gen = live_gen(KEYS[1], ARGV[2], true)
 local out = {}
 for i = 1, (#KEYS - 1) / 2 do
   local entry, lease = KEYS[2 * i], KEYS[2 * i + 1]
@@ -117,7 +153,7 @@ for i = 1, (#KEYS - 1) / 2 do
 end
 return out
 ",
-    )
+    ))
 });
 
 /// A bulk call's fills. KEYS: gen, then each key's entry and lease. ARGV:
@@ -168,20 +204,16 @@ return 1
 
 /// KEYS: writers, gen. ARGV: writer token, lease ms, fresh gen. Returns the gen.
 pub(super) static BEGIN_WRITE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        gen_lua!(),
         r"
 local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
 if n > 0 then redis.call('HSET', KEYS[1], 'c', '1') end
 redis.call('HSET', KEYS[1], 'w', ARGV[1], 'n', n + 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local gen = redis.call('GET', KEYS[2])
-if not gen then
-  gen = ARGV[3]
-  redis.call('SET', KEYS[2], gen)
-end
-return gen
+return live_gen(KEYS[2], ARGV[3], true)
 ",
-    )
+    ))
 });
 
 /// KEYS: entry, writers, gen, lease, the key's dependency record, the
@@ -223,19 +255,17 @@ return stored
 pub(super) static REPLACE: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
         bump_lua!(),
+        gen_lua!(),
         r"
 local logged
 if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[7]) end
 bump(KEYS[5])
 written(KEYS[6])
-local gen = redis.call('GET', KEYS[3])
+local gen = live_gen(KEYS[3], ARGV[5] or '', false)
 local e = redis.call('GET', KEYS[1])
 local existed = gen and e and string.sub(e, 1, #gen) == gen
 if ARGV[3] then
-  if not gen then
-    gen = ARGV[5]
-    redis.call('SET', KEYS[3], gen)
-  end
+  gen = gen or live_gen(KEYS[3], ARGV[5], true)
   redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
 else
   redis.call('DEL', KEYS[1])
@@ -259,8 +289,10 @@ return 0
 pub(super) static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
         bump_lua!(),
+        gen_lua!(),
         r"
-redis.call('SET', KEYS[1], ARGV[1])
+local e, token = epoch(ARGV[1])
+redis.call('SET', KEYS[1], e .. token)
 redis.call('SET', KEYS[2], now)
 written(KEYS[3])
 redis.pcall('PUBLISH', ARGV[2], ARGV[3])
@@ -277,16 +309,13 @@ return 1
 /// latest. Extends each record to live at least the TTL. Returns the
 /// clock, the generation, the eviction time and each record's token.
 pub(super) static PIN: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    Script::new(concat!(
+        gen_lua!(),
         r"
 local clock = redis.call('TIME')
 local now = clock[1] .. string.format('%06d', tonumber(clock[2]))
 local ttl = tonumber(ARGV[1])
-local gen = redis.call('GET', KEYS[1])
-if not gen then
-  gen = ARGV[2]
-  redis.call('SET', KEYS[1], gen)
-end
+local gen = live_gen(KEYS[1], ARGV[2], true)
 local written = string.match(redis.call('GET', KEYS[3]) or '0', '^%d+') or '0'
 local evicted = redis.call('GET', KEYS[2])
 if not evicted then
@@ -307,7 +336,7 @@ for i = 4, #KEYS do
 end
 return out
 ",
-    )
+    ))
 });
 
 /// KEYS: the keys an operation touches; ARGV: the type each must hold.
