@@ -1,7 +1,7 @@
 //! Bounded load-and-chaos runs: tasks read and write through the attributes
-//! while Redis is killed and restarted twice, or, with two caches on it (two
-//! processes), frozen twice (loopback only, about 5 s each, they stop by
-//! themselves). At the end: no failed call, no read older than the last
+//! while Redis is killed and restarted twice (empty, or from a snapshot
+//! taken shortly before), or, with two caches on it (two processes), frozen
+//! twice (loopback only, about 5 s each, they stop by themselves). At the end: no failed call, no read older than the last
 //! write completed before it began (in either process), and the counters of
 //! what went wrong.
 
@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
 use support::RedisServer;
-
-const KEYS: u64 = 8;
 
 use support::VersionedDb as Db;
 
@@ -49,6 +47,21 @@ enum Fault {
     Killed,
     /// Frozen (`SIGSTOP`), then thawed with its data.
     Frozen,
+    /// Snapshotted (`SAVE`), killed 300 ms of writes later, and restarted
+    /// at once from the snapshot: entries those writes evicted are back.
+    Restored,
+}
+
+impl Fault {
+    /// How many keys the run spreads over: after a restart from a snapshot,
+    /// keys not written while the server was down are the ones a restored
+    /// entry could be served for.
+    fn keys(self) -> u64 {
+        match self {
+            Fault::Restored => 256,
+            Fault::Killed | Fault::Frozen => 8,
+        }
+    }
 }
 
 async fn cache_on(server: &RedisServer) -> Cache {
@@ -78,9 +91,27 @@ async fn two_processes_survive_redis_being_frozen_twice() {
     run(&mut server, caches, Fault::Frozen).await;
 }
 
+/// Two processes write while Redis is snapshotted, killed and restarted from
+/// the snapshot: neither serves an entry the snapshot brought back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_survive_redis_restarting_from_an_older_snapshot_twice() {
+    let dir = std::env::temp_dir().join(format!(
+        "cache-chaos-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = RedisServer::start_with(&["--dir", &dir.to_string_lossy()]);
+    let caches = vec![cache_on(&server).await, cache_on(&server).await];
+    run(&mut server, caches, Fault::Restored).await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
+    let keys = fault.keys();
     let db = Arc::new(Db::default());
-    let completed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let completed: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let seed = fastrand::u64(..);
@@ -93,7 +124,7 @@ async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(seed ^ worker);
                 while !stop.load(Ordering::SeqCst) {
-                    let id = rng.u64(0..KEYS);
+                    let id = rng.u64(0..keys);
                     let floor = completed[id as usize].load(Ordering::SeqCst);
                     let roll = rng.u8(0..100);
                     tally.calls.fetch_add(1, Ordering::SeqCst);
@@ -122,17 +153,27 @@ async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
 
     let started = Instant::now();
     let at = |ms: u64| tokio::time::sleep_until((started + Duration::from_millis(ms)).into());
+    let mut admin = server.client().await;
     for (down, up) in [(1000, 1500), (2500, 3000)] {
+        if let Fault::Restored = fault {
+            at(down - 300).await;
+            let _: () = redis::cmd("SAVE").query_async(&mut admin).await.unwrap();
+        }
         at(down).await;
         match fault {
-            Fault::Killed => server.kill(),
+            Fault::Killed | Fault::Restored => server.kill(),
             Fault::Frozen => server.pause(),
         }
-        at(up).await;
+        // A crashed server restarted at once, as a supervisor does: few
+        // writes fail meanwhile, so few evictions wait for a retry.
+        if !matches!(fault, Fault::Restored) {
+            at(up).await;
+        }
         match fault {
-            Fault::Killed => server.restart(),
+            Fault::Killed | Fault::Restored => server.restart(),
             Fault::Frozen => server.resume(),
         }
+        admin = server.client().await;
     }
     at(4500).await;
     stop.store(true, Ordering::SeqCst);
@@ -167,7 +208,7 @@ async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
         "the outages were seen: {stats:?}"
     );
     for cache in &caches {
-        for id in 0..KEYS {
+        for id in 0..keys {
             let version = read(cache, &db, id).await;
             assert_eq!(version, db.read(id), "key {id} is current after the run");
         }
