@@ -542,36 +542,104 @@ impl RedisCluster {
             if tls && (port < 11_024 || TcpListener::bind(("127.0.0.1", tls_port(port))).is_err()) {
                 continue; // no room for its TLS port
             }
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                // a replica may take over whatever its data's age (tests only)
-                .args(["--cluster-replica-validity-factor", "0"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(&self.tls)
-                // the bus follows the TLS port unless told: keep it at port + 10000
-                .args(tls.then(|| ["--tls-port".to_owned(), tls_port(port).to_string(), "--cluster-port".to_owned(), (port + 10_000).to_string()]).into_iter().flatten())
-                .args(["--logfile", &format!("node-{port}.log"), "--dbfilename", &format!("dump-{port}.rdb")])
-                .arg("--dir")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed: run the README's test command, which installs it");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if ping(port) {
-                    return (port, Some(child));
-                }
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break; // it exited: most likely a port was taken
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Some(child) = self.spawn_on(port) {
+                return (port, Some(child));
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("no cluster node started after 10 attempts on free loopback ports");
+    }
+
+    /// Starts the node of `port` (its configuration and snapshot files are
+    /// named by the port): `None` when it exits or does not answer in 10 s.
+    fn spawn_on(&self, port: u16) -> Option<Child> {
+        let tls = !self.tls.is_empty();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            // a replica may take over whatever its data's age (tests only)
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(&self.tls)
+            // the bus follows the TLS port unless told: keep it at port + 10000
+            .args(
+                tls.then(|| {
+                    [
+                        "--tls-port".to_owned(),
+                        tls_port(port).to_string(),
+                        "--cluster-port".to_owned(),
+                        (port + 10_000).to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+            )
+            .args([
+                "--logfile",
+                &format!("node-{port}.log"),
+                "--dbfilename",
+                &format!("dump-{port}.rdb"),
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is not installed: run the README's test command, which installs it",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(port) {
+                return Some(child);
+            }
+            if !matches!(child.try_wait(), Ok(None)) {
+                break; // it exited: most likely a port was taken
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts a killed node again on its port, with its cluster
+    /// configuration and its last snapshot (`SAVE`), and waits for the
+    /// cluster to be ok.
+    pub fn restart(&mut self, port: u16) {
+        let mut restarted = None;
+        for _attempt in 0..50 {
+            restarted = self.spawn_on(port);
+            if restarted.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100)); // the port may linger
+        }
+        let Some(child) = restarted else {
+            panic!("cluster node {port} did not restart");
+        };
+        for (node, slot) in &mut self.nodes {
+            if *node == port {
+                *slot = Some(child);
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster was not ok 20 s after node {port} restarted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether every running node reports `cluster_state:ok` and sees every

@@ -25,6 +25,7 @@ use redis::{RedisError, Value};
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
+use super::epochs::Judged;
 use super::Lookup;
 use crate::backend::deadline::Deadline;
 use crate::backend::names::Names;
@@ -444,7 +445,13 @@ pub(crate) async fn read(
     let mut replies = replies.into_iter().map(stored);
     let mut stored_gen = replies.next().ok_or_else(short_reply)??;
     if let Some(made) = &stored_gen {
-        if !conn.epochs().admits(conn, gen, made, sent_on).await {
+        let admitted = match conn.epochs().judge(conn, made, sent_on) {
+            Judged::Admitted => true,
+            Judged::Refused => false,
+            // Boxed: every read's future would otherwise hold the ask's.
+            Judged::Ask(on) => Box::pin(conn.epochs().confirm(conn, gen, made, on)).await,
+        };
+        if !admitted {
             stored_gen = None;
         }
     }

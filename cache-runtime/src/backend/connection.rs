@@ -107,7 +107,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Server(link) => Box::pin(async move {
                 let (number, mut connection) = link.connection().await?;
-                let reply = connection.req_packed_command(cmd).await;
+                let reply = connection.send_packed_command(cmd).await;
                 if let Err(error) = &reply {
                     link.failed(number, error);
                 }
@@ -132,7 +132,7 @@ impl ConnectionLike for Connection {
             Connection::Server(link) => Box::pin(async move {
                 let (number, mut connection) = link.connection().await?;
                 let replies = connection
-                    .req_packed_commands(pipeline, offset, count)
+                    .send_packed_commands(pipeline, offset, count)
                     .await;
                 if let Err(error) = &replies {
                     link.failed(number, error);

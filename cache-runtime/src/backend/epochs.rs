@@ -13,7 +13,7 @@
 //!
 //! The scripts check the epoch on the server (`INFO server`), so a lease,
 //! a fill or a write never trusts an old generation. A hit is a plain
-//! `MGET`; [`Epochs::admits`] checks the generation it read against the
+//! `MGET`; [`Epochs::judge`] checks the generation it read against the
 //! epoch learned on the same connection. One server, or the master that
 //! Sentinel names, is reached through one connection at a time, numbered
 //! (`backend/link.rs`): a reply on a connection made after the server came
@@ -25,7 +25,8 @@
 //! `CacheBuilder::check_restarts(false)` turns the check off, for a server
 //! whose persistence and failovers lose no acknowledged write.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::RedisError;
@@ -37,8 +38,19 @@ use super::connection::Connection;
 /// this process may serve entries from before its restart.
 pub(crate) const CLUSTER_TRUST: Duration = Duration::from_secs(1);
 
-/// The bytes of an epoch, and the separator after it.
+/// The bytes of an epoch (hex digits); a dot follows them in a generation.
 const EPOCH: usize = 8;
+
+/// No epoch learned: [`Epochs::last`] when empty.
+const NONE: u64 = u64::MAX;
+
+/// What [`Epochs::judge`] says of a generation.
+pub(crate) enum Judged {
+    Admitted,
+    Refused,
+    /// Not known: ask the server (on connection number `.0`).
+    Ask(u64),
+}
 
 /// The epochs this process has learned, and whether it checks them.
 pub(crate) struct Epochs {
@@ -46,17 +58,17 @@ pub(crate) struct Epochs {
     /// How long a learned epoch is trusted (a cluster's), or `None` for as
     /// long as the connection it was learned on.
     trust: Option<Duration>,
-    learned: Mutex<Learned>,
-}
-
-#[derive(Default)]
-struct Learned {
-    /// Epochs confirmed live: the connection number each was confirmed on,
+    /// One server's epoch (its digits' bytes, as a word), and the number
+    /// of the connection it was learned on ([`NONE`] while it changes): a
+    /// hit's check is three loads.
+    last: AtomicU64,
+    last_on: AtomicU64,
+    /// A cluster's: each node's epoch, the number it was confirmed on,
     /// and when.
-    live: Vec<([u8; EPOCH], u64, Instant)>,
+    live: Mutex<Vec<(u64, u64, Instant)>>,
     /// The user may not run `INFO`: the scripts make generations without
     /// an epoch, and none is checked.
-    unavailable: bool,
+    unavailable: AtomicBool,
 }
 
 impl Epochs {
@@ -64,7 +76,10 @@ impl Epochs {
         Epochs {
             check,
             trust,
-            learned: Mutex::default(),
+            last: AtomicU64::new(NONE),
+            last_on: AtomicU64::new(NONE),
+            live: Mutex::default(),
+            unavailable: AtomicBool::new(false),
         }
     }
 
@@ -77,71 +92,87 @@ impl Epochs {
         }
     }
 
-    /// Whether `gen`, the generation under `gen_key` that a plain command
-    /// read on connection number `read_on` (its number when sent, and
-    /// still when answered), was made by the server process that answered.
-    /// Asks the server its epoch when this connection has not learned it;
-    /// on any doubt, no: the read is then a miss, and the script that
-    /// follows it decides on the server.
-    pub(crate) async fn admits(
+    /// Whether `gen`, a generation that a plain command read on connection
+    /// number `read_on` (its number when sent, and still when answered),
+    /// was made by the server process that answered, as far as this
+    /// process knows: on any doubt, refused (the read is then a miss, and
+    /// the script that follows it decides on the server), or
+    /// [`Judged::Ask`] when this connection has not learned the epoch.
+    pub(crate) fn judge(&self, conn: &Connection, gen: &[u8], read_on: Option<u64>) -> Judged {
+        if !self.check || self.unavailable.load(Ordering::Relaxed) {
+            return Judged::Admitted;
+        }
+        let Some(on) = read_on.filter(|&on| conn.number() == Some(on)) else {
+            return Judged::Refused;
+        };
+        let Some(epoch) = epoch_of(gen) else {
+            return Judged::Refused; // made before the check was on
+        };
+        let trusted = match self.trust {
+            // The epoch is read between two reads of its number: a learn
+            // in between (which clears the number first) is seen.
+            None => {
+                self.last_on.load(Ordering::Acquire) == on
+                    && self.last.load(Ordering::Acquire) == epoch
+                    && self.last_on.load(Ordering::Acquire) == on
+            }
+            Some(trust) => self
+                .cluster()
+                .iter()
+                .any(|&(live, number, at)| live == epoch && number == on && at.elapsed() < trust),
+        };
+        match trusted {
+            true => Judged::Admitted,
+            false => Judged::Ask(on),
+        }
+    }
+
+    /// [`Judged::Ask`]: asks the server holding `gen_key` its epoch, and
+    /// admits `gen` when it is of that epoch and the connection is still
+    /// number `on`.
+    pub(crate) async fn confirm(
         &self,
         conn: &Connection,
         gen_key: &str,
         gen: &[u8],
-        read_on: Option<u64>,
+        on: u64,
     ) -> bool {
-        if !self.check {
-            return true;
-        }
-        let Some(on) = read_on.filter(|&on| conn.number() == Some(on)) else {
-            return false;
-        };
-        {
-            let learned = self.learned();
-            if learned.unavailable {
-                return true;
-            }
-            let Some(epoch) = epoch_of(gen) else {
-                return false; // made before the check was on
-            };
-            if learned.live.iter().any(|(live, number, at)| {
-                live == epoch && *number == on && self.trust.is_none_or(|t| at.elapsed() < t)
-            }) {
-                return true;
-            }
-        }
         match self.learn(conn, gen_key).await {
-            Some((live, number)) => number == on && epoch_of(gen) == Some(&live),
-            None => self.learned().unavailable,
+            Some((live, number)) => number == on && epoch_of(gen) == Some(live),
+            None => self.unavailable.load(Ordering::Relaxed),
         }
     }
 
     /// Asks the server holding `key` its epoch, and keeps it as live on
     /// the connection that asked. `None` when the answer is in doubt.
-    pub(crate) async fn learn(&self, conn: &Connection, key: &str) -> Option<([u8; EPOCH], u64)> {
+    pub(crate) async fn learn(&self, conn: &Connection, key: &str) -> Option<(u64, u64)> {
         if !self.check {
             return None;
         }
         match self.ask(conn, key).await {
             Ok((live, Some(number))) => {
-                let mut learned = self.learned();
-                let trusted = self.trust;
-                learned.live.retain(|(_, on, at)| {
-                    *on == number && trusted.is_none_or(|t| at.elapsed() < t)
-                });
-                learned.live.push((live, number, Instant::now()));
+                match self.trust {
+                    None => {
+                        self.last_on.store(NONE, Ordering::Release);
+                        self.last.store(live, Ordering::Release);
+                        self.last_on.store(number, Ordering::Release);
+                    }
+                    Some(trust) => {
+                        let mut cluster = self.cluster();
+                        cluster.retain(|&(_, on, at)| on == number && at.elapsed() < trust);
+                        cluster.push((live, number, Instant::now()));
+                    }
+                }
                 Some((live, number))
             }
             Ok((_, None)) => None,
             Err(error) if error.code() == Some("NOPERM") => {
-                let mut learned = self.learned();
-                if !learned.unavailable {
+                if !self.unavailable.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         %error,
                         "cache: this user may not run INFO, so restarts and failovers are not \
                          detected (give it +info, or turn the check off with check_restarts(false))"
                     );
-                    learned.unavailable = true;
                 }
                 None
             }
@@ -158,33 +189,34 @@ impl Epochs {
         &self,
         conn: &Connection,
         gen_key: &str,
-    ) -> Result<([u8; EPOCH], Option<u64>), RedisError> {
+    ) -> Result<(u64, Option<u64>), RedisError> {
         let before = conn.number();
         let run_id: String = super::redis::epoch_script(gen_key)
             .invoke_async(&mut conn.clone())
             .await?;
         let number = before.filter(|&before| conn.number() == Some(before));
-        let mut epoch = [0; EPOCH];
-        match run_id.as_bytes().get(..EPOCH) {
-            Some(head) => epoch.copy_from_slice(head),
-            None => {
-                return Err(crate::error::unexpected_reply(
-                    "the server's run_id is shorter than an epoch",
-                ))
-            }
+        match run_id.as_bytes().get(..EPOCH).and_then(word) {
+            Some(epoch) => Ok((epoch, number)),
+            None => Err(crate::error::unexpected_reply(
+                "the server's run_id does not start with an epoch",
+            )),
         }
-        Ok((epoch, number))
     }
 
-    fn learned(&self) -> MutexGuard<'_, Learned> {
-        self.learned.lock().unwrap_or_else(PoisonError::into_inner)
+    fn cluster(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64, Instant)>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// The epoch a generation starts with, if it has one.
-fn epoch_of(gen: &[u8]) -> Option<&[u8; EPOCH]> {
+fn epoch_of(gen: &[u8]) -> Option<u64> {
     match gen.get(EPOCH) {
-        Some(b'.') => gen.get(..EPOCH)?.try_into().ok(),
+        Some(b'.') => word(gen.get(..EPOCH)?),
         _ => None,
     }
+}
+
+/// An epoch's digits as a word, to compare in one instruction.
+fn word(digits: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(digits.try_into().ok()?))
 }

@@ -13,6 +13,9 @@ use redis::{AsyncConnectionConfig, RedisError};
 
 use super::epochs::Epochs;
 
+/// No connection: [`Link::number`] when there is none.
+const NONE: u64 = u64::MAX;
+
 /// How a connection is made.
 pub(crate) enum Dialer {
     /// To the server at a URL.
@@ -57,6 +60,9 @@ pub(crate) struct Link {
     /// The connection and its number; `None` until made, and after it
     /// failed.
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The current connection's number, [`NONE`] when there is none: read
+    /// on every hit, so without the lock.
+    number: AtomicU64,
     made: AtomicU64,
     db: i64,
     epochs: Epochs,
@@ -77,6 +83,7 @@ impl Link {
             dialer: tokio::sync::Mutex::new(dialer),
             config,
             current: Mutex::new(None),
+            number: AtomicU64::new(NONE),
             made: AtomicU64::new(0),
             db,
             epochs,
@@ -98,21 +105,29 @@ impl Link {
 
     /// The number of the current connection, if there is one.
     pub(crate) fn number(&self) -> Option<u64> {
-        self.slot().as_ref().map(|(number, _)| *number)
+        Some(self.number.load(Ordering::Acquire)).filter(|&number| number != NONE)
     }
 
     /// The connection, made if there is none.
     pub(crate) async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
-        if let Some(current) = self.current() {
-            return Ok(current);
+        match self.current() {
+            Some(current) => Ok(current),
+            // Boxed: every command's future holds this one.
+            None => Box::pin(self.reconnect()).await,
         }
+    }
+
+    async fn reconnect(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
         let mut dialer = self.dialer.lock().await;
         if let Some(current) = self.current() {
             return Ok(current); // made while this caller waited
         }
         let connection = dialer.dial(&self.config).await?;
         let made = (self.made.fetch_add(1, Ordering::Relaxed), connection);
-        *self.slot() = Some(made.clone());
+        let mut slot = self.slot();
+        *slot = Some(made.clone());
+        self.number.store(made.0, Ordering::Release);
+        drop(slot);
         tracing::debug!(connection = made.0, "cache: connected to Redis");
         Ok(made)
     }
@@ -129,6 +144,7 @@ impl Link {
         let mut slot = self.slot();
         if lost && slot.as_ref().is_some_and(|(current, _)| *current == number) {
             *slot = None;
+            self.number.store(NONE, Ordering::Release);
         }
     }
 

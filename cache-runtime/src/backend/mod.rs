@@ -5,7 +5,9 @@
 //!
 //! - a **group generation**, an opaque random token per group. Evicting a group
 //!   replaces it (one write, whatever the group's size); an entry counts only
-//!   while it carries its group's current generation.
+//!   while it carries its group's current generation. On Redis it starts with
+//!   the epoch of the server process that made it (`epochs.rs`), so that a
+//!   restart or failover leaves no entry from before it.
 //! - an **entry**: a stored value with its generation, or a pending **read
 //!   lease** (token and generation) taken by the miss that is loading it. A fill
 //!   stores only while its lease is still in place, and eviction removes the
