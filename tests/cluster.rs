@@ -115,8 +115,12 @@ async fn hits_return_soon_after_a_cluster_failover() {
         "cluster failover {:?} after the kill; hits again {back:?} after it",
         failed_over - killed
     );
+    // redis-rs learning the new topology (its probe, a `PING` of every
+    // master, fails until then), the prober's 50 ms, then the settle window
+    // (50 ms plus the 250 ms op timeout): 0.3-1.0 s measured, on a noisy
+    // machine (docs/operations.md, "Recovery").
     assert!(
-        back <= Duration::from_secs(1),
+        back <= Duration::from_millis(1500),
         "hits came back {back:?} after the failover"
     );
 }
