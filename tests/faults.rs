@@ -791,14 +791,36 @@ async fn a_lease_restored_from_a_snapshot_holds_no_reader() {
     .await;
     let _: () = redis::cmd("SAVE").query_async(&mut admin).await.unwrap();
     gate.add_permits(100);
-    assert_eq!(
-        load.await.unwrap(),
-        1,
-        "the load stored, and gave its lease back"
-    );
+    assert_eq!(load.await.unwrap(), 1);
+    eventually(
+        Duration::from_secs(5),
+        "the load to store its value",
+        || {
+            let mut admin = admin.clone();
+            async move {
+                redis::cmd("EXISTS")
+                    .arg("cache:{restored}:e:1")
+                    .query_async::<bool>(&mut admin)
+                    .await
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
 
     server.kill();
     server.restart(); // the lease is back, held by a load long finished
+    let restored: (bool, bool) = redis::pipe()
+        .exists("cache:{restored}:l:1")
+        .exists("cache:{restored}:e:1")
+        .query_async(&mut server.client().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        restored,
+        (true, false),
+        "the snapshot holds the lease, not the value"
+    );
     let reader = |check: bool| {
         Cache::builder()
             .redis(server.url())
