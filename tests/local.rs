@@ -170,6 +170,84 @@ async fn a_dropped_subscription_flushes_and_bypasses_the_local_tier() {
     );
 }
 
+#[cached(group = "frozen", skip(cache, db), cache = cache, ttl = 60)]
+async fn frozen_read(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+#[cache_evict(group = "frozen", skip(cache, db), cache = cache)]
+async fn frozen_write(cache: &Cache, db: &support::VersionedDb, id: u64) {
+    db.bump(id);
+}
+
+/// A frozen server (`SIGSTOP`) keeps the invalidation connection open and
+/// silent. Another process's write meanwhile cannot evict (its eviction
+/// waits for a retry) nor announce itself; the heartbeat finds the silence
+/// (within 250 ms) and the tier is flushed and bypassed, so the copy stops
+/// hiding the write. Before the heartbeat, it served the copy until its
+/// local TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_feed_flushes_and_bypasses_the_local_tier() {
+    let server = RedisServer::start();
+    let tiered = || async {
+        let cache = Cache::builder()
+            .redis(server.url())
+            .op_timeout(Duration::from_millis(100))
+            .local(100, Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        support::local_tier_ready(&cache).await;
+        cache
+    };
+    let (writer, reader) = (tiered().await, tiered().await);
+    let db = support::VersionedDb::default();
+    assert_eq!(frozen_read(&reader, &db, 1).await, 0);
+    assert_eq!(frozen_read(&reader, &db, 1).await, 0);
+    let hits = reader.stats().local_hits;
+    assert_eq!(frozen_read(&reader, &db, 1).await, 0);
+    assert_eq!(
+        reader.stats().local_hits,
+        hits + 1,
+        "warm in the local tier"
+    );
+    let flushes = reader.stats().local_flushes;
+
+    server.pause();
+    let frozen = Instant::now();
+    frozen_write(&writer, &db, 1).await; // version 1; its eviction waits
+    eventually(
+        Duration::from_secs(5),
+        "the other process to stop serving its local copy",
+        || async { frozen_read(&reader, &db, 1).await == 1 },
+    )
+    .await;
+    eprintln!(
+        "silent feed: the other process read the write {:?} after the freeze",
+        frozen.elapsed()
+    );
+    assert!(
+        reader.stats().local_flushes > flushes,
+        "the tier was flushed"
+    );
+    server.resume();
+    eventually(
+        Duration::from_secs(5),
+        "the tier to serve again once Redis answers",
+        || async {
+            let hits = reader.stats().local_hits;
+            frozen_read(&reader, &db, 1).await;
+            reader.stats().local_hits > hits
+        },
+    )
+    .await;
+    assert_eq!(
+        frozen_read(&reader, &db, 1).await,
+        1,
+        "and serves the write"
+    );
+}
+
 // ---- two processes --------------------------------------------------------
 
 const WORKER_URL: &str = "LOCAL_WORKER_URL";

@@ -315,7 +315,9 @@ impl CacheBuilder {
     /// that hits cost no round trip. Copies are dropped when any process
     /// writes the entry (every write announces itself on Redis pub/sub), and
     /// the whole tier is flushed and bypassed while that subscription is
-    /// down. Needs a Redis backend.
+    /// down, or silent (a heartbeat finds a frozen server within 250 ms).
+    /// Changes made by other clients than this library are not heard: they
+    /// reach a copy when it expires. Needs a Redis backend.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), cache_runtime::Error> {

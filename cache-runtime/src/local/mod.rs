@@ -4,9 +4,10 @@
 //!
 //! Every write to Redis announces itself on a pub/sub channel
 //! (`{prefix}:invalidations`) in the same script that makes it. A subscriber
-//! task drops the local copies it names. While that subscription is down, the
-//! local tier is flushed and bypassed, since messages may be missed (the advice
-//! of Redis's client-side caching guide). A read that began before an
+//! task drops the local copies it names. While that subscription is down, or
+//! open but silent (a heartbeat on it goes unanswered for 200 ms), the local
+//! tier is flushed and bypassed, since messages may be missed (the advice of
+//! Redis's client-side caching guide). A read that began before an
 //! invalidation does not insert its value after it (an epoch check), and
 //! every copy expires after at most `max_ttl`, the bound on what a lost
 //! message can cost.
@@ -152,6 +153,26 @@ impl Local {
             None => copies.groups.remove(group).map_or(0, |g| g.len()),
         };
         copies.len -= removed;
+    }
+
+    /// The invalidation feed did not answer its heartbeat: what it would
+    /// say cannot be heard, so the tier is flushed and bypassed.
+    fn silent(&self) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            self.flush();
+            tracing::warn!(
+                "cache invalidation feed silent: local tier flushed and bypassed until Redis answers"
+            );
+        }
+    }
+
+    /// The feed answered its heartbeat: back in use if it was silent.
+    fn heard(&self) {
+        if !self.live.load(Ordering::Acquire) {
+            self.flush(); // reads begun while silent store nothing
+            self.live.store(true, Ordering::Release);
+            tracing::info!("cache invalidation feed answers again: local tier back in use");
+        }
     }
 
     /// Drops every copy (the subscription dropped: messages may be lost).

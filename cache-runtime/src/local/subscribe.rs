@@ -10,10 +10,19 @@ use futures_util::StreamExt;
 use super::Local;
 use crate::backend::connection::Subscriptions;
 
+/// How often the subscription's connection is asked whether it is alive.
+const HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// How long its answer may take before the feed counts as silent. With
+/// [`HEARTBEAT`], a server that stops answering (frozen, or a network that
+/// drops everything) is found within 250 ms, and the tier is flushed and
+/// bypassed from then until it answers again.
+const SILENT: Duration = Duration::from_millis(200);
+
 /// Subscribes to the invalidation channel for as long as the local tier
 /// lives, reconnecting with backoff, trying each of `nodes` in turn (in a
-/// cluster, messages reach every node); while unsubscribed the tier is
-/// flushed and bypassed.
+/// cluster, messages reach every node); while unsubscribed, or while the
+/// connection is open but silent, the tier is flushed and bypassed.
 pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(50);
@@ -37,10 +46,29 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
                     tier.live.store(true, Ordering::Release);
                     drop(tier);
                     delay = Duration::from_millis(50);
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(message) = messages.next().await {
-                        let Some(tier) = local.upgrade() else { return };
-                        tier.invalidate_message(message.get_payload_bytes());
+                    let (mut sink, mut messages) = pubsub.split();
+                    let listen = async {
+                        while let Some(message) = messages.next().await {
+                            let Some(tier) = local.upgrade() else { return };
+                            tier.invalidate_message(message.get_payload_bytes());
+                        }
+                    };
+                    let heartbeat = async {
+                        loop {
+                            tokio::time::sleep(HEARTBEAT).await;
+                            let answer =
+                                tokio::time::timeout(SILENT, sink.ping::<redis::Value>()).await;
+                            let Some(tier) = local.upgrade() else { return };
+                            match answer {
+                                Ok(Ok(_)) => tier.heard(),
+                                Ok(Err(_)) => return, // the connection broke
+                                Err(_) => tier.silent(),
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        () = listen => {}
+                        () = heartbeat => {}
                     }
                     let Some(tier) = local.upgrade() else { return };
                     tier.live.store(false, Ordering::Release);
