@@ -43,12 +43,17 @@ impl Connection {
     }
 }
 
-/// Where the local tier subscribes to invalidations.
+/// Where the local tier hears of writes: RESP3 clients, whose connections
+/// carry client tracking's invalidations (or the cache's channel) as pushes.
 pub(crate) enum Subscriptions {
-    /// Any of these servers (a cluster's nodes), tried in turn.
+    /// A cluster's nodes, tried in turn: the channel's messages reach them
+    /// all (tracking would need a connection to every master).
     Nodes(Vec<redis::Client>),
-    /// The one server, or whichever Sentinel names master at the time.
-    Server(Arc<Link>),
+    /// The one server.
+    Server(redis::Client),
+    /// Whichever server Sentinel names master at the time.
+    #[cfg(feature = "sentinel")]
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
 }
 
 impl Subscriptions {
@@ -63,8 +68,16 @@ impl Subscriptions {
                 )
                     .into()),
             },
-            Subscriptions::Server(link) => link.client().await,
+            Subscriptions::Server(client) => Ok(client.clone()),
+            #[cfg(feature = "sentinel")]
+            Subscriptions::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
+    }
+
+    /// Whether one server holds every key, so that tracking its keys
+    /// hears every write (not on a cluster).
+    pub(crate) fn one_server(&self) -> bool {
+        !matches!(self, Subscriptions::Nodes(_))
     }
 }
 

@@ -40,14 +40,6 @@ impl Dialer {
             Dialer::Sentinel(sentinel) => sentinel.get_async_connection_with_config(config).await,
         }
     }
-
-    async fn client(&mut self) -> Result<redis::Client, RedisError> {
-        match self {
-            Dialer::Url(client) => Ok(client.clone()),
-            #[cfg(feature = "sentinel")]
-            Dialer::Sentinel(sentinel) => sentinel.async_get_client().await,
-        }
-    }
 }
 
 pub(crate) struct Link {
@@ -96,11 +88,6 @@ impl Link {
 
     pub(crate) fn epochs(&self) -> &Epochs {
         &self.epochs
-    }
-
-    /// A client for the server (the master, through Sentinel, now).
-    pub(crate) async fn client(&self) -> Result<redis::Client, RedisError> {
-        self.dialer.lock().await.client().await
     }
 
     /// The number of the current connection, if there is one.

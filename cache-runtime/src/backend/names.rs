@@ -118,6 +118,31 @@ pub(crate) fn group_typed(base: &str) -> Vec<(String, &'static str)> {
         .collect()
 }
 
+/// What a Redis key of the cache's layout names, as far as a local copy
+/// cares.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Named<'a> {
+    /// An entry, `P:{G}:e:K`: its group and key text.
+    Entry(&'a str, &'a str),
+    /// A group's generation, `P:{G}:gen`.
+    Gen(&'a str),
+    /// Any other key of a group (a lease, a writer or dependency record).
+    Other,
+}
+
+/// Reads a key name under `prefix` (`None` when it is not of the layout).
+pub(crate) fn parse<'a>(prefix: &str, name: &'a str) -> Option<Named<'a>> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let (group, kind) = rest.split_once("}:")?;
+    Some(match kind {
+        GEN => Named::Gen(group),
+        _ => match kind.strip_prefix(ENTRY) {
+            Some(key) => Named::Entry(group, key),
+            None => Named::Other,
+        },
+    })
+}
+
 /// The name of one of a group's keys, `P:{G}:<name>`: in the group's hash
 /// tag, so in its cluster slot.
 pub(crate) fn group_key(prefix: &str, group: &str, name: &str) -> String {
@@ -183,5 +208,24 @@ mod tests {
             }
         }
 
+    }
+}
+
+#[cfg(test)]
+mod parsed {
+    use super::*;
+
+    #[test]
+    fn names_read_back() {
+        let key = EntryKey::new(&("7:a}:b", 3)).unwrap();
+        let names = Names::new("shop", "products", &key);
+        assert_eq!(
+            parse("shop", names.entry()),
+            Some(Named::Entry("products", key.as_str()))
+        );
+        assert_eq!(parse("shop", names.gen()), Some(Named::Gen("products")));
+        assert_eq!(parse("shop", &names.lease()), Some(Named::Other));
+        assert_eq!(parse("shop", "shopping:{x}:gen"), None);
+        assert_eq!(parse("shop", "other:{x}:gen"), None);
     }
 }

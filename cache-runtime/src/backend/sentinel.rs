@@ -3,7 +3,7 @@
 //! again whenever the connection breaks, times out or finds a replica.
 
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode};
+use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsMode};
 
 use crate::error::Error;
 
@@ -13,6 +13,7 @@ use crate::error::Error;
 pub(crate) fn sentinel_client(
     sentinels: &[String],
     master: &str,
+    protocol: ProtocolVersion,
     #[cfg(feature = "tls")] tls: Option<&crate::Tls>,
 ) -> Result<SentinelClient, Error> {
     let (name, master_tls, settings) = master_settings(master)?;
@@ -29,6 +30,7 @@ pub(crate) fn sentinel_client(
         SentinelServerType::Master,
     )?
     .set_client_to_redis_db(settings.db())
+    .set_client_to_redis_protocol(protocol)
     .set_client_to_redis_tcp_settings(crate::backend::server::tcp())
     .set_client_to_sentinel_tcp_settings(crate::backend::server::tcp());
     if let Some(username) = settings.username() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
-use redis::AsyncConnectionConfig;
+use redis::{AsyncConnectionConfig, ProtocolVersion};
 
 use crate::backend::connection::{Connection, LazyCluster, Subscriptions};
 use crate::backend::epochs::{Epochs, CLUSTER_TRUST};
@@ -98,9 +98,8 @@ impl Server {
     }
 
     /// The connection, made lazily (building never waits for Redis), and
-    /// where the local tier subscribes to invalidations: the server, every
-    /// node of a cluster (messages reach them all), or whichever server
-    /// Sentinel names master at the time. `check_restarts`: whether
+    /// where the local tier hears of writes: the server, any node of a
+    /// cluster, or whichever server Sentinel names master at the time. `check_restarts`: whether
     /// entries from before a restart or failover are refused
     /// (`backend/epochs.rs`).
     pub(crate) fn connect(
@@ -125,14 +124,13 @@ impl Server {
                 self.db()?,
                 Epochs::new(check_restarts, None),
             );
-            let link = Arc::new(link);
-            Ok::<_, Error>((
-                Connection::Server(link.clone()),
-                Subscriptions::Server(link),
-            ))
+            Ok::<_, Error>(Connection::Server(Arc::new(link)))
         };
         match &self.place {
-            Place::Single(url) => link(Dialer::Url(self.client(url)?)),
+            Place::Single(url) => Ok((
+                link(Dialer::Url(self.client(url, ProtocolVersion::RESP2)?))?,
+                Subscriptions::Server(self.client(url, ProtocolVersion::RESP3)?),
+            )),
             Place::Cluster(urls) => {
                 // The cluster client keeps its response timeout: it bounds
                 // each attempt of a call it routes and retries itself.
@@ -150,25 +148,38 @@ impl Server {
                 let cluster = Arc::new(LazyCluster::new(builder.build()?, epochs));
                 let nodes = urls
                     .iter()
-                    .map(|url| self.client(url))
+                    .map(|url| self.client(url, ProtocolVersion::RESP3))
                     .collect::<Result<_, _>>()?;
                 Ok((Connection::Cluster(cluster), Subscriptions::Nodes(nodes)))
             }
             #[cfg(feature = "sentinel")]
             Place::Sentinel { sentinels, master } => {
-                link(Dialer::Sentinel(crate::backend::sentinel::sentinel_client(
-                    sentinels,
-                    master,
-                    #[cfg(feature = "tls")]
-                    self.tls.as_ref(),
-                )?))
+                let sentinel = |protocol| {
+                    crate::backend::sentinel::sentinel_client(
+                        sentinels,
+                        master,
+                        protocol,
+                        #[cfg(feature = "tls")]
+                        self.tls.as_ref(),
+                    )
+                };
+                Ok((
+                    link(Dialer::Sentinel(sentinel(ProtocolVersion::RESP2)?))?,
+                    Subscriptions::Sentinel(tokio::sync::Mutex::new(sentinel(
+                        ProtocolVersion::RESP3,
+                    )?)),
+                ))
             }
         }
     }
 
-    /// A client for one server, with the certificates when TLS is asked for.
-    fn client(&self, url: &str) -> Result<redis::Client, Error> {
+    /// A client for one server, speaking `protocol`, with the certificates
+    /// when TLS is asked for.
+    fn client(&self, url: &str, protocol: ProtocolVersion) -> Result<redis::Client, Error> {
         let info = info(url)?.set_tcp_settings(tcp());
+        let info = info
+            .clone()
+            .set_redis_settings(info.redis_settings().clone().set_protocol(protocol));
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             if is_tls(url) {

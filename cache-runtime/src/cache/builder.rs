@@ -312,12 +312,12 @@ impl CacheBuilder {
 
     /// Adds a local tier: an in-process copy of up to `capacity` entries read
     /// from Redis, each kept at most `max_ttl` (and never past its TTL), so
-    /// that hits cost no round trip. Copies are dropped when any process
-    /// writes the entry (every write announces itself on Redis pub/sub), and
-    /// the whole tier is flushed and bypassed while that subscription is
+    /// that hits cost no round trip. Copies are dropped when any client
+    /// changes the entry, or the server expires or evicts it (Redis client
+    /// tracking; on a cluster, when this library's writers announce a
+    /// write), and the whole tier is flushed and bypassed while that feed is
     /// down, or silent (a heartbeat finds a frozen server within 250 ms).
-    /// Changes made by other clients than this library are not heard: they
-    /// reach a copy when it expires. Needs a Redis backend.
+    /// Needs a Redis backend.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), cache_runtime::Error> {
@@ -404,7 +404,12 @@ impl CacheBuilder {
                     ));
                 }
                 let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
-                local::subscribe(Arc::downgrade(&tier), subscriptions, channel.clone());
+                local::subscribe(
+                    Arc::downgrade(&tier),
+                    subscriptions,
+                    channel.clone(),
+                    self.prefix.clone(),
+                );
                 Some(tier)
             }
         };

@@ -34,7 +34,10 @@ impl Cache {
             Ok(health) => health.clone(),
             Err(error) => return unreachable_health(&error),
         };
-        let health = health.with(self.counters().refusals.recent());
+        let mut health = health.with(self.counters().refusals.recent());
+        if let Some(problem) = self.local().and_then(|tier| tier.problem()) {
+            health.problems.push(problem.to_owned());
+        }
         match self.backend() {
             Backend::Redis(redis) if health.serving => match self.op(redis.ping()).await {
                 Ok(()) => health,

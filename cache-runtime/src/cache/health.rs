@@ -65,7 +65,8 @@ impl Health {
         if rights.publish == Some(false) {
             health.problems.push(format!(
                 "the Redis user may not publish on `{channel}`: writes still work, but local tiers \
-                 cannot hear them; grant it with `ACL SETUSER <user> &{channel}`"
+                 on a cluster cannot hear them (on one server and through Sentinel, client \
+                 tracking tells them); grant it with `ACL SETUSER <user> &{channel}`"
             ));
         }
         health.degraded = !health.problems.is_empty();

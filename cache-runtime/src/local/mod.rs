@@ -2,15 +2,15 @@
 //! it, for hits that cost no round trip. Opt in with
 //! [`CacheBuilder::local`](crate::CacheBuilder::local).
 //!
-//! Every write to Redis announces itself on a pub/sub channel
-//! (`{prefix}:invalidations`) in the same script that makes it. A subscriber
-//! task drops the local copies it names. While that subscription is down, or
-//! open but silent (a heartbeat on it goes unanswered for 200 ms), the local
-//! tier is flushed and bypassed, since messages may be missed (the advice of
-//! Redis's client-side caching guide). A read that began before an
-//! invalidation does not insert its value after it (an epoch check), and
-//! every copy expires after at most `max_ttl`, the bound on what a lost
-//! message can cost.
+//! A feed drops the copies of what changed: Redis client tracking on one
+//! server (every writer, and the server's expiry and eviction), or on a
+//! cluster the channel every write of this library announces itself on
+//! (`subscribe.rs`). While the feed is down, or open but silent (a
+//! heartbeat on it goes unanswered for 200 ms), the tier is flushed and
+//! bypassed, since invalidations may be missed (the advice of Redis's
+//! client-side caching guide). A read that began before an invalidation
+//! does not insert its value after it (an epoch check), and every copy
+//! expires after at most `max_ttl`, the bound on what a lost push can cost.
 
 mod subscribe;
 
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::backend::names::{self, Named};
 use crate::entry::shared::Kept;
 use crate::entry::{EntryKey, Invalidation};
 use crate::observe::{bump, Counters};
@@ -42,8 +43,11 @@ pub(crate) struct Local {
     copies: Mutex<Copies>,
     /// Bumped by every invalidation: a read inserts only if it saw none.
     epoch: AtomicU64,
-    /// Whether the invalidation subscription is up (else: bypass).
+    /// Whether the invalidation feed is up and answering (else: bypass).
     live: AtomicBool,
+    /// Whether that feed is client tracking (every writer), not the
+    /// channel (this library's writers).
+    tracking: AtomicBool,
     counters: Arc<Counters>,
 }
 
@@ -55,6 +59,7 @@ impl Local {
             copies: Mutex::new(Copies::default()),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            tracking: AtomicBool::new(false),
             counters,
         }
     }
@@ -126,6 +131,45 @@ impl Local {
         match invalidation {
             Invalidation::Key(group, key) => self.drop_copies(group, Some(key.as_str())),
             Invalidation::Group(group) => self.drop_copies(group, None),
+        }
+    }
+
+    /// What `health()` says of the tier when it works less than fully.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        if !self.live.load(Ordering::Acquire) {
+            Some("the local tier is bypassed: its invalidation feed is down or silent")
+        } else if !self.tracking.load(Ordering::Acquire) {
+            Some(
+                "the local tier hears only this library's writes (no client tracking: a \
+                 cluster, or a server or user that refuses it)",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Drops the copies of what a client tracking push names: an entry, or
+    /// a whole group when its generation changed; every copy for a null (a
+    /// flushed database). Other keys of the layout (leases, writer and
+    /// dependency records) copy nothing.
+    fn invalidate_keys(&self, data: &[redis::Value], prefix: &str) {
+        bump(&self.counters.local_invalidations);
+        let keys = match data.first() {
+            Some(redis::Value::Array(keys)) => keys,
+            _ => return self.flush(),
+        };
+        for key in keys {
+            let redis::Value::BulkString(name) = key else {
+                return self.flush();
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue; // not a name this library makes
+            };
+            match names::parse(prefix, name) {
+                Some(Named::Entry(group, key)) => self.drop_copies(group, Some(key)),
+                Some(Named::Gen(group)) => self.drop_copies(group, None),
+                Some(Named::Other) | None => {}
+            }
         }
     }
 

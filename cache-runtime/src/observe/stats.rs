@@ -63,9 +63,12 @@ pub struct Stats {
     pub repaired: u64,
     /// Hits served by the local tier.
     pub local_hits: u64,
-    /// Times the local tier was flushed (its invalidation subscription was
-    /// (re)made or dropped).
+    /// Times the local tier was flushed (its invalidation feed was made
+    /// again, dropped or silent, or the server's database was flushed).
     pub local_flushes: u64,
+    /// Client tracking pushes the local tier received (each names keys
+    /// another client changed, or a flushed database).
+    pub local_invalidations: u64,
     /// Write-behind writes made durable (in the cache and the log).
     pub behind_writes: u64,
     /// Write-behind handler calls that succeeded.
@@ -104,6 +107,7 @@ pub(crate) struct Counters {
     pub(crate) repaired: AtomicU64,
     pub(crate) local_hits: AtomicU64,
     pub(crate) local_flushes: AtomicU64,
+    pub(crate) local_invalidations: AtomicU64,
     pub(crate) behind_writes: AtomicU64,
     pub(crate) behind_stored: AtomicU64,
     pub(crate) behind_settled: AtomicU64,
@@ -148,6 +152,7 @@ impl Counters {
             repaired: get(&self.repaired),
             local_hits: get(&self.local_hits),
             local_flushes: get(&self.local_flushes),
+            local_invalidations: get(&self.local_invalidations),
             behind_writes: get(&self.behind_writes),
             behind_stored: get(&self.behind_stored),
             behind_settled: get(&self.behind_settled),
