@@ -93,7 +93,47 @@ impl Bench {
         }
         self.rows.push(Row {
             case: "local tier: write to invalidation in another cache".to_owned(),
-            contender: "pub/sub, two caches with their own connections (one process)".to_owned(),
+            contender: "client tracking, two caches with their own connections (one process)"
+                .to_owned(),
+            median: micros(sample.median()),
+            p99: micros(sample.percentile(0.99)),
+            throughput: "".to_owned(),
+            ratio: "".to_owned(),
+        });
+
+        // A writer that is not this library: an `UNLINK` of the entry on a
+        // plain connection, timed from its reply to the copy being gone.
+        let mut conn = self.conn.clone();
+        let mut sample = Sample::default();
+        for round in 0..rounds {
+            let id = 9_500_000 + round;
+            ours_small(&reader, id).await; // miss
+            ours_small(&reader, id).await; // Redis hit, kept locally
+            while {
+                let local_hits = reader.stats().local_hits;
+                ours_small(&reader, id).await;
+                reader.stats().local_hits == local_hits
+            } {} // until served locally (the fill's own push has passed)
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(format!("cache:{{b_small}}:e:{id}"))
+                .query_async(&mut conn)
+                .await
+                .expect("UNLINK");
+            let written = Instant::now();
+            loop {
+                let local_hits = reader.stats().local_hits;
+                ours_small(&reader, id).await;
+                if reader.stats().local_hits == local_hits {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            sample.latencies.push(written.elapsed());
+            sample.calls += 1;
+        }
+        self.rows.push(Row {
+            case: "local tier: a foreign UNLINK's reply to the copy gone".to_owned(),
+            contender: "client tracking".to_owned(),
             median: micros(sample.median()),
             p99: micros(sample.percentile(0.99)),
             throughput: "".to_owned(),

@@ -18,6 +18,7 @@
 //! cargo bench --bench compare -- --dependencies  # only derived entries' costs, printed
 //! cargo bench --bench compare -- --bulk          # only bulk calls (each), printed
 //! cargo bench --bench compare -- --http          # only the HTTP layer's hits (1 and 64 connections), printed
+//! cargo bench --bench compare -- --propagation   # only the local tier's invalidation delays, printed
 //! cargo bench --bench compare -- --throughput --rtt=1ms   # every contender through a 1 ms round trip
 //! cargo bench --bench compare -- --throughput --baseline-nodelay   # hand-written with TCP_NODELAY, as the cache sets it
 //! cargo bench --bench compare -- --profile-hit   # only #[cached] hits (for callgrind)
@@ -220,6 +221,7 @@ async fn main() {
         "--dependencies",
         "--bulk",
         "--http",
+        "--propagation",
     ]
     .into_iter()
     .find(|flag| args.iter().any(|a| a == flag));
@@ -232,6 +234,7 @@ async fn main() {
             "--dependencies" => bench.dependencies().await,
             "--bulk" => bench.bulk().await,
             "--http" => bench.http_hit().await,
+            "--propagation" => bench.propagation().await,
             _ => bench.write_behind().await,
         }
         for r in &bench.rows {
