@@ -292,6 +292,141 @@ async fn changes_by_other_clients_drop_local_copies() {
     );
 }
 
+// Three groups whose slots lie on the three masters of a cluster made by
+// `redis-cli --cluster create` (0-5460, 5461-10922, 10923-16383).
+#[cached(group = "t2", skip(cache, db), cache = cache, ttl = 60)]
+async fn on_first(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+#[cached(group = "t1", skip(cache, db), cache = cache, ttl = 60)]
+async fn on_second(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+#[cached(group = "t0", skip(cache, db), cache = cache, ttl = 60)]
+async fn on_third(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
+    db.read(id)
+}
+
+/// On a cluster the tier tracks every master: a foreign `UNLINK` of an
+/// entry, on the master that holds it, drops the copy, whichever master
+/// that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_master_is_tracked() {
+    let cluster = support::RedisCluster::start(3, 0);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    let db = support::VersionedDb::default();
+    let mut masters = std::collections::BTreeSet::new();
+    for (group, place) in [("t2", 0), ("t1", 1), ("t0", 2)] {
+        let read = || async {
+            match place {
+                0 => on_first(&cache, &db, 1).await,
+                1 => on_second(&cache, &db, 1).await,
+                _ => on_third(&cache, &db, 1).await,
+            }
+        };
+        read().await;
+        warm(&cache, read).await;
+        db.bump(1); // behind the cache's back
+        let entry = format!("cache:{{{group}}}:e:1");
+        let port = cluster.master_of(&entry);
+        masters.insert(port);
+        let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let unlinked: i64 = redis::cmd("UNLINK")
+            .arg(&entry)
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        assert_eq!(unlinked, 1, "{entry} was on {port}");
+        eventually(
+            Duration::from_secs(2),
+            &format!("the copy of {entry} to go after a foreign UNLINK"),
+            || async { read().await == db.read(1) },
+        )
+        .await;
+    }
+    assert_eq!(masters.len(), 3, "the groups are on three masters");
+    let health = cache.health().await;
+    assert!(
+        health
+            .problems
+            .iter()
+            .all(|p| !p.starts_with("the local tier")),
+        "{health:?}"
+    );
+}
+
+/// After a cluster failover the tier tracks the new master: it is bypassed
+/// while a slot has no live master, then made again, and a foreign `UNLINK`
+/// on the promoted replica drops the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cluster_failover_the_new_master_is_tracked() {
+    let mut cluster = support::RedisCluster::start(3, 1);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    let db = support::VersionedDb::default();
+    let read = || on_first(&cache, &db, 1);
+    read().await;
+    warm(&cache, read).await;
+    let entry = "cache:{t2}:e:1";
+    let victim = cluster.master_of(entry);
+    cluster.kill(victim);
+    eventually(
+        Duration::from_secs(20),
+        "the replica to take over",
+        || async { cluster.master_of(entry) != victim },
+    )
+    .await;
+    let promoted = cluster.master_of(entry);
+    eventually(
+        Duration::from_secs(10),
+        "the tier to track the new masters",
+        || async {
+            let health = cache.health().await;
+            health
+                .problems
+                .iter()
+                .all(|p| !p.starts_with("the local tier"))
+        },
+    )
+    .await;
+    read().await;
+    warm(&cache, read).await;
+    db.bump(1); // behind the cache's back
+    let mut node = redis::Client::open(format!("redis://127.0.0.1:{promoted}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("UNLINK")
+        .arg(entry)
+        .query_async(&mut node)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "the copy to go after a foreign UNLINK on the promoted master",
+        || async { read().await == db.read(1) },
+    )
+    .await;
+}
+
 #[cached(group = "frozen", skip(cache, db), cache = cache, ttl = 60)]
 async fn frozen_read(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
     db.read(id)

@@ -46,8 +46,7 @@ impl Connection {
 /// Where the local tier hears of writes: RESP3 clients, whose connections
 /// carry client tracking's invalidations (or the cache's channel) as pushes.
 pub(crate) enum Subscriptions {
-    /// A cluster's nodes, tried in turn: the channel's messages reach them
-    /// all (tracking would need a connection to every master).
+    /// Some of a cluster's nodes, tried in turn, to find its masters.
     Nodes(Vec<redis::Client>),
     /// The one server.
     Server(redis::Client),
@@ -72,12 +71,6 @@ impl Subscriptions {
             #[cfg(feature = "sentinel")]
             Subscriptions::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
-    }
-
-    /// Whether one server holds every key, so that tracking its keys
-    /// hears every write (not on a cluster).
-    pub(crate) fn one_server(&self) -> bool {
-        !matches!(self, Subscriptions::Nodes(_))
     }
 }
 

@@ -314,8 +314,8 @@ impl CacheBuilder {
     /// from Redis, each kept at most `max_ttl` (and never past its TTL), so
     /// that hits cost no round trip. Copies are dropped when any client
     /// changes the entry, or the server expires or evicts it (Redis client
-    /// tracking; on a cluster, when this library's writers announce a
-    /// write), and the whole tier is flushed and bypassed while that feed is
+    /// tracking, on every master of a cluster), and the whole tier is
+    /// flushed and bypassed while that feed is
     /// down, or silent (a heartbeat finds a frozen server within 250 ms).
     /// Needs a Redis backend.
     ///

@@ -64,9 +64,9 @@ impl Health {
         }
         if rights.publish == Some(false) {
             health.problems.push(format!(
-                "the Redis user may not publish on `{channel}`: writes still work, but local tiers \
-                 on a cluster cannot hear them (on one server and through Sentinel, client \
-                 tracking tells them); grant it with `ACL SETUSER <user> &{channel}`"
+                "the Redis user may not publish on `{channel}`: writes still work, and local tiers \
+                 hear them through client tracking, but not where the server refuses tracking; \
+                 grant it with `ACL SETUSER <user> &{channel}`"
             ));
         }
         health.degraded = !health.problems.is_empty();

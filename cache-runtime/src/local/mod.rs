@@ -2,10 +2,10 @@
 //! it, for hits that cost no round trip. Opt in with
 //! [`CacheBuilder::local`](crate::CacheBuilder::local).
 //!
-//! A feed drops the copies of what changed: Redis client tracking on one
-//! server (every writer, and the server's expiry and eviction), or on a
-//! cluster the channel every write of this library announces itself on
-//! (`subscribe.rs`). While the feed is down, or open but silent (a
+//! A feed drops the copies of what changed: Redis client tracking (every
+//! writer, and the server's expiry and eviction; on a cluster, on every
+//! master), or where tracking is refused the channel every write of this
+//! library announces itself on (`subscribe.rs`). While the feed is down, or open but silent (a
 //! heartbeat on it goes unanswered for 200 ms), the tier is flushed and
 //! bypassed, since invalidations may be missed (the advice of Redis's
 //! client-side caching guide). A read that began before an invalidation
@@ -140,8 +140,8 @@ impl Local {
             Some("the local tier is bypassed: its invalidation feed is down or silent")
         } else if !self.tracking.load(Ordering::Acquire) {
             Some(
-                "the local tier hears only this library's writes (no client tracking: a \
-                 cluster, or a server or user that refuses it)",
+                "the local tier hears only this library's writes (the server or user \
+                 refuses client tracking)",
             )
         } else {
             None

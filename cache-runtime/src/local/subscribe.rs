@@ -1,22 +1,22 @@
 //! The local tier's feed: what keeps its copies from outliving a change to
 //! the entries they copy.
 //!
-//! On one server (or the master Sentinel names), the feed is Redis client
-//! tracking, broadcast on the cache's prefix (`CLIENT TRACKING ON BCAST
-//! PREFIX`), on a RESP3 connection of its own: Redis pushes the name of
-//! every key under the prefix that any client changes, deletes, or that the
-//! server expires or evicts, and a null for `FLUSHALL`/`FLUSHDB`. On a
-//! cluster (tracking would need a connection to every master), or where
-//! tracking is refused, the feed is the channel every write of this library
-//! announces itself on. While the feed is down, or open but silent, the
-//! tier is flushed and bypassed.
+//! The feed is Redis client tracking, broadcast on the cache's prefix
+//! (`CLIENT TRACKING ON BCAST PREFIX`), on a RESP3 connection of its own to
+//! the server (the master Sentinel names; on a cluster, one to each master,
+//! made again when the masters change): Redis pushes the name of every key
+//! under the prefix that any client changes, deletes, or that the server
+//! expires or evicts, and a null for `FLUSHALL`/`FLUSHDB`. Where tracking is
+//! refused, the feed is the channel every write of this library announces
+//! itself on. While the feed is down, or open but silent, the tier is
+//! flushed and bypassed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError};
+use redis::{AsyncConnectionConfig, ConnectionAddr, PushInfo, PushKind, RedisError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Local;
@@ -30,6 +30,9 @@ const HEARTBEAT: Duration = Duration::from_millis(50);
 /// drops everything) is found within 250 ms, and the tier is flushed and
 /// bypassed from then until it answers again.
 const SILENT: Duration = Duration::from_millis(200);
+
+/// How often a cluster's masters are read again, to follow failovers.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
 
 /// The feed connection's name, for `CLIENT LIST`.
 const NAME: &str = "cache-invalidations";
@@ -58,44 +61,43 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
             let client = nodes.client(attempt);
             attempt += 1;
             let (pushed, pushes) = tokio::sync::mpsc::unbounded_channel();
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_push_sender(pushed);
             let opened = async {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_push_sender(pushed);
-                let mut conn = client
-                    .await?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                let _: () = redis::cmd("CLIENT")
-                    .arg("SETNAME")
-                    .arg(NAME)
-                    .query_async(&mut conn)
-                    .await?;
-                if nodes.one_server() {
-                    let tracked: Result<(), RedisError> = redis::cmd("CLIENT")
-                        .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
-                        .arg(format!("{prefix}:"))
-                        .query_async(&mut conn)
-                        .await;
-                    match tracked {
-                        Ok(()) => return Ok((conn, Feed::Tracking)),
-                        Err(error) if !untracked => {
-                            untracked = true;
-                            tracing::warn!(
-                                %error,
-                                "cache: the server refuses client tracking, so the local tier hears \
-                                 only this library's writes (on its channel); other clients' changes \
-                                 reach a copy when it expires"
-                            );
-                        }
-                        Err(_) => {}
+                let client = client.await?;
+                let mut conn = open(&client, &config).await?;
+                // On a cluster, every master's keys are tracked on a
+                // connection of their own, all pushing to one receiver.
+                let masters = match &nodes {
+                    Subscriptions::Nodes(_) => Some(masters(&mut conn, &client).await?),
+                    _ => None,
+                };
+                let mut tracked = Vec::new();
+                for master in masters.iter().flatten() {
+                    tracked.push(open(master, &config).await?);
+                }
+                if masters.is_none() {
+                    tracked.push(conn.clone());
+                }
+                match track(&mut tracked, &prefix).await {
+                    Ok(()) => return Ok((tracked, Feed::Tracking, masters.map(|m| (conn, m)))),
+                    Err(error) if !untracked => {
+                        untracked = true;
+                        tracing::warn!(
+                            %error,
+                            "cache: the server refuses client tracking, so the local tier hears \
+                             only this library's writes (on its channel); other clients' changes \
+                             reach a copy when it expires"
+                        );
                     }
+                    Err(_) => {}
                 }
                 conn.subscribe(&channel).await?;
-                Ok::<_, RedisError>((conn, Feed::Channel))
+                Ok::<_, RedisError>((vec![conn], Feed::Channel, None))
             };
             match opened.await {
-                Ok((conn, feed)) => {
+                Ok((conns, feed, cluster)) => {
                     let Some(tier) = local.upgrade() else { return };
                     tier.flush(); // what was missed while down
                     tier.tracking
@@ -105,13 +107,14 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
                     delay = Duration::from_millis(50);
                     tokio::select! {
                         () = listen(&local, pushes, &prefix) => {}
-                        () = heartbeat(&local, conn) => {}
+                        () = heartbeat(&local, conns) => {}
+                        () = moved(cluster) => {}
                     }
                     let Some(tier) = local.upgrade() else { return };
                     tier.live.store(false, Ordering::Release);
                     tier.tracking.store(false, Ordering::Release);
                     tier.flush();
-                    tracing::warn!("cache invalidation feed dropped: local tier flushed and bypassed until it is back");
+                    tracing::warn!("cache invalidation feed dropped or moved: local tier flushed and bypassed until it is back");
                 }
                 Err(error) if error.code() == Some("NOPERM") => {
                     // An ACL user without channel rights, where tracking is
@@ -138,6 +141,133 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
     });
 }
 
+/// A feed connection to `client`'s server, named.
+async fn open(
+    client: &redis::Client,
+    config: &AsyncConnectionConfig,
+) -> Result<MultiplexedConnection, RedisError> {
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(config)
+        .await?;
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(NAME)
+        .query_async(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// Turns on client tracking of the prefix on each connection.
+async fn track(conns: &mut [MultiplexedConnection], prefix: &str) -> Result<(), RedisError> {
+    for conn in conns {
+        let _: () = redis::cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
+            .arg(format!("{prefix}:"))
+            .query_async(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A cluster's masters that serve slots, as `CLUSTER NODES` on `conn` names
+/// them: each as a client like `seed` (its credentials and TLS) at the
+/// master's address, sorted.
+async fn masters(
+    conn: &mut MultiplexedConnection,
+    seed: &redis::Client,
+) -> Result<Vec<redis::Client>, RedisError> {
+    let mut clients = Vec::new();
+    for (host, port) in master_addresses(conn).await? {
+        let mut addr = seed.get_connection_info().addr().clone();
+        match &mut addr {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => {
+                *h = host;
+                *p = port;
+            }
+            _ => return Err(unexpected("a cluster node's address is not TCP")),
+        }
+        clients.push(redis::Client::open(
+            seed.get_connection_info().clone().set_addr(addr),
+        )?);
+    }
+    Ok(clients)
+}
+
+/// The addresses of the masters that serve slots, sorted; an error while
+/// some slot has no live master (a failover under way): the tier then
+/// stays bypassed, since no feed could hear that slot's next master.
+async fn master_addresses(
+    conn: &mut MultiplexedConnection,
+) -> Result<Vec<(String, u16)>, RedisError> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
+    let mut masters = Vec::new();
+    let mut served = 0;
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let serving =
+            fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail");
+        if !serving {
+            continue;
+        }
+        served += fields[8..].iter().map(|range| slots(range)).sum::<u32>();
+        let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(unexpected("a cluster node without an address"));
+        };
+        let port = port
+            .parse()
+            .map_err(|_| unexpected("a cluster node's port is not a number"))?;
+        masters.push((host.to_owned(), port));
+    }
+    if served != 16_384 {
+        return Err(unexpected(
+            "some of the cluster's slots have no live master",
+        ));
+    }
+    masters.sort();
+    Ok(masters)
+}
+
+/// How many slots a `CLUSTER NODES` slot field gives (`5`, `0-5460`; none
+/// for a slot being imported or migrated, `[...]`).
+fn slots(range: &str) -> u32 {
+    let bound = |text: &str| text.parse::<u32>().ok();
+    match range.split_once('-') {
+        _ if range.starts_with('[') => 0,
+        Some((first, last)) => match (bound(first), bound(last)) {
+            (Some(first), Some(last)) if last >= first => last - first + 1,
+            _ => 0,
+        },
+        None => u32::from(bound(range).is_some()),
+    }
+}
+
+/// On a cluster, returns when the masters serving slots change (a failover,
+/// a node added or removed): the feed is then made again, on the new
+/// masters. Elsewhere, never.
+async fn moved(cluster: Option<(MultiplexedConnection, Vec<redis::Client>)>) {
+    let Some((mut conn, _)) = cluster else {
+        return std::future::pending().await;
+    };
+    let Ok(first) = master_addresses(&mut conn).await else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(TOPOLOGY_EVERY).await;
+        match master_addresses(&mut conn).await {
+            Ok(now) if now == first => {}
+            _ => return,
+        }
+    }
+}
+
+fn unexpected(what: &'static str) -> RedisError {
+    crate::error::unexpected_reply(what)
+}
+
 /// Applies what the feed pushes, until its connection drops.
 async fn listen(local: &Weak<Local>, mut pushes: UnboundedReceiver<PushInfo>, prefix: &str) {
     while let Some(push) = pushes.recv().await {
@@ -154,20 +284,27 @@ async fn listen(local: &Weak<Local>, mut pushes: UnboundedReceiver<PushInfo>, pr
     }
 }
 
-/// Asks the feed's connection every [`HEARTBEAT`] whether it is alive: the
-/// tier is bypassed while it does not answer within [`SILENT`]; returns
-/// when the connection breaks.
-async fn heartbeat(local: &Weak<Local>, mut conn: MultiplexedConnection) {
+/// Asks the feed's connections every [`HEARTBEAT`] whether they are alive:
+/// the tier is bypassed while one does not answer within [`SILENT`];
+/// returns when one breaks.
+async fn heartbeat(local: &Weak<Local>, conns: Vec<MultiplexedConnection>) {
     let ping = redis::cmd("PING");
     loop {
         tokio::time::sleep(HEARTBEAT).await;
-        let answer =
-            tokio::time::timeout(SILENT, ping.query_async::<redis::Value>(&mut conn)).await;
+        let pings = conns.iter().map(|conn| {
+            let (mut conn, ping) = (conn.clone(), &ping);
+            async move {
+                tokio::time::timeout(SILENT, ping.query_async::<redis::Value>(&mut conn)).await
+            }
+        });
+        let answers = futures_util::future::join_all(pings).await;
         let Some(tier) = local.upgrade() else { return };
-        match answer {
-            Ok(Ok(_)) => tier.heard(),
-            Ok(Err(_)) => return,
-            Err(_) => tier.silent(),
+        if answers.iter().any(|answer| matches!(answer, Ok(Err(_)))) {
+            return;
+        }
+        match answers.iter().all(Result::is_ok) {
+            true => tier.heard(),
+            false => tier.silent(),
         }
     }
 }
