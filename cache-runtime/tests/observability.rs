@@ -197,6 +197,27 @@ async fn metrics_use_micrometer_names_and_labels() {
         series.counter("cache_errors_total", &[("kind", "breaker_open")]),
         0
     );
+
+    // The local tier: a gauge of whether it hears every writer, and the
+    // client tracking pushes it received.
+    let tiered = Cache::builder()
+        .redis(server.url())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&tiered).await;
+    tiered.set("obs_local", &1, &1u64, None).await.unwrap(); // pushed to the feed
+    support::eventually(Duration::from_secs(2), "a push", || async {
+        tiered.stats().local_invalidations > 0
+    })
+    .await;
+    let series = Series::take();
+    assert!(series.counter("cache_local_invalidations_total", &[]) >= 1);
+    match series.find(MetricKind::Gauge, "cache_local_tracking", &[]) {
+        Some(DebugValue::Gauge(value)) => assert_eq!(value.into_inner(), 1.0),
+        other => panic!("no cache_local_tracking gauge: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

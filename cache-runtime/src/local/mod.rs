@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::backend::names::{self, Named};
 use crate::entry::shared::Kept;
 use crate::entry::{EntryKey, Invalidation};
-use crate::observe::{bump, Counters};
+use crate::observe::{bump, metrics, Counters};
 use crate::Map;
 
 struct Copy {
@@ -153,7 +153,7 @@ impl Local {
     /// flushed database). Other keys of the layout (leases, writer and
     /// dependency records) copy nothing.
     fn invalidate_keys(&self, data: &[redis::Value], prefix: &str) {
-        bump(&self.counters.local_invalidations);
+        metrics::local_invalidated(&self.counters);
         let keys = match data.first() {
             Some(redis::Value::Array(keys)) => keys,
             _ => return self.flush(),
@@ -199,11 +199,29 @@ impl Local {
         copies.len -= removed;
     }
 
+    /// A feed was made: what was missed while down is flushed, and the
+    /// tier is in use.
+    fn opened(&self, tracking: bool) {
+        self.flush();
+        self.tracking.store(tracking, Ordering::Release);
+        self.live.store(true, Ordering::Release);
+        metrics::local_tracking(tracking);
+    }
+
+    /// The feed dropped: flushed and bypassed until another is made.
+    fn closed(&self) {
+        self.live.store(false, Ordering::Release);
+        self.tracking.store(false, Ordering::Release);
+        self.flush();
+        metrics::local_tracking(false);
+    }
+
     /// The invalidation feed did not answer its heartbeat: what it would
     /// say cannot be heard, so the tier is flushed and bypassed.
     fn silent(&self) {
         if self.live.swap(false, Ordering::AcqRel) {
             self.flush();
+            metrics::local_tracking(false);
             tracing::warn!(
                 "cache invalidation feed silent: local tier flushed and bypassed until Redis answers"
             );
@@ -215,6 +233,7 @@ impl Local {
         if !self.live.load(Ordering::Acquire) {
             self.flush(); // reads begun while silent store nothing
             self.live.store(true, Ordering::Release);
+            metrics::local_tracking(self.tracking.load(Ordering::Acquire));
             tracing::info!("cache invalidation feed answers again: local tier back in use");
         }
     }

@@ -11,7 +11,6 @@
 //! itself on. While the feed is down, or open but silent, the tier is
 //! flushed and bypassed.
 
-use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -99,10 +98,7 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
             match opened.await {
                 Ok((conns, feed, cluster)) => {
                     let Some(tier) = local.upgrade() else { return };
-                    tier.flush(); // what was missed while down
-                    tier.tracking
-                        .store(feed == Feed::Tracking, Ordering::Release);
-                    tier.live.store(true, Ordering::Release);
+                    tier.opened(feed == Feed::Tracking);
                     drop(tier);
                     delay = Duration::from_millis(50);
                     tokio::select! {
@@ -111,9 +107,7 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
                         () = moved(cluster) => {}
                     }
                     let Some(tier) = local.upgrade() else { return };
-                    tier.live.store(false, Ordering::Release);
-                    tier.tracking.store(false, Ordering::Release);
-                    tier.flush();
+                    tier.closed();
                     tracing::warn!("cache invalidation feed dropped or moved: local tier flushed and bypassed until it is back");
                 }
                 Err(error) if error.code() == Some("NOPERM") => {

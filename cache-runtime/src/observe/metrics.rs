@@ -11,6 +11,8 @@
 //! | `cache_load_duration_seconds` | `group` | histogram of the loads that may store (a miss's body, a refresh) |
 //! | `cache_errors_total` | `kind` = `timeout` \| `unreachable` \| `backend` | backend operations that failed |
 //! | `cache_bypassed_total` | `reason` = `breaker_open` \| `refused` | backend operations skipped: the breaker was open, or the server refused the cache at first contact |
+//! | `cache_local_invalidations_total` | | client tracking pushes the local tier received |
+//! | `cache_local_tracking` | | gauge: 1 while the local tier hears every writer (client tracking, answering its heartbeat), else 0 |
 //!
 //! With no recorder installed, the facade drops each event after one check.
 
@@ -29,6 +31,20 @@ pub(crate) fn hit(counters: &Counters, group: &str, stale: bool) {
     }
     #[cfg(feature = "metrics")]
     counters.metrics.with(group, |m| m.hit.increment(1));
+}
+
+/// The local tier received a client tracking push.
+pub(crate) fn local_invalidated(counters: &Counters) {
+    bump(&counters.local_invalidations);
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("cache_local_invalidations_total").increment(1);
+}
+
+/// Whether the local tier now hears every writer (its feed is client
+/// tracking, and answers).
+pub(crate) fn local_tracking(hears_all: bool) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!("cache_local_tracking").set(if hears_all { 1.0 } else { 0.0 });
 }
 
 /// A lookup that found nothing to return.
