@@ -272,3 +272,53 @@ fn make_room(copies: &mut Copies) {
     copies.groups.retain(|_, g| !g.is_empty());
     copies.len = len;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race at the fill: a read that began before an invalidation of
+    /// its key keeps no copy, and a copy made before one is dropped by it.
+    #[test]
+    fn a_read_an_invalidation_overtook_keeps_no_copy() {
+        let tier = Local::new(10, Duration::from_secs(60), Arc::default());
+        tier.opened(true);
+        let key = EntryKey::new(&7u64).unwrap();
+        let pushed = |name: &str| {
+            let name = redis::Value::BulkString(name.as_bytes().to_vec());
+            [redis::Value::Array(vec![name])]
+        };
+        let entry = format!("p:{{g}}:e:{}", key.as_str());
+        let kept = Kept::new(b"old".to_vec());
+
+        let began = tier.epoch(); // the read is sent...
+        tier.invalidate_keys(&pushed(&entry), "p"); // ...another client writes...
+        tier.insert("g", &key, &kept, Duration::from_secs(60), began); // ...its reply lands
+        assert!(
+            tier.get("g", &key).is_none(),
+            "the overtaken read kept a copy"
+        );
+
+        let began = tier.epoch();
+        tier.insert("g", &key, &kept, Duration::from_secs(60), began);
+        assert!(tier.get("g", &key).is_some());
+        tier.invalidate_keys(&pushed(&entry), "p");
+        assert!(tier.get("g", &key).is_none(), "the push dropped the copy");
+
+        tier.insert("g", &key, &kept, Duration::from_secs(60), tier.epoch());
+        tier.invalidate_keys(&pushed("p:{g}:gen"), "p");
+        assert!(
+            tier.get("g", &key).is_none(),
+            "a new generation drops the group"
+        );
+
+        tier.insert("g", &key, &kept, Duration::from_secs(60), tier.epoch());
+        tier.invalidate_keys(&pushed("p:{g}:l:7"), "p");
+        assert!(tier.get("g", &key).is_some(), "a lease copies nothing");
+        tier.invalidate_keys(&[redis::Value::Nil], "p");
+        assert!(
+            tier.get("g", &key).is_none(),
+            "a flushed database drops all"
+        );
+    }
+}
