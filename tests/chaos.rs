@@ -215,6 +215,9 @@ async fn run(server: &mut RedisServer, caches: Vec<Cache>, fault: Fault) {
     }
 }
 
+/// A key's completed writes: each version, and when its write completed.
+type Completed = std::sync::Mutex<Vec<(u64, Instant)>>;
+
 /// How long after a write completes another process's local tier may still
 /// serve the value it replaced: the tier's measured delay is under a
 /// millisecond on loopback (p99 0.6-0.8 ms, `cargo bench --bench compare --
@@ -242,9 +245,8 @@ async fn two_local_tiers_and_a_foreign_writer_serve_nothing_stale_past_the_bound
     let caches = [tiered().await, tiered().await];
     let db = Arc::new(Db::default());
     // Per key, each completed write's version and when it completed.
-    let completed: Arc<Vec<std::sync::Mutex<Vec<(u64, Instant)>>>> =
-        Arc::new((0..KEYS).map(|_| Default::default()).collect());
-    let floor = |completed: &[std::sync::Mutex<Vec<(u64, Instant)>>], id: u64| {
+    let completed: Arc<Vec<Completed>> = Arc::new((0..KEYS).map(|_| Default::default()).collect());
+    let floor = |completed: &[Completed], id: u64| {
         let settled = Instant::now() - LOCAL_BOUND;
         completed[id as usize]
             .lock()

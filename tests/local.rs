@@ -367,6 +367,89 @@ async fn on_a_cluster_every_master_is_tracked() {
     );
 }
 
+/// A slot migrated to another master (`CLUSTER SETSLOT`, `MIGRATE`): the
+/// old master reports the keys it gives away, and the new master's writes
+/// to them are heard (every master is tracked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_slot_is_heard_on_its_new_master() {
+    let cluster = support::RedisCluster::start(3, 0);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    let db = support::VersionedDb::default();
+    let read = || on_first(&cache, &db, 1);
+    read().await;
+    warm(&cache, read).await;
+
+    let entry = "cache:{t2}:e:1";
+    let from = cluster.master_of(entry);
+    let to = *cluster
+        .masters()
+        .iter()
+        .find(|&&port| port != from)
+        .unwrap();
+    let cli = |port: u16, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let slot = cli(from, &["CLUSTER", "KEYSLOT", entry]);
+    let id = |port| cli(port, &["CLUSTER", "MYID"]);
+    let (from_id, to_id) = (id(from), id(to));
+    assert_eq!(
+        cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        "OK"
+    );
+    assert_eq!(
+        cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        "OK"
+    );
+    let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(keys.contains(&entry), "{keys:?}");
+    let mut migrate = vec!["MIGRATE", "127.0.0.1"];
+    let to_port = to.to_string();
+    migrate.extend([to_port.as_str(), "", "0", "5000", "KEYS"]);
+    migrate.extend(keys.iter().copied());
+    assert_eq!(cli(from, &migrate), "OK");
+    for port in cluster.masters() {
+        assert_eq!(
+            cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+            "OK"
+        );
+    }
+    // The old master deleted what it gave away, and said so.
+    eventually(
+        Duration::from_secs(5),
+        "the copy to go with the migration",
+        || async {
+            let hits = cache.stats().local_hits;
+            read().await;
+            cache.stats().local_hits == hits
+        },
+    )
+    .await;
+    assert_eq!(cluster.master_of(entry), to);
+
+    read().await;
+    warm(&cache, read).await;
+    db.bump(1); // behind the cache's back
+    assert_eq!(cli(to, &["UNLINK", entry]), "1");
+    eventually(
+        Duration::from_secs(2),
+        "the copy to go after a foreign UNLINK on the new master",
+        || async { read().await == db.read(1) },
+    )
+    .await;
+}
+
 /// After a cluster failover the tier tracks the new master: it is bypassed
 /// while a slot has no live master, then made again, and a foreign `UNLINK`
 /// on the promoted replica drops the copy.
