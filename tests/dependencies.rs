@@ -505,20 +505,54 @@ async fn padded_list(cache: &Cache, db: &Db, start: u64) -> Vec<u64> {
 /// version older than a write that returned before the read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_evicting_records_never_serves_a_stale_dependent() {
-    let server = support::RedisServer::start_with(&[
-        "--maxmemory",
-        "5mb",
-        "--maxmemory-policy",
-        "allkeys-lru",
-    ]);
+    // Room for four fifths of what the test stores, measured (servers and
+    // their allocators differ): the server must evict, and hits remain.
+    let server = support::RedisServer::start();
+    let mut admin = server.client().await;
+    let used = |admin: &mut redis::aio::MultiplexedConnection| {
+        let mut admin = admin.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .expect("used_memory")
+        }
+    };
     let (reader, writer) = (server.cache().await, server.cache().await);
     let db = Db::default();
+    let empty = used(&mut admin).await;
+    for start in 0..80 {
+        padded_list(&reader, &db, start * 5).await;
+    }
+    let full = used(&mut admin).await;
+    for (name, value) in [
+        ("maxmemory", (empty + (full - empty) * 4 / 5).to_string()),
+        ("maxmemory-policy", "allkeys-lru".to_owned()),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
     let (mut stale, mut hits) = (0, 0);
     for i in 0..2_000u64 {
         if i % 10 == 0 {
             write_padded(&writer, &db, (i * 7_919) % 400).await;
         }
-        let start = (i % 80) * 5;
+        // Half the reads on eight hot lists (which stay), half sweeping
+        // all of them (which evicts).
+        let start = match i % 2 {
+            0 => (i / 2 % 8) * 5,
+            _ => (i % 80) * 5,
+        };
         let loads = reader.stats().loads;
         let shown = padded_list(&reader, &db, start).await;
         if reader.stats().loads == loads {

@@ -70,6 +70,17 @@ async fn a_server_that_allows_everything_is_healthy() {
     assert_eq!(loads_for_two_reads(&cache).await, 1);
 }
 
+/// `valkey://` names a server as `redis://` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valkey_url_is_accepted() {
+    let server = RedisServer::start();
+    let url = server.url().replacen("redis://", "valkey://", 1);
+    let cache = Cache::builder().redis(url).build().await.unwrap();
+    let health = cache.health().await;
+    assert!(health.reachable && health.serving, "{health:?}");
+    assert_eq!(loads_for_two_reads(&cache).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_replica_is_never_read_from() {
     let master = RedisServer::start();

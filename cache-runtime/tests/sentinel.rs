@@ -84,7 +84,7 @@ impl Sentinels {
                 ),
             )
             .expect("a sentinel configuration");
-            let child = Command::new("redis-server")
+            let child = Command::new(support::server_binary())
                 .arg(&conf)
                 .arg("--sentinel")
                 .stdout(Stdio::null())

@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::Cache;
 
+/// The server the tests start: `redis-server`, or the binary that
+/// `CACHE_TEST_SERVER` names (a `valkey-server`, say), so that every suite
+/// runs on either without copies.
+pub fn server_binary() -> String {
+    std::env::var("CACHE_TEST_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
 /// A `redis-server` started for one test and stopped when dropped. Tests can
 /// kill it, pause it (`SIGSTOP`), and start it again on the same port.
 pub struct RedisServer {
@@ -50,7 +57,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -553,7 +560,7 @@ impl RedisCluster {
     /// named by the port): `None` when it exits or does not answer in 10 s.
     fn spawn_on(&self, port: u16) -> Option<Child> {
         let tls = !self.tls.is_empty();
-        let mut child = Command::new("redis-server")
+        let mut child = Command::new(server_binary())
             .args([
                 "--port",
                 &port.to_string(),

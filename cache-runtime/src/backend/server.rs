@@ -199,13 +199,33 @@ pub(crate) fn tcp() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
-/// Whether a URL asks for TLS.
+/// Whether a URL asks for TLS (`rediss://`, or `valkeys://`).
 fn is_tls(url: &str) -> bool {
-    url.get(..9)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+    ["rediss://", "valkeys://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    })
 }
 
 /// A URL's connection settings.
 fn info(url: &str) -> Result<redis::ConnectionInfo, Error> {
     Ok(redis::IntoConnectionInfo::into_connection_info(url)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn valkeys_asks_for_tls_as_rediss_does() {
+        for url in [
+            "rediss://h:1/",
+            "REDISS://h",
+            "valkeys://h:1/0",
+            "Valkeys://h",
+        ] {
+            assert!(super::is_tls(url), "{url}");
+        }
+        for url in ["redis://h:1/", "valkey://h", "valkeys:/h", ""] {
+            assert!(!super::is_tls(url), "{url}");
+        }
+    }
 }

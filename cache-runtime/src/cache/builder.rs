@@ -118,7 +118,8 @@ impl Default for CacheBuilder {
 
 impl CacheBuilder {
     /// Uses the Redis server at `url` (`redis://[user:password@]host:port/db`;
-    /// `rediss://` for TLS, with the `tls` feature). The connection is made
+    /// `rediss://` for TLS, with the `tls` feature; `valkey://` and
+    /// `valkeys://` alike). The connection is made
     /// lazily and re-made when it drops, so building succeeds while the
     /// server is down; only a malformed URL fails.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
