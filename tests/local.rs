@@ -292,6 +292,33 @@ async fn changes_by_other_clients_drop_local_copies() {
     );
 }
 
+/// A cache with a local tier on `cluster`, its feed ready.
+async fn tiered_on(cluster: &support::RedisCluster) -> Cache {
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    support::local_tier_ready(&cache).await;
+    cache
+}
+
+/// `UNLINK`s `key` on the cluster node at `port`, as another client would;
+/// how many keys it removed.
+async fn unlink_on(port: u16, key: &str) -> i64 {
+    let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("UNLINK")
+        .arg(key)
+        .query_async(&mut node)
+        .await
+        .unwrap()
+}
+
 // Three groups whose slots lie on the three masters of a cluster made by
 // `redis-cli --cluster create` (0-5460, 5461-10922, 10923-16383).
 #[cached(group = "t2", skip(cache, db), cache = cache, ttl = 60)]
@@ -315,13 +342,7 @@ async fn on_third(cache: &Cache, db: &support::VersionedDb, id: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_every_master_is_tracked() {
     let cluster = support::RedisCluster::start(3, 0);
-    let cache = Cache::builder()
-        .redis_cluster(cluster.urls())
-        .local(100, Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    support::local_tier_ready(&cache).await;
+    let cache = tiered_on(&cluster).await;
     let db = support::VersionedDb::default();
     let mut masters = std::collections::BTreeSet::new();
     for (group, place) in [("t2", 0), ("t1", 1), ("t0", 2)] {
@@ -338,16 +359,7 @@ async fn on_a_cluster_every_master_is_tracked() {
         let entry = format!("cache:{{{group}}}:e:1");
         let port = cluster.master_of(&entry);
         masters.insert(port);
-        let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let unlinked: i64 = redis::cmd("UNLINK")
-            .arg(&entry)
-            .query_async(&mut node)
-            .await
-            .unwrap();
+        let unlinked = unlink_on(port, &entry).await;
         assert_eq!(unlinked, 1, "{entry} was on {port}");
         eventually(
             Duration::from_secs(2),
@@ -373,13 +385,7 @@ async fn on_a_cluster_every_master_is_tracked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrated_slot_is_heard_on_its_new_master() {
     let cluster = support::RedisCluster::start(3, 0);
-    let cache = Cache::builder()
-        .redis_cluster(cluster.urls())
-        .local(100, Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    support::local_tier_ready(&cache).await;
+    let cache = tiered_on(&cluster).await;
     let db = support::VersionedDb::default();
     let read = || on_first(&cache, &db, 1);
     read().await;
@@ -456,13 +462,7 @@ async fn a_migrated_slot_is_heard_on_its_new_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_cluster_failover_the_new_master_is_tracked() {
     let mut cluster = support::RedisCluster::start(3, 1);
-    let cache = Cache::builder()
-        .redis_cluster(cluster.urls())
-        .local(100, Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    support::local_tier_ready(&cache).await;
+    let cache = tiered_on(&cluster).await;
     let db = support::VersionedDb::default();
     let read = || on_first(&cache, &db, 1);
     read().await;
@@ -492,16 +492,7 @@ async fn after_a_cluster_failover_the_new_master_is_tracked() {
     read().await;
     warm(&cache, read).await;
     db.bump(1); // behind the cache's back
-    let mut node = redis::Client::open(format!("redis://127.0.0.1:{promoted}/"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: i64 = redis::cmd("UNLINK")
-        .arg(entry)
-        .query_async(&mut node)
-        .await
-        .unwrap();
+    assert_eq!(unlink_on(promoted, entry).await, 1);
     eventually(
         Duration::from_secs(2),
         "the copy to go after a foreign UNLINK on the promoted master",
