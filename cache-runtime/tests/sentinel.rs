@@ -164,9 +164,9 @@ impl Drop for Sentinels {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_follows_a_failover() {
-    let mut master = RedisServer::start();
+/// A master, its replica, and three sentinels that know both and each other.
+async fn master_replica_sentinels() -> (RedisServer, RedisServer, Sentinels) {
+    let master = RedisServer::start();
     let master_port = master.port();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]);
     let sentinels = Sentinels::start(master_port);
@@ -176,6 +176,12 @@ async fn the_cache_follows_a_failover() {
         || sentinels.ready(),
     )
     .await;
+    (master, replica, sentinels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_follows_a_failover() {
+    let (mut master, replica, sentinels) = master_replica_sentinels().await;
 
     // Default settings: how quickly hits come back is what a user gets.
     let cache = Cache::builder()
@@ -288,16 +294,7 @@ async fn bump(cache: &Cache, db: &support::VersionedDb, id: u64) -> Result<(), S
 /// nothing from before the failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_a_replica_that_missed_a_write_serves_nothing_from_before_it() {
-    let mut master = RedisServer::start();
-    let master_port = master.port();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]);
-    let sentinels = Sentinels::start(master_port);
-    eventually(
-        Duration::from_secs(20),
-        "the sentinels to find the replica and each other",
-        || sentinels.ready(),
-    )
-    .await;
+    let (mut master, replica, sentinels) = master_replica_sentinels().await;
     let cache = Cache::builder()
         .redis_sentinel(sentinels.urls(), MASTER)
         .build()
