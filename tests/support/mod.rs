@@ -15,6 +15,15 @@ pub fn server_binary() -> String {
     std::env::var("CACHE_TEST_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
+/// The server's command on loopback `port`, persistence off (a test that
+/// wants a snapshot asks for it with `SAVE`).
+fn server_on(port: u16) -> Command {
+    let mut command = Command::new(server_binary());
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    command.args(["--save", "", "--appendonly", "no"]);
+    command
+}
+
 /// A `redis-server` started for one test and stopped when dropped. Tests can
 /// kill it, pause it (`SIGSTOP`), and start it again on the same port.
 pub struct RedisServer {
@@ -57,17 +66,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new(server_binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let child = server_on(self.port)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -560,17 +559,7 @@ impl RedisCluster {
     /// named by the port): `None` when it exits or does not answer in 10 s.
     fn spawn_on(&self, port: u16) -> Option<Child> {
         let tls = !self.tls.is_empty();
-        let mut child = Command::new(server_binary())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut child = server_on(port)
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
             // a replica may take over whatever its data's age (tests only)
             .args(["--cluster-replica-validity-factor", "0"])
