@@ -69,12 +69,12 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
                 // On a cluster, every master's keys are tracked on a
                 // connection of their own, all pushing to one receiver.
                 let masters = match &nodes {
-                    Subscriptions::Nodes(_) => Some(masters(&mut conn, &client).await?),
+                    Subscriptions::Nodes(_) => Some(master_addresses(&mut conn).await?),
                     _ => None,
                 };
                 let mut tracked = Vec::new();
-                for master in masters.iter().flatten() {
-                    tracked.push(open(master, &config).await?);
+                for address in masters.iter().flatten() {
+                    tracked.push(open(&client_at(&client, address)?, &config).await?);
                 }
                 if masters.is_none() {
                     tracked.push(conn.clone());
@@ -163,31 +163,24 @@ async fn track(conns: &mut [MultiplexedConnection], prefix: &str) -> Result<(), 
     Ok(())
 }
 
-/// A cluster's masters that serve slots, as `CLUSTER NODES` on `conn` names
-/// them: each as a client like `seed` (its credentials and TLS) at the
-/// master's address, sorted.
-async fn masters(
-    conn: &mut MultiplexedConnection,
+/// A client like `seed` (its credentials and TLS) at a cluster node's
+/// address.
+fn client_at(
     seed: &redis::Client,
-) -> Result<Vec<redis::Client>, RedisError> {
-    let mut clients = Vec::new();
-    for (host, port) in master_addresses(conn).await? {
-        let mut addr = seed.get_connection_info().addr().clone();
-        match &mut addr {
-            ConnectionAddr::Tcp(h, p)
-            | ConnectionAddr::TcpTls {
-                host: h, port: p, ..
-            } => {
-                *h = host;
-                *p = port;
-            }
-            _ => return Err(unexpected("a cluster node's address is not TCP")),
+    (host, port): &(String, u16),
+) -> Result<redis::Client, RedisError> {
+    let mut addr = seed.get_connection_info().addr().clone();
+    match &mut addr {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            h.clone_from(host);
+            *p = *port;
         }
-        clients.push(redis::Client::open(
-            seed.get_connection_info().clone().set_addr(addr),
-        )?);
+        _ => return Err(unexpected("a cluster node's address is not TCP")),
     }
-    Ok(clients)
+    redis::Client::open(seed.get_connection_info().clone().set_addr(addr))
 }
 
 /// The addresses of the masters that serve slots, sorted; an error while
@@ -239,20 +232,17 @@ fn slots(range: &str) -> u32 {
     }
 }
 
-/// On a cluster, returns when the masters serving slots change (a failover,
-/// a node added or removed): the feed is then made again, on the new
-/// masters. Elsewhere, never.
-async fn moved(cluster: Option<(MultiplexedConnection, Vec<redis::Client>)>) {
-    let Some((mut conn, _)) = cluster else {
+/// On a cluster, returns when the masters serving slots are no longer the
+/// ones the feed was made on (a failover, a node added or removed): the
+/// feed is then made again, on the new masters. Elsewhere, never.
+async fn moved(cluster: Option<(MultiplexedConnection, Vec<(String, u16)>)>) {
+    let Some((mut conn, tracked)) = cluster else {
         return std::future::pending().await;
-    };
-    let Ok(first) = master_addresses(&mut conn).await else {
-        return;
     };
     loop {
         tokio::time::sleep(TOPOLOGY_EVERY).await;
         match master_addresses(&mut conn).await {
-            Ok(now) if now == first => {}
+            Ok(now) if now == tracked => {}
             _ => return,
         }
     }

@@ -261,11 +261,10 @@ local logged
 if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[7]) end
 bump(KEYS[5])
 written(KEYS[6])
-local gen = live_gen(KEYS[3], ARGV[5] or '', false)
+local gen = live_gen(KEYS[3], ARGV[5] or '', ARGV[3] ~= nil)
 local e = redis.call('GET', KEYS[1])
 local existed = gen and e and string.sub(e, 1, #gen) == gen
 if ARGV[3] then
-  gen = gen or live_gen(KEYS[3], ARGV[5], true)
   redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
 else
   redis.call('DEL', KEYS[1])
