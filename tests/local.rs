@@ -369,14 +369,7 @@ async fn on_a_cluster_every_master_is_tracked() {
         .await;
     }
     assert_eq!(masters.len(), 3, "the groups are on three masters");
-    let health = cache.health().await;
-    assert!(
-        health
-            .problems
-            .iter()
-            .all(|p| !p.starts_with("the local tier")),
-        "{health:?}"
-    );
+    assert!(support::local_tier_hears_all(&cache).await);
 }
 
 /// A slot migrated to another master (`CLUSTER SETSLOT`, `MIGRATE`): the
@@ -480,13 +473,7 @@ async fn after_a_cluster_failover_the_new_master_is_tracked() {
     eventually(
         Duration::from_secs(10),
         "the tier to track the new masters",
-        || async {
-            let health = cache.health().await;
-            health
-                .problems
-                .iter()
-                .all(|p| !p.starts_with("the local tier"))
-        },
+        || support::local_tier_hears_all(&cache),
     )
     .await;
     read().await;

@@ -264,6 +264,20 @@ pub async fn local_tier_ready(cache: &Cache) {
     .await;
 }
 
+/// Whether a cache's local tier hears every writer: `health()` names no
+/// problem of the tier (bypassed, or hearing only this library's writes).
+pub async fn local_tier_hears_all(cache: &Cache) -> bool {
+    let health = cache.health().await;
+    let quiet = health
+        .problems
+        .iter()
+        .all(|p| !p.starts_with("the local tier"));
+    if !quiet {
+        eprintln!("{health:?}");
+    }
+    quiet
+}
+
 /// Waits until a cache has made first contact with its server and found it
 /// serving. First contact over TLS (the handshakes, the rights check, and
 /// under Sentinel its answer) is slow in a debug build: 0.25-0.56 s through
