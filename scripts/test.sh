@@ -63,7 +63,7 @@ chmod +x "$valkey"
 "$valkey" --version
 export CACHE_TEST_SERVER="$valkey"
 cargo test --workspace --all-features \
-  --test acl --test batching --test behaviour --test bulk --test channels \
+  --test acl --test batching --test behaviour --test bulk \
   --test chaos --test cluster --test consistency --test dependencies \
   --test faults --test health --test local --test races --test recovery \
   --test redis_costs --test redis_unreachable --test spans --test stampede \

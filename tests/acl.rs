@@ -1,7 +1,8 @@
-//! A standard ACL application user: Redis 7 gives it no channel rights by
-//! default (`acl-pubsub-default resetchannels`), so every `PUBLISH` of an
-//! invalidation is refused. The writes themselves have happened and must
-//! count as done: nothing queued for retry, nothing bypassed.
+//! ACL users. A standard application user has no channel rights by default
+//! on Redis 7 (`acl-pubsub-default resetchannels`): the cache needs none,
+//! its writes publish nothing, and its local tier hears them through client
+//! tracking. A user who may not turn tracking on gets a cache without the
+//! tier, told why.
 
 mod support;
 
@@ -28,13 +29,14 @@ async fn remove(cache: &Cache, id: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// A server with the application user `app`, which has no channel rights;
-/// its URL for that user.
-async fn server_with_app_user() -> (RedisServer, String) {
+/// A server with the application user `app` (no channel rights, and
+/// `rules` besides); its URL for that user.
+async fn server_with_app_user(rules: &[&str]) -> (RedisServer, String) {
     let server = RedisServer::start();
     let mut admin = server.client().await;
     let _: () = redis::cmd("ACL")
         .arg(&["SETUSER", "app", "on", ">pw", "~*", "+@all"][..])
+        .arg(rules)
         .query_async(&mut admin)
         .await
         .expect("ACL SETUSER");
@@ -43,8 +45,8 @@ async fn server_with_app_user() -> (RedisServer, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_count_as_done_when_publish_is_refused() {
-    let (_server, url) = server_with_app_user().await;
+async fn writes_count_as_done_without_channel_rights() {
+    let (_server, url) = server_with_app_user(&[]).await;
     let mut app = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -83,11 +85,11 @@ async fn writes_count_as_done_when_publish_is_refused() {
 }
 
 /// Without channel rights the local tier still hears every write: client
-/// tracking's pushes need none. Another process's eviction (whose `PUBLISH`
-/// is refused) drops this one's copy.
+/// tracking's pushes need none. Another process's eviction drops this
+/// one's copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_tier_hears_writes_without_channel_rights() {
-    let (_server, url) = server_with_app_user().await;
+    let (_server, url) = server_with_app_user(&[]).await;
     let tiered = Cache::builder()
         .redis(url.clone())
         .local(100, Duration::from_secs(60))
@@ -119,4 +121,46 @@ async fn the_local_tier_hears_writes_without_channel_rights() {
         support::local_tier_hears_all(&tiered).await,
         "the tier is live, through client tracking"
     );
+}
+
+/// A user who may not turn on client tracking: the tier could not hear
+/// other writers, so it stays off. Every read goes to Redis and sees
+/// another process's eviction at once, and `health()` names the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracking_rights_the_local_tier_stays_off() {
+    let (_server, url) = server_with_app_user(&["-client|tracking"]).await;
+    let tiered = Cache::builder()
+        .redis(url.clone())
+        .local(100, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let told = |health: &cache_runtime::Health| {
+        health
+            .problems
+            .iter()
+            .any(|problem| problem.contains("+client|tracking"))
+    };
+    eventually(
+        Duration::from_secs(5),
+        "health() to name the grant",
+        || async { told(&tiered.health().await) },
+    )
+    .await;
+    let other = Cache::builder().redis(url).build().await.unwrap();
+    let loads = AtomicUsize::new(0);
+    for _ in 0..3 {
+        assert_eq!(read(&tiered, &loads, 4).await, 4);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "Redis hits, not loads");
+    remove(&other, 4).await.unwrap();
+    assert_eq!(read(&tiered, &loads, 4).await, 4);
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "the other process's eviction is seen at once"
+    );
+    let stats = tiered.stats();
+    assert_eq!((stats.local_hits, stats.hits), (0, 2), "{stats:?}");
+    assert!(told(&tiered.health().await), "still told");
 }

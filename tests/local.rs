@@ -292,6 +292,34 @@ async fn changes_by_other_clients_drop_local_copies() {
     );
 }
 
+/// Client tracking spans the server's databases: a tier on database 3
+/// hears a foreign `UNLINK` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_on_another_database_hears_its_writers() {
+    let server = RedisServer::start();
+    let url = format!("{}/3", server.url());
+    let cache = local_cache(&url).await;
+    let conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    update(&cache, &conn, 7, 1).await;
+    warm(&cache, || read(&cache, &conn, 7)).await;
+    db_write(&conn, 7, 2).await;
+    let _: i64 = redis::cmd("UNLINK")
+        .arg("cache:{rows}:e:7")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "the local copy to go after a foreign UNLINK on database 3",
+        || async { read(&cache, &conn, 7).await == 2 },
+    )
+    .await;
+}
+
 /// A cache with a local tier on `cluster`, its feed ready.
 async fn tiered_on(cluster: &support::RedisCluster) -> Cache {
     let cache = Cache::builder()

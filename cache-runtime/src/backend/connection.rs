@@ -44,7 +44,7 @@ impl Connection {
 }
 
 /// Where the local tier hears of writes: RESP3 clients, whose connections
-/// carry client tracking's invalidations (or the cache's channel) as pushes.
+/// carry client tracking's invalidations as pushes.
 pub(crate) enum Subscriptions {
     /// Some of a cluster's nodes, tried in turn, to find its masters.
     Nodes(Vec<redis::Client>),

@@ -6,7 +6,6 @@ use std::time::Duration;
 use crate::backend::server::{Place, Server};
 use crate::backend::{memory::Memory, redis::Redis, Backend};
 use crate::entry::codec::{Codec, ValueCodec};
-use crate::entry::invalidation_channel;
 use crate::local::{self, Local};
 use crate::observe::Counters;
 use crate::{Cache, Error};
@@ -392,9 +391,6 @@ impl CacheBuilder {
             tls: self.tls.take(),
         };
         server.check()?;
-        // Pub/sub channels span a server's databases: the channel names the
-        // database, so that caches on other databases hear none of this one's.
-        let channel = invalidation_channel(&self.prefix, server.db()?);
         let (connection, subscriptions) = server.connect(self.op_timeout, self.check_restarts)?;
         let local = match self.local {
             None => None,
@@ -405,19 +401,13 @@ impl CacheBuilder {
                     ));
                 }
                 let tier = Arc::new(Local::new(capacity, max_ttl, counters.clone()));
-                local::subscribe(
-                    Arc::downgrade(&tier),
-                    subscriptions,
-                    channel.clone(),
-                    self.prefix.clone(),
-                );
+                local::subscribe(Arc::downgrade(&tier), subscriptions, self.prefix.clone());
                 Some(tier)
             }
         };
         let backend = Backend::Redis(Redis::new(
             connection,
             self.prefix.clone(),
-            channel,
             self.lease_ttl,
             counters.clone(),
         ));

@@ -15,7 +15,7 @@ use crate::Error;
 
 impl Cache {
     /// Whether the cache can serve now, and what the server lets it do:
-    /// its role, and the user's script and publish rights, checked once on
+    /// its role and the user's script rights, checked once on
     /// first contact (the problems are then logged once, at `warn`). Each
     /// call also asks the server, within the op timeout, whether it answers:
     /// a server that does not, or a circuit breaker that is open, is
@@ -68,9 +68,9 @@ impl Cache {
                         if rights.scripts && !rights.replica {
                             redis.load_scripts().await;
                         }
-                        Health::of(Some(rights), redis.channel())
+                        Health::of(Some(rights))
                     }
-                    Backend::Memory(_) | Backend::Disabled => Health::of(None, ""),
+                    Backend::Memory(_) | Backend::Disabled => Health::of(None),
                 };
                 for problem in &health.problems {
                     tracing::warn!(

@@ -5,8 +5,8 @@ use crate::backend::redis::Rights;
 use crate::observe::Refusal;
 
 /// What a cache's server lets it do, checked on first contact
-/// ([`Cache::health`](crate::Cache::health)): its role, and the user's script
-/// and publish rights. A server that cannot take the cache's writes (a
+/// ([`Cache::health`](crate::Cache::health)): its role, the user's script
+/// rights, and whether a local tier hears every writer. A server that cannot take the cache's writes (a
 /// read-only replica, a user without script rights) is never read from: what
 /// the cache cannot invalidate, it does not serve.
 ///
@@ -36,7 +36,7 @@ pub struct Health {
 
 impl Health {
     /// The verdict on what a server allows (`None`: nothing to ask).
-    pub(crate) fn of(rights: Option<Rights>, channel: &str) -> Health {
+    pub(crate) fn of(rights: Option<Rights>) -> Health {
         let mut health = Health {
             reachable: true,
             serving: true,
@@ -61,13 +61,6 @@ impl Health {
                  nothing; grant it with `ACL SETUSER <user> +@scripting`"
                     .to_owned(),
             );
-        }
-        if rights.publish == Some(false) {
-            health.problems.push(format!(
-                "the Redis user may not publish on `{channel}`: writes still work, and local tiers \
-                 hear them through client tracking, but not where the server refuses tracking; \
-                 grant it with `ACL SETUSER <user> &{channel}`"
-            ));
         }
         health.degraded = !health.problems.is_empty();
         health

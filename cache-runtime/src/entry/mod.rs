@@ -13,7 +13,7 @@ pub(crate) mod key;
 mod record;
 pub(crate) mod shared;
 
-pub(crate) use invalidation::{invalidation_channel, Invalidation};
+pub(crate) use invalidation::Invalidation;
 pub(crate) use key::{check_group, key_json};
 pub use key::{EntryKey, MAX_READABLE_KEY};
 pub(crate) use record::Record;

@@ -2,19 +2,21 @@
 //! it, for hits that cost no round trip. Opt in with
 //! [`CacheBuilder::local`](crate::CacheBuilder::local).
 //!
-//! A feed drops the copies of what changed: Redis client tracking (every
-//! writer, and the server's expiry and eviction; on a cluster, on every
-//! master), or where tracking is refused the channel every write of this
-//! library announces itself on (`subscribe.rs`). While the feed is down, or open but silent (a
-//! heartbeat on it goes unanswered for 200 ms), the tier is flushed and
-//! bypassed, since invalidations may be missed (the advice of Redis's
-//! client-side caching guide). A read that began before an invalidation
+//! A feed drops the copies of what changed: Redis client tracking of the
+//! cache's prefix hears every writer, and the server's expiry and eviction
+//! (on a cluster, on every master; `subscribe.rs`). While the feed is down,
+//! or open but silent (a heartbeat on it goes unanswered for 200 ms), the
+//! tier is flushed and bypassed, since invalidations may be missed (the
+//! advice of Redis's client-side caching guide). A server without tracking,
+//! or a user who may not turn it on, keeps the tier off: a tier that hears
+//! only some writers could serve what another has replaced. A read that began before an invalidation
 //! does not insert its value after it (an epoch check), and every copy
 //! expires after at most `max_ttl`, the bound on what a lost push can cost.
 
 mod subscribe;
 
 pub(crate) use subscribe::subscribe;
+use subscribe::Refused;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,9 +47,8 @@ pub(crate) struct Local {
     epoch: AtomicU64,
     /// Whether the invalidation feed is up and answering (else: bypass).
     live: AtomicBool,
-    /// Whether that feed is client tracking (every writer), not the
-    /// channel (this library's writers).
-    tracking: AtomicBool,
+    /// Why the server refuses the feed, when it does.
+    refused: Mutex<Option<Refused>>,
     counters: Arc<Counters>,
 }
 
@@ -59,7 +60,7 @@ impl Local {
             copies: Mutex::new(Copies::default()),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
-            tracking: AtomicBool::new(false),
+            refused: Mutex::new(None),
             counters,
         }
     }
@@ -136,16 +137,14 @@ impl Local {
 
     /// What `health()` says of the tier when it works less than fully.
     pub(crate) fn problem(&self) -> Option<&'static str> {
-        if !self.live.load(Ordering::Acquire) {
-            Some("the local tier is bypassed: its invalidation feed is down or silent")
-        } else if !self.tracking.load(Ordering::Acquire) {
-            Some(
-                "the local tier hears only this library's writes (the server or user \
-                 refuses client tracking)",
-            )
-        } else {
-            None
+        if self.live.load(Ordering::Acquire) {
+            return None;
         }
+        let refused = *self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        Some(refused.map_or(
+            "the local tier is bypassed: its invalidation feed is down or silent",
+            Refused::problem,
+        ))
     }
 
     /// Drops the copies of what a client tracking push names: an entry, or
@@ -173,16 +172,6 @@ impl Local {
         }
     }
 
-    /// Drops what a message from another process names.
-    fn invalidate_message(&self, payload: &[u8]) {
-        match serde_json::from_slice::<Vec<String>>(payload).as_deref() {
-            Ok([kind, group, key]) if kind == "k" => self.drop_copies(group, Some(key)),
-            Ok([kind, group]) if kind == "g" => self.drop_copies(group, None),
-            // Not ours to read: flush rather than risk a stale copy.
-            _ => self.flush(),
-        }
-    }
-
     /// Drops the copy of one key, or of a whole group, and moves the epoch
     /// on so that reads already under way do not put it back.
     fn drop_copies(&self, group: &str, key: Option<&str>) {
@@ -201,17 +190,18 @@ impl Local {
 
     /// A feed was made: what was missed while down is flushed, and the
     /// tier is in use.
-    fn opened(&self, tracking: bool) {
+    fn opened(&self) {
         self.flush();
-        self.tracking.store(tracking, Ordering::Release);
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.live.store(true, Ordering::Release);
-        metrics::local_tracking(tracking);
+        metrics::local_tracking(true);
     }
 
-    /// The feed dropped: flushed and bypassed until another is made.
-    fn closed(&self) {
+    /// The feed dropped, or the server refused it (`refused`, which keeps
+    /// the tier off): flushed and bypassed until a feed is made.
+    fn closed(&self, refused: Option<Refused>) {
         self.live.store(false, Ordering::Release);
-        self.tracking.store(false, Ordering::Release);
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = refused;
         self.flush();
         metrics::local_tracking(false);
     }
@@ -233,7 +223,7 @@ impl Local {
         if !self.live.load(Ordering::Acquire) {
             self.flush(); // reads begun while silent store nothing
             self.live.store(true, Ordering::Release);
-            metrics::local_tracking(self.tracking.load(Ordering::Acquire));
+            metrics::local_tracking(true);
             tracing::info!("cache invalidation feed answers again: local tier back in use");
         }
     }
@@ -282,7 +272,7 @@ mod tests {
     #[test]
     fn a_read_an_invalidation_overtook_keeps_no_copy() {
         let tier = Local::new(10, Duration::from_secs(60), Arc::default());
-        tier.opened(true);
+        tier.opened();
         let key = EntryKey::new(&7u64).unwrap();
         let pushed = |name: &str| {
             let name = redis::Value::BulkString(name.as_bytes().to_vec());

@@ -6,10 +6,9 @@
 //! the server (the master Sentinel names; on a cluster, one to each master,
 //! made again when the masters change): Redis pushes the name of every key
 //! under the prefix that any client changes, deletes, or that the server
-//! expires or evicts, and a null for `FLUSHALL`/`FLUSHDB`. Where tracking is
-//! refused, the feed is the channel every write of this library announces
-//! itself on. While the feed is down, or open but silent, the tier is
-//! flushed and bypassed.
+//! expires or evicts, and a null for `FLUSHALL`/`FLUSHDB`. While the feed
+//! is down, or open but silent, the tier is flushed and bypassed; where the
+//! server or the user refuses tracking, the tier stays off and says why.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -36,23 +35,13 @@ const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
 /// The feed connection's name, for `CLIENT LIST`.
 const NAME: &str = "cache-invalidations";
 
-/// What a feed connection carries.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Feed {
-    /// Client tracking: every change of a key under the prefix.
-    Tracking,
-    /// The channel: this library's writes only.
-    Channel,
-}
-
 /// Keeps the local tier's feed for as long as the tier lives, reconnecting
 /// with backoff, trying each of `nodes` in turn.
-pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: String, prefix: String) {
+pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, prefix: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0usize;
-        let mut refused = false;
-        let mut untracked = false;
+        let mut said = None;
         loop {
             if local.strong_count() == 0 {
                 return;
@@ -79,60 +68,84 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, channel: Strin
                 if masters.is_none() {
                     tracked.push(conn.clone());
                 }
-                match track(&mut tracked, &prefix).await {
-                    Ok(()) => return Ok((tracked, Feed::Tracking, masters.map(|m| (conn, m)))),
-                    Err(error) if !untracked => {
-                        untracked = true;
-                        tracing::warn!(
-                            %error,
-                            "cache: the server refuses client tracking, so the local tier hears \
-                             only this library's writes (on its channel); other clients' changes \
-                             reach a copy when it expires"
-                        );
-                    }
-                    Err(_) => {}
-                }
-                conn.subscribe(&channel).await?;
-                Ok::<_, RedisError>((vec![conn], Feed::Channel, None))
+                track(&mut tracked, &prefix).await?;
+                Ok::<_, RedisError>((tracked, masters.map(|m| (conn, m))))
             };
             match opened.await {
-                Ok((conns, feed, cluster)) => {
+                Ok((conns, cluster)) => {
                     let Some(tier) = local.upgrade() else { return };
-                    tier.opened(feed == Feed::Tracking);
+                    tier.opened();
                     drop(tier);
-                    delay = Duration::from_millis(50);
+                    (delay, said) = (Duration::from_millis(50), None);
                     tokio::select! {
                         () = listen(&local, pushes, &prefix) => {}
                         () = heartbeat(&local, conns) => {}
                         () = moved(cluster) => {}
                     }
                     let Some(tier) = local.upgrade() else { return };
-                    tier.closed();
+                    tier.closed(None);
                     tracing::warn!("cache invalidation feed dropped or moved: local tier flushed and bypassed until it is back");
                 }
-                Err(error) if error.code() == Some("NOPERM") => {
-                    // An ACL user without channel rights, where tracking is
-                    // refused too: the tier stays off (it cannot hear
-                    // invalidations), and says so once.
-                    if !refused {
-                        refused = true;
-                        tracing::warn!(
-                            %channel,
-                            %error,
-                            "the local tier is off: this Redis user may not subscribe to the cache's \
-                             invalidation channel; grant it with `ACL SETUSER <user> &{channel}`"
-                        );
+                Err(error) => match Refused::by(&error) {
+                    // The tier cannot hear every writer, so it stays off,
+                    // and says why once; asked again in case that changes.
+                    Some(refused) => {
+                        let Some(tier) = local.upgrade() else { return };
+                        tier.closed(Some(refused));
+                        if said.replace(refused) != Some(refused) {
+                            tracing::warn!(%error, "cache: {}", refused.problem());
+                        }
+                        drop(tier);
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "cache invalidation feed failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+                    None => {
+                        tracing::debug!(%error, "cache invalidation feed failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                },
             }
         }
     });
+}
+
+/// Why a server refuses the feed, which keeps the tier off.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Refused {
+    /// The server has no client tracking (RESP3 and `CLIENT TRACKING` came
+    /// with Redis 6).
+    Unsupported,
+    /// The user may not turn it on.
+    Permission,
+}
+
+impl Refused {
+    fn by(error: &RedisError) -> Option<Refused> {
+        let unknown = || {
+            let text = error.to_string().to_ascii_lowercase();
+            text.contains("unknown command") || text.contains("unknown subcommand")
+        };
+        match error.code() {
+            Some("NOPERM") => Some(Refused::Permission),
+            Some("NOPROTO") => Some(Refused::Unsupported),
+            _ if unknown() => Some(Refused::Unsupported),
+            _ => None,
+        }
+    }
+
+    /// What `health()` says of it.
+    pub(super) fn problem(self) -> &'static str {
+        match self {
+            Refused::Unsupported => {
+                "the local tier is off: the server has no client tracking (Redis 6 brought it), \
+                 so the tier could not hear other clients' writes; every read goes to the server"
+            }
+            Refused::Permission => {
+                "the local tier is off: the Redis user may not turn on client tracking of the \
+                 cache's keys; grant it with `ACL SETUSER <user> +client|tracking`"
+            }
+        }
+    }
 }
 
 /// A feed connection to `client`'s server, named.
@@ -258,10 +271,6 @@ async fn listen(local: &Weak<Local>, mut pushes: UnboundedReceiver<PushInfo>, pr
         let Some(tier) = local.upgrade() else { return };
         match push.kind {
             PushKind::Invalidate => tier.invalidate_keys(&push.data, prefix),
-            PushKind::Message => match push.data.get(1) {
-                Some(redis::Value::BulkString(payload)) => tier.invalidate_message(payload),
-                _ => tier.flush(),
-            },
             PushKind::Disconnection => return,
             _ => {}
         }

@@ -194,7 +194,7 @@ impl Log {
             return Err(Error::Unavailable);
         };
         let names = backend.names(group, key);
-        let mut script = backend.storing(group, key, &names, value, ttl);
+        let mut script = backend.storing(&names, value, ttl);
         let pending = self.pending(key.as_str());
         script
             .key(&pending)

@@ -43,7 +43,6 @@ use crate::backend::deadline::Deadline;
 use crate::backend::names::{group_gen, group_key, group_typed, Names, EVICTED, GROUP_RECORD};
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
-use crate::entry::Invalidation;
 use crate::entry::Record;
 use crate::error::unexpected_reply;
 use crate::error::Error;
@@ -59,8 +58,6 @@ pub(crate) struct Redis {
     /// Sends peeks, batching them under load.
     batcher: Batcher,
     prefix: String,
-    /// Where every write announces itself, for local tiers to drop copies.
-    channel: String,
     lease_ms: u64,
     counters: Arc<Counters>,
     /// The groups whose fill has answered since a script last failed: the
@@ -80,11 +77,6 @@ impl Redis {
     /// The first segment of every key.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The channel this backend announces writes on.
-    pub(crate) fn channel(&self) -> &str {
-        &self.channel
     }
 
     /// Whether the server answers.
@@ -114,12 +106,10 @@ impl Redis {
     pub(crate) fn new(
         conn: Connection,
         prefix: String,
-        channel: String,
         lease_ttl: Duration,
         counters: Arc<Counters>,
     ) -> Self {
         Redis {
-            channel,
             batcher: Batcher::new(conn.clone()),
             conn,
             prefix,
@@ -394,9 +384,7 @@ impl Redis {
             .arg(&ticket.gen)
             .arg(mode)
             .arg(bytes)
-            .arg(ttl)
-            .arg(&self.channel)
-            .arg(Invalidation::Key(group, key).message());
+            .arg(ttl);
         match self.run::<i64>(|| names.typed(), &script).await {
             // The writer record stays until its TTL: later puts evict.
             Err(error) if mode != "abort" && self.full(&error) => {
@@ -414,9 +402,7 @@ impl Redis {
             .key(names.gen())
             .key(names.lease())
             .key(names.record())
-            .key(names.group_record())
-            .arg(&self.channel)
-            .arg(Invalidation::Key(group, key).message());
+            .key(names.group_record());
         match self.run::<i64>(|| names.typed(), &script).await {
             Err(error) if self.full(&error) => self.delete_entry(&names).await,
             other => Ok(other? == 1),
@@ -427,8 +413,6 @@ impl Redis {
     /// which adds its log's keys and arguments to it).
     pub(crate) fn storing(
         &self,
-        group: &str,
-        key: &EntryKey,
         names: &Names,
         bytes: Vec<u8>,
         ttl: Duration,
@@ -440,8 +424,6 @@ impl Redis {
             .key(names.lease())
             .key(names.record())
             .key(names.group_record())
-            .arg(&self.channel)
-            .arg(Invalidation::Key(group, key).message())
             .arg(bytes)
             .arg(millis(ttl))
             .arg(self.fresh_gen());
@@ -452,14 +434,8 @@ impl Redis {
         let gen = group_gen(&self.prefix, group);
         let evicted = group_key(&self.prefix, group, EVICTED);
         let record = group_key(&self.prefix, group, GROUP_RECORD);
-        let message = Invalidation::Group(group).message();
         let mut script = EVICT_GROUP.key(&gen);
-        script
-            .key(&evicted)
-            .key(&record)
-            .arg(self.fresh_gen())
-            .arg(&self.channel)
-            .arg(&message);
+        script.key(&evicted).key(&record).arg(self.fresh_gen());
         let base = group_key(&self.prefix, group, "");
         let set: Result<i64, Error> = self.run(|| group_typed(&base), &script).await;
         match set {
@@ -470,16 +446,6 @@ impl Redis {
             Err(error) if self.full(&error) => {
                 for key in [&gen, &evicted, &record] {
                     self.delete(key).await?;
-                }
-                // The eviction has happened; its announcement is best effort
-                // (a user without channel rights may not publish).
-                let announced: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
-                    .arg(&self.channel)
-                    .arg(&message)
-                    .query_async(&mut self.conn.clone())
-                    .await;
-                if let Err(error) = announced {
-                    tracing::debug!(%error, "could not announce a group eviction");
                 }
                 Ok(())
             }

@@ -1,5 +1,5 @@
 //! What the server lets the cache do, asked on first contact: its role, and
-//! the user's script and publish rights.
+//! the user's right to run scripts.
 
 use redis::{FromRedisValue, Value};
 
@@ -14,9 +14,6 @@ pub(crate) struct Rights {
     pub(crate) replica: bool,
     /// Whether the user may run scripts (`EVALSHA`): every write is one.
     pub(crate) scripts: bool,
-    /// Whether it may publish invalidations, by `ACL DRYRUN` where the
-    /// server and the user allow asking; `None` when unknown.
-    pub(crate) publish: Option<bool>,
 }
 
 impl Redis {
@@ -48,26 +45,6 @@ impl Redis {
             .query_async(&mut conn)
             .await;
         let scripts = !matches!(&probe, Err(error) if error.code() == Some("NOPERM"));
-        let user: Result<String, redis::RedisError> =
-            redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await;
-        let publish = match user {
-            Ok(user) => {
-                let dry: Result<String, redis::RedisError> = redis::cmd("ACL")
-                    .arg("DRYRUN")
-                    .arg(user)
-                    .arg("PUBLISH")
-                    .arg(&self.channel)
-                    .arg("x")
-                    .query_async(&mut conn)
-                    .await;
-                dry.ok().map(|answer| answer == "OK")
-            }
-            Err(_) => None,
-        };
-        Ok(Rights {
-            replica,
-            scripts,
-            publish,
-        })
+        Ok(Rights { replica, scripts })
     }
 }

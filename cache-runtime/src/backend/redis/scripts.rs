@@ -218,8 +218,7 @@ return live_gen(KEYS[2], ARGV[3], true)
 
 /// KEYS: entry, writers, gen, lease, the key's dependency record, the
 /// group's. ARGV: writer token, gen at begin, mode (store|evict|abort),
-/// envelope, ttl ms, invalidation channel and message. Returns 1 when it
-/// stored.
+/// envelope, ttl ms. Returns 1 when it stored.
 pub(super) static END_WRITE: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
         bump_lua!(),
@@ -240,14 +239,13 @@ elseif ARGV[3] ~= 'abort' then
 end
 local n = (tonumber(w[3]) or 1) - 1
 if n <= 0 then redis.call('DEL', KEYS[2]) else redis.call('HSET', KEYS[2], 'n', n) end
-if ARGV[3] ~= 'abort' then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return stored
 ",
     ))
 });
 
 /// KEYS: entry, writers, gen, lease, the key's dependency record, the
-/// group's; and for a write-behind, its pending record and stream. ARGV: invalidation channel and message; then envelope,
+/// group's; and for a write-behind, its pending record and stream. ARGV: envelope,
 /// ttl ms and fresh gen to store, or nothing to only invalidate; and for a
 /// write-behind, the key's JSON and entry text. Returns 1 when a live value was there, or
 /// for a write-behind the id of its stream entry. A write-behind's `XADD`
@@ -258,23 +256,22 @@ pub(super) static REPLACE: Lazy<Script> = Lazy::new(|| {
         gen_lua!(),
         r"
 local logged
-if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[7]) end
+if KEYS[8] then logged = redis.call('XADD', KEYS[8], '*', 'k', ARGV[5]) end
 bump(KEYS[5])
 written(KEYS[6])
-local gen = live_gen(KEYS[3], ARGV[5] or '', ARGV[3] ~= nil)
+local gen = live_gen(KEYS[3], ARGV[3] or '', ARGV[1] ~= nil)
 local e = redis.call('GET', KEYS[1])
 local existed = gen and e and string.sub(e, 1, #gen) == gen
-if ARGV[3] then
-  redis.call('SET', KEYS[1], gen .. ARGV[3], 'PX', ARGV[4])
+if ARGV[1] then
+  redis.call('SET', KEYS[1], gen .. ARGV[1], 'PX', ARGV[2])
 else
   redis.call('DEL', KEYS[1])
 end
 redis.call('DEL', KEYS[4])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'c', '1') end
 if logged then
-  redis.call('HSET', KEYS[7], 'k', ARGV[6], 'v', ARGV[3], 'id', logged, 'a', 0)
+  redis.call('HSET', KEYS[7], 'k', ARGV[4], 'v', ARGV[1], 'id', logged, 'a', 0)
 end
-redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 if logged then return logged end
 if existed then return 1 end
 return 0
@@ -283,7 +280,7 @@ return 0
 });
 
 /// KEYS: gen, when the group was last evicted, the group's dependency
-/// record. ARGV: a new generation, invalidation channel and message.
+/// record. ARGV: a new generation.
 /// Evicts the group in one write, whatever its size.
 pub(super) static EVICT_GROUP: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
@@ -294,7 +291,6 @@ local e, token = epoch(ARGV[1])
 redis.call('SET', KEYS[1], e .. token)
 redis.call('SET', KEYS[2], now)
 written(KEYS[3])
-redis.pcall('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ",
     ))
