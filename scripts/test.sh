@@ -68,5 +68,5 @@ cargo test --workspace --all-features \
   --test faults --test health --test local --test races --test recovery \
   --test redis_costs --test redis_unreachable --test spans --test stampede \
   --test write_behind --test write_behind_crash \
-  --test http --test model --test observability --test sentinel \
+  --test http --test http_standard --test model --test observability --test sentinel \
   -- --skip over_tls

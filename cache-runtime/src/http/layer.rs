@@ -29,6 +29,9 @@ pub(super) struct Config {
     pub(super) identity: Identity,
     pub(super) write_through: bool,
     pub(super) evict_group: bool,
+    /// Gateway mode: only what the response's own headers allow is stored.
+    pub(super) origin_freshness: bool,
+    pub(super) stale_if_error: Option<Duration>,
 }
 
 /// What identifies a caller (see [`CacheLayer::identity`]).
@@ -65,6 +68,8 @@ impl CacheLayer {
                 identity: Identity(Arc::new(request::default_identity)),
                 write_through: false,
                 evict_group: false,
+                origin_freshness: false,
+                stale_if_error: None,
             }),
         }
     }
@@ -135,6 +140,25 @@ impl CacheLayer {
     /// A successful unsafe request evicts the whole group.
     pub fn evict_group(self) -> CacheLayer {
         self.with(|config| config.evict_group = true)
+    }
+
+    /// Gateway mode: store only what the response's own headers allow (an
+    /// explicit lifetime, or for a response with `Last-Modified` a heuristic
+    /// one, a tenth of its age), as a standards-conforming gateway cache in
+    /// front of any upstream does, instead of giving every `200` the layer's
+    /// TTL. The layer's TTL still caps each entry.
+    pub fn origin_freshness(self) -> CacheLayer {
+        self.with(|config| config.origin_freshness = true)
+    }
+
+    /// When the handler answers `5xx` or fails, a stored response up to
+    /// this long past its freshness is served instead (`X-Cache: STALE`,
+    /// with its true `Age`), as a response's own `stale-if-error` directive
+    /// asks (RFC 5861). A response with `must-revalidate` never is. No
+    /// write is undone: a response evicted by a write is not stale, it is
+    /// gone.
+    pub fn stale_if_error(self, window: Duration) -> CacheLayer {
+        self.with(|config| config.stale_if_error = Some(window))
     }
 
     fn with(mut self, change: impl FnOnce(&mut Config)) -> CacheLayer {

@@ -48,6 +48,7 @@
 //!   entries are per user); with `write_through` a `PUT`/`PATCH` stores its
 //!   response as the path's entry. An error status evicts nothing.
 
+mod freshness;
 mod layer;
 mod privacy;
 mod request;

@@ -6,8 +6,9 @@ use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::HeaderMap;
 
+use super::freshness::Freshness;
 use super::layer::Config;
-use super::request::{self, Directives};
+use super::request;
 
 /// Whom a request's entries are for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +46,8 @@ impl Audience {
             (_, None) => true,
             (audience, Some(headers)) => {
                 !headers.contains_key(SET_COOKIE)
-                    && (matches!(audience, Audience::User(_)) || !Directives::of(headers).private)
+                    && (matches!(audience, Audience::User(_))
+                        || !Freshness::of(headers, true).private)
             }
         }
     }

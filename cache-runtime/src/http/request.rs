@@ -2,7 +2,8 @@
 //! caller's identity and its validators.
 
 use http::header::{
-    HeaderName, AUTHORIZATION, CACHE_CONTROL, COOKIE, HOST, IF_NONE_MATCH, PROXY_AUTHORIZATION,
+    HeaderName, AUTHORIZATION, CACHE_CONTROL, COOKIE, HOST, IF_NONE_MATCH, IF_RANGE,
+    PROXY_AUTHORIZATION, RANGE,
 };
 use http::request::Parts;
 use http::{HeaderMap, Uri};
@@ -228,6 +229,37 @@ pub(crate) fn etag(body: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The single byte range a request's `Range` asks of a body of `len` bytes,
+/// when the layer answers it from a stored response: `None` to send the
+/// whole response (no `Range`, several ranges, another unit, or an
+/// `If-Range` that does not match `etag`); `Some(None)` when it lies past
+/// the end; else the first and last byte.
+pub(crate) fn range(
+    headers: &HeaderMap,
+    len: usize,
+    etag: &http::HeaderValue,
+) -> Option<Option<(usize, usize)>> {
+    let spec = headers.get(RANGE)?.to_str().ok()?.trim();
+    if headers.get(IF_RANGE).is_some_and(|tag| tag != etag) {
+        return None;
+    }
+    let spec = spec.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let number = |text: &str| text.trim().parse::<usize>().ok();
+    let (first, last) = match (first.trim().is_empty(), number(first), number(last)) {
+        // A suffix: the last N bytes.
+        (true, _, Some(suffix)) => (len.saturating_sub(suffix), len.checked_sub(1)?),
+        (false, Some(first), last) if last.is_none() || last >= Some(first) => {
+            (first, last.unwrap_or(usize::MAX).min(len.saturating_sub(1)))
+        }
+        _ => return None,
+    };
+    Some((first < len && len > 0).then_some((first, last)))
 }
 
 /// Whether `If-None-Match` matches `etag`, by the weak comparison of RFC 9110

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, DATE, ETAG, EXPIRES,
-    TRANSFER_ENCODING, VARY,
+    HeaderName, AGE, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, TRANSFER_ENCODING,
+    VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
+use super::freshness::{self, Freshness};
 use super::privacy::Audience;
 use super::request;
 use crate::entry::codec::ValueCodec;
@@ -39,6 +41,98 @@ struct Stored {
     expires_ms: u64,
     /// What the response varies on, when it names request headers.
     vary: Option<Vary>,
+    /// How long past `expires_ms` it is kept, to be revalidated or served
+    /// stale (decided when it is stored; not stored itself).
+    keep: Duration,
+}
+
+impl Stored {
+    /// A response produced now, `age` old when it arrived (its upstream
+    /// `Age`, which is not kept), with the times it is fresh until and kept
+    /// until: its lifetime is its
+    /// own (or the layer's TTL, or a heuristic one) capped by the layer's
+    /// TTL, and it is kept past that to be revalidated when it has a
+    /// validator of the handler's, or to be served stale within the windows
+    /// of `stale-while-revalidate` and `stale-if-error`.
+    fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        etag: HeaderValue,
+        vary: Option<Vary>,
+        shape: Shape,
+        age: Duration,
+    ) -> Stored {
+        let freshness = Freshness::of(&headers, !shape.private);
+        let lifetime = match freshness.lifetime {
+            Some(own) => own,
+            None if shape.origin_freshness => {
+                freshness::heuristic(status, &headers).unwrap_or_default()
+            }
+            None => shape.ttl,
+        };
+        let generated_ms =
+            now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // Fresh for its lifetime from when it was made, and for at most the
+        // layer's TTL from now.
+        let expires_ms = generated_ms
+            .saturating_add(millis(lifetime))
+            .min(now_ms().saturating_add(millis(shape.ttl)));
+        let validated = headers.contains_key(ETAG) || headers.contains_key(LAST_MODIFIED);
+        let mut keep = freshness.if_error.max(shape.stale_if_error);
+        keep = keep.max(freshness.while_revalidate);
+        if validated {
+            keep = Some(keep.unwrap_or_default().max(shape.ttl));
+        }
+        Stored {
+            status,
+            headers,
+            body,
+            etag,
+            generated_ms,
+            expires_ms,
+            vary,
+            keep: keep.unwrap_or_default(),
+        }
+    }
+}
+
+/// The headers of a response that are kept: not those of the connection
+/// (and those `Connection` names), its length, its `Age` nor the cache's
+/// own. A value that is not text is sent but makes the response unstorable
+/// (the stored head is text).
+fn kept_headers(from: HeaderMap, storable: &mut bool) -> HeaderMap {
+    let named: Vec<String> = from
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut headers = HeaderMap::with_capacity(from.len());
+    let mut current = None;
+    for (name, value) in from {
+        // No name: another value of the one before.
+        current = name.or(current);
+        let Some(name) = &current else { continue };
+        if [CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, AGE, X_CACHE].contains(name)
+            || named.iter().any(|n| n == name.as_str())
+        {
+            continue;
+        }
+        *storable &= value.to_str().is_ok();
+        headers.append(name.clone(), value);
+    }
+    headers
+}
+
+/// Whether a final status may be stored at all: not a partial or a `304`,
+/// which only update a stored response.
+fn storable_status(status: StatusCode) -> bool {
+    !status.is_informational()
+        && status != StatusCode::PARTIAL_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// A stored response's head, as [`seal`] writes it: JSON under one-letter
@@ -94,6 +188,7 @@ impl Head {
             generated_ms: self.generated_ms,
             expires_ms: self.expires_ms,
             vary: self.vary,
+            keep: Duration::ZERO,
         }
     }
 }
@@ -172,6 +267,7 @@ pub(crate) fn open(_: &ValueCodec, bytes: &Bytes) -> Result<(Loaded, Meta), Open
         stored: Arc::new(head.with_body(body)),
         fresh: false,
         storable: false,
+        stale: false,
     };
     Ok((loaded, meta))
 }
@@ -186,6 +282,8 @@ pub(crate) struct Loaded {
     fresh: bool,
     /// May be stored (decided when it was produced).
     storable: bool,
+    /// A stored response past its freshness, served within a stale window.
+    stale: bool,
 }
 
 /// What a cached value must be; the layer's entries are framed by [`seal`]
@@ -202,6 +300,7 @@ impl<'de> Deserialize<'de> for Loaded {
             stored: Arc::new(Head::deserialize(deserializer)?.with_body(Bytes::new())),
             fresh: false,
             storable: false,
+            stale: false,
         })
     }
 }
@@ -212,6 +311,10 @@ pub(crate) struct Shape {
     pub(crate) private: bool,
     pub(crate) ttl: Duration,
     pub(crate) max_size: usize,
+    /// Gateway mode: no TTL of the layer's own for responses without one.
+    pub(crate) origin_freshness: bool,
+    /// The layer's own `stale-if-error` window.
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 /// An error reading the handler's body.
@@ -219,9 +322,10 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Loaded {
     /// Reads a handler's response to `request` whole, and decides whether it
-    /// may be stored: a `200` to a `GET`, that its `audience` admits,
-    /// without `Vary: *` or a `Cache-Control` of `no-store`, no larger than
-    /// the cache's maximum value size.
+    /// may be stored: a final status with a freshness lifetime (its own, or
+    /// for a status cacheable by default the layer's TTL, or in gateway
+    /// mode a heuristic one), that its `audience` admits, without `Vary: *`
+    /// or `no-store`, no larger than the cache's maximum value size.
     pub(crate) async fn read<B>(
         response: Response<B>,
         request: &HeaderMap,
@@ -235,7 +339,6 @@ impl Loaded {
     {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(Into::into)?.to_bytes();
-        let directives = request::Directives::of(&parts.headers);
         let names: Vec<String> = parts
             .headers
             .get_all(VARY)
@@ -253,47 +356,123 @@ impl Loaded {
         let vary_all = vary
             .as_ref()
             .is_some_and(|v| v.names.iter().any(|n| n == "*"));
-        let lifetime = lifetime(&directives, &parts.headers, shape.private);
-        let mut storable = parts.status == StatusCode::OK
-            && lifetime.is_none_or(|own| !own.is_zero())
+        let freshness = Freshness::of(&parts.headers, !shape.private);
+        let lifetime = match freshness.lifetime {
+            Some(own) => Some(own),
+            None if shape.origin_freshness => freshness::heuristic(parts.status, &parts.headers),
+            None if freshness::cacheable_by_default(parts.status) => Some(shape.ttl),
+            None => None,
+        };
+        let mut storable = lifetime.is_some()
+            && storable_status(parts.status)
             && !head
             && audience.admits(Some(&parts.headers))
             && !vary_all
-            && !directives.no_store
+            && !freshness.no_store
             && body.len() <= shape.max_size;
-        let mut headers = HeaderMap::with_capacity(parts.headers.len());
-        let mut current = None;
-        for (name, value) in parts.headers {
-            // No name: another value of the one before.
-            current = name.or(current);
-            let Some(name) = &current else { continue };
-            if [CONNECTION, TRANSFER_ENCODING, CONTENT_LENGTH, AGE, X_CACHE].contains(name) {
-                continue;
-            }
-            // Kept as sent, but not stored: the stored head is text.
-            storable &= value.to_str().is_ok();
-            headers.append(name.clone(), value);
-        }
+        let age = freshness.age;
+        let headers = kept_headers(parts.headers, &mut storable);
         let etag = match headers.get(ETAG).filter(|v| v.to_str().is_ok()) {
             Some(own) => own.clone(),
             None => etag_value(&request::etag(&body)),
         };
-        let generated_ms = now_ms();
-        let ttl = lifetime.map_or(shape.ttl, |own| own.min(shape.ttl));
-        let expires_ms = generated_ms.saturating_add(ttl.as_millis() as u64);
+        let stored = Stored::new(parts.status, headers, body, etag, vary, shape, age);
+        storable &= stored.expires_ms > now_ms() || !stored.keep.is_zero();
         Ok(Loaded {
-            stored: Arc::new(Stored {
-                status: parts.status,
-                headers,
-                body,
-                etag,
-                generated_ms,
-                expires_ms,
-                vary,
-            }),
+            stored: Arc::new(stored),
             fresh: true,
             storable,
+            stale: false,
         })
+    }
+
+    /// This stale response, revalidated by the handler's `304`: its stored
+    /// headers updated with the `304`'s (RFC 9111 §3.2), fresh again.
+    pub(crate) fn revalidated(&self, not_modified: &HeaderMap, shape: Shape) -> Loaded {
+        let stored = &self.stored;
+        let mut headers = stored.headers.clone();
+        let mut names: Vec<&HeaderName> = not_modified.keys().collect();
+        names.dedup();
+        for name in names {
+            if [
+                CONTENT_LENGTH,
+                CONTENT_TYPE,
+                CONTENT_ENCODING,
+                CONTENT_RANGE,
+                ETAG,
+            ]
+            .contains(name)
+                || [CONNECTION, TRANSFER_ENCODING, AGE, X_CACHE].contains(name)
+            {
+                continue;
+            }
+            headers.remove(name);
+            for value in not_modified.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let stored = Stored::new(
+            stored.status,
+            headers,
+            stored.body.clone(),
+            stored.etag.clone(),
+            stored.vary.clone(),
+            shape,
+            Freshness::of(not_modified, !shape.private).age,
+        );
+        Loaded {
+            storable: stored.expires_ms > now_ms() || !stored.keep.is_zero(),
+            stored: Arc::new(stored),
+            fresh: true,
+            stale: false,
+        }
+    }
+
+    /// Whether it is past its freshness.
+    pub(crate) fn stale(&self) -> bool {
+        !self.fresh && self.stored.expires_ms <= now_ms()
+    }
+
+    /// The validators of the handler's own (`ETag`, `Last-Modified`) to ask
+    /// whether a stale response is still good, as the request headers that
+    /// carry them.
+    pub(crate) fn validators(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let headers = &self.stored.headers;
+        let mut validators = Vec::new();
+        if let Some(etag) = headers.get(ETAG) {
+            validators.push((IF_NONE_MATCH, etag.clone()));
+        }
+        if let Some(modified) = headers.get(LAST_MODIFIED) {
+            validators.push((IF_MODIFIED_SINCE, modified.clone()));
+        }
+        validators
+    }
+
+    /// How long past its freshness it may be served stale: while it is
+    /// revalidated in the background, or when the handler fails.
+    pub(crate) fn stale_windows(&self, shape: Shape) -> (Duration, Duration) {
+        let freshness = Freshness::of(&self.stored.headers, !shape.private);
+        if !freshness.may_serve_stale() {
+            return (Duration::ZERO, Duration::ZERO);
+        }
+        let stale_for = Duration::from_millis(now_ms().saturating_sub(self.stored.expires_ms));
+        let within = |window: Option<Duration>| {
+            window
+                .filter(|window| *window > stale_for)
+                .unwrap_or_default()
+        };
+        (
+            within(freshness.while_revalidate),
+            within(freshness.if_error.max(shape.stale_if_error)),
+        )
+    }
+
+    /// Served stale: marked so.
+    pub(crate) fn served_stale(mut self) -> Loaded {
+        self.fresh = false;
+        self.storable = false;
+        self.stale = true;
+        self
     }
 
     /// The response's headers, as stored.
@@ -323,11 +502,12 @@ impl Loaded {
         self.storable
     }
 
-    /// How long the entry is fresh: the layer's TTL, capped by the
-    /// response's own lifetime.
+    /// How long the entry is stored: until it is stale (the layer's TTL,
+    /// capped by the response's own lifetime), and kept past that to be
+    /// revalidated or served stale.
     pub(crate) fn ttl(&self) -> Duration {
         let stored = &self.stored;
-        Duration::from_millis(stored.expires_ms.saturating_sub(stored.generated_ms))
+        Duration::from_millis(stored.expires_ms.saturating_sub(now_ms())) + stored.keep
     }
 
     /// The response to send for `request`: a `304` when its `If-None-Match`
@@ -346,13 +526,22 @@ impl Loaded {
         for (name, value) in &stored.headers {
             headers.append(name, value.clone());
         }
-        let outcome = if self.fresh { "MISS" } else { "HIT" };
+        let outcome = match (self.fresh, self.stale) {
+            (true, _) => "MISS",
+            (false, true) => "STALE",
+            (false, false) => "HIT",
+        };
         headers.insert(X_CACHE, HeaderValue::from_static(outcome));
+        // Its age: since it was made (less its upstream `Age` on arrival).
+        let now = now_ms();
+        let age = now.saturating_sub(stored.generated_ms) / 1000;
+        if !self.fresh || age > 0 {
+            headers.insert(AGE, HeaderValue::from(age));
+        }
         if self.fresh && !self.storable {
             // Not the cache's: sent as the handler made it.
             return build(status, headers, stored.body.clone());
         }
-        let now = now_ms();
         headers.entry(ETAG).or_insert_with(|| stored.etag.clone());
         if !headers.contains_key(CACHE_CONTROL) {
             let left = stored.expires_ms.saturating_sub(now) / 1000;
@@ -364,11 +553,7 @@ impl Loaded {
                 headers.insert(CACHE_CONTROL, value);
             }
         }
-        if !self.fresh {
-            let age = now.saturating_sub(stored.generated_ms) / 1000;
-            headers.insert(AGE, HeaderValue::from(age));
-        }
-        if request::none_match(request, stored.etag.to_str().unwrap_or_default()) {
+        if self.not_modified(request) {
             // RFC 9110 §15.4.5: what a 200 would carry that a cache needs.
             let mut kept = HeaderMap::new();
             for name in [ETAG, CACHE_CONTROL, VARY, AGE, X_CACHE] {
@@ -383,43 +568,58 @@ impl Loaded {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             return build(status, headers, Bytes::new());
         }
+        if status == StatusCode::OK && !self.fresh {
+            if let Some(range) = request::range(request, body.len(), &stored.etag) {
+                return partial(range, headers, body);
+            }
+        }
         build(status, headers, body)
     }
-}
 
-/// The response's own freshness lifetime (RFC 9111 §4.2.1), when it gives
-/// one: zero for `no-cache`; else `s-maxage` (on a shared layer), `max-age`,
-/// or `Expires` less `Date`, an invalid `Expires` being already past.
-fn lifetime(
-    directives: &request::Directives,
-    headers: &HeaderMap,
-    private: bool,
-) -> Option<Duration> {
-    if directives.no_cache {
-        return Some(Duration::ZERO);
+    /// Whether `request`'s validators match: its `If-None-Match` names the
+    /// entity tag, or without one its `If-Modified-Since` is no earlier
+    /// than the response's `Last-Modified` (RFC 9110 §13.2.2).
+    fn not_modified(&self, request: &HeaderMap) -> bool {
+        let stored = &self.stored;
+        if request.contains_key(IF_NONE_MATCH) {
+            return request::none_match(request, stored.etag.to_str().unwrap_or_default());
+        }
+        let since = request.get(IF_MODIFIED_SINCE).and_then(freshness::date);
+        // Without a `Last-Modified`, its `Date` stands for it (RFC 9110 §13.1.3).
+        let modified = (stored.headers.get(LAST_MODIFIED))
+            .or_else(|| stored.headers.get(DATE))
+            .and_then(freshness::date);
+        matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
     }
-    let seconds = match private {
-        true => directives.max_age,
-        false => directives.s_maxage.or(directives.max_age),
-    };
-    if let Some(seconds) = seconds {
-        return Some(Duration::from_secs(seconds));
-    }
-    let expires = headers.get(EXPIRES)?;
-    let date = |value: &HeaderValue| httpdate::parse_http_date(value.to_str().ok()?).ok();
-    let Some(expires) = date(expires) else {
-        return Some(Duration::ZERO);
-    };
-    let now = headers
-        .get(DATE)
-        .and_then(date)
-        .unwrap_or_else(std::time::SystemTime::now);
-    Some(expires.duration_since(now).unwrap_or_default())
 }
 
 /// An entity tag as a header value; the empty tag for text that is not one.
 fn etag_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// The part of a stored body a `Range` asks for: `206` with its
+/// `Content-Range`, or `416` when it lies past the end.
+fn partial(
+    range: Option<(usize, usize)>,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let len = body.len();
+    let Some((first, last)) = range else {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+            headers.insert(CONTENT_RANGE, value);
+        }
+        return build(StatusCode::RANGE_NOT_SATISFIABLE, headers, Bytes::new());
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+        headers.insert(CONTENT_RANGE, value);
+    }
+    build(
+        StatusCode::PARTIAL_CONTENT,
+        headers,
+        body.slice(first..=last),
+    )
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
@@ -446,9 +646,11 @@ mod tests {
                 generated_ms: 0,
                 expires_ms: 1,
                 vary: None,
+                keep: Duration::ZERO,
             }),
             fresh: true,
             storable: true,
+            stale: false,
         };
         let codec = ValueCodec::Json;
         let sealed = seal(&codec, &loaded, Duration::ZERO, Duration::from_secs(60)).unwrap();

@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LOCATION, LOCATION};
+use http::header::{
+    CONTENT_LOCATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    LOCATION,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -70,6 +73,8 @@ enum Failure<E> {
     Body(BodyError),
     /// An error status (for a write: nothing is stored or evicted).
     Status(Loaded),
+    /// The handler failed, and a stale response stands in for it.
+    Stale(Loaded),
 }
 
 async fn serve<S, ReqB, ResB>(
@@ -78,8 +83,11 @@ async fn serve<S, ReqB, ResB>(
     request: Request<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body<Data = Bytes>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BodyError>,
 {
     let cache = config
@@ -95,14 +103,17 @@ where
         private: config.private,
         ttl: config.ttl.unwrap_or(cache.settings().default_ttl),
         max_size: cache.settings().max_value_size,
+        origin_freshness: config.origin_freshness,
+        stale_if_error: config.stale_if_error,
     };
     let method = request.method().clone();
     if method == Method::GET || method == Method::HEAD {
         read(&config, cache, shape, inner, request).await
-    } else if [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(&method) {
-        write(&config, cache, shape, inner, request).await
-    } else {
+    } else if [Method::OPTIONS, Method::TRACE, Method::CONNECT].contains(&method) {
         passed(inner, request, None).await
+    } else {
+        // Every other method is unsafe, known or not (RFC 9110 §9.2.1).
+        write(&config, cache, shape, inner, request).await
     }
 }
 
@@ -115,8 +126,11 @@ async fn read<S, ReqB, ResB>(
     request: Request<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body<Data = Bytes>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BodyError>,
 {
     let (mut parts, body) = request.into_parts();
@@ -141,35 +155,69 @@ where
     };
     // The handler runs at most once, for the path's entry or for a variant.
     let call = Mutex::new(Some((inner, request)));
-    let lookup = |key: &str| {
+    let lookup = |key: &str, stale: Option<Loaded>| {
         let mut policy = policy::<S::Error>(&config.group, shape);
-        if let Some(age) = revalidate {
-            policy = policy.revalidate_after(age);
+        match (revalidate, &stale) {
+            (_, Some(_)) => policy = policy.revalidate_after(Duration::ZERO),
+            (Some(age), None) => policy = policy.revalidate_after(age),
+            (None, None) => {}
         }
-        let load = load(&call, &headers, &audience, shape, head);
+        let load = load(&call, &headers, &audience, shape, head, stale);
         read::cached(cache.clone(), policy, EntryKey::of_str(key), load)
     };
-    let mut found = lookup(&key).await;
+    let mut key = key;
+    let mut found = lookup(&key, None).await;
     if let Some(variant) = found
         .as_ref()
         .ok()
         .and_then(|l| l.variant_key(&key, &headers))
     {
-        found = lookup(&variant).await;
+        key = variant;
+        found = lookup(&key, None).await;
+    }
+    // A stored response past its freshness: served stale while it is
+    // revalidated (within `stale-while-revalidate`), else revalidated now.
+    let stale = found.as_ref().ok().filter(|loaded| loaded.stale()).cloned();
+    if let Some(stale) = stale {
+        found = match stale.stale_windows(shape).0.is_zero() {
+            true => lookup(&key, Some(stale)).await,
+            false => {
+                let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(taken) = taken {
+                    let call = Mutex::new(Some(taken));
+                    let (config, headers, audience) = (config.clone(), headers.clone(), audience);
+                    let again = stale.clone();
+                    tokio::spawn(async move {
+                        let mut policy = policy::<S::Error>(&config.group, shape);
+                        policy = policy.revalidate_after(Duration::ZERO);
+                        let load = load(&call, &headers, &audience, shape, false, Some(again));
+                        let key = EntryKey::of_str(&key);
+                        drop(read::cached(cache, policy, key, load).await);
+                    });
+                }
+                Ok(stale.served_stale())
+            }
+        };
     }
     match found {
-        Ok(loaded) => Ok(loaded.respond(&headers, shape, head).map(Either::Left)),
+        Ok(loaded) | Err(Failure::Stale(loaded)) => {
+            Ok(loaded.respond(&headers, shape, head).map(Either::Left))
+        }
         Err(failure) => failed(failure),
     }
 }
 
-/// Runs the handler, if it has not run yet, and reads its response.
+/// Runs the handler, if it has not run yet, and reads its response. With
+/// a `stale` response to revalidate, the request carries its validators,
+/// and the handler's `304` refreshes it; a failure or a `5xx` within its
+/// `stale-if-error` window serves it stale instead.
 async fn load<S, ReqB, ResB>(
     call: &Mutex<Option<(S, Request<ReqB>)>>,
     request: &HeaderMap,
     audience: &Audience,
     shape: Shape,
     head: bool,
+    stale: Option<Loaded>,
 ) -> Result<Loaded, Failure<S::Error>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -181,7 +229,37 @@ where
         return Err(Failure::Body("the handler was already called".into()));
     };
     *req.headers_mut() = request.clone();
-    let response = inner.call(req).await.map_err(Failure::Service)?;
+    let Some(stale) = stale else {
+        let response = inner.call(req).await.map_err(Failure::Service)?;
+        return Loaded::read(response, request, audience, shape, head)
+            .await
+            .map_err(Failure::Body);
+    };
+    let validators = stale.validators();
+    if !validators.is_empty() {
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+        ] {
+            req.headers_mut().remove(name);
+        }
+        req.headers_mut().extend(validators);
+    }
+    let if_error = !stale.stale_windows(shape).1.is_zero();
+    let response = match inner.call(req).await {
+        Ok(response) => response,
+        Err(_) if if_error => return Err(Failure::Stale(stale.served_stale())),
+        Err(error) => return Err(Failure::Service(error)),
+    };
+    if response.status() == StatusCode::NOT_MODIFIED {
+        return Ok(stale.revalidated(response.headers(), shape));
+    }
+    if if_error && response.status().is_server_error() {
+        return Err(Failure::Stale(stale.served_stale()));
+    }
     Loaded::read(response, request, audience, shape, head)
         .await
         .map_err(Failure::Body)
@@ -236,7 +314,9 @@ where
         };
     }
     let response = inner.call(request).await?;
-    if response.status().is_success() {
+    // A non-error status invalidates (RFC 9111 §4.4).
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
         if config.evict_group || config.private {
             // Private entries are per user: a write reaches them all.
             evict_now(&cache, &config.group, Target::All).await;
@@ -338,7 +418,9 @@ where
 fn failed<E, B>(failure: Failure<E>) -> Result<Response<CacheBody<B>>, E> {
     match failure {
         Failure::Service(error) => Err(error),
-        Failure::Status(loaded) => Ok(loaded.unchanged().map(Either::Left)),
+        Failure::Status(loaded) | Failure::Stale(loaded) => {
+            Ok(loaded.unchanged().map(Either::Left))
+        }
         Failure::Body(error) => {
             tracing::warn!(%error, "the handler's response body failed; answering 500");
             let mut response = Response::new(Full::new(Bytes::new()));
