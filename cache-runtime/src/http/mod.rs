@@ -19,17 +19,25 @@
 //!   their path's *anchor*, a token that a write to the path replaces: a
 //!   request with a query reads it first (one more lookup, a hit once
 //!   drawn); one without pays nothing for it.
-//! - **Stored.** `200` responses to `GET`; never one with `Set-Cookie`, a
-//!   `Cache-Control` of `no-store`, `no-cache`, `max-age=0` or `s-maxage=0`
-//!   (or `private` on a shared layer), an `Expires` in the past, `Vary: *`,
-//!   or a body over the cache's maximum value size. The response's own
-//!   `s-maxage`, `max-age` or `Expires` caps its entry's TTL. A response with
-//!   `Vary` is stored per value of the request headers it names. A `HEAD` is
-//!   answered from the `GET` entry.
-//! - **Sent.** `X-Cache: HIT | MISS | BYPASS`; a strong `ETag` from a hash of
-//!   the body (a handler's own is kept); `Cache-Control: max-age=<seconds
-//!   left>` (`private, ` on a private layer; a handler's own is kept); `Age`
-//!   on hits; `304 Not Modified` for a matching `If-None-Match`. A
+//! - **Stored.** Final responses to `GET` with a freshness lifetime
+//!   (`freshness`): their own (`CDN-Cache-Control`, else `s-maxage`,
+//!   `max-age`, `Expires`, less an upstream `Age`), else for a status
+//!   cacheable by default the layer's TTL, or in
+//!   [gateway mode](CacheLayer::origin_freshness) a heuristic one; never
+//!   one with `Set-Cookie`, `no-store` (or `private` on a shared layer),
+//!   `Vary: *`, or a body over the cache's maximum value size. A response
+//!   with `Vary` is stored per value of the request headers it names. A
+//!   `HEAD` is answered from the `GET` entry.
+//! - **Stale.** An entry with the handler's own validator is kept past its
+//!   freshness and revalidated (`If-None-Match`, `If-Modified-Since`; a
+//!   `304` refreshes it); within `stale-while-revalidate` it is served while
+//!   revalidated in the background, within `stale-if-error` (or
+//!   [`CacheLayer::stale_if_error`]) when the handler fails.
+//! - **Sent.** `X-Cache: HIT | MISS | STALE | BYPASS`; a strong `ETag` from a
+//!   hash of the body (a handler's own is kept); `Cache-Control:
+//!   max-age=<seconds left>` (`private, ` on a private layer; a handler's
+//!   own is kept); `Age`; `304 Not Modified` for a matching `If-None-Match`
+//!   or `If-Modified-Since`, and `206` for a byte range, from a hit. A
 //!   [disabled](crate::Cache::disabled) cache makes the layer transparent:
 //!   `BYPASS`, and none of these.
 //! - **Request directives.** `no-store` skips the cache both ways; `no-cache`
@@ -41,7 +49,8 @@
 //!   (`BYPASS`), and its write evicts rather than writes through; a private
 //!   layer keys it per user. One decision (`privacy`) says which requests
 //!   and responses may share an entry, for every path that reads or stores.
-//! - **Writes.** A `2xx` to `POST`, `PUT`, `PATCH` or `DELETE` evicts, after
+//! - **Writes.** A `2xx` or `3xx` to an unsafe method (`POST`, `PUT`,
+//!   `PATCH`, `DELETE`, or any not known to be safe) evicts, after
 //!   the handler, every entry of its path whatever their query, and of the
 //!   paths its `Location` and `Content-Location` name on the same authority
 //!   (the whole group with `evict_group`, and on a private layer, whose
