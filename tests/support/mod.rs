@@ -499,7 +499,19 @@ impl RedisCluster {
         Self::start_with(masters, replicas, Some(certificates))
     }
 
+    /// Starts the nodes and joins them; a join that hangs (a node that never
+    /// hears the others' `MEET`: `redis-cli --cluster create` then waits
+    /// forever) is abandoned after 20 s and tried again on new nodes.
     fn start_with(masters: usize, replicas: usize, tls: Option<&Certificates>) -> Self {
+        for _attempt in 0..3 {
+            if let Some(cluster) = Self::try_start(masters, replicas, tls) {
+                return cluster;
+            }
+        }
+        panic!("the cluster did not form in 3 attempts of 20 s");
+    }
+
+    fn try_start(masters: usize, replicas: usize, tls: Option<&Certificates>) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!(
             "cache-cluster-{}-{}",
             std::process::id(),
@@ -526,17 +538,34 @@ impl RedisCluster {
             .iter()
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
+            .stdout(Stdio::piped())
+            .spawn()
             .expect("redis-cli comes with redis-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let created = loop {
+            if let Some(status) = create.try_wait().expect("redis-cli runs") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                eprintln!("redis-cli --cluster create hung 20 s; trying new nodes");
+                return None; // dropping the cluster stops its nodes
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut said = String::new();
+        if let Some(mut out) = create.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut out, &mut said);
+        }
         assert!(
-            created.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&created.stdout)
+            created.success(),
+            "redis-cli --cluster create failed: {said}"
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.is_ok() || !cluster.replicas_in_sync() {
@@ -546,7 +575,7 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        cluster
+        Some(cluster)
     }
 
     /// Starts one node on a free port whose cluster bus port (+10000) is free
