@@ -19,6 +19,7 @@ use cache_runtime::http::CacheLayer;
 use cache_runtime::Cache;
 use reqwest::{Client, Method};
 use support::{eventually, RedisServer};
+use tokio::sync::mpsc;
 
 /// What the origin answers next, and what it saw.
 #[derive(Default)]
@@ -30,6 +31,8 @@ struct Origin {
     current: Mutex<Option<String>>,
     calls: AtomicUsize,
     last: Mutex<HeaderMap>,
+    /// The parts of the next streamed body, as the test sends them.
+    parts: Mutex<Option<mpsc::UnboundedReceiver<&'static str>>>,
 }
 
 impl Origin {
@@ -66,6 +69,23 @@ async fn respond(State(origin): State<Arc<Origin>>, request: HeaderMap) -> impl 
     (status, headers, origin.body.lock().unwrap().clone())
 }
 
+/// A body streamed in the parts the test sends, as they are sent.
+async fn stream(State(origin): State<Arc<Origin>>) -> impl IntoResponse {
+    let parts = origin.parts.lock().unwrap().take().expect("parts to send");
+    let body = futures_util::stream::unfold(parts, |mut parts| async move {
+        let part = parts.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(part), parts))
+    });
+    let mut headers = HeaderMap::new();
+    for (name, value) in origin.headers.lock().unwrap().iter() {
+        headers.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    (headers, axum::body::Body::from_stream(body))
+}
+
 struct App {
     addr: SocketAddr,
     origin: Arc<Origin>,
@@ -96,6 +116,7 @@ impl App {
             ..Origin::default()
         });
         let app = Router::new()
+            .route("/stream/{*path}", any(stream))
             .route("/{*path}", any(respond))
             .layer(layer)
             .with_state(origin.clone());
@@ -431,13 +452,91 @@ async fn gateway_mode_stores_what_the_headers_allow(cache: Cache) {
     assert!(stored(&app, "/explicit").await);
 }
 
+/// Sends a body through the layer in parts, each only once the client has
+/// the one before (or fails); the body the client got.
+async fn streamed_in_parts(app: &App, path: &str, parts: &[&'static str]) -> String {
+    let (send, sent) = mpsc::unbounded_channel();
+    *app.origin.parts.lock().unwrap() = Some(sent);
+    let request = app.client.get(format!("http://{}{path}", app.addr)).send();
+    let mut request = Some(tokio::spawn(request));
+    let mut response: Option<reqwest::Response> = None;
+    let mut got = String::new();
+    for part in parts {
+        let sent_at = std::time::Instant::now();
+        send.send(*part).unwrap();
+        if response.is_none() {
+            let head = tokio::time::timeout(Duration::from_secs(5), request.take().unwrap());
+            response = Some(
+                head.await
+                    .expect("the head with the first part")
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let response = response.as_mut().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{path}: {part:?} arrives before the next part is sent"))
+            .unwrap()
+            .expect("a part");
+        // Not asserted (timing): `cargo test ... -- --nocapture` shows it.
+        println!(
+            "{path}: a part reached the client {:?} after it was sent",
+            sent_at.elapsed()
+        );
+        got.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    drop(send);
+    let mut response = response.expect("a response");
+    while let Some(rest) = response.chunk().await.unwrap() {
+        got.push_str(std::str::from_utf8(&rest).unwrap());
+    }
+    got
+}
+
+/// Bodies stream through the layer as the handler makes them: one it does
+/// not store, one it stores (copied on the way, then a hit), and one that
+/// grows past the cache's maximum value size (sent whole, not stored).
+async fn bodies_stream_through_as_they_arrive(cache: Cache) {
+    let app = App::start(layer(&cache)).await;
+    app.origin.answer(200, &[("cache-control", "no-store")], "");
+    let got = streamed_in_parts(&app, "/stream/events", &["one ", "two"]).await;
+    assert_eq!(got, "one two");
+    app.origin
+        .answer(200, &[("cache-control", "max-age=60")], "");
+    let got = streamed_in_parts(&app, "/stream/page", &["head ", "tail"]).await;
+    assert_eq!(got, "head tail");
+    eventually(
+        Duration::from_secs(5),
+        "the streamed page stored",
+        || async {
+            let hit = app.get("/stream/page").await;
+            hit.x_cache() == "HIT" && hit.body == "head tail"
+        },
+    )
+    .await;
+    let big = "x".repeat(400);
+    let parts: Vec<&'static str> = vec![big.clone().leak(); 3];
+    let got = streamed_in_parts(&app, "/stream/big", &parts).await;
+    assert_eq!(got.len(), 1200, "sent whole");
+    let (send, sent) = mpsc::unbounded_channel();
+    *app.origin.parts.lock().unwrap() = Some(sent);
+    drop(send);
+    assert_eq!(app.get("/stream/big").await.x_cache(), "MISS", "not stored");
+}
+
 macro_rules! on_memory_and_redis {
     ($($test:ident),* $(,)?) => {
         mod in_memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(cache_runtime::Cache::in_memory()).await;
+                    let cache = cache_runtime::Cache::builder()
+                        .max_value_size(1000)
+                        .build()
+                        .await
+                        .unwrap();
+                    super::$test(cache).await;
                 }
             )*
         }
@@ -448,6 +547,7 @@ macro_rules! on_memory_and_redis {
                     let server = super::RedisServer::start();
                     let cache = cache_runtime::Cache::builder()
                         .redis(server.url())
+                        .max_value_size(1000)
                         .build()
                         .await
                         .unwrap();
@@ -468,4 +568,5 @@ on_memory_and_redis!(
     any_unsafe_method_invalidates,
     cdn_cache_control_rules_the_layer,
     gateway_mode_stores_what_the_headers_allow,
+    bodies_stream_through_as_they_arrive,
 );

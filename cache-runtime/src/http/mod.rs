@@ -57,6 +57,7 @@
 //!   entries are per user); with `write_through` a `PUT`/`PATCH` stores its
 //!   response as the path's entry. An error status evicts nothing.
 
+mod body;
 mod freshness;
 mod layer;
 mod privacy;
@@ -64,5 +65,6 @@ mod request;
 mod response;
 mod service;
 
+pub use body::CacheBody;
 pub use layer::CacheLayer;
-pub use service::{CacheBody, CacheService};
+pub use service::CacheService;

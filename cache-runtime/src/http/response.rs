@@ -320,25 +320,31 @@ pub(crate) struct Shape {
 /// An error reading the handler's body.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-impl Loaded {
-    /// Reads a handler's response to `request` whole, and decides whether it
+/// A handler's response whose head has arrived and whose body has not been
+/// read: what the layer decides of it from the head alone.
+pub(crate) struct Incoming {
+    parts: http::response::Parts,
+    /// May be stored, as far as its head tells.
+    storable: bool,
+    vary: Option<Vary>,
+    /// Its upstream `Age`.
+    age: Duration,
+}
+
+impl Incoming {
+    /// Decides from its head whether a handler's response to `request`
     /// may be stored: a final status with a freshness lifetime (its own, or
     /// for a status cacheable by default the layer's TTL, or in gateway
     /// mode a heuristic one), that its `audience` admits, without `Vary: *`
-    /// or `no-store`, no larger than the cache's maximum value size.
-    pub(crate) async fn read<B>(
-        response: Response<B>,
+    /// or `no-store`, and no `Content-Length` over the cache's maximum value
+    /// size.
+    pub(crate) fn of(
+        parts: http::response::Parts,
         request: &HeaderMap,
         audience: &Audience,
         shape: Shape,
         head: bool,
-    ) -> Result<Loaded, BodyError>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<BodyError>,
-    {
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+    ) -> Incoming {
         let names: Vec<String> = parts
             .headers
             .get_all(VARY)
@@ -363,27 +369,117 @@ impl Loaded {
             None if freshness::cacheable_by_default(parts.status) => Some(shape.ttl),
             None => None,
         };
-        let mut storable = lifetime.is_some()
+        let fits = length(&parts.headers).is_none_or(|len| len <= shape.max_size as u64);
+        let storable = lifetime.is_some()
             && storable_status(parts.status)
             && !head
             && audience.admits(Some(&parts.headers))
             && !vary_all
             && !freshness.no_store
-            && body.len() <= shape.max_size;
-        let age = freshness.age;
-        let headers = kept_headers(parts.headers, &mut storable);
+            && fits;
+        Incoming {
+            parts,
+            storable,
+            vary,
+            age: freshness.age,
+        }
+    }
+
+    pub(crate) fn storable(&self) -> bool {
+        self.storable
+    }
+
+    /// The response as the handler made it, its body streamed through, for
+    /// one the layer does not store.
+    pub(crate) fn passed<B>(self, body: B) -> Response<B> {
+        let mut response = Response::from_parts(self.parts, body);
+        let miss = HeaderValue::from_static("MISS");
+        response.headers_mut().insert(X_CACHE, miss);
+        response
+    }
+
+    /// The response sent while its body is forwarded as it arrives: the
+    /// layer's headers, less the `ETag` it would derive from the body (a
+    /// handler's own is kept); and the body's length, when the handler said.
+    pub(crate) fn forwarded_head(&self, shape: Shape) -> (Response<()>, Option<u64>) {
+        let mut storable = true;
+        let headers = kept_headers(self.parts.headers.clone(), &mut storable);
+        let etag = headers
+            .get(ETAG)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(""));
+        let stored = Stored::new(
+            self.parts.status,
+            headers,
+            Bytes::new(),
+            etag,
+            None,
+            shape,
+            self.age,
+        );
+        let loaded = Loaded {
+            stored: Arc::new(stored),
+            fresh: true,
+            storable: true,
+            stale: false,
+        };
+        let mut head = Response::new(());
+        *head.status_mut() = self.parts.status;
+        *head.headers_mut() = loaded.sent_headers(shape, false);
+        (head, length(&self.parts.headers))
+    }
+
+    /// The response with its body read (`None`: it grew past the cache's
+    /// maximum value size, and is not stored).
+    pub(crate) fn finish(self, body: Option<Bytes>, shape: Shape) -> Loaded {
+        let mut storable =
+            self.storable && body.as_ref().is_some_and(|b| b.len() <= shape.max_size);
+        let body = body.unwrap_or_default();
+        let status = self.parts.status;
+        let headers = kept_headers(self.parts.headers, &mut storable);
         let etag = match headers.get(ETAG).filter(|v| v.to_str().is_ok()) {
             Some(own) => own.clone(),
             None => etag_value(&request::etag(&body)),
         };
-        let stored = Stored::new(parts.status, headers, body, etag, vary, shape, age);
+        let stored = Stored::new(status, headers, body, etag, self.vary, shape, self.age);
         storable &= stored.expires_ms > now_ms() || !stored.keep.is_zero();
-        Ok(Loaded {
+        Loaded {
             stored: Arc::new(stored),
             fresh: true,
             storable,
             stale: false,
-        })
+        }
+    }
+}
+
+/// A response's `Content-Length`, when it gives one.
+fn length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Loaded {
+    /// Reads a handler's response to `request` whole (a write-through's,
+    /// whose response is the entry), and decides whether it may be stored.
+    pub(crate) async fn read<B>(
+        response: Response<B>,
+        request: &HeaderMap,
+        audience: &Audience,
+        shape: Shape,
+    ) -> Result<Loaded, BodyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BodyError>,
+    {
+        let (parts, body) = response.into_parts();
+        let incoming = Incoming::of(parts, request, audience, shape, false);
+        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+        Ok(incoming.finish(Some(body), shape))
     }
 
     /// This stale response, revalidated by the handler's `304`: its stored
@@ -521,37 +617,10 @@ impl Loaded {
     ) -> Response<Full<Bytes>> {
         let stored = &self.stored;
         let status = stored.status;
-        // Room for the cache's own four: a map that grows hashes again.
-        let mut headers = HeaderMap::with_capacity(stored.headers.len() + 4);
-        for (name, value) in &stored.headers {
-            headers.append(name, value.clone());
-        }
-        let outcome = match (self.fresh, self.stale) {
-            (true, _) => "MISS",
-            (false, true) => "STALE",
-            (false, false) => "HIT",
-        };
-        headers.insert(X_CACHE, HeaderValue::from_static(outcome));
-        // Its age: since it was made (less its upstream `Age` on arrival).
-        let now = now_ms();
-        let age = now.saturating_sub(stored.generated_ms) / 1000;
-        if !self.fresh || age > 0 {
-            headers.insert(AGE, HeaderValue::from(age));
-        }
+        let mut headers = self.sent_headers(shape, true);
         if self.fresh && !self.storable {
             // Not the cache's: sent as the handler made it.
             return build(status, headers, stored.body.clone());
-        }
-        headers.entry(ETAG).or_insert_with(|| stored.etag.clone());
-        if !headers.contains_key(CACHE_CONTROL) {
-            let left = stored.expires_ms.saturating_sub(now) / 1000;
-            let value = match shape.private {
-                true => format!("private, max-age={left}"),
-                false => format!("max-age={left}"),
-            };
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(CACHE_CONTROL, value);
-            }
         }
         if self.not_modified(request) {
             // RFC 9110 §15.4.5: what a 200 would carry that a cache needs.
@@ -574,6 +643,47 @@ impl Loaded {
             }
         }
         build(status, headers, body)
+    }
+
+    /// The headers sent with it: the stored ones, and the cache's own
+    /// (`X-Cache`, `Age`, and on one the cache stores its `Cache-Control`
+    /// and, `with_etag`, its `ETag`, unless the handler gave its own).
+    fn sent_headers(&self, shape: Shape, with_etag: bool) -> HeaderMap {
+        let stored = &self.stored;
+        // Room for the cache's own four: a map that grows hashes again.
+        let mut headers = HeaderMap::with_capacity(stored.headers.len() + 4);
+        for (name, value) in &stored.headers {
+            headers.append(name, value.clone());
+        }
+        let outcome = match (self.fresh, self.stale) {
+            (true, _) => "MISS",
+            (false, true) => "STALE",
+            (false, false) => "HIT",
+        };
+        headers.insert(X_CACHE, HeaderValue::from_static(outcome));
+        // Its age: since it was made (less its upstream `Age` on arrival).
+        let now = now_ms();
+        let age = now.saturating_sub(stored.generated_ms) / 1000;
+        if !self.fresh || age > 0 {
+            headers.insert(AGE, HeaderValue::from(age));
+        }
+        if self.fresh && !self.storable {
+            return headers;
+        }
+        if with_etag {
+            headers.entry(ETAG).or_insert_with(|| stored.etag.clone());
+        }
+        if !headers.contains_key(CACHE_CONTROL) {
+            let left = stored.expires_ms.saturating_sub(now) / 1000;
+            let value = match shape.private {
+                true => format!("private, max-age={left}"),
+                false => format!("max-age={left}"),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(CACHE_CONTROL, value);
+            }
+        }
+        headers
     }
 
     /// Whether `request`'s validators match: its `If-None-Match` names the

@@ -14,13 +14,15 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{Either, Full};
+use http_body_util::Full;
+use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
+use super::body::{self, CacheBody};
 use super::layer::Config;
 use super::privacy::Audience;
 use super::request::{Directives, Place};
-use super::response::{self, BodyError, Loaded, Shape, X_CACHE};
+use super::response::{self, BodyError, Incoming, Loaded, Shape, X_CACHE};
 use crate::flow::evict::{evict_now, Target};
 use crate::flow::policy::Policy;
 use crate::flow::returns::{PlainKind, ResultKind};
@@ -33,10 +35,6 @@ pub struct CacheService<S> {
     pub(super) inner: S,
     pub(super) config: Arc<Config>,
 }
-
-/// The body of a response from [`CacheService`]: one the cache built, or
-/// the handler's own, streamed through.
-pub type CacheBody<B> = Either<Full<Bytes>, B>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -66,9 +64,11 @@ where
 }
 
 /// Why a load produced no response to store.
-enum Failure<E> {
+enum Failure<E, B> {
     /// The handler's service failed.
     Service(E),
+    /// A response the layer does not store, sent on as it arrives.
+    Passed(Response<CacheBody<B>>),
     /// Its body could not be read.
     Body(BodyError),
     /// An error status (for a write: nothing is stored or evicted).
@@ -108,7 +108,7 @@ where
     };
     let method = request.method().clone();
     if method == Method::GET || method == Method::HEAD {
-        read(&config, cache, shape, inner, request).await
+        streamed(config, cache, shape, inner, request).await
     } else if [Method::OPTIONS, Method::TRACE, Method::CONNECT].contains(&method) {
         passed(inner, request, None).await
     } else {
@@ -117,9 +117,24 @@ where
     }
 }
 
-/// `GET` and `HEAD`: served from the entry, or by the handler and stored.
-async fn read<S, ReqB, ResB>(
-    config: &Config,
+/// The response a load begins to send, its body forwarded as it arrives.
+type Started<B> = oneshot::Sender<Response<CacheBody<B>>>;
+
+/// How a load sends the handler's body on.
+enum Feed<'a, B> {
+    /// To the client, as it arrives, once the head is sent on `Started`.
+    Client(&'a Mutex<Option<Started<B>>>),
+    /// Read whole, then sent (no runtime to finish the load on).
+    Whole,
+    /// To no one: a revalidation in the background.
+    Background,
+}
+
+/// `GET` and `HEAD` ([`read`]), with the handler's body streamed to the
+/// client as it arrives: once a load starts sending it, the rest of the
+/// read (the body, then its store) finishes in a task of its own.
+async fn streamed<S, ReqB, ResB>(
+    config: Arc<Config>,
     cache: Cache,
     shape: Shape,
     inner: S,
@@ -133,8 +148,40 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BodyError>,
 {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return read(config, cache, shape, inner, request, None).await;
+    };
+    let (started, streaming) = oneshot::channel();
+    let flow = Box::pin(read(config, cache, shape, inner, request, Some(started)));
+    match futures_util::future::select(flow, streaming).await {
+        futures_util::future::Either::Left((response, _)) => response,
+        futures_util::future::Either::Right((Ok(response), flow)) => {
+            runtime.spawn(async move { drop(flow.await) });
+            Ok(response)
+        }
+        futures_util::future::Either::Right((Err(_), flow)) => flow.await,
+    }
+}
+
+/// `GET` and `HEAD`: served from the entry, or by the handler and stored.
+async fn read<S, ReqB, ResB>(
+    config: Arc<Config>,
+    cache: Cache,
+    shape: Shape,
+    inner: S,
+    request: Request<ReqB>,
+    started: Option<Started<ResB>>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BodyError>,
+{
     let (mut parts, body) = request.into_parts();
-    let audience = Audience::of(config, &parts);
+    let audience = Audience::of(&config, &parts);
     let directives = Directives::of(&parts.headers);
     if directives.no_store || !audience.admits(None) {
         return passed(inner, Request::from_parts(parts, body), Some("BYPASS")).await;
@@ -155,14 +202,16 @@ where
     };
     // The handler runs at most once, for the path's entry or for a variant.
     let call = Mutex::new(Some((inner, request)));
+    let started = started.map(|started| Mutex::new(Some(started)));
+    let feed = started.as_ref().map_or(Feed::Whole, Feed::Client);
     let lookup = |key: &str, stale: Option<Loaded>| {
-        let mut policy = policy::<S::Error>(&config.group, shape);
+        let mut policy = policy::<S::Error, ResB>(&config.group, shape);
         match (revalidate, &stale) {
             (_, Some(_)) => policy = policy.revalidate_after(Duration::ZERO),
             (Some(age), None) => policy = policy.revalidate_after(age),
             (None, None) => {}
         }
-        let load = load(&call, &headers, &audience, shape, head, stale);
+        let load = load(&call, &headers, &audience, shape, head, stale, &feed);
         read::cached(cache.clone(), policy, EntryKey::of_str(key), load)
     };
     let mut key = key;
@@ -188,9 +237,10 @@ where
                     let (config, headers, audience) = (config.clone(), headers.clone(), audience);
                     let again = stale.clone();
                     tokio::spawn(async move {
-                        let mut policy = policy::<S::Error>(&config.group, shape);
+                        let mut policy = policy::<S::Error, ResB>(&config.group, shape);
                         policy = policy.revalidate_after(Duration::ZERO);
-                        let load = load(&call, &headers, &audience, shape, false, Some(again));
+                        let (stale, feed) = (Some(again), Feed::Background);
+                        let load = load(&call, &headers, &audience, shape, false, stale, &feed);
                         let key = EntryKey::of_str(&key);
                         drop(read::cached(cache, policy, key, load).await);
                     });
@@ -201,7 +251,7 @@ where
     }
     match found {
         Ok(loaded) | Err(Failure::Stale(loaded)) => {
-            Ok(loaded.respond(&headers, shape, head).map(Either::Left))
+            Ok(loaded.respond(&headers, shape, head).map(CacheBody::built))
         }
         Err(failure) => failed(failure),
     }
@@ -210,7 +260,9 @@ where
 /// Runs the handler, if it has not run yet, and reads its response. With
 /// a `stale` response to revalidate, the request carries its validators,
 /// and the handler's `304` refreshes it; a failure or a `5xx` within its
-/// `stale-if-error` window serves it stale instead.
+/// `stale-if-error` window serves it stale instead. A response the layer
+/// does not store is passed on as it arrives; one it stores is sent on as
+/// `feed` says while it is copied, within the cache's maximum value size.
 async fn load<S, ReqB, ResB>(
     call: &Mutex<Option<(S, Request<ReqB>)>>,
     request: &HeaderMap,
@@ -218,7 +270,8 @@ async fn load<S, ReqB, ResB>(
     shape: Shape,
     head: bool,
     stale: Option<Loaded>,
-) -> Result<Loaded, Failure<S::Error>>
+    feed: &Feed<'_, ResB>,
+) -> Result<Loaded, Failure<S::Error, ResB>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
@@ -229,13 +282,7 @@ where
         return Err(Failure::Body("the handler was already called".into()));
     };
     *req.headers_mut() = request.clone();
-    let Some(stale) = stale else {
-        let response = inner.call(req).await.map_err(Failure::Service)?;
-        return Loaded::read(response, request, audience, shape, head)
-            .await
-            .map_err(Failure::Body);
-    };
-    let validators = stale.validators();
+    let validators = stale.as_ref().map(Loaded::validators).unwrap_or_default();
     if !validators.is_empty() {
         for name in [
             IF_NONE_MATCH,
@@ -248,21 +295,44 @@ where
         }
         req.headers_mut().extend(validators);
     }
-    let if_error = !stale.stale_windows(shape).1.is_zero();
-    let response = match inner.call(req).await {
-        Ok(response) => response,
-        Err(_) if if_error => return Err(Failure::Stale(stale.served_stale())),
-        Err(error) => return Err(Failure::Service(error)),
+    let if_error = stale
+        .as_ref()
+        .is_some_and(|stale| !stale.stale_windows(shape).1.is_zero());
+    let response = match (inner.call(req).await, stale) {
+        (Ok(response), Some(stale)) if response.status() == StatusCode::NOT_MODIFIED => {
+            return Ok(stale.revalidated(response.headers(), shape));
+        }
+        (Ok(response), Some(stale)) if if_error && response.status().is_server_error() => {
+            return Err(Failure::Stale(stale.served_stale()));
+        }
+        (Err(_), Some(stale)) if if_error => return Err(Failure::Stale(stale.served_stale())),
+        (response, _) => response.map_err(Failure::Service)?,
     };
-    if response.status() == StatusCode::NOT_MODIFIED {
-        return Ok(stale.revalidated(response.headers(), shape));
+    let (parts, body) = response.into_parts();
+    let incoming = Incoming::of(parts, request, audience, shape, head);
+    if !incoming.storable() {
+        return Err(Failure::Passed(incoming.passed(CacheBody::handler(body))));
     }
-    if if_error && response.status().is_server_error() {
-        return Err(Failure::Stale(stale.served_stale()));
-    }
-    Loaded::read(response, request, audience, shape, head)
-        .await
-        .map_err(Failure::Body)
+    let body = match feed {
+        Feed::Client(started) => {
+            let started = started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let (head, length) = incoming.forwarded_head(shape);
+            let open = move || {
+                let (sent, frames) = mpsc::channel(16);
+                let response = head.map(|()| CacheBody::forwarded(frames, length));
+                started?.send(response).ok()?;
+                Some(sent)
+            };
+            body::copy(body, Some(open), shape.max_size).await
+        }
+        Feed::Whole => body::copy(body, None::<fn() -> _>, usize::MAX).await,
+        Feed::Background => body::copy(body, None::<fn() -> _>, shape.max_size).await,
+    };
+    let body = body.map_err(Failure::Body)?;
+    Ok(incoming.finish(body, shape))
 }
 
 /// `POST`, `PUT`, `PATCH`, `DELETE`: after a `2xx`, evict (RFC 9111 §4.4),
@@ -292,7 +362,7 @@ where
         let load = async move {
             let response = inner.call(request).await.map_err(Failure::Service)?;
             let success = response.status().is_success();
-            let loaded = Loaded::read(response, &headers, &audience, shape, false)
+            let loaded = Loaded::read(response, &headers, &audience, shape)
                 .await
                 .map_err(Failure::Body)?;
             if success {
@@ -301,14 +371,14 @@ where
                 Err(Failure::Status(loaded))
             }
         };
-        let policy = policy::<S::Error>(&config.group, shape);
+        let policy = policy::<S::Error, ResB>(&config.group, shape);
         let key = EntryKey::of_str(place.path_key());
         return match put::put(cache.clone(), policy, key, load).await {
             Ok(loaded) => {
                 // The path's own entry holds the response; its variants go.
                 let named = named_places(&place, loaded.headers());
                 evict_places(&cache, config, [Key::Anchor(&place)], &named).await;
-                Ok(loaded.unchanged().map(Either::Left))
+                Ok(loaded.unchanged().map(CacheBody::built))
             }
             Err(failure) => failed(failure),
         };
@@ -326,7 +396,7 @@ where
             evict_places(&cache, config, own, &named).await;
         }
     }
-    Ok(response.map(Either::Right))
+    Ok(response.map(CacheBody::handler))
 }
 
 /// The token that a path's entries with a query name in their keys: drawn
@@ -388,7 +458,10 @@ async fn evict_places<'p>(
 
 /// The policy of the layer's entries: no jitter, so that `max-age` is the
 /// entry's own TTL left.
-fn policy<E>(group: &str, shape: Shape) -> Policy<'_, ResultKind, Result<Loaded, Failure<E>>> {
+fn policy<E, B>(
+    group: &str,
+    shape: Shape,
+) -> Policy<'_, ResultKind, Result<Loaded, Failure<E, B>>> {
     Policy::new(group)
         .framed(response::seal, response::open)
         .keep_values(|values| values.keep())
@@ -412,20 +485,21 @@ where
         let value = HeaderValue::from_static(outcome);
         response.headers_mut().insert(X_CACHE, value);
     }
-    Ok(response.map(Either::Right))
+    Ok(response.map(CacheBody::handler))
 }
 
-fn failed<E, B>(failure: Failure<E>) -> Result<Response<CacheBody<B>>, E> {
+fn failed<E, B>(failure: Failure<E, B>) -> Result<Response<CacheBody<B>>, E> {
     match failure {
         Failure::Service(error) => Err(error),
+        Failure::Passed(response) => Ok(response),
         Failure::Status(loaded) | Failure::Stale(loaded) => {
-            Ok(loaded.unchanged().map(Either::Left))
+            Ok(loaded.unchanged().map(CacheBody::built))
         }
         Failure::Body(error) => {
             tracing::warn!(%error, "the handler's response body failed; answering 500");
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            Ok(response.map(Either::Left))
+            Ok(response.map(CacheBody::built))
         }
     }
 }
