@@ -40,6 +40,10 @@
 //!   or `If-Modified-Since`, and `206` for a byte range, from a hit. A
 //!   [disabled](crate::Cache::disabled) cache makes the layer transparent:
 //!   `BYPASS`, and none of these.
+//! - **Streamed.** A response the layer will not store is passed on as it
+//!   arrives; one it stores is forwarded frame by frame while copied
+//!   ([`CacheBody`]), and is not stored once it grows past the cache's
+//!   maximum value size.
 //! - **Request directives.** `no-store` skips the cache both ways; `no-cache`
 //!   and `max-age=0` run the handler and store its response; `max-age=N`
 //!   treats an entry older than N seconds as a miss.

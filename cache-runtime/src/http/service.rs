@@ -59,7 +59,14 @@ where
         // The clone that was polled ready serves this request.
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
-        Box::pin(serve(self.config.clone(), inner, request))
+        let config = self.config.clone();
+        // Apart, so that a read's future holds no write's state, nor the
+        // other way round: each is moved into its box whole.
+        if request.method() == Method::GET || request.method() == Method::HEAD {
+            Box::pin(streamed(config, inner, request))
+        } else {
+            Box::pin(serve(config, inner, request))
+        }
     }
 }
 
@@ -77,6 +84,8 @@ enum Failure<E, B> {
     Stale(Loaded),
 }
 
+/// Every method but `GET` and `HEAD`: unsafe ones write, the other safe
+/// ones pass.
 async fn serve<S, ReqB, ResB>(
     config: Arc<Config>,
     inner: S,
@@ -90,14 +99,27 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BodyError>,
 {
+    let Some((cache, shape)) = settle(&config) else {
+        return passed(inner, request, Some("BYPASS")).await;
+    };
+    if [Method::OPTIONS, Method::TRACE, Method::CONNECT].contains(request.method()) {
+        passed(inner, request, None).await
+    } else {
+        // Every other method is unsafe, known or not (RFC 9110 §9.2.1).
+        write(&config, cache, shape, inner, request).await
+    }
+}
+
+/// The cache a request goes to, and how the layer's responses are shaped;
+/// `None` for a disabled cache, a kill switch: nothing is cached then, and
+/// nothing said that would make a browser or a CDN cache it instead.
+fn settle(config: &Config) -> Option<(Cache, Shape)> {
     let cache = config
         .cache
         .clone()
         .unwrap_or_else(crate::cache::ambient::current);
     if cache.is_disabled() {
-        // A kill switch: nothing cached, and nothing said that would make a
-        // browser or a CDN cache it instead.
-        return passed(inner, request, Some("BYPASS")).await;
+        return None;
     }
     let shape = Shape {
         private: config.private,
@@ -106,15 +128,7 @@ where
         origin_freshness: config.origin_freshness,
         stale_if_error: config.stale_if_error,
     };
-    let method = request.method().clone();
-    if method == Method::GET || method == Method::HEAD {
-        streamed(config, cache, shape, inner, request).await
-    } else if [Method::OPTIONS, Method::TRACE, Method::CONNECT].contains(&method) {
-        passed(inner, request, None).await
-    } else {
-        // Every other method is unsafe, known or not (RFC 9110 §9.2.1).
-        write(&config, cache, shape, inner, request).await
-    }
+    Some((cache, shape))
 }
 
 /// The response a load begins to send, its body forwarded as it arrives.
@@ -135,8 +149,6 @@ enum Feed<'a, B> {
 /// read (the body, then its store) finishes in a task of its own.
 async fn streamed<S, ReqB, ResB>(
     config: Arc<Config>,
-    cache: Cache,
-    shape: Shape,
     inner: S,
     request: Request<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
@@ -148,8 +160,11 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BodyError>,
 {
+    let Some((cache, shape)) = settle(&config) else {
+        return passed(inner, request, Some("BYPASS")).await;
+    };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return read(config, cache, shape, inner, request, None).await;
+        return Box::pin(read(config, cache, shape, inner, request, None)).await;
     };
     let (started, streaming) = oneshot::channel();
     let flow = Box::pin(read(config, cache, shape, inner, request, Some(started)));
