@@ -137,7 +137,7 @@ pub use cache::health::Health;
 pub use cache::Cache;
 pub use deps::{depend, Dep};
 pub use entry::{codec, EntryKey, MAX_READABLE_KEY};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use observe::Stats;
 pub use write_behind::{DeadLetter, WriteBehind, WriteBehindBuilder};
 
