@@ -2,8 +2,9 @@
 //! public API: names and signatures change without notice. What runs
 //! behind it is documented in `flow`.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
@@ -43,7 +44,7 @@ pub fn default_group(closure: &'static str) -> &'static str {
 fn without_braces(name: &'static str) -> &'static str {
     static NAMES: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
         LazyLock::new(Mutex::default);
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut names = NAMES.lock();
     names.entry(name).or_insert_with(|| {
         let replaced = name.replace('{', "(").replace('}', ")");
         Box::leak(replaced.into_boxed_str())

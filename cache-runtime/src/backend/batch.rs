@@ -15,10 +15,11 @@
 //! before a write that returned before it began. A batch is sent only after
 //! every caller in it arrived, so no caller joins a read on the wire.
 
+use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use redis::{RedisError, Value};
@@ -147,7 +148,7 @@ impl Batcher {
     pub(crate) async fn peek(&self, names: Names, deadline: Deadline) -> Result<Lookup, Error> {
         let hash = key_hash(names.entry());
         let slot = {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             // With a read on the wire, this one goes in the next batch: 16
             // tasks on spread keys are faster batched than each reading
             // alone (docs/performance.md).
@@ -235,7 +236,7 @@ impl Batcher {
     /// a full batch leaves goes out at once, from a task.
     fn take(&self) -> Batch {
         let (queued, hashes, more) = {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             let take = state.queue.len().min(MAX_BATCH);
             let queued: Vec<Queued> = state.queue.drain(..take).collect();
             let mut hashes: Vec<u64> = queued.iter().map(|queued| queued.hash).collect();
@@ -287,7 +288,7 @@ impl<B: Borrow<Batcher>> Drop for Sender<B> {
             batcher.send_soon();
             return;
         }
-        let mut state = lock(&batcher.state);
+        let mut state = batcher.state.lock();
         state.queue.clear();
         state.sending = false;
     }
@@ -341,7 +342,7 @@ struct OnWire<B: Borrow<Batcher>, H: AsRef<[u64]>> {
 impl<B: Borrow<Batcher>, H: AsRef<[u64]>> Drop for OnWire<B, H> {
     fn drop(&mut self) {
         let batcher = self.batcher.borrow();
-        let starts = lock(&batcher.state).returned(self.hashes.as_ref());
+        let starts = batcher.state.lock().returned(self.hashes.as_ref());
         if starts {
             batcher.send_soon();
         }
@@ -498,8 +499,4 @@ fn key_hash(entry: &str) -> u64 {
 /// A read answered with fewer values than it asked for.
 fn short_reply() -> RedisError {
     unexpected_reply("a batched read got fewer values than it asked for")
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }

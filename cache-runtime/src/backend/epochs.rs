@@ -25,8 +25,8 @@
 //! `CacheBuilder::check_restarts(false)` turns the check off, for a server
 //! whose persistence and failovers lose no acknowledged write.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::RedisError;
@@ -108,19 +108,19 @@ impl Epochs {
         let Some(epoch) = epoch_of(gen) else {
             return Judged::Refused; // made before the check was on
         };
-        let trusted = match self.trust {
-            // The epoch is read between two reads of its number: a learn
-            // in between (which clears the number first) is seen.
-            None => {
-                self.last_on.load(Ordering::Acquire) == on
-                    && self.last.load(Ordering::Acquire) == epoch
-                    && self.last_on.load(Ordering::Acquire) == on
-            }
-            Some(trust) => self
-                .cluster()
-                .iter()
-                .any(|&(live, number, at)| live == epoch && number == on && at.elapsed() < trust),
-        };
+        let trusted =
+            match self.trust {
+                // The epoch is read between two reads of its number: a learn
+                // in between (which clears the number first) is seen.
+                None => {
+                    self.last_on.load(Ordering::Acquire) == on
+                        && self.last.load(Ordering::Acquire) == epoch
+                        && self.last_on.load(Ordering::Acquire) == on
+                }
+                Some(trust) => self.live.lock().iter().any(|&(live, number, at)| {
+                    live == epoch && number == on && at.elapsed() < trust
+                }),
+            };
         match trusted {
             true => Judged::Admitted,
             false => Judged::Ask(on),
@@ -158,7 +158,7 @@ impl Epochs {
                         self.last_on.store(number, Ordering::Release);
                     }
                     Some(trust) => {
-                        let mut cluster = self.cluster();
+                        let mut cluster = self.live.lock();
                         cluster.retain(|&(_, on, at)| on == number && at.elapsed() < trust);
                         cluster.push((live, number, Instant::now()));
                     }
@@ -201,10 +201,6 @@ impl Epochs {
                 "the server's run_id does not start with an epoch",
             )),
         }
-    }
-
-    fn cluster(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64, Instant)>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

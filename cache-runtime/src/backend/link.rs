@@ -5,8 +5,8 @@
 //! from before a reconnection from those after it, which the restart check
 //! needs (`backend/epochs.rs`).
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
@@ -111,7 +111,7 @@ impl Link {
         }
         let connection = dialer.dial(&self.config).await?;
         let made = (self.made.fetch_add(1, Ordering::Relaxed), connection);
-        let mut slot = self.slot();
+        let mut slot = self.current.lock();
         *slot = Some(made.clone());
         self.number.store(made.0, Ordering::Release);
         drop(slot);
@@ -128,7 +128,7 @@ impl Link {
                 && (error.is_timeout()
                     || error.code() == Some("READONLY")
                     || error.to_string().contains("READONLY")));
-        let mut slot = self.slot();
+        let mut slot = self.current.lock();
         if lost && slot.as_ref().is_some_and(|(current, _)| *current == number) {
             *slot = None;
             self.number.store(NONE, Ordering::Release);
@@ -136,10 +136,6 @@ impl Link {
     }
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.slot().clone()
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+        self.current.lock().clone()
     }
 }

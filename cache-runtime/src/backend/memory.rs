@@ -7,7 +7,8 @@
 //! and a sweep runs once the operations since the last one outnumber the
 //! entries, so its cost is amortised O(1) per call.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
@@ -211,11 +212,9 @@ impl Memory {
         }
     }
 
+    /// The state, its expired entries swept now and then.
     fn state(&self, now: Instant) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in a
-        // way that breaks the protocol (each operation is a few inserts), so a
-        // poisoned lock is still usable.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         state.sweep_now_and_then(now);
         state
     }

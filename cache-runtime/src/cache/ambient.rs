@@ -1,8 +1,8 @@
 //! Which cache an attribute uses when it names none: the task's scoped cache,
 //! else the installed one, else a process-wide in-memory cache.
 
+use parking_lot::RwLock;
 use std::future::Future;
-use std::sync::RwLock;
 
 use once_cell::sync::Lazy;
 
@@ -20,7 +20,7 @@ static FALLBACK: Lazy<Cache> = Lazy::new(|| {
 });
 
 pub(crate) fn install(cache: Cache) {
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+    *INSTALLED.write() = Some(cache);
 }
 
 pub(crate) async fn scope<F: Future>(cache: Cache, future: F) -> F::Output {
@@ -32,7 +32,7 @@ pub(crate) fn current() -> Cache {
     if let Ok(cache) = SCOPED.try_with(Cache::clone) {
         return cache;
     }
-    if let Some(cache) = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(cache) = INSTALLED.read().as_ref() {
         return cache.clone();
     }
     FALLBACK.clone()

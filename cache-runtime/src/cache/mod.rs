@@ -73,12 +73,12 @@ pub(crate) struct Inner {
 /// Values of any type, one per type.
 #[derive(Default)]
 struct Extensions {
-    values: std::sync::Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+    values: parking_lot::Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Extensions {
     fn get_or_default<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
-        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        let mut values = self.values.lock();
         if let Some(found) = values
             .iter()
             .find_map(|v| Arc::clone(v).downcast::<T>().ok())

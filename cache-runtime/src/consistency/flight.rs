@@ -7,9 +7,9 @@
 //! body, and an eviction's guarantees need no extra argument. Evictions and
 //! puts detach a key's flight, so a caller arriving after them starts anew.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -45,13 +45,9 @@ pub(crate) struct FlightGuard<'a> {
 }
 
 impl Flights {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, HashMap<EntryKey, Flight>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Follows the key's flight, or leads a new one.
     pub(crate) fn join(&self, group: &str, key: &EntryKey) -> Joined<'_> {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         if let Some(flight) = map.get(group).and_then(|keys| keys.get(key)) {
             if flight.done.has_changed().is_ok() {
                 return Joined::Follower(flight.done.clone());
@@ -63,7 +59,7 @@ impl Flights {
     /// Leads the key's flight, replacing one that is registered (its
     /// followers still wake when it ends).
     pub(crate) fn lead(&self, group: &str, key: &EntryKey) -> FlightGuard<'_> {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         self.register(&mut map, group, key)
     }
 
@@ -89,7 +85,7 @@ impl Flights {
 
     /// New callers of this key no longer join the flight in progress.
     pub(crate) fn detach(&self, group: &str, key: &EntryKey) {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         if let Some(keys) = map.get_mut(group) {
             keys.remove(key);
             if keys.is_empty() {
@@ -100,13 +96,13 @@ impl Flights {
 
     /// New callers of this group no longer join the flights in progress.
     pub(crate) fn detach_group(&self, group: &str) {
-        self.map().remove(group);
+        self.map.lock().remove(group);
     }
 }
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.flights.map();
+        let mut map = self.flights.map.lock();
         if let Some(keys) = map.get_mut(&self.group) {
             if keys.get(&self.key).is_some_and(|f| f.id == self.id) {
                 keys.remove(&self.key);

@@ -1,9 +1,9 @@
 //! The evictions that failed and wait for their retry: read past while
 //! pending, and the queue of the task that retries them.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
@@ -25,10 +25,6 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Option<EntryKey>>>> {
-        self.evictions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether no eviction is pending: one atomic load.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
@@ -43,7 +39,8 @@ impl Pending {
 
     #[cold]
     fn blocks_key(&self, group: &str, key: &EntryKey) -> bool {
-        self.lock()
+        self.evictions
+            .lock()
             .get(group)
             .is_some_and(|keys| keys.iter().any(|k| k.as_ref().is_none_or(|k| k == key)))
     }
@@ -53,12 +50,16 @@ impl Pending {
         if self.count.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.lock().get(group).is_some_and(|keys| !keys.is_empty())
+        self.evictions
+            .lock()
+            .get(group)
+            .is_some_and(|keys| !keys.is_empty())
     }
 
     pub(crate) fn add(&self, eviction: &Eviction) {
         let (group, key) = eviction.parts();
-        self.lock()
+        self.evictions
+            .lock()
             .entry(group.to_owned())
             .or_default()
             .push(key.cloned());
@@ -67,7 +68,7 @@ impl Pending {
 
     pub(crate) fn remove(&self, eviction: &Eviction) {
         let (group, key) = eviction.parts();
-        let mut evictions = self.lock();
+        let mut evictions = self.evictions.lock();
         if let Some(keys) = evictions.get_mut(group) {
             if let Some(at) = keys.iter().position(|k| k.as_ref() == key) {
                 keys.swap_remove(at);

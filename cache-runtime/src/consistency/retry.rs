@@ -44,11 +44,7 @@ pub(crate) fn queue(cache: &Cache, eviction: Eviction, error: &Error) {
         tracing::warn!(group = eviction.group(), %error, count, "cache eviction failed; retrying in the background");
     });
     cache.pending().add(&eviction);
-    let mut queue = cache
-        .retrier()
-        .queue
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut queue = cache.retrier().queue.lock();
     let eviction = match queue.as_ref() {
         Some(sender) => match sender.send(eviction) {
             Ok(()) => return,

@@ -4,10 +4,11 @@
 //! product that misses) opens a scope of its own, and what it notes is
 //! noted in every scope around it too: the outer value embeds the inner.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Dep, Record, Stamp};
@@ -75,7 +76,7 @@ pub(crate) fn current() -> Option<Arc<Capture>> {
 
 /// Notes an explicit dependency in the load in progress, if any.
 pub(crate) fn explicit(dep: Dep) {
-    let _ = CAPTURE.try_with(|capture| capture.state().explicit.push(dep));
+    let _ = CAPTURE.try_with(|capture| capture.state.lock().explicit.push(dep));
 }
 
 impl Capture {
@@ -110,10 +111,6 @@ impl Capture {
         CAPTURE.scope(Arc::clone(self), body).await
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The scopes a dependency noted here is noted in: this one and those
     /// around it.
     fn chain(&self) -> impl Iterator<Item = &Capture> {
@@ -124,7 +121,7 @@ impl Capture {
     /// token) is kept.
     pub(crate) fn note(&self, stamps: &[Stamp]) {
         for capture in self.chain() {
-            let mut state = capture.state();
+            let mut state = capture.state.lock();
             for stamp in stamps {
                 if state
                     .seen
@@ -140,18 +137,18 @@ impl Capture {
     /// around it, may be stored.
     pub(crate) fn poison(&self) {
         for capture in self.chain() {
-            capture.state().poisoned = true;
+            capture.state.lock().poisoned = true;
         }
     }
 
     /// The dependencies the body named, taken out of the scope.
     pub(crate) fn take_explicit(&self) -> Vec<Dep> {
-        std::mem::take(&mut self.state().explicit)
+        std::mem::take(&mut self.state.lock().explicit)
     }
 
     /// What the load noted, taken out of the scope.
     pub(crate) fn take(&self) -> Noted {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         Noted {
             stamps: std::mem::take(&mut state.stamps),
             poisoned: state.poisoned,

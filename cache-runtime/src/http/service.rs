@@ -1,9 +1,10 @@
 //! [`CacheService`]: how a request is served, read through the cache or
 //! written and evicted.
 
+use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -246,7 +247,7 @@ where
         found = match stale.stale_windows(shape).0.is_zero() {
             true => lookup(&key, Some(stale)).await,
             false => {
-                let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let taken = call.lock().take();
                 if let Some(taken) = taken {
                     let call = Mutex::new(Some(taken));
                     let (config, headers, audience) = (config.clone(), headers.clone(), audience);
@@ -292,7 +293,7 @@ where
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BodyError>,
 {
-    let taken = call.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let taken = call.lock().take();
     let Some((mut inner, mut req)) = taken else {
         return Err(Failure::Body("the handler was already called".into()));
     };
@@ -330,10 +331,7 @@ where
     }
     let body = match feed {
         Feed::Client(started) => {
-            let started = started
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let started = started.lock().take();
             let (head, length) = incoming.forwarded_head(shape);
             let open = move || {
                 let (sent, frames) = mpsc::channel(16);

@@ -18,8 +18,9 @@ mod subscribe;
 pub(crate) use subscribe::subscribe;
 use subscribe::Refused;
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::names::{self, Named};
@@ -65,10 +66,6 @@ impl Local {
         }
     }
 
-    fn copies(&self) -> MutexGuard<'_, Copies> {
-        self.copies.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -79,7 +76,7 @@ impl Local {
             return None;
         }
         let now = Instant::now();
-        let copies = self.copies();
+        let copies = self.copies.lock();
         let copy = copies.groups.get(group)?.get(key.as_str())?;
         (copy.expires > now).then(|| {
             bump(&self.counters.local_hits);
@@ -101,7 +98,7 @@ impl Local {
             return;
         }
         let expires = Instant::now() + fresh_for.min(self.max_ttl);
-        let mut copies = self.copies();
+        let mut copies = self.copies.lock();
         if self.epoch() != epoch {
             return;
         }
@@ -140,7 +137,7 @@ impl Local {
         if self.live.load(Ordering::Acquire) {
             return None;
         }
-        let refused = *self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = *self.refused.lock();
         Some(refused.map_or(
             "the local tier is bypassed: its invalidation feed is down or silent",
             Refused::problem,
@@ -175,7 +172,7 @@ impl Local {
     /// Drops the copy of one key, or of a whole group, and moves the epoch
     /// on so that reads already under way do not put it back.
     fn drop_copies(&self, group: &str, key: Option<&str>) {
-        let mut copies = self.copies();
+        let mut copies = self.copies.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let removed = match key {
             Some(key) => copies
@@ -192,7 +189,7 @@ impl Local {
     /// tier is in use.
     fn opened(&self) {
         self.flush();
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.refused.lock() = None;
         self.live.store(true, Ordering::Release);
         metrics::local_tracking(true);
     }
@@ -201,7 +198,7 @@ impl Local {
     /// the tier off): flushed and bypassed until a feed is made.
     fn closed(&self, refused: Option<Refused>) {
         self.live.store(false, Ordering::Release);
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = refused;
+        *self.refused.lock() = refused;
         self.flush();
         metrics::local_tracking(false);
     }
@@ -230,7 +227,7 @@ impl Local {
 
     /// Drops every copy (the subscription dropped: messages may be lost).
     fn flush(&self) {
-        let mut copies = self.copies();
+        let mut copies = self.copies.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         *copies = Copies::default();
         bump(&self.counters.local_flushes);

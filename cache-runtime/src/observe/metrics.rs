@@ -116,9 +116,9 @@ pub(crate) use handles::Handles;
 /// an event costs one check.
 #[cfg(feature = "metrics")]
 mod handles {
+    use parking_lot::RwLock;
     use std::collections::HashMap;
     use std::hash::{BuildHasherDefault, Hasher};
-    use std::sync::{PoisonError, RwLock};
 
     use ::metrics::{Counter, Histogram, Recorder};
 
@@ -152,7 +152,7 @@ mod handles {
                 return;
             }
             {
-                let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+                let groups = self.groups.read();
                 if let Some(found) = groups.get(group).filter(|g| g.recorder == recorder) {
                     return emit(found);
                 }
@@ -167,7 +167,7 @@ mod handles {
                 load: ::metrics::histogram!("cache_load_duration_seconds", "group" => group_label),
             };
             emit(&registered);
-            let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+            let mut groups = self.groups.write();
             groups.insert(group.into(), registered);
         }
     }

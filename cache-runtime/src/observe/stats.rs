@@ -121,7 +121,7 @@ pub(crate) struct Counters {
     /// What the server refused lately (`observe::refused`).
     pub(crate) refusals: super::Refusals,
     /// The groups whose values were read as another type, told once each.
-    mismatched: std::sync::Mutex<std::collections::HashSet<String>>,
+    mismatched: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Counts one event.
@@ -167,10 +167,7 @@ impl Counters {
     /// Whether this is the first time `group`'s values were read as another
     /// type than they were stored as.
     pub(crate) fn first_mismatch(&self, group: &str) -> bool {
-        let mut told = self
-            .mismatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut told = self.mismatched.lock();
         !told.contains(group) && told.insert(group.to_owned())
     }
 

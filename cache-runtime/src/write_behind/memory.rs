@@ -1,8 +1,9 @@
 //! The in-process log, for the in-memory backend: the Redis log's rules on
 //! a mutex, as durable as the process.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::entry::EntryKey;
@@ -17,7 +18,7 @@ pub(crate) struct Logs {
 
 impl Logs {
     pub(crate) fn of(&self, group: &str) -> Arc<Log> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs = self.logs.lock();
         Arc::clone(logs.entry(group.to_owned()).or_default())
     }
 }
@@ -47,11 +48,6 @@ struct Given {
 }
 
 impl Log {
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Each operation leaves the maps consistent between statements.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Appends a write; `store` puts the value in the cache under the same
     /// lock, so that the cache and the log agree on which write is newest.
     pub(crate) fn append(
@@ -61,7 +57,7 @@ impl Log {
         value: Vec<u8>,
         store: impl FnOnce(),
     ) -> Id {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         store();
         state.last += 1;
         let id = Id {
@@ -83,7 +79,7 @@ impl Log {
     }
 
     pub(crate) fn read(&self, count: usize) -> Vec<Entry> {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         let now = Instant::now();
         let take = count.min(state.fresh.len());
         let entries: Vec<Entry> = state.fresh.drain(..take).collect();
@@ -98,7 +94,7 @@ impl Log {
     }
 
     pub(crate) fn take_over(&self, idle: Duration, count: usize) -> Vec<Entry> {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         let now = Instant::now();
         let mut taken = Vec::new();
         for (id, given) in &mut state.given {
@@ -117,7 +113,7 @@ impl Log {
     }
 
     pub(crate) fn claim(&self, key: &str, consumer: &str, hold: Duration) -> Claim {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         let now = Instant::now();
         if let Some((holder, until)) = state.claims.get(key) {
             if holder != consumer && *until > now {
@@ -140,7 +136,7 @@ impl Log {
     }
 
     pub(crate) fn renew(&self, keys: &[String], consumer: &str, hold: Duration) {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         let until = Instant::now() + hold;
         for key in keys {
             if let Some((holder, expires)) = state.claims.get_mut(key) {
@@ -152,7 +148,7 @@ impl Log {
     }
 
     pub(crate) fn written(&self, key: &str, consumer: &str, written: Option<Id>, entries: &[Id]) {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         if written.is_some() && state.pending.get(key).map(|(p, _)| p.id) == written {
             state.pending.remove(key);
         }
@@ -169,7 +165,7 @@ impl Log {
         max_attempts: u32,
         entries: &[Id],
     ) -> Failed {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         state.release(key, consumer);
         let Some((pending, attempts)) = state.pending.get_mut(key) else {
             return Failed::Retry(0); // settled meanwhile: the retry acks
@@ -191,13 +187,13 @@ impl Log {
     }
 
     pub(crate) fn settled(&self, upto: Id) -> bool {
-        let state = self.state();
+        let state = self.state.lock();
         state.given.keys().next().is_none_or(|id| *id > upto)
             && state.fresh.front().is_none_or(|entry| entry.id > upto)
     }
 
     pub(crate) fn dead(&self) -> Vec<Dead> {
-        self.state().dead.clone()
+        self.state.lock().dead.clone()
     }
 }
 

@@ -30,12 +30,13 @@ mod log;
 pub(crate) mod memory;
 mod redis;
 
+use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -269,7 +270,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // Stops the consumer: what it was given and did not settle stays in
         // the log, for another consumer after the idle timeout.
-        if let Task::Running(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Task::Running(task) = &*self.task.lock() {
             task.abort();
         }
     }
@@ -361,7 +362,7 @@ where
         metrics::stored(cache.counters(), group);
         bump(&cache.counters().behind_writes);
         {
-            let mut last = shared.last.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = shared.last.lock();
             *last = (*last).max(Some(id));
         }
         if shared.unread.fetch_add(1, Ordering::Relaxed) + 1 >= shared.options.batch {
@@ -377,7 +378,7 @@ where
     pub async fn flush(&self) -> Result<(), Error> {
         self.ensure_started();
         let shared = &self.inner.shared;
-        let Some(upto) = *shared.last.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(upto) = *shared.last.lock() else {
             return Ok(());
         };
         loop {
@@ -411,7 +412,7 @@ where
 
     /// Spawns the consumer, once, when a runtime is at hand.
     fn ensure_started(&self) {
-        let mut task = self.inner.task.lock().unwrap_or_else(|e| e.into_inner());
+        let mut task = self.inner.task.lock();
         if let Task::Waiting(starter) = &mut *task {
             if tokio::runtime::Handle::try_current().is_ok() {
                 if let Some(start) = starter.take() {

@@ -26,9 +26,10 @@
 //! back to plain commands it still accepts: a lookup reads without a lease,
 //! and anything that would remove a value deletes it with `DEL`.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{FromRedisValue, RedisError, ScriptInvocation, Value};
@@ -126,7 +127,7 @@ impl Redis {
     /// another cluster node) `EVALSHA` may meet `NOSCRIPT` and go again after
     /// loading the script, behind reads sent meanwhile.
     pub(crate) fn fills_at_once(&self, group: &str) -> bool {
-        self.loaded.load(Ordering::Acquire) || self.filled().contains(group)
+        self.loaded.load(Ordering::Acquire) || self.filled.lock().contains(group)
     }
 
     /// The server may have lost its scripts (a script failed, or the
@@ -134,7 +135,7 @@ impl Redis {
     /// new master): the next fill of each group is awaited again.
     pub(crate) fn forget_fills(&self) {
         self.loaded.store(false, Ordering::Release);
-        self.filled().clear();
+        self.filled.lock().clear();
     }
 
     /// Loads the read and write scripts on every master, at first contact:
@@ -154,10 +155,6 @@ impl Redis {
         }
         // And the server's epoch: the first hits then need not ask it.
         self.conn.epochs().learn(&self.conn, &self.prefix).await;
-    }
-
-    fn filled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.filled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a script; when a key it touches holds another type, deletes the
@@ -333,7 +330,7 @@ impl Redis {
             .arg(bytes)
             .arg(millis(ttl));
         let stored: i64 = self.run(|| names.typed(), &script).await?;
-        let mut filled = self.filled();
+        let mut filled = self.filled.lock();
         if !filled.contains(group) {
             filled.insert(group.to_owned());
         }
@@ -543,7 +540,7 @@ impl Redis {
         }
         let typed = || self.typed_many(group, keys.into_iter());
         let stored: usize = self.run(typed, &script).await?;
-        let mut filled = self.filled();
+        let mut filled = self.filled.lock();
         if !filled.contains(group) {
             filled.insert(group.to_owned());
         }
