@@ -102,6 +102,7 @@
 //! - `entry`: what is stored and under what name: keys ([`EntryKey`]), the
 //!   versioned envelope, the [`codec`], shared envelopes, invalidations.
 //! - `observe`: [`Stats`], the `metrics` facade, rate-limited warnings.
+//! - `background`: where background work runs, and how retry loops wait.
 //! - [`Error`].
 #![warn(missing_docs)]
 
@@ -120,6 +121,7 @@ mod deps;
 mod local;
 
 mod backend;
+mod background;
 mod entry;
 mod error;
 mod observe;

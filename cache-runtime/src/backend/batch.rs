@@ -30,6 +30,7 @@ use super::epochs::Judged;
 use super::Lookup;
 use crate::backend::deadline::Deadline;
 use crate::backend::names::Names;
+use crate::background;
 use crate::entry::shared::Kept;
 use crate::error::unexpected_reply;
 use crate::error::Error;
@@ -223,10 +224,8 @@ impl Batcher {
             in_task: true,
             armed: true,
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // outside a runtime: `sender` answers `Unavailable`
-        };
-        runtime.spawn(async move {
+        // Outside a runtime `sender` is dropped, and answers `Unavailable`.
+        background::spawn(async move {
             tokio::task::yield_now().await;
             sender.take().send().await;
         });
@@ -326,8 +325,8 @@ impl Future for Detached {
 
 impl Drop for Detached {
     fn drop(&mut self) {
-        if let (Some(send), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            runtime.spawn(send);
+        if let Some(send) = self.0.take() {
+            background::spawn(send);
         }
     }
 }

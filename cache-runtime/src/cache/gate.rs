@@ -9,6 +9,7 @@ use super::health::Health;
 use super::Cache;
 use crate::backend::deadline::Deadline;
 use crate::backend::{Backend, Lookup, Want};
+use crate::background;
 use crate::entry::EntryKey;
 use crate::observe::{bump, metrics, refused};
 use crate::Error;
@@ -224,12 +225,8 @@ impl Cache {
         if !matches!(self.backend(), Backend::Redis(_)) || !breaker.start_prober() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            breaker.end_prober(); // callers probe after the cool-down instead
-            return;
-        };
         let cache = self.downgrade();
-        runtime.spawn(async move {
+        let probing = background::spawn(async move {
             let mut first = true;
             loop {
                 // The first probe goes at once: a suspect server is asked
@@ -257,6 +254,9 @@ impl Cache {
                 }
             }
         });
+        if !probing {
+            breaker.end_prober(); // callers probe after the cool-down instead
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::Lease;
+use crate::background;
+use crate::background::Backoff;
 use crate::entry::EntryKey;
 use crate::Cache;
 
@@ -68,23 +70,23 @@ impl Drop for LeaseGuard {
 /// open breaker) that stopped its holder. A lease that cannot be given back
 /// expires by its TTL.
 pub(crate) fn release_later(cache: &Cache, group: String, key: EntryKey, lease: Lease) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return; // no runtime to release it from
-    };
     let cache = cache.clone();
-    runtime.spawn(async move {
+    // Outside a runtime the lease expires by its TTL.
+    background::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
-            match cache.op(cache.backend().release(&group, &key, &lease)).await {
+            match cache
+                .op(cache.backend().release(&group, &key, &lease))
+                .await
+            {
                 Ok(()) => return,
                 Err(error) if Instant::now() >= deadline => {
                     tracing::warn!(group, %error, "could not give back an abandoned cache lease; it expires by its TTL");
                     return;
                 }
                 Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(backoff.pause()).await;
                 }
             }
         }

@@ -12,6 +12,7 @@ use super::flight::{self, FlightGuard, Joined};
 use super::lease::LeaseGuard;
 use super::ReadStart;
 use crate::backend::{token, Lease, Lookup, Want};
+use crate::background::Backoff;
 use crate::deps::stamps;
 use crate::entry::envelope::Meta;
 use crate::entry::shared::{Kept, Reader};
@@ -160,7 +161,7 @@ impl<'c> Read<'c> {
         start: &ReadStart,
     ) -> Found<'c, V> {
         let deadline = Instant::now() + self.lock_timeout;
-        let mut delay = FIRST_POLL;
+        let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -170,8 +171,7 @@ impl<'c> Read<'c> {
                     flight: Some(flight),
                 };
             }
-            tokio::time::sleep(delay.min(left)).await;
-            delay = (delay * 2).min(MAX_POLL);
+            tokio::time::sleep(backoff.pause().min(left)).await;
             // Polls are plain reads; only once the lease is gone, take it.
             let answer = match self.lookup(Want::Peek).await {
                 Some(Answer::Miss(None)) => self.lookup(Want::Lock).await,

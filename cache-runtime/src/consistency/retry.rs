@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 use super::pending::Eviction;
+use crate::background::Backoff;
 use crate::cache::Inner;
 use crate::observe::{bump, Warning};
 use crate::{Cache, Error};
@@ -68,7 +69,8 @@ async fn retry_all(
     now: Arc<Notify>,
 ) {
     let mut waiting: Vec<(Eviction, Instant)> = Vec::new();
-    let mut delay = FIRST_RETRY;
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
+    let mut delay = backoff.pause();
     loop {
         let next = if waiting.is_empty() {
             queue.recv().await
@@ -124,10 +126,10 @@ async fn retry_all(
             }
         }
         waiting = kept;
-        delay = match failed {
-            true => (delay * 2).min(MAX_RETRY),
-            false => FIRST_RETRY,
-        };
+        if !failed {
+            backoff.reset();
+        }
+        delay = backoff.pause();
     }
 }
 

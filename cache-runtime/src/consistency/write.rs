@@ -5,6 +5,7 @@
 //! key are not taken for overlapping ones.
 
 use crate::backend::{Ticket, WriteEnd};
+use crate::background;
 use crate::entry::{EntryKey, Invalidation};
 use crate::observe::{metrics, ok_or_warn, warn_failed};
 use crate::{Cache, Error};
@@ -45,15 +46,13 @@ impl Drop for WriteGuard {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (cache, group, key) = (
             self.cache.clone(),
             std::mem::take(&mut self.group),
             self.key.clone(),
         );
-        runtime.spawn(async move {
+        // Outside a runtime the writer record expires by its TTL.
+        background::spawn(async move {
             let ended = cache
                 .op(cache
                     .backend()

@@ -25,6 +25,7 @@ use serde::Serialize;
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::{CacheValue, OptionKind};
+use crate::background::Backoff;
 use crate::consistency::bulk::{self, Claim};
 use crate::consistency::lease::LeaseGuard;
 use crate::deps::capture::Capture;
@@ -165,7 +166,7 @@ where
         (past, pending, None)
     };
     let mut peek = true;
-    let mut pause = Duration::from_millis(1);
+    let mut backoff = Backoff::new(Duration::from_millis(1), MAX_PAUSE);
     while !pending.is_empty() {
         let claims = if peek {
             // The keys of the first look, as begun unless some passed.
@@ -211,9 +212,8 @@ where
             });
             next.extend(futures_util::future::join_all(given_back).await);
             next.extend(held);
-            let jitter = pause.mul_f64(fastrand::f64());
-            tokio::time::sleep(pause + jitter).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            let pause = backoff.pause();
+            tokio::time::sleep(pause + pause.mul_f64(fastrand::f64())).await;
         } else {
             if !held.is_empty() {
                 metrics::lock_timed_out(cache.counters(), group, held.len() as u64);

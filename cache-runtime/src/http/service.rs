@@ -24,6 +24,7 @@ use super::layer::Config;
 use super::privacy::Audience;
 use super::request::{Directives, Place};
 use super::response::{self, BodyError, Incoming, Loaded, Shape, X_CACHE};
+use crate::background;
 use crate::flow::evict::{evict_now, Target};
 use crate::flow::policy::Policy;
 use crate::flow::returns::{PlainKind, ResultKind};
@@ -252,7 +253,8 @@ where
                     let call = Mutex::new(Some(taken));
                     let (config, headers, audience) = (config.clone(), headers.clone(), audience);
                     let again = stale.clone();
-                    tokio::spawn(async move {
+                    // Outside a runtime it is revalidated by the next read.
+                    background::spawn(async move {
                         let mut policy = policy::<S::Error, ResB>(&config.group, shape);
                         policy = policy.revalidate_after(Duration::ZERO);
                         let (stale, feed) = (Some(again), Feed::Background);

@@ -19,6 +19,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Local;
 use crate::backend::connection::Subscriptions;
+use crate::background::Backoff;
 
 /// How often the feed's connection is asked whether it is alive.
 const HEARTBEAT: Duration = Duration::from_millis(50);
@@ -39,7 +40,7 @@ const NAME: &str = "cache-invalidations";
 /// with backoff, trying each of `nodes` in turn.
 pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, prefix: String) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut attempt = 0usize;
         let mut said = None;
         loop {
@@ -76,7 +77,8 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, prefix: String
                     let Some(tier) = local.upgrade() else { return };
                     tier.opened();
                     drop(tier);
-                    (delay, said) = (Duration::from_millis(50), None);
+                    backoff.reset();
+                    said = None;
                     tokio::select! {
                         () = listen(&local, pushes, &prefix) => {}
                         () = heartbeat(&local, conns) => {}
@@ -100,8 +102,7 @@ pub(crate) fn subscribe(local: Weak<Local>, nodes: Subscriptions, prefix: String
                     }
                     None => {
                         tracing::debug!(%error, "cache invalidation feed failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        tokio::time::sleep(backoff.pause()).await;
                     }
                 },
             }

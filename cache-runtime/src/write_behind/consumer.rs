@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::background::Backoff;
 use crate::entry::envelope;
 use crate::observe::metrics;
 use crate::observe::{bump, Warning};
@@ -68,15 +69,14 @@ where
             return; // every write fails with the reason; nothing to consume
         }
         let options = &shared.options;
-        let mut wait = options.backoff;
+        let mut backoff = Backoff::new(options.backoff, MAX_BACKOFF);
         while let Err(error) = shared.cache.op(shared.log.prepare()).await {
             warn(
                 shared,
                 &error,
                 "could not create the write-behind consumer group",
             );
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.pause()).await;
         }
         let mut held: BTreeMap<String, Held> = BTreeMap::new();
         // Take over at once: a restarted process finds what its last run left.
