@@ -63,11 +63,13 @@
 
 mod body;
 mod freshness;
+mod incoming;
 mod layer;
 mod privacy;
 mod request;
 mod response;
 mod service;
+mod stored;
 
 pub use body::CacheBody;
 pub use layer::CacheLayer;

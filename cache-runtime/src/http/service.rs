@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
 use super::body::{self, CacheBody};
+use super::incoming::Incoming;
 use super::layer::Config;
 use super::privacy::Audience;
 use super::request::{Directives, Place};
-use super::response::{self, BodyError, Incoming, Loaded, Shape, X_CACHE};
+use super::response::{BodyError, Loaded, Shape, X_CACHE};
+use super::stored;
 use crate::background;
 use crate::flow::evict::{evict_now, Target};
 use crate::flow::policy::Policy;
@@ -478,7 +480,7 @@ fn policy<E, B>(
     shape: Shape,
 ) -> Policy<'_, ResultKind, Result<Loaded, Failure<E, B>>> {
     Policy::new(group)
-        .framed(response::seal, response::open)
+        .framed(stored::seal, stored::open)
         .keep_values(|values| values.keep())
         .ttl(shape.ttl)
         .ttl_fn(Loaded::ttl)
