@@ -26,33 +26,32 @@
 //! back to plain commands it still accepts: a lookup reads without a lease,
 //! and anything that would remove a value deletes it with `DEL`.
 
-use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::{FromRedisValue, RedisError, ScriptInvocation, Value};
 
+mod bulk;
+mod deps;
 mod rights;
 mod scripts;
+mod writes;
 
 use super::batch::{self, Batcher};
 use super::connection::Connection;
-use super::{token, Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
+use super::{Lease, Lookup, Want};
 use crate::backend::deadline::Deadline;
-use crate::backend::names::{group_gen, group_key, group_typed, Names, EVICTED, GROUP_RECORD};
+use crate::backend::names::{group_gen, Names};
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
-use crate::entry::Record;
 use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::observe::{bump, Counters};
 pub(crate) use rights::Rights;
-use scripts::{
-    BEGIN_WRITE, END_WRITE, EVICT_GROUP, FILL, FILL_MANY, LOCK_MANY, LOOKUP, PIN, RELEASE, REPAIR,
-    REPLACE,
-};
+use scripts::{FILL, LOOKUP, RELEASE, REPAIR};
 
 pub(crate) struct Redis {
     conn: Connection,
@@ -335,286 +334,6 @@ impl Redis {
             filled.insert(group.to_owned());
         }
         Ok(stored == 1)
-    }
-
-    pub(crate) async fn begin_write(
-        &self,
-        group: &str,
-        key: &EntryKey,
-        token: &str,
-    ) -> Result<Ticket, Error> {
-        let names = self.names(group, key);
-        let mut script = BEGIN_WRITE.key(names.writers());
-        script
-            .key(names.gen())
-            .arg(token)
-            .arg(self.lease_ms)
-            .arg(self.fresh_gen());
-        let gen: String = self.run(|| names.typed(), &script).await?;
-        Ok(Ticket {
-            token: token.to_owned(),
-            gen,
-        })
-    }
-
-    pub(crate) async fn end_write(
-        &self,
-        group: &str,
-        key: &EntryKey,
-        ticket: &Ticket,
-        end: WriteEnd,
-    ) -> Result<bool, Error> {
-        let names = self.names(group, key);
-        let (mode, bytes, ttl) = match end {
-            WriteEnd::Store(bytes, ttl) => ("store", bytes, millis(ttl)),
-            WriteEnd::Evict => ("evict", Vec::new(), 0),
-            WriteEnd::Abort => ("abort", Vec::new(), 0),
-        };
-        let mut script = END_WRITE.key(names.entry());
-        script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record())
-            .arg(&ticket.token)
-            .arg(&ticket.gen)
-            .arg(mode)
-            .arg(bytes)
-            .arg(ttl);
-        match self.run::<i64>(|| names.typed(), &script).await {
-            // The writer record stays until its TTL: later puts evict.
-            Err(error) if mode != "abort" && self.full(&error) => {
-                self.delete_entry(&names).await.map(|_| false)
-            }
-            other => Ok(other? == 1),
-        }
-    }
-
-    pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
-        let names = self.names(group, key);
-        let mut script = REPLACE.key(names.entry());
-        script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record());
-        match self.run::<i64>(|| names.typed(), &script).await {
-            Err(error) if self.full(&error) => self.delete_entry(&names).await,
-            other => Ok(other? == 1),
-        }
-    }
-
-    /// The script that stores a value whatever is there (a write-behind's,
-    /// which adds its log's keys and arguments to it).
-    pub(crate) fn storing(
-        &self,
-        names: &Names,
-        bytes: Vec<u8>,
-        ttl: Duration,
-    ) -> ScriptInvocation<'static> {
-        let mut script = REPLACE.key(names.entry());
-        script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record())
-            .arg(bytes)
-            .arg(millis(ttl))
-            .arg(self.fresh_gen());
-        script
-    }
-
-    pub(crate) async fn evict_group(&self, group: &str) -> Result<(), Error> {
-        let gen = group_gen(&self.prefix, group);
-        let evicted = group_key(&self.prefix, group, EVICTED);
-        let record = group_key(&self.prefix, group, GROUP_RECORD);
-        let mut script = EVICT_GROUP.key(&gen);
-        script.key(&evicted).key(&record).arg(self.fresh_gen());
-        let base = group_key(&self.prefix, group, "");
-        let set: Result<i64, Error> = self.run(|| group_typed(&base), &script).await;
-        match set {
-            // Without its generation key every entry of the group is a miss;
-            // the next write starts a new generation. Without the other two,
-            // every dependency on the group fails its check, and the next
-            // pin reads the group as evicted now.
-            Err(error) if self.full(&error) => {
-                for key in [&gen, &evicted, &record] {
-                    self.delete(key).await?;
-                }
-                Ok(())
-            }
-            other => other.map(drop),
-        }
-    }
-
-    /// A bulk call's plain read of many keys of one group: one `MGET` of
-    /// the generation and their entries.
-    pub(crate) async fn peek_many(
-        &self,
-        group: &str,
-        keys: &[EntryKey],
-    ) -> Result<Vec<Lookup>, Error> {
-        let names = keys
-            .iter()
-            .map(|key| self.names(group, key).entry().to_owned());
-        let (gen, found) = self.with_gen::<Vec<u8>>(group, names).await?;
-        let Some(gen) = gen else {
-            return Ok(keys.iter().map(|_| Lookup::Miss(None)).collect());
-        };
-        Ok(found
-            .into_iter()
-            .map(|entry| match entry {
-                Some(bytes) if bytes.starts_with(&gen) => {
-                    Lookup::Hit(Kept::after(bytes, gen.len()))
-                }
-                _ => Lookup::Miss(None),
-            })
-            .collect())
-    }
-
-    /// A bulk call's leases, one script for the keys of one group: per key
-    /// (with the token its lease is to carry, and whether to take it past a
-    /// value that may not be served), a hit, a lease taken, or `Held`.
-    pub(crate) async fn lock_many(
-        &self,
-        group: &str,
-        keys: &[(&EntryKey, &str, bool)],
-    ) -> Result<Vec<Lookup>, Error> {
-        let mut script = LOCK_MANY.key(group_gen(&self.prefix, group));
-        script.arg(self.lease_ms).arg(self.fresh_gen());
-        for (key, token, past_value) in keys {
-            let names = self.names(group, key);
-            script.key(names.entry()).key(names.lease());
-            script
-                .arg(*token)
-                .arg(if *past_value { "forcelock" } else { "lock" });
-        }
-        let typed = || self.typed_many(group, keys.iter().map(|(key, ..)| *key));
-        let reply: Vec<Value> = self.run(typed, &script).await?;
-        if reply.len() != keys.len() {
-            return Err(unexpected_reply("unexpected reply from the bulk lease script").into());
-        }
-        reply
-            .into_iter()
-            .map(|one| match one {
-                Value::BulkString(bytes) => Ok(Lookup::Hit(Kept::new(bytes))),
-                Value::Array(parts) => {
-                    let parts: Vec<String> = FromRedisValue::from_redis_value(Value::Array(parts))
-                        .map_err(redis::RedisError::from)?;
-                    match parts.as_slice() {
-                        [token, gen] => Ok(Lookup::Miss(Some(Lease {
-                            token: token.clone(),
-                            gen: gen.clone(),
-                        }))),
-                        [_, _, _] => Ok(Lookup::Held),
-                        _ => Err(
-                            unexpected_reply("unexpected reply from the bulk lease script").into(),
-                        ),
-                    }
-                }
-                _ => Err(unexpected_reply("unexpected reply from the bulk lease script").into()),
-            })
-            .collect()
-    }
-
-    /// A bulk call's fills, one script for the keys of one group: each
-    /// stored only under its lease; returns how many were.
-    pub(crate) async fn fill_many(
-        &self,
-        group: &str,
-        fills: Vec<(&EntryKey, &Lease, Vec<u8>, Duration)>,
-    ) -> Result<usize, Error> {
-        let mut script = FILL_MANY.key(group_gen(&self.prefix, group));
-        let keys: Vec<&EntryKey> = fills.iter().map(|(key, ..)| *key).collect();
-        for (key, lease, bytes, ttl) in fills {
-            let names = self.names(group, key);
-            script.key(names.entry()).key(names.lease());
-            script
-                .arg(&lease.token)
-                .arg(&lease.gen)
-                .arg(bytes)
-                .arg(millis(ttl));
-        }
-        let typed = || self.typed_many(group, keys.into_iter());
-        let stored: usize = self.run(typed, &script).await?;
-        let mut filled = self.filled.lock();
-        if !filled.contains(group) {
-            filled.insert(group.to_owned());
-        }
-        Ok(stored)
-    }
-
-    /// The keys of a group, and of some of its entries, with the Redis type
-    /// each holds: what an operation on many keys of the group may touch.
-    fn typed_many<'k>(
-        &self,
-        group: &str,
-        keys: impl Iterator<Item = &'k EntryKey>,
-    ) -> Vec<(String, &'static str)> {
-        let mut typed = group_typed(&group_key(&self.prefix, group, ""));
-        for key in keys {
-            typed.extend(self.names(group, key).own_typed());
-        }
-        typed
-    }
-
-    /// The name of a dependency record of `group`.
-    fn record_name(&self, group: &str, record: &Record) -> String {
-        match record {
-            Record::Key(key) => self.names(group, key).record(),
-            Record::Group => group_key(&self.prefix, group, GROUP_RECORD),
-        }
-    }
-
-    /// Pins dependency records of one group (one script, in the group's
-    /// slot): see [`Pinned`].
-    pub(crate) async fn pin(
-        &self,
-        group: &str,
-        records: &[Record],
-        ttl: Duration,
-    ) -> Result<Pinned, Error> {
-        let mut script = PIN.key(group_gen(&self.prefix, group));
-        script
-            .key(group_key(&self.prefix, group, EVICTED))
-            .key(group_key(&self.prefix, group, GROUP_RECORD))
-            .arg(millis(ttl))
-            .arg(self.fresh_gen());
-        for record in records {
-            script.key(self.record_name(group, record)).arg(token());
-        }
-        let typed = || {
-            let keys = records.iter().filter_map(|record| match record {
-                Record::Key(key) => Some(key),
-                Record::Group => None,
-            });
-            self.typed_many(group, keys)
-        };
-        let reply: Vec<String> = self.run(typed, &script).await?;
-        let mut reply = reply.into_iter();
-        match (reply.next(), reply.next(), reply.next()) {
-            (Some(now), Some(gen), Some(evicted)) if reply.len() == records.len() => Ok(Pinned {
-                now_us: micros(&now),
-                gen,
-                evicted_us: micros(&evicted),
-                records: reply.collect(),
-            }),
-            _ => Err(unexpected_reply("unexpected reply from the cache pin script").into()),
-        }
-    }
-
-    /// The group's generation and the tokens of dependency records of it,
-    /// in one plain `MGET` (all in the group's slot).
-    pub(crate) async fn check(
-        &self,
-        group: &str,
-        records: &[Record],
-    ) -> Result<(Option<String>, Vec<Option<String>>), Error> {
-        let names = records.iter().map(|record| self.record_name(group, record));
-        self.with_gen(group, names).await
     }
 
     /// One `MGET` of a group's generation and of `names`, keys of the group
