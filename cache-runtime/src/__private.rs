@@ -2,10 +2,10 @@
 //! public API: names and signatures change without notice. What runs
 //! behind it is documented in `flow`.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 pub use crate::entry::shared::{Keep, KeepNothing, KeepProbe};

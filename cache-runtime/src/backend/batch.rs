@@ -15,13 +15,13 @@
 //! before a write that returned before it began. A batch is sent only after
 //! every caller in it arrived, so no caller joins a read on the wire.
 
-use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use redis::{RedisError, Value};
 use tokio::sync::oneshot;
 

@@ -25,10 +25,10 @@
 //! `CacheBuilder::check_restarts(false)` turns the check off, for a server
 //! whose persistence and failovers lose no acknowledged write.
 
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::RedisError;
 
 use super::connection::Connection;

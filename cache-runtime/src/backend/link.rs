@@ -5,9 +5,9 @@
 //! from before a reconnection from those after it, which the restart check
 //! needs (`backend/epochs.rs`).
 
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 

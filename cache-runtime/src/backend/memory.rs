@@ -7,9 +7,10 @@
 //! and a sweep runs once the operations since the last one outnumber the
 //! entries, so its cost is amortised O(1) per call.
 
-use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
 use crate::entry::shared::Kept;

@@ -1,10 +1,10 @@
 //! Which cache an attribute uses when it names none: the task's scoped cache,
 //! else the installed one, else a process-wide in-memory cache.
 
-use parking_lot::RwLock;
 use std::future::Future;
 
 use once_cell::sync::Lazy;
+use parking_lot::RwLock;
 
 use crate::Cache;
 

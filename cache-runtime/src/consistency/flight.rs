@@ -7,10 +7,10 @@
 //! body, and an eviction's guarantees need no extra argument. Evictions and
 //! puts detach a key's flight, so a caller arriving after them starts anew.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::entry::EntryKey;

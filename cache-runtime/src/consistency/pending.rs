@@ -1,10 +1,10 @@
 //! The evictions that failed and wait for their retry: read past while
 //! pending, and the queue of the task that retries them.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::entry::{EntryKey, Invalidation};

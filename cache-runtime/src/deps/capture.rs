@@ -4,12 +4,13 @@
 //! product that misses) opens a scope of its own, and what it notes is
 //! noted in every scope around it too: the outer value embeds the inner.
 
-use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::{Dep, Record, Stamp};
 

@@ -66,10 +66,12 @@ mod freshness;
 mod incoming;
 mod layer;
 mod privacy;
+mod read;
 mod request;
 mod response;
 mod service;
 mod stored;
+mod write;
 
 pub use body::CacheBody;
 pub use layer::CacheLayer;

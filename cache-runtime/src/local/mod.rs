@@ -18,10 +18,11 @@ mod subscribe;
 pub(crate) use subscribe::subscribe;
 use subscribe::Refused;
 
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::backend::names::{self, Named};
 use crate::entry::shared::Kept;

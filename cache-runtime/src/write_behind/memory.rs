@@ -1,10 +1,11 @@
 //! The in-process log, for the in-memory backend: the Redis log's rules on
 //! a mutex, as durable as the process.
 
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::entry::EntryKey;
 

@@ -30,7 +30,6 @@ mod log;
 pub(crate) mod memory;
 mod redis;
 
-use parking_lot::Mutex;
 use std::borrow::Borrow;
 use std::fmt::Display;
 use std::future::Future;
@@ -39,6 +38,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
