@@ -1,5 +1,6 @@
-//! [`CacheService`]: how a request is served, read through the cache or
-//! written and evicted.
+//! [`CacheService`]: a request goes to a read (`read.rs`) or a write
+//! (`write.rs`); here is what both share: the cache and shape a request
+//! gets, the entries' policy, and the responses of a failed load.
 
 use std::future::Future;
 use std::pin::Pin;
