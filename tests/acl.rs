@@ -1,4 +1,5 @@
-//! ACL users. A standard application user has no channel rights by default
+//! ACL users (guarantee 10, docs/design.md, where it concerns rights). A
+//! standard application user has no channel rights by default
 //! on Redis 7 (`acl-pubsub-default resetchannels`): the cache needs none,
 //! its writes publish nothing, and its local tier hears them through client
 //! tracking. A user who may not turn tracking on gets a cache without the

@@ -1,5 +1,7 @@
-//! The local tier: hits without a round trip, dropped when any process writes
-//! the entry, flushed while its invalidation subscription is down.
+//! Guarantee 10 (docs/design.md): the local tier's hits cost no round trip,
+//! and a copy is dropped when any client writes, deletes, expires or evicts
+//! its entry; while the feed is down or silent the tier is flushed and
+//! bypassed.
 
 #[path = "support/decodes.rs"]
 mod decodes;
