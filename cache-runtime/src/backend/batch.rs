@@ -22,17 +22,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
-use redis::{RedisError, Value};
+use redis::RedisError;
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
-use super::epochs::Judged;
+use super::mget::{self, short_reply, verdict};
 use super::Lookup;
 use crate::backend::deadline::Deadline;
 use crate::backend::names::Names;
 use crate::background;
-use crate::entry::shared::Kept;
-use crate::error::unexpected_reply;
 use crate::error::Error;
 use crate::Map;
 
@@ -46,11 +44,6 @@ const MAX_PER_KEY: u32 = 8;
 
 /// The most peeks in one batch; more go in the next.
 const MAX_BATCH: usize = 1024;
-
-/// An entry as a peek reads it: its generation followed by its envelope.
-/// (A peek does not read the lease: a miss is told from a held miss by the
-/// lookup script that follows it.)
-type Stored = Option<Vec<u8>>;
 
 /// Sends a backend's peeks, batching those that arrive under load.
 #[derive(Clone)]
@@ -192,7 +185,7 @@ impl Batcher {
             hashes: [hash],
         };
         let lone = async {
-            let (gen, mut entries) = read(&self.conn, names.gen(), &[names.entry()]).await?;
+            let (gen, mut entries) = mget::read(&self.conn, names.gen(), &[names.entry()]).await?;
             let stored = entries.next().ok_or_else(short_reply)??;
             Ok(verdict(gen.as_deref(), stored))
         };
@@ -376,14 +369,13 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
             }
             reads.push((i, entries.len() - 1));
         }
-        let verdicts =
-            read(conn, names(members[0]).0, &entries)
-                .await
-                .and_then(|(gen, entries)| {
-                    entries
-                        .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
-                        .collect::<Result<Vec<Lookup>, RedisError>>()
-                });
+        let verdicts = mget::read(conn, names(members[0]).0, &entries)
+            .await
+            .and_then(|(gen, entries)| {
+                entries
+                    .map(|stored| Ok(verdict(gen.as_deref(), stored?)))
+                    .collect::<Result<Vec<Lookup>, RedisError>>()
+            });
         (reads, verdicts)
     });
     let all = async { Ok(futures_util::future::join_all(by_group).await) };
@@ -416,71 +408,6 @@ async fn send(conn: &Connection, batch: Vec<Queued>) {
     }
 }
 
-/// Reads a group's generation and some of its entries, in one `MGET` (a key
-/// of another type reads as nil: a miss, which the lookup script repairs).
-/// A generation that the server holding it did not make (it restarted, or
-/// failed over, since) reads as absent: every entry is then a miss. The
-/// entries are taken from the reply as they are asked for: a lone read
-/// builds no second list.
-pub(crate) async fn read(
-    conn: &Connection,
-    gen: &str,
-    entries: &[&str],
-) -> Result<(Stored, impl Iterator<Item = Result<Stored, RedisError>>), RedisError> {
-    let sent_on = conn.number();
-    // Sized up front: growing the command's buffers cost a lone read more
-    // than writing its arguments.
-    let size = "MGET".len() + gen.len() + entries.iter().map(|e| e.len()).sum::<usize>();
-    let mut mget = redis::Cmd::with_capacity(2 + entries.len(), size);
-    mget.arg("MGET").arg(gen);
-    for entry in entries {
-        mget.arg(*entry);
-    }
-    let reply: Value = mget.query_async(&mut conn.clone()).await?;
-    let Value::Array(replies) = reply else {
-        return Err(unexpected_reply(
-            "a batched read got a reply that is not a list",
-        ));
-    };
-    let mut replies = replies.into_iter().map(stored);
-    let mut stored_gen = replies.next().ok_or_else(short_reply)??;
-    if let Some(made) = &stored_gen {
-        let admitted = match conn.epochs().judge(conn, made, sent_on) {
-            Judged::Admitted => true,
-            Judged::Refused => false,
-            // Boxed: every read's future would otherwise hold the ask's.
-            Judged::Ask(on) => Box::pin(conn.epochs().confirm(conn, gen, made, on)).await,
-        };
-        if !admitted {
-            stored_gen = None;
-        }
-    }
-    Ok((stored_gen, replies))
-}
-
-/// One value of an `MGET` reply.
-fn stored(value: Value) -> Result<Stored, RedisError> {
-    match value {
-        Value::BulkString(bytes) => Ok(Some(bytes)),
-        Value::Nil => Ok(None),
-        Value::ServerError(error) => Err(error.into()),
-        _ => Err(unexpected_reply(
-            "a batched read got a value that is not a string",
-        )),
-    }
-}
-
-/// What an entry means under its group's generation: a hit when it starts
-/// with it.
-fn verdict(gen: Option<&[u8]>, stored: Stored) -> Lookup {
-    match (gen, stored) {
-        (Some(gen), Some(stored)) if stored.starts_with(gen) => {
-            Lookup::Hit(Kept::after(stored, gen.len()))
-        }
-        _ => Lookup::Miss(None),
-    }
-}
-
 /// Another reader's copy of a read's verdict: a hit shares the envelope.
 fn share(verdict: &Lookup) -> Lookup {
     match verdict {
@@ -493,9 +420,4 @@ fn share(verdict: &Lookup) -> Lookup {
 /// equal hashes; a collision only makes a peek wait for a batch.
 fn key_hash(entry: &str) -> u64 {
     std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), entry)
-}
-
-/// A read answered with fewer values than it asked for.
-fn short_reply() -> RedisError {
-    unexpected_reply("a batched read got fewer values than it asked for")
 }

@@ -29,6 +29,7 @@ pub(crate) mod deadline;
 pub(crate) mod epochs;
 pub(crate) mod link;
 pub(crate) mod memory;
+pub(crate) mod mget;
 pub(crate) mod names;
 pub(crate) mod redis;
 #[cfg(feature = "sentinel")]

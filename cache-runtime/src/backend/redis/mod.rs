@@ -40,8 +40,9 @@ mod rights;
 mod scripts;
 mod writes;
 
-use super::batch::{self, Batcher};
+use super::batch::Batcher;
 use super::connection::Connection;
+use super::mget;
 use super::{Lease, Lookup, Want};
 use crate::backend::deadline::Deadline;
 use crate::backend::names::{group_gen, Names};
@@ -346,7 +347,7 @@ impl Redis {
     ) -> Result<(Option<T>, Vec<Option<T>>), Error> {
         let names: Vec<String> = names.collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (gen, found) = batch::read(&self.conn, &group_gen(&self.prefix, group), &names).await?;
+        let (gen, found) = mget::read(&self.conn, &group_gen(&self.prefix, group), &names).await?;
         let decode = |stored: Option<Vec<u8>>| {
             stored
                 .map(|bytes| T::from_redis_value(Value::BulkString(bytes)))
