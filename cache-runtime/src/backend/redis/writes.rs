@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::ScriptInvocation;
+use redis::{Script, ScriptInvocation};
 
 use super::scripts::{BEGIN_WRITE, END_WRITE, EVICT_GROUP, REPLACE};
 use super::{millis, Redis};
@@ -46,13 +46,8 @@ impl Redis {
             WriteEnd::Evict => ("evict", Vec::new(), 0),
             WriteEnd::Abort => ("abort", Vec::new(), 0),
         };
-        let mut script = END_WRITE.key(names.entry());
+        let mut script = on_key(&END_WRITE, &names);
         script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record())
             .arg(&ticket.token)
             .arg(&ticket.gen)
             .arg(mode)
@@ -69,13 +64,7 @@ impl Redis {
 
     pub(crate) async fn invalidate(&self, group: &str, key: &EntryKey) -> Result<bool, Error> {
         let names = self.names(group, key);
-        let mut script = REPLACE.key(names.entry());
-        script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record());
+        let script = on_key(&REPLACE, &names);
         match self.run::<i64>(|| names.typed(), &script).await {
             Err(error) if self.full(&error) => self.delete_entry(&names).await,
             other => Ok(other? == 1),
@@ -90,16 +79,8 @@ impl Redis {
         bytes: Vec<u8>,
         ttl: Duration,
     ) -> ScriptInvocation<'static> {
-        let mut script = REPLACE.key(names.entry());
-        script
-            .key(names.writers())
-            .key(names.gen())
-            .key(names.lease())
-            .key(names.record())
-            .key(names.group_record())
-            .arg(bytes)
-            .arg(millis(ttl))
-            .arg(self.fresh_gen());
+        let mut script = on_key(&REPLACE, names);
+        script.arg(bytes).arg(millis(ttl)).arg(self.fresh_gen());
         script
     }
 
@@ -125,4 +106,18 @@ impl Redis {
             other => other.map(drop),
         }
     }
+}
+
+/// A write script invoked on the keys a write of one entry touches: the
+/// entry, its writer record, the group's generation, the entry's lease, and
+/// the entry's and the group's dependency records.
+fn on_key(script: &'static Script, names: &Names) -> ScriptInvocation<'static> {
+    let mut invocation = script.key(names.entry());
+    invocation
+        .key(names.writers())
+        .key(names.gen())
+        .key(names.lease())
+        .key(names.record())
+        .key(names.group_record());
+    invocation
 }
