@@ -59,6 +59,9 @@ impl Attr {
             "early",
             "jitter",
             "stale_while_revalidate",
+            "fail_safe",
+            "fail_safe_throttle",
+            "soft_timeout",
             "crate",
             "result",
             "option",
@@ -116,6 +119,9 @@ pub(crate) struct Args {
     pub(crate) early: Option<(Span, Option<Expr>)>,
     pub(crate) jitter: Option<LitFloat>,
     pub(crate) stale_while_revalidate: Option<(Span, Ttl)>,
+    pub(crate) fail_safe: Option<Ttl>,
+    pub(crate) fail_safe_throttle: Option<(Span, Ttl)>,
+    pub(crate) soft_timeout: Option<(Span, Ttl)>,
     pub(crate) shape: Option<Shape>,
     seen: Vec<String>,
 }
@@ -175,6 +181,14 @@ impl Args {
             "stale_while_revalidate" => {
                 self.stale_while_revalidate =
                     Some((span, parse_ttl("stale_while_revalidate", meta.value()?)?));
+            }
+            "fail_safe" => self.fail_safe = Some(parse_ttl("fail_safe", meta.value()?)?),
+            "fail_safe_throttle" => {
+                self.fail_safe_throttle =
+                    Some((span, parse_ttl("fail_safe_throttle", meta.value()?)?));
+            }
+            "soft_timeout" => {
+                self.soft_timeout = Some((span, parse_ttl("soft_timeout", meta.value()?)?));
             }
             "lock" if meta.input.peek(syn::Token![=]) => {
                 let value: Expr = meta.value()?.parse()?;

@@ -47,7 +47,10 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
     }
     check_return(attr, &ret, sig)?;
     if let Some((span, _)) = &args.stale_while_revalidate {
-        check_owned_arguments(sig, *span)?;
+        check_owned_arguments(sig, *span, "`stale_while_revalidate` refreshes")?;
+    }
+    if let Some((span, _)) = &args.soft_timeout {
+        check_owned_arguments(sig, *span, "`soft_timeout` lets the body finish")?;
     }
     if let (Some(ttl), None) = (&args.none_ttl, args.cache_none) {
         return Err(syn::Error::new(
@@ -144,14 +147,24 @@ pub(crate) fn expand(attr: Attr, args: Args, mut item: ItemFn) -> syn::Result<To
                 // that names a lifetime may not be `'static`: not probed.
                 policy.extend(quote!(.keep_values(|values| values.keep())));
             }
-            let flow = match (&args.stale_while_revalidate, attr) {
-                (Some((_, window)), _) => {
-                    let window = duration(&private, window);
-                    policy.extend(quote!(.stale_while_revalidate(#window)));
-                    quote!(cached_swr)
-                }
-                (None, Attr::Cached) => quote!(cached),
-                (None, _) => quote!(put),
+            if attr == Attr::Cached && args.fail_safe.is_some() {
+                // The error a kept value stands in for, told by its
+                // `Display` when it has one (autoref picks that impl first).
+                let ret = syn::Ident::new("__cache_ret", Span::mixed_site());
+                policy.extend(quote!(.describe_failure(|#ret| {
+                    use #private::{DescribeDisplay as _, DescribeOther as _};
+                    (&&#private::Failed(#ret)).describe()
+                })));
+            }
+            if let Some((_, window)) = &args.stale_while_revalidate {
+                let window = duration(&private, window);
+                policy.extend(quote!(.stale_while_revalidate(#window)));
+            }
+            let owned = args.stale_while_revalidate.is_some() || args.soft_timeout.is_some();
+            let flow = match attr {
+                Attr::Cached if owned => quote!(cached_owned),
+                Attr::Cached => quote!(cached),
+                _ => quote!(put),
             };
             quote! {
                 let #bound = #key;
@@ -264,6 +277,12 @@ fn check_bulk_options(args: &Args, ret: &Type) -> syn::Result<()> {
             "stale_while_revalidate",
             args.stale_while_revalidate.as_ref().map(|(span, _)| *span),
         ),
+        // The body of a bulk call borrows its keys: it cannot go on in the
+        // background.
+        (
+            "soft_timeout",
+            args.soft_timeout.as_ref().map(|(span, _)| *span),
+        ),
         // Every element is loaded under its lease, and refreshed when it
         // expires: a bulk call has no lock to turn off and nothing to
         // refresh early.
@@ -339,6 +358,18 @@ fn options(private: &TokenStream, args: &Args) -> TokenStream {
     }
     if let Some(jitter) = &args.jitter {
         policy.extend(quote!(.jitter(#jitter)));
+    }
+    if let Some(keep) = &args.fail_safe {
+        let keep = duration(private, keep);
+        policy.extend(quote!(.fail_safe(#keep)));
+    }
+    if let Some((_, throttle)) = &args.fail_safe_throttle {
+        let throttle = duration(private, throttle);
+        policy.extend(quote!(.fail_safe_throttle(#throttle)));
+    }
+    if let Some((_, timeout)) = &args.soft_timeout {
+        let timeout = duration(private, timeout);
+        policy.extend(quote!(.soft_timeout(#timeout)));
     }
     policy
 }
@@ -678,9 +709,10 @@ fn ttl_span(ttl: &Ttl) -> Span {
     }
 }
 
-/// `stale_while_revalidate` runs the body in a background task after the
-/// call returned, so the body may not borrow anything from the caller.
-fn check_owned_arguments(sig: &syn::Signature, option: Span) -> syn::Result<()> {
+/// `stale_while_revalidate` and `soft_timeout` run the body in a background
+/// task that may outlive the call, so the body may not borrow anything from
+/// the caller.
+fn check_owned_arguments(sig: &syn::Signature, option: Span, why: &str) -> syn::Result<()> {
     let borrowed = sig.inputs.iter().find(|arg| match arg {
         FnArg::Receiver(receiver) => {
             receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_))
@@ -692,10 +724,12 @@ fn check_owned_arguments(sig: &syn::Signature, option: Span) -> syn::Result<()> 
         Some(arg) => {
             let mut error = syn::Error::new_spanned(
                 arg,
-                "`stale_while_revalidate` refreshes in a background task, so the arguments must be owned: \
-                 pass an `Arc` or a clone instead of a reference",
+                format!(
+                    "{why} in a background task, so the arguments must be owned: \
+                     pass an `Arc` or a clone instead of a reference"
+                ),
             );
-            error.combine(syn::Error::new(option, "background refresh requested here"));
+            error.combine(syn::Error::new(option, "background work requested here"));
             Err(error)
         }
     }

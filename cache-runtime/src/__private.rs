@@ -11,10 +11,11 @@ use serde::Serialize;
 pub use crate::entry::shared::{Keep, KeepNothing, KeepProbe};
 use crate::entry::EntryKey;
 pub use crate::flow::each::{cached_each, Bulk};
+pub use crate::flow::fail_safe::{DescribeDisplay, DescribeOther, Failed};
 pub use crate::flow::evict::{evict, Target};
 pub use crate::flow::policy::Policy;
 pub use crate::flow::put::{put, put_each};
-pub use crate::flow::read::{cached, cached_swr};
+pub use crate::flow::read::{cached, cached_owned};
 pub use crate::flow::returns::{
     CacheValue, Kind, OptionKind, PlainKind, PlainProbe, Probe, ResultKind, ResultWithErrKind,
 };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd};
+use super::{Lease, Lookup, Pinned, Ticket, Want, WriteEnd, KEEP_EXPIRY};
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::entry::Record;
@@ -312,10 +312,18 @@ impl Memory {
                     .as_ref()
                     .is_some_and(|(token, _)| *token == lease.token) =>
             {
+                let expires = match (ttl, &entry.value) {
+                    (KEEP_EXPIRY, Some(_)) => entry.expires,
+                    (KEEP_EXPIRY, None) => {
+                        entry.lease = None;
+                        return false;
+                    }
+                    _ => now + ttl,
+                };
                 *entry = Entry {
                     value: Some((Kept::new(bytes), gen)),
                     lease: None,
-                    expires: now + ttl,
+                    expires,
                 };
                 true
             }

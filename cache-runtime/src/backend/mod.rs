@@ -46,6 +46,11 @@ use crate::entry::EntryKey;
 use crate::entry::Record;
 use crate::error::Error;
 
+/// A fill's TTL that keeps the entry's own expiry: a value that stands in
+/// for a failed load is served again, but never past when its entry ends.
+/// Nothing is stored once the entry is gone.
+pub(crate) const KEEP_EXPIRY: Duration = Duration::ZERO;
+
 /// What a lookup asks for besides the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Want {

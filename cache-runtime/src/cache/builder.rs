@@ -19,6 +19,8 @@ pub(crate) struct Settings {
     pub(crate) lock_timeout: Duration,
     pub(crate) jitter: f64,
     pub(crate) early: Option<f64>,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) fail_safe_throttle: Duration,
     pub(crate) max_value_size: usize,
     pub(crate) eviction_retry: Duration,
     pub(crate) breaker_threshold: u32,
@@ -46,6 +48,8 @@ enum Target {
 /// | [`lock_timeout`](Self::lock_timeout) | 3 s |
 /// | [`jitter`](Self::jitter) | 0.1 |
 /// | [`early`](Self::early) | off |
+/// | [`fail_safe`](Self::fail_safe) | off |
+/// | [`fail_safe_throttle`](Self::fail_safe_throttle) | 30 s |
 /// | [`max_value_size`](Self::max_value_size) | 4 MiB |
 /// | [`eviction_retry`](Self::eviction_retry) | 60 s |
 /// | [`breaker`](Self::breaker) | 5 failures, 1 s cool-down |
@@ -78,6 +82,8 @@ pub struct CacheBuilder {
     lock_timeout: Duration,
     jitter: f64,
     early: Option<f64>,
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Duration,
     max_value_size: usize,
     eviction_retry: Duration,
     breaker_threshold: u32,
@@ -102,6 +108,8 @@ impl Default for CacheBuilder {
             lock_timeout: Duration::from_secs(3),
             jitter: 0.1,
             early: None,
+            fail_safe: None,
+            fail_safe_throttle: Duration::from_secs(30),
             max_value_size: 4 << 20,
             eviction_retry: Duration::from_secs(60),
             breaker_threshold: 5,
@@ -255,6 +263,24 @@ impl CacheBuilder {
     /// default.
     pub fn early(mut self, beta: f64) -> Self {
         self.early = Some(beta);
+        self
+    }
+
+    /// Fail-safe for every `#[cached]` and `get_or_load` that does not set
+    /// its own (off by default): each value is kept this long past its TTL,
+    /// and returned in place of its body's `Err` (see the attribute's
+    /// `fail_safe`). A write (an eviction, a put, a group eviction, a write
+    /// to a dependency) leaves nothing to fall back on.
+    pub fn fail_safe(mut self, keep: Duration) -> Self {
+        self.fail_safe = Some(keep);
+        self
+    }
+
+    /// After a body failed and its kept value stood in, that value is served
+    /// as fresh this long, in every process, before one caller tries the
+    /// body again (default 30 s).
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = throttle;
         self
     }
 
@@ -436,6 +462,8 @@ impl CacheBuilder {
                 lock_timeout: self.lock_timeout,
                 jitter: self.jitter,
                 early: self.early,
+                fail_safe: self.fail_safe,
+                fail_safe_throttle: self.fail_safe_throttle,
                 max_value_size: self.max_value_size,
                 eviction_retry: self.eviction_retry,
                 breaker_threshold: self.breaker_threshold,

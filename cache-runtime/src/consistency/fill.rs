@@ -13,16 +13,17 @@ use crate::observe::{metrics, ok_or_warn};
 use crate::Cache;
 
 /// Stores a sealed value under `lease`, or gives the lease back when there is
-/// nothing to store (so that waiters take over at once).
+/// nothing to store (so that waiters take over at once). Returns whether it
+/// stored: no write took the lease away in between.
 pub(crate) async fn fill(
     cache: &Cache,
     group: &str,
     key: &EntryKey,
     mut lease: LeaseGuard,
     sealed: Option<(Vec<u8>, Duration)>,
-) {
+) -> bool {
     let Some(held) = lease.lease().cloned() else {
-        return;
+        return false;
     };
     let outcome = match sealed {
         Some((bytes, ttl)) => cache
@@ -32,9 +33,13 @@ pub(crate) async fn fill(
                 if stored {
                     metrics::stored(cache.counters(), group);
                 }
+                stored
             }),
-        None if lease.owned() => cache.op(cache.backend().release(group, key, &held)).await,
-        None => Ok(()),
+        None if lease.owned() => cache
+            .op(cache.backend().release(group, key, &held))
+            .await
+            .map(|()| false),
+        None => Ok(false),
     };
     // Disarmed only now: dropped mid-request, the guard gives the lease back.
     lease.disarm();
@@ -43,7 +48,7 @@ pub(crate) async fn fill(
         // so that the next caller need not wait for it.
         super::lease::release_later(cache, group.to_owned(), key.clone(), held);
     }
-    ok_or_warn(cache.counters(), "store", group, outcome);
+    ok_or_warn(cache.counters(), "store", group, outcome).unwrap_or(false)
 }
 
 /// Stores a miss's value as [`fill`] does, but returns once the fill is sent:
@@ -61,11 +66,12 @@ pub(crate) async fn send_fill(
     sealed: Option<(Vec<u8>, Duration)>,
 ) {
     let Some(runtime) = reply_later(cache, group) else {
-        return fill(cache, group, key, lease, sealed).await;
+        fill(cache, group, key, lease, sealed).await;
+        return;
     };
     let (cache, group, key) = (cache.clone(), group.to_owned(), key.clone());
     send(runtime, async move {
-        fill(&cache, &group, &key, lease, sealed).await
+        fill(&cache, &group, &key, lease, sealed).await;
     })
     .await;
 }

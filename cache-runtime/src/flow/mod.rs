@@ -22,6 +22,7 @@
 
 pub(crate) mod each;
 pub(crate) mod evict;
+pub(crate) mod fail_safe;
 pub(crate) mod policy;
 pub(crate) mod put;
 pub(crate) mod read;

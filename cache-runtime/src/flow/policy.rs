@@ -34,6 +34,12 @@ pub struct Policy<'a, K: Kind<R>, R> {
     early: Option<f64>,
     jitter: Option<f64>,
     stale_while_revalidate: Option<Duration>,
+    /// How long a value is kept past its TTL (zero: not at all).
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Option<Duration>,
+    pub(super) soft_timeout: Option<Duration>,
+    /// The error a kept value stands in for, as the log tells it.
+    describe: Option<fn(&R) -> Option<String>>,
     /// A hit at least this old is loaded again (HTTP `max-age=N`, `no-cache`).
     pub(super) revalidate_after: Option<Duration>,
     /// How values are sealed and opened: the kind's, chosen where the value
@@ -64,6 +70,10 @@ where
             early: None,
             jitter: None,
             stale_while_revalidate: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
+            soft_timeout: None,
+            describe: None,
             revalidate_after: None,
             seal: K::seal,
             open: K::open,
@@ -149,6 +159,30 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         self.stale_while_revalidate = Some(window);
         self
     }
+    /// `fail_safe = ...`: keep each value this long past its TTL, and return
+    /// it in place of the body's failure; zero keeps nothing, whatever the
+    /// cache's default.
+    pub fn fail_safe(mut self, keep: Duration) -> Self {
+        self.fail_safe = Some(keep);
+        self
+    }
+    /// `fail_safe_throttle = ...`: how long a kept value that stood in for a
+    /// failure is served as fresh before the body is tried again.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+    /// `soft_timeout = ...`: how long a caller with a kept value waits for
+    /// the body (or another caller's) before it returns the kept value.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
+        self
+    }
+    /// How the log tells the failure a kept value stands in for.
+    pub fn describe_failure(mut self, describe: fn(&R) -> Option<String>) -> Self {
+        self.describe = Some(describe);
+        self
+    }
     /// Seals and opens values with these instead of the kind's (the HTTP
     /// layer frames its responses in binary).
     #[cfg(feature = "http")]
@@ -208,8 +242,43 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     /// How long an entry of this policy lives, unless `ttl_fn` says
     /// otherwise: what the records it depends on are kept for.
     pub(super) fn lifetime(&self, cache: &Cache) -> Duration {
-        self.ttl.unwrap_or(cache.settings().default_ttl)
-            + self.stale_while_revalidate.unwrap_or_default()
+        self.ttl.unwrap_or(cache.settings().default_ttl) + self.past_ttl(cache)
+    }
+
+    /// How long past its TTL a value is kept: the stale-while-revalidate
+    /// window, then fail-safe's.
+    fn past_ttl(&self, cache: &Cache) -> Duration {
+        self.stale_while_revalidate.unwrap_or_default() + self.kept_for(cache).unwrap_or_default()
+    }
+
+    /// How long fail-safe keeps a value past its TTL (and its
+    /// stale-while-revalidate window), when it is on.
+    pub(super) fn kept_for(&self, cache: &Cache) -> Option<Duration> {
+        self.fail_safe
+            .or(cache.settings().fail_safe)
+            .filter(|keep| !keep.is_zero())
+    }
+
+    /// Whether a hit is past what may be served as it is (its TTL, and its
+    /// stale-while-revalidate window): with fail-safe on, a value kept to
+    /// stand in for a failure, and to load again before anything else.
+    pub(super) fn expired(&self, cache: &Cache, meta: &Meta) -> bool {
+        if self.kept_for(cache).is_none() {
+            return false;
+        }
+        let served = self.stale_while_revalidate.unwrap_or_default().as_millis();
+        meta.fresh_for_ms() < -i128::try_from(served).unwrap_or(i128::MAX)
+    }
+
+    /// How long a kept value that stood in for a failure is fresh again.
+    pub(super) fn throttle(&self, cache: &Cache) -> Duration {
+        self.fail_safe_throttle
+            .unwrap_or(cache.settings().fail_safe_throttle)
+    }
+
+    /// The failure a return value holds, as the log tells it.
+    pub(super) fn failure(&self, ret: &R) -> Option<String> {
+        self.describe.and_then(|describe| describe(ret))
     }
 
     pub(super) fn reader(&self) -> Reader<K::Value> {
@@ -276,9 +345,6 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             });
             return None;
         }
-        Some((
-            bytes,
-            fresh + self.stale_while_revalidate.unwrap_or_default(),
-        ))
+        Some((bytes, fresh + self.past_ttl(cache)))
     }
 }

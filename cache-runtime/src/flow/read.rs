@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, Span};
 
+use super::fail_safe::{self, Next};
 use super::policy::Policy;
 use super::returns::Kind;
 use crate::consistency::fill::{fill, send_fill};
@@ -14,8 +15,9 @@ use crate::consistency::flight::FlightGuard;
 use crate::consistency::lease::LeaseGuard;
 use crate::consistency::lookup::{Found, Read};
 use crate::deps::capture::Capture;
+use crate::entry::envelope::Meta;
 use crate::entry::EntryKey;
-use crate::observe::metrics;
+use crate::observe::metrics::{self, StoodIn};
 use crate::{Cache, Error};
 
 /// `#[cached]`: look up; on a hit return the stored value; on a miss run the
@@ -59,10 +61,12 @@ async fn bypass<R>(cache: &Cache, group: &str, body: impl Future<Output = R>) ->
     body.instrument(call_span(group, "bypass")).await
 }
 
-/// `#[cached(stale_while_revalidate = ...)]`: as [`cached`], but a value past
-/// its TTL (within the window) is returned at once while one caller across
-/// all processes refreshes it in the background; hence the `'static` body.
-pub async fn cached_swr<K, R, F>(
+/// `#[cached]` with an option that runs the body in a background task, hence
+/// the `'static` body: `stale_while_revalidate` (a value past its TTL,
+/// within the window, is returned at once while one caller across all
+/// processes refreshes it) and `soft_timeout` (a kept value is returned
+/// when the body is slower; the body goes on and stores its value).
+pub async fn cached_owned<K, R, F>(
     cache: Cache,
     policy: Policy<'static, K, R>,
     key: Result<EntryKey, Error>,
@@ -81,7 +85,7 @@ where
     };
     let read = policy.read(&cache, &key);
     let found = match read.resolve(&policy.reader()).await {
-        Found::Hit(value, meta) if meta.fresh_for_ms() < 0 => {
+        Found::Hit(value, meta) if meta.fresh_for_ms() < 0 && !policy.expired(&cache, &meta) => {
             let span = call_span(group, "stale");
             if let Some(lease) = read.refresh_lease().await {
                 let (cache, key, call) = (cache.clone(), key.clone(), span.clone());
@@ -109,7 +113,59 @@ where
         Settled::Hit(hit) => return hit,
         Settled::Rest(rest) => rest,
     };
-    complete(&policy, &read, rest, body).await
+    let (Rest::Expired(kept), Some(soft)) = (&rest, policy.soft_timeout) else {
+        return complete(&policy, &read, rest, body).await;
+    };
+    let (lease, kept) = match fail_safe::reload(&policy, &read, *kept).await {
+        Next::Done(ret) => return ret,
+        Next::Load {
+            lease: Some(lease),
+            kept: Some(kept),
+            ..
+        } => (lease, kept),
+        Next::Load { lease, flight, .. } => {
+            return complete(&policy, &read, Rest::Load { lease, flight }, body).await;
+        }
+    };
+    // This caller holds the lease beside a kept value: the body runs in a
+    // task of its own, which stores its value (or lets the kept value stand
+    // in for its failure), and this caller waits for it at most `soft`.
+    metrics::miss(cache.counters(), group);
+    let policy = Arc::new(policy);
+    let capture = Capture::open(policy.lifetime(&cache));
+    let body = body.instrument(call_span(group, "miss"));
+    let load = {
+        let (policy, cache, key) = (policy.clone(), cache.clone(), key.clone());
+        async move {
+            let started = Instant::now();
+            let (ret, sealed) = load(&policy, &cache, &capture, body, true).await;
+            metrics::loaded(cache.counters(), group, started.elapsed());
+            if K::succeeded(&ret) {
+                fill(&cache, group, &key, lease, sealed).await;
+                return ret;
+            }
+            let read = policy.read(&cache, &key);
+            fail_safe::after_failure(&policy, &read, lease, kept, ret).await
+        }
+    };
+    let mut task = tokio::spawn(load.in_current_span());
+    let joined = match tokio::time::timeout(soft, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => match read.resolve(&policy.reader()).await {
+            Found::Hit(value, meta) if !policy.expired(&cache, &meta) => {
+                return hit::<K, R>(&cache, group, value);
+            }
+            Found::Hit(value, _) => {
+                return fail_safe::stood_in(&policy, &read, value, StoodIn::Timeout, None);
+            }
+            // A write removed the kept value: wait for the body.
+            Found::Load { .. } => task.await,
+        },
+    };
+    joined.unwrap_or_else(|failed| match failed.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(cancelled) => std::panic::panic_any(cancelled.to_string()),
+    })
 }
 
 /// The key of a read, or `None` (logged) when it does not encode: the call
@@ -134,6 +190,9 @@ enum Rest<'c, V> {
         lease: Option<LeaseGuard>,
         flight: Option<FlightGuard<'c>>,
     },
+    /// A value past its TTL, kept by fail-safe: load it again, and let it
+    /// stand in if the body fails.
+    Expired(Meta),
 }
 
 /// A read once [`settle`] has seen it: a plain hit to return, or the rest.
@@ -153,6 +212,7 @@ where
     K: Kind<R>,
 {
     match found {
+        Found::Hit(_, meta) if policy.expired(cache, &meta) => Settled::Rest(Rest::Expired(meta)),
         Found::Hit(value, meta) => {
             let revalidate = policy
                 .revalidate_after
@@ -192,14 +252,22 @@ where
     let body = Box::pin(body);
     async move {
         let (cache, group) = (read.cache, policy.group);
-        let (lease, flight) = match rest {
+        let (lease, flight, kept) = match rest {
             Rest::Refresh { value, revalidate } => match read.refresh_lease().await {
-                Some(lease) => (Some(lease), None),
+                Some(lease) => (Some(lease), None, None),
                 // Someone else refreshes it: load without storing.
-                None if revalidate => (None, None),
+                None if revalidate => (None, None, None),
                 None => return hit::<K, R>(cache, group, value),
             },
-            Rest::Load { lease, flight } => (lease, flight),
+            Rest::Load { lease, flight } => (lease, flight, None),
+            Rest::Expired(kept) => match fail_safe::reload(policy, read, kept).await {
+                Next::Done(ret) => return ret,
+                Next::Load {
+                    lease,
+                    flight,
+                    kept,
+                } => (lease, flight, kept),
+            },
         };
         if lease.is_none() && flight.is_none() {
             return bypass(cache, group, body).await;
@@ -209,10 +277,19 @@ where
         let body = body.instrument(call_span(group, "miss"));
         let started = Instant::now();
         let (ret, sealed) = load(policy, cache, &capture, body, lease.is_some()).await;
-        if let Some(lease) = lease {
-            metrics::loaded(cache.counters(), group, started.elapsed());
-            send_fill(cache, group, read.key, lease, sealed).await;
-        }
+        let Some(lease) = lease else {
+            return ret;
+        };
+        metrics::loaded(cache.counters(), group, started.elapsed());
+        let ret = match kept {
+            Some(kept) if !K::succeeded(&ret) => {
+                fail_safe::after_failure(policy, read, lease, kept, ret).await
+            }
+            _ => {
+                send_fill(cache, group, read.key, lease, sealed).await;
+                ret
+            }
+        };
         drop(flight); // this process's waiters read again now
         ret
     }

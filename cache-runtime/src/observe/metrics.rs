@@ -8,6 +8,7 @@
 //! | `cache_gets_total` | `group`, `result` = `hit` \| `miss` | lookups by annotated calls, `get_or_load` and the HTTP layer (a stale value served is a hit) |
 //! | `cache_puts_total` | `group` | values stored |
 //! | `cache_evictions_total` | `group` | key and group evictions that succeeded |
+//! | `cache_fail_safe_total` | `group`, `reason` = `error` \| `timeout` | kept values returned in place of a failed body, or at the soft timeout |
 //! | `cache_load_duration_seconds` | `group` | histogram of the loads that may store (a miss's body, a refresh) |
 //! | `cache_errors_total` | `kind` = `timeout` \| `unreachable` \| `backend` | backend operations that failed |
 //! | `cache_bypassed_total` | `reason` = `breaker_open` \| `refused` | backend operations skipped: the breaker was open, or the server refused the cache at first contact |
@@ -92,6 +93,50 @@ pub(crate) fn lock_timed_out(counters: &Counters, group: &str, keys: u64) {
              from a snapshot)"
         );
     });
+}
+
+/// Why a kept value was returned (fail-safe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoodIn {
+    /// The body failed.
+    Error,
+    /// The body took longer than the soft timeout.
+    Timeout,
+}
+
+/// A kept value was returned in place of a body's failure, or at the soft
+/// timeout. A failure is told at `warn` once per group per `throttle`.
+pub(crate) fn stood_in(
+    counters: &Counters,
+    group: &str,
+    why: StoodIn,
+    throttle: Duration,
+    failure: impl FnOnce() -> Option<String>,
+) {
+    let reason = match why {
+        StoodIn::Error => {
+            bump(&counters.fail_safe_served);
+            if counters.fail_safe_due(group, throttle) {
+                let error = failure().unwrap_or_else(|| "unknown".to_owned());
+                tracing::warn!(
+                    group,
+                    %error,
+                    throttle_ms = throttle.as_millis(),
+                    "the body failed; returning the value kept by fail-safe, served as fresh \
+                     for the throttle before the body is tried again"
+                );
+            }
+            "error"
+        }
+        StoodIn::Timeout => {
+            bump(&counters.soft_timeouts);
+            "timeout"
+        }
+    };
+    tracing::debug!(group, reason, "cache fail-safe value returned");
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("cache_fail_safe_total", "group" => group.to_owned(), "reason" => reason)
+        .increment(1);
 }
 
 /// A backend operation was skipped, not tried: not an error.

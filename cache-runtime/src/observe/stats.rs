@@ -33,6 +33,10 @@ pub struct Stats {
     pub evictions: u64,
     /// Of the hits, values served past their TTL (stale-while-revalidate).
     pub stale_served: u64,
+    /// Kept values returned in place of a body's failure (fail-safe).
+    pub fail_safe_served: u64,
+    /// Kept values returned at the soft timeout, while the body went on.
+    pub soft_timeouts: u64,
     /// Backend operations that failed (errors and timeouts). Those skipped
     /// while the breaker is open are not failures: they are `bypassed`.
     pub errors: u64,
@@ -94,6 +98,8 @@ pub(crate) struct Counters {
     pub(crate) stores: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) stale_served: AtomicU64,
+    pub(crate) fail_safe_served: AtomicU64,
+    pub(crate) soft_timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) breaker_trips: AtomicU64,
@@ -122,6 +128,8 @@ pub(crate) struct Counters {
     pub(crate) refusals: super::Refusals,
     /// The groups whose values were read as another type, told once each.
     mismatched: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// When each group last told that a kept value stood in for a failure.
+    fail_safe_told: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// Counts one event.
@@ -139,6 +147,8 @@ impl Counters {
             stores: get(&self.stores),
             evictions: get(&self.evictions),
             stale_served: get(&self.stale_served),
+            fail_safe_served: get(&self.fail_safe_served),
+            soft_timeouts: get(&self.soft_timeouts),
             errors: get(&self.errors),
             timeouts: get(&self.timeouts),
             breaker_trips: get(&self.breaker_trips),
@@ -162,14 +172,33 @@ impl Counters {
         }
     }
 
-    /// Runs `log` at most once a second for this kind of warning, passing the
-    /// number of warnings it stands for.
     /// Whether this is the first time `group`'s values were read as another
     /// type than they were stored as.
     pub(crate) fn first_mismatch(&self, group: &str) -> bool {
         let mut told = self.mismatched.lock();
         !told.contains(group) && told.insert(group.to_owned())
     }
+
+    /// Whether `group` has not told of a kept value standing in for a
+    /// failure within `every`: fail-safe logs once per group per throttle.
+    pub(crate) fn fail_safe_due(&self, group: &str, every: std::time::Duration) -> bool {
+        let now = Instant::now();
+        let mut told = self.fail_safe_told.lock();
+        match told.get_mut(group) {
+            Some(last) if now.duration_since(*last) < every => false,
+            Some(last) => {
+                *last = now;
+                true
+            }
+            None => {
+                told.insert(group.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Runs `log` at most once a second for this kind of warning, passing the
+    /// number of warnings it stands for.
 
     pub(crate) fn warn_limited(&self, kind: Warning, log: impl FnOnce(u64)) {
         if let Some(count) = self.warnings[kind as usize].admit() {

@@ -43,7 +43,7 @@ mod writes;
 use super::batch::Batcher;
 use super::connection::Connection;
 use super::mget;
-use super::{Lease, Lookup, Want};
+use super::{Lease, Lookup, Want, KEEP_EXPIRY};
 use crate::backend::deadline::Deadline;
 use crate::backend::names::{group_gen, Names};
 use crate::entry::shared::Kept;
@@ -328,7 +328,7 @@ impl Redis {
             .arg(&lease.token)
             .arg(&lease.gen)
             .arg(bytes)
-            .arg(millis(ttl));
+            .arg(if ttl == KEEP_EXPIRY { 0 } else { millis(ttl) });
         let stored: i64 = self.run(|| names.typed(), &script).await?;
         let mut filled = self.filled.lock();
         if !filled.contains(group) {

@@ -189,13 +189,22 @@ return 1
     )
 });
 
-/// KEYS: entry, gen, lease. ARGV: lease token, lease gen, envelope, ttl ms.
+/// KEYS: entry, gen, lease. ARGV: lease token, lease gen, envelope, ttl ms
+/// (0: the entry's own, and nothing stored once it is gone).
 pub(super) static FILL: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 if redis.call('HGET', KEYS[3], 't') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+local px = ARGV[4]
+if px == '0' then
+  px = redis.call('PTTL', KEYS[1])
+  if px <= 0 then
+    redis.call('DEL', KEYS[3])
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2] .. ARGV[3], 'PX', px)
 redis.call('DEL', KEYS[3])
 return 1
 ",

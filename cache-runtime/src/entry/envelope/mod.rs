@@ -288,6 +288,20 @@ pub(crate) fn tail(bytes: &[u8]) -> Option<&[u8]> {
 
 /// Checks an envelope's version and length; its fingerprint, timing data
 /// and payload.
+/// A copy of the envelope `bytes`, if its timing is `was`, made fresh for
+/// `fresh` from now: the same value, type and dependency stamps.
+pub(crate) fn refreshed(bytes: &[u8], was: &Meta, fresh: Duration) -> Option<Vec<u8>> {
+    let (_, meta, _) = header(bytes).ok()?;
+    if meta != *was {
+        return None;
+    }
+    let mut copy = bytes.to_vec();
+    copy[9..17].copy_from_slice(&now_ms().to_le_bytes());
+    let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
+    copy[21..29].copy_from_slice(&fresh_ms.to_le_bytes());
+    Some(copy)
+}
+
 fn header(bytes: &[u8]) -> Result<(u64, Meta, &[u8]), OpenError> {
     if bytes.len() < HEADER {
         return Err(OpenError::Truncated(bytes.len()));

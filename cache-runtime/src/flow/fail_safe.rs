@@ -1,0 +1,201 @@
+//! Fail-safe: a value kept past its TTL stands in for its body's failure,
+//! or for a body slower than the soft timeout.
+//!
+//! A kept value is never a hit: a read that finds one takes the lease
+//! beside it and runs the body, as a miss does. What it may return instead
+//! of the body's failure is what the consistency core still serves, asked
+//! again after the failure: it is made fresh for the throttle under the
+//! load's lease (which any write in between took away), then read back
+//! through every rule a read obeys (a pending eviction, the group's
+//! generation, the dependency stamps, the restart epoch). So a write, before
+//! or after the TTL, always leaves nothing to fall back on.
+
+use std::time::{Duration, Instant};
+
+use super::policy::Policy;
+use super::read::call_span;
+use super::returns::Kind;
+use crate::background::Backoff;
+use crate::backend::{Lookup, Want, KEEP_EXPIRY};
+use crate::consistency::fill::fill;
+use crate::consistency::flight::FlightGuard;
+use crate::consistency::lease::LeaseGuard;
+use crate::consistency::lookup::{Found, Read};
+use crate::entry::envelope::{self, Meta};
+use crate::observe::metrics::{self, StoodIn};
+
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// What a caller that found a kept value does next.
+pub(super) enum Next<'c, R> {
+    /// Return this.
+    Done(R),
+    /// Run the body; `kept` is the timing of the value that may stand in
+    /// for its failure (none: the value is gone, nothing stands in).
+    Load {
+        lease: Option<LeaseGuard>,
+        flight: Option<FlightGuard<'c>>,
+        kept: Option<Meta>,
+    },
+}
+
+/// A read found a kept value, `kept`: load it again under the lease beside
+/// it, or, while another caller holds that lease, wait for its value.
+pub(super) async fn reload<'c, K, R>(
+    policy: &Policy<'_, K, R>,
+    read: &Read<'c>,
+    kept: Meta,
+) -> Next<'c, R>
+where
+    K: Kind<R>,
+{
+    if let Some(lease) = read.refresh_lease().await {
+        return Next::Load {
+            lease: Some(lease),
+            flight: None,
+            kept: Some(kept),
+        };
+    }
+    follow(policy, read).await
+}
+
+/// Another caller loads the kept value again: poll until its value (or the
+/// one it stood in with) is there, its lease is gone, or a write removed
+/// the entry. At the soft timeout the kept value is returned; past
+/// `lock_timeout`, the body runs unstored, as a miss's would.
+async fn follow<'c, K, R>(policy: &Policy<'_, K, R>, read: &Read<'c>) -> Next<'c, R>
+where
+    K: Kind<R>,
+{
+    let (cache, group) = (read.cache, policy.group);
+    let started = Instant::now();
+    let deadline = started + policy.lock_bound(cache);
+    let soft = policy.soft_timeout.map(|soft| started + soft);
+    let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL);
+    loop {
+        let now = Instant::now();
+        let wake = soft.filter(|soft| *soft > now).unwrap_or(deadline);
+        tokio::time::sleep(backoff.pause().min(wake.saturating_duration_since(now))).await;
+        match read.resolve(&policy.reader()).await {
+            Found::Hit(value, meta) if !policy.expired(cache, &meta) => {
+                metrics::hit(cache.counters(), group, false);
+                drop(call_span(group, "hit"));
+                return Next::Done(K::rebuild(value));
+            }
+            Found::Hit(value, _) if soft.is_some_and(|soft| Instant::now() >= soft) => {
+                return Next::Done(stood_in::<K, R>(policy, read, value, StoodIn::Timeout, None));
+            }
+            Found::Hit(_, meta) => {
+                if let Some(lease) = read.refresh_lease().await {
+                    return Next::Load {
+                        lease: Some(lease),
+                        flight: None,
+                        kept: Some(meta),
+                    };
+                }
+                if Instant::now() >= deadline {
+                    metrics::lock_timed_out(cache.counters(), group, 1);
+                    return Next::Load {
+                        lease: None,
+                        flight: None,
+                        kept: None,
+                    };
+                }
+            }
+            Found::Load { lease, flight } => {
+                return Next::Load {
+                    lease,
+                    flight,
+                    kept: None,
+                }
+            }
+        }
+    }
+}
+
+/// The body failed (`ret`) while its caller held the lease beside a kept
+/// value: make that value fresh for the throttle, under the lease, and
+/// return what a read then finds. `ret` when a write came in between (the
+/// lease is gone, or the value changed), or the value cannot be had.
+pub(super) async fn after_failure<K, R>(
+    policy: &Policy<'_, K, R>,
+    read: &Read<'_>,
+    lease: LeaseGuard,
+    kept: Meta,
+    ret: R,
+) -> R
+where
+    K: Kind<R>,
+{
+    let (cache, group) = (read.cache, policy.group);
+    let throttle = policy.throttle(cache);
+    let found = cache.lookup(group, read.key, Want::Peek, "").await;
+    let Ok(Lookup::Hit(stored)) = found else {
+        return ret;
+    };
+    let Some(bytes) = envelope::refreshed(stored.bytes(), &kept, throttle) else {
+        return ret;
+    };
+    if !fill(cache, group, read.key, lease, Some((bytes, KEEP_EXPIRY))).await {
+        return ret;
+    }
+    match read.resolve(&policy.reader()).await {
+        Found::Hit(value, _) => stood_in(policy, read, value, StoodIn::Error, Some(&ret)),
+        Found::Load { .. } => ret,
+    }
+}
+
+/// Returns a kept value in place of the body's, counted, logged and in
+/// its span.
+pub(super) fn stood_in<K, R>(
+    policy: &Policy<'_, K, R>,
+    read: &Read<'_>,
+    value: K::Value,
+    why: StoodIn,
+    failed: Option<&R>,
+) -> R
+where
+    K: Kind<R>,
+{
+    let (cache, group) = (read.cache, policy.group);
+    let outcome = match why {
+        StoodIn::Error => "fail_safe",
+        StoodIn::Timeout => "soft_timeout",
+    };
+    drop(call_span(group, outcome));
+    metrics::stood_in(cache.counters(), group, why, policy.throttle(cache), || {
+        failed.and_then(|ret| policy.failure(ret))
+    });
+    K::rebuild(value)
+}
+
+/// A return value that may hold the failure a kept value stands in for, as
+/// the log tells it: by its `Display` when its error has one (the
+/// expansion calls `(&&Failed(ret)).describe()`, which method resolution
+/// sends to [`DescribeDisplay`] first), else by its type's name.
+pub struct Failed<'r, R>(pub &'r R);
+
+/// Tells a failure by its `Display`.
+pub trait DescribeDisplay {
+    /// The failure, if the return value holds one.
+    fn describe(&self) -> Option<String>;
+}
+
+impl<T, E: std::fmt::Display> DescribeDisplay for &Failed<'_, Result<T, E>> {
+    fn describe(&self) -> Option<String> {
+        self.0.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// Tells a failure whose error has no `Display` by its type's name.
+pub trait DescribeOther {
+    /// The failure's type, for a return value that may hold one.
+    fn describe(&self) -> Option<String>;
+}
+
+impl<R> DescribeOther for Failed<'_, R> {
+    fn describe(&self) -> Option<String> {
+        Some(format!("an error in `{}`", std::any::type_name::<R>()))
+    }
+}

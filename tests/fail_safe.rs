@@ -1,0 +1,226 @@
+//! Fail-safe (README "When the database fails"; guarantee 11 of
+//! docs/design.md): a value kept past its TTL stands in for a failing body,
+//! in every process, at most one body call per key per throttle, and never
+//! after a write. Each case runs with two caches (two processes' worth of
+//! connections) on memory, one Redis server and a 3-master cluster.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_runtime::{cache_evict, cached, Cache};
+use support::eventually;
+
+/// A database that can go down or slow, counting its calls.
+#[derive(Default)]
+struct Db {
+    value: AtomicU64,
+    down: AtomicBool,
+    slow: AtomicBool,
+    calls: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl Db {
+    fn new(value: u64) -> Arc<Self> {
+        let db = Db::default();
+        db.value.store(value, Ordering::SeqCst);
+        Arc::new(db)
+    }
+    async fn load(&self) -> Result<u64, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err("connection refused".to_owned());
+        }
+        Ok(self.value.load(Ordering::SeqCst))
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+const TTL: Duration = Duration::from_millis(300);
+
+#[cached(group = "fs", ttl = TTL, jitter = 0.0, fail_safe = 30,
+         fail_safe_throttle = 30, skip(cache, db), cache = cache)]
+async fn get(cache: &Cache, db: &Db, id: u64) -> Result<u64, String> {
+    let _ = id;
+    db.load().await
+}
+
+#[cached(group = "fs", ttl = TTL, jitter = 0.0, fail_safe = Duration::from_secs(1),
+         skip(cache, db), cache = cache)]
+async fn get_briefly_kept(cache: &Cache, db: &Db, id: u64) -> Result<u64, String> {
+    let _ = id;
+    db.load().await
+}
+
+#[cached(group = "fs", ttl = TTL, jitter = 0.0, fail_safe = 30,
+         soft_timeout = Duration::from_millis(100), skip(cache, db), cache = &cache)]
+async fn get_soft(cache: Cache, db: Arc<Db>, id: u64) -> Result<u64, String> {
+    let _ = id;
+    db.load().await
+}
+
+#[cache_evict(group = "fs", skip(cache), cache = cache)]
+async fn delete(cache: &Cache, id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+#[cache_evict(group = "fs", all, skip(cache), cache = cache)]
+async fn delete_all(cache: &Cache) -> Result<(), String> {
+    Ok(())
+}
+
+/// Waits until the value at `id` has expired: a read runs the body.
+async fn expire(cache: &Cache, db: &Db, id: u64) {
+    let before = db.calls();
+    tokio::time::sleep(TTL).await;
+    eventually(Duration::from_secs(5), "the value to expire", || async {
+        let _ = get(cache, db, id).await;
+        db.calls() > before
+    })
+    .await;
+}
+
+/// A failing body returns the kept value, in the process that loaded it and
+/// in another, and the failure is counted.
+async fn the_kept_value_stands_in_in_another_process(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    assert_eq!(get(&a, &db, 1).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(get(&b, &db, 1).await, Ok(1), "the kept value stood in");
+    assert_eq!(db.calls(), 2, "the body ran once past the TTL");
+    assert_eq!(b.stats().fail_safe_served, 1);
+    // Served as fresh for the throttle, in every process: no body call.
+    assert_eq!(get(&a, &db, 1).await, Ok(1));
+    assert_eq!(get(&b, &db, 1).await, Ok(1));
+    assert_eq!(db.calls(), 2, "the throttle holds");
+}
+
+/// Concurrent callers in two caches past the TTL run the failing body once.
+async fn the_throttle_holds_across_processes(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    assert_eq!(get(&a, &db, 2).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    let calls = (0..16).map(|i| {
+        let (cache, db) = (if i % 2 == 0 { &a } else { &b }, &db);
+        async move { get(cache, db, 2).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(
+        answers.iter().all(|answer| *answer == Ok(1)),
+        "every caller got the kept value: {answers:?}"
+    );
+    assert_eq!(db.calls(), 2, "one body call past the TTL, not one per caller");
+}
+
+/// An eviction, before or after the TTL, or a group eviction, leaves
+/// nothing to fall back on: the failure is returned.
+async fn a_write_leaves_nothing_to_fall_back_on(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    // Evicted before the TTL.
+    assert_eq!(get(&a, &db, 3).await, Ok(1));
+    delete(&b, 3).await.unwrap();
+    db.down.store(true, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 3).await, Err("connection refused".to_owned()));
+
+    // Evicted after the TTL, while kept.
+    db.down.store(false, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 4).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    delete(&b, 4).await.unwrap();
+    assert_eq!(get(&a, &db, 4).await, Err("connection refused".to_owned()));
+
+    // The group evicted while kept.
+    db.down.store(false, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 5).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    delete_all(&b).await.unwrap();
+    assert_eq!(get(&a, &db, 5).await, Err("connection refused".to_owned()));
+
+    // Evicted while the kept value stands in (within the throttle).
+    db.down.store(false, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 6).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    expire(&a, &db, 6).await;
+    assert_eq!(get(&b, &db, 6).await, Ok(1), "standing in");
+    delete(&b, 6).await.unwrap();
+    assert_eq!(get(&a, &db, 6).await, Err("connection refused".to_owned()));
+    assert_eq!(b.stats().fail_safe_served, 1, "one value stood in");
+}
+
+/// A value is kept `fail_safe` past its TTL, and no longer.
+async fn the_window_ends_at_ttl_plus_fail_safe(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    assert_eq!(get_briefly_kept(&a, &db, 7).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(get_briefly_kept(&b, &db, 7).await, Ok(1), "within the window");
+    // The window (TTL + 1 s from the store) ends although the throttle
+    // (30 s by default) would still serve it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        get_briefly_kept(&b, &db, 7).await,
+        Err("connection refused".to_owned()),
+        "past TTL + fail_safe nothing is kept"
+    );
+}
+
+/// A 1.5 s body returns the kept value at a 100 ms soft timeout, goes on,
+/// and its value is a hit afterwards, in the other process too.
+async fn a_slow_body_returns_the_kept_value_at_the_soft_timeout(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    assert_eq!(get_soft(a.clone(), db.clone(), 8).await, Ok(1));
+    db.slow.store(true, Ordering::SeqCst);
+    db.value.store(2, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(get_soft(a.clone(), db.clone(), 8).await, Ok(1), "the kept value");
+    assert_eq!(
+        db.finished.load(Ordering::SeqCst),
+        1,
+        "returned before the body finished"
+    );
+    assert_eq!(a.stats().soft_timeouts, 1);
+    db.slow.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "the body's value stored", || async {
+        db.finished.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    eventually(Duration::from_secs(2), "the new value read", || async {
+        get_soft(b.clone(), db.clone(), 8).await == Ok(2)
+    })
+    .await;
+    assert_eq!(db.calls(), 2, "the new value is a hit");
+}
+
+/// Without a kept value there is nothing to stand in: the failure is
+/// returned and nothing is stored.
+async fn a_first_failure_is_returned(a: Cache, _b: Cache) {
+    let db = Db::new(1);
+    db.down.store(true, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 9).await, Err("connection refused".to_owned()));
+    assert_eq!(a.stats().fail_safe_served, 0);
+    db.down.store(false, Ordering::SeqCst);
+    assert_eq!(get(&a, &db, 9).await, Ok(1));
+}
+
+with_two_caches!(
+    the_kept_value_stands_in_in_another_process,
+    the_throttle_holds_across_processes,
+    a_write_leaves_nothing_to_fall_back_on,
+    the_window_ends_at_ttl_plus_fail_safe,
+    a_slow_body_returns_the_kept_value_at_the_soft_timeout,
+    a_first_failure_is_returned,
+);
