@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,32 @@ async fn get_soft(cache: Cache, db: Arc<Db>, id: u64) -> Result<u64, String> {
     db.load().await
 }
 
+#[cached(group = "fs_bulk", ttl = TTL, jitter = 0.0, fail_safe = 30, each = ids,
+         skip(cache, db), cache = cache)]
+async fn get_many(cache: &Cache, db: &Db, ids: &[u64]) -> Result<HashMap<u64, u64>, String> {
+    let value = db.load().await?;
+    Ok(ids.iter().map(|id| (*id, value)).collect())
+}
+
+#[cached(group = "fs_items", ttl = 60, skip(cache), cache = cache)]
+async fn item(cache: &Cache, id: u64) -> u64 {
+    id * 10
+}
+
+/// A value that embeds an item, read through the cache: a dependency.
+#[cached(group = "fs_lists", ttl = TTL, jitter = 0.0, fail_safe = 30,
+         skip(cache, db), cache = cache)]
+async fn list(cache: &Cache, db: &Db, id: u64) -> Result<u64, String> {
+    let item = item(cache, id).await;
+    Ok(item + db.load().await?)
+}
+
+#[cache_evict(group = "fs_items", skip(cache), cache = cache)]
+async fn touch_item(cache: &Cache, id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
 #[cache_evict(group = "fs", skip(cache), cache = cache)]
 async fn delete(cache: &Cache, id: u64) -> Result<(), String> {
     let _ = id;
@@ -121,7 +148,11 @@ async fn the_throttle_holds_across_processes(a: Cache, b: Cache) {
         answers.iter().all(|answer| *answer == Ok(1)),
         "every caller got the kept value: {answers:?}"
     );
-    assert_eq!(db.calls(), 2, "one body call past the TTL, not one per caller");
+    assert_eq!(
+        db.calls(),
+        2,
+        "one body call past the TTL, not one per caller"
+    );
 }
 
 /// An eviction, before or after the TTL, or a group eviction, leaves
@@ -155,10 +186,30 @@ async fn a_write_leaves_nothing_to_fall_back_on(a: Cache, b: Cache) {
     assert_eq!(get(&a, &db, 6).await, Ok(1));
     db.down.store(true, Ordering::SeqCst);
     expire(&a, &db, 6).await;
-    assert_eq!(get(&b, &db, 6).await, Ok(1), "standing in");
+    assert_eq!(a.stats().fail_safe_served, 1, "the expiring read stood in");
+    assert_eq!(
+        get(&b, &db, 6).await,
+        Ok(1),
+        "standing in, in the other process"
+    );
     delete(&b, 6).await.unwrap();
     assert_eq!(get(&a, &db, 6).await, Err("connection refused".to_owned()));
-    assert_eq!(b.stats().fail_safe_served, 1, "one value stood in");
+}
+
+/// A write to what a kept value depends on leaves it nothing to stand in
+/// for; the value beside it, whose dependency was not written, stands in.
+async fn a_write_to_a_dependency_leaves_nothing(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    assert_eq!(list(&a, &db, 11).await, Ok(111));
+    assert_eq!(list(&a, &db, 12).await, Ok(121));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    touch_item(&b, 11).await.unwrap();
+    assert_eq!(
+        list(&a, &db, 11).await,
+        Err("connection refused".to_owned())
+    );
+    assert_eq!(list(&a, &db, 12).await, Ok(121), "untouched, it stands in");
 }
 
 /// A value is kept `fail_safe` past its TTL, and no longer.
@@ -167,7 +218,11 @@ async fn the_window_ends_at_ttl_plus_fail_safe(a: Cache, b: Cache) {
     assert_eq!(get_briefly_kept(&a, &db, 7).await, Ok(1));
     db.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(TTL + Duration::from_millis(50)).await;
-    assert_eq!(get_briefly_kept(&b, &db, 7).await, Ok(1), "within the window");
+    assert_eq!(
+        get_briefly_kept(&b, &db, 7).await,
+        Ok(1),
+        "within the window"
+    );
     // The window (TTL + 1 s from the store) ends although the throttle
     // (30 s by default) would still serve it.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -186,7 +241,11 @@ async fn a_slow_body_returns_the_kept_value_at_the_soft_timeout(a: Cache, b: Cac
     db.slow.store(true, Ordering::SeqCst);
     db.value.store(2, Ordering::SeqCst);
     tokio::time::sleep(TTL + Duration::from_millis(50)).await;
-    assert_eq!(get_soft(a.clone(), db.clone(), 8).await, Ok(1), "the kept value");
+    assert_eq!(
+        get_soft(a.clone(), db.clone(), 8).await,
+        Ok(1),
+        "the kept value"
+    );
     assert_eq!(
         db.finished.load(Ordering::SeqCst),
         1,
@@ -194,9 +253,11 @@ async fn a_slow_body_returns_the_kept_value_at_the_soft_timeout(a: Cache, b: Cac
     );
     assert_eq!(a.stats().soft_timeouts, 1);
     db.slow.store(false, Ordering::SeqCst);
-    eventually(Duration::from_secs(5), "the body's value stored", || async {
-        db.finished.load(Ordering::SeqCst) == 2
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the body's value stored",
+        || async { db.finished.load(Ordering::SeqCst) == 2 },
+    )
     .await;
     eventually(Duration::from_secs(2), "the new value read", || async {
         get_soft(b.clone(), db.clone(), 8).await == Ok(2)
@@ -216,10 +277,36 @@ async fn a_first_failure_is_returned(a: Cache, _b: Cache) {
     assert_eq!(get(&a, &db, 9).await, Ok(1));
 }
 
+/// A bulk call's one failing body call falls back per element; a key with
+/// no kept value leaves the failure to be returned.
+async fn a_bulk_call_falls_back_per_element(a: Cache, b: Cache) {
+    let db = Db::new(1);
+    let both: HashMap<u64, u64> = [(1, 1), (2, 1)].into();
+    assert_eq!(get_many(&a, &db, &[1, 2]).await, Ok(both.clone()));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(get_many(&b, &db, &[1, 2]).await, Ok(both.clone()));
+    assert_eq!(db.calls(), 2, "one body call for both keys");
+    assert_eq!(b.stats().fail_safe_served, 2, "each element stood in");
+    assert_eq!(
+        get_many(&a, &db, &[1, 2]).await,
+        Ok(both),
+        "fresh for the throttle"
+    );
+    assert_eq!(db.calls(), 2);
+    assert_eq!(
+        get_many(&a, &db, &[1, 2, 3]).await,
+        Err("connection refused".to_owned()),
+        "3 has nothing kept"
+    );
+}
+
 with_two_caches!(
+    a_bulk_call_falls_back_per_element,
     the_kept_value_stands_in_in_another_process,
     the_throttle_holds_across_processes,
     a_write_leaves_nothing_to_fall_back_on,
+    a_write_to_a_dependency_leaves_nothing,
     the_window_ends_at_ttl_plus_fail_safe,
     a_slow_body_returns_the_kept_value_at_the_soft_timeout,
     a_first_failure_is_returned,

@@ -237,6 +237,12 @@ impl Memory {
             .and_then(|e| e.lease.as_ref())
             .filter(|(_, g)| *g == gen)
             .map(|(token, _)| token.clone());
+        if want == Want::Beside && live.is_some() && held.is_none() {
+            if let Some(entry) = state.live_entry(group, key, now) {
+                entry.lease = Some((token.to_owned(), gen));
+            }
+            return Lookup::Miss(Some(lease(token, gen)));
+        }
         if want == Want::Refresh {
             if live.is_none() || held.is_some() {
                 return Lookup::Miss(None);
@@ -246,14 +252,16 @@ impl Memory {
             }
             return Lookup::Miss(Some(lease(token, gen)));
         }
-        if let Some(kept) = live.filter(|_| !matches!(want, Want::ForceLease | Want::ForceLock)) {
+        if let Some(kept) =
+            live.filter(|_| !matches!(want, Want::ForceLease | Want::ForceLock | Want::Beside))
+        {
             return Lookup::Hit(kept);
         }
         if let Some(held) = held {
             return match want {
                 Want::Peek => Lookup::Held,
                 Want::Lease | Want::ForceLease => Lookup::Miss(Some(lease(&held, gen))),
-                Want::Lock | Want::Refresh | Want::ForceLock => Lookup::Held,
+                Want::Lock | Want::Refresh | Want::ForceLock | Want::Beside => Lookup::Held,
             };
         }
         if want == Want::Peek {

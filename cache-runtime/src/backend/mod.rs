@@ -67,6 +67,11 @@ pub(crate) enum Want {
     /// The value is live and due for refresh: take the lease beside it
     /// unless someone already refreshes it (then `Miss(None)`).
     Refresh,
+    /// The stored value is kept past its TTL by fail-safe: take the lease
+    /// beside it, leaving it in place to stand in for a failure, unless
+    /// another caller holds it: then answer [`Lookup::Held`]. Without a
+    /// value, as [`Want::Lock`].
+    Beside,
     /// Ignore the stored value (it did not decode) and take or share the lease.
     ForceLease,
     /// Ignore the stored value (what it depends on changed) and take the
@@ -247,15 +252,12 @@ impl Backend {
     pub(crate) async fn lock_many(
         &self,
         group: &str,
-        keys: &[(&EntryKey, &str, bool)],
+        keys: &[(&EntryKey, &str, Want)],
     ) -> Result<Vec<Lookup>, Error> {
         match self {
             Backend::Memory(m) => Ok(keys
                 .iter()
-                .map(|(key, token, past)| {
-                    let want = if *past { Want::ForceLock } else { Want::Lock };
-                    m.lookup(group, key, want, token)
-                })
+                .map(|(key, token, want)| m.lookup(group, key, *want, token))
                 .collect()),
             Backend::Redis(r) => r.lock_many(group, keys).await,
             Backend::Disabled => Ok(keys.iter().map(|_| Lookup::Miss(None)).collect()),

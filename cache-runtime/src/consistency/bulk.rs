@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::fill::{reply_later, send};
 use super::lease::LeaseGuard;
-use crate::backend::{token, Lease, Lookup};
+use crate::backend::{token, Lease, Lookup, Want};
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
@@ -46,10 +46,11 @@ pub(crate) async fn peek_all(cache: &Cache, group: &str, keys: &[EntryKey]) -> V
 /// lease carries a token chosen, and guarded, before the script is sent,
 /// so that a call dropped while it runs gives back what it took.
 ///
-/// `keys` are each asked with whether the stored value may not be served
-/// (undecodable, or what it depends on changed): the lease is then taken
-/// past it.
-pub(crate) async fn lock_all(cache: &Cache, group: &str, keys: &[(&EntryKey, bool)]) -> Vec<Claim> {
+/// `keys` are each asked with what to do with a stored value:
+/// [`Want::Lock`] returns it, [`Want::ForceLock`] takes the lease past it
+/// (undecodable, or what it depends on changed), [`Want::Beside`] takes the
+/// lease beside it (kept by fail-safe).
+pub(crate) async fn lock_all(cache: &Cache, group: &str, keys: &[(&EntryKey, Want)]) -> Vec<Claim> {
     let tokens: Vec<String> = keys.iter().map(|_| token()).collect();
     let mut guards: Vec<LeaseGuard> = keys
         .iter()
@@ -62,10 +63,10 @@ pub(crate) async fn lock_all(cache: &Cache, group: &str, keys: &[(&EntryKey, boo
             LeaseGuard::new(cache, group, entry, lease, true)
         })
         .collect();
-    let asks: Vec<(&EntryKey, &str, bool)> = keys
+    let asks: Vec<(&EntryKey, &str, Want)> = keys
         .iter()
         .zip(&tokens)
-        .map(|((entry, past_value), token)| (*entry, token.as_str(), *past_value))
+        .map(|((entry, want), token)| (*entry, token.as_str(), *want))
         .collect();
     let found = cache.op(cache.backend().lock_many(group, &asks)).await;
     let found = match found {

@@ -22,13 +22,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::fail_safe;
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::{CacheValue, OptionKind};
+use crate::backend::Want;
 use crate::background::Backoff;
 use crate::consistency::bulk::{self, Claim};
 use crate::consistency::lease::LeaseGuard;
 use crate::deps::capture::Capture;
+use crate::entry::envelope::Meta;
 use crate::entry::EntryKey;
 use crate::observe::metrics;
 use crate::Cache;
@@ -108,6 +111,20 @@ struct Wanted<K> {
     /// The stored value may not be served (undecodable, or what it depends
     /// on changed): take the lease past it.
     past_value: bool,
+    /// The stored value is past its TTL, kept by fail-safe (its timing):
+    /// take the lease beside it, and let it stand in if the body fails.
+    kept: Option<Meta>,
+}
+
+impl<K> Wanted<K> {
+    /// What the lease script is asked to do with the stored value.
+    fn want(&self) -> Want {
+        match (self.past_value, self.kept) {
+            (true, _) => Want::ForceLock,
+            (false, Some(_)) => Want::Beside,
+            (false, None) => Want::Lock,
+        }
+    }
 }
 
 /// `#[cached(each = ...)]`: the hits, and the body's elements for the keys
@@ -120,7 +137,7 @@ pub async fn cached_each<R, F, Fut>(
 ) -> R
 where
     R: Bulk,
-    R::Key: Serialize,
+    R::Key: Serialize + Clone,
     R::Value: CacheValue,
     F: FnOnce(Vec<R::Key>) -> Fut,
     Fut: Future<Output = R>,
@@ -143,6 +160,7 @@ where
                 entry,
                 key,
                 past_value: false,
+                kept: None,
             });
         }
     }
@@ -175,8 +193,8 @@ where
                 .unwrap_or_else(|| pending.iter().map(|w| w.entry.clone()).collect());
             bulk::peek_all(&cache, group, &entries).await
         } else {
-            let asks: Vec<(&EntryKey, bool)> =
-                pending.iter().map(|w| (&w.entry, w.past_value)).collect();
+            let asks: Vec<(&EntryKey, Want)> =
+                pending.iter().map(|w| (&w.entry, w.want())).collect();
             bulk::lock_all(&cache, group, &asks).await
         };
         let mut held = Vec::new();
@@ -186,6 +204,10 @@ where
                 Claim::Hit(kept) => {
                     let holds = start.holds(&cache, &kept).await;
                     match holds.then(|| cache.open(group, &w.entry, &kept, &reader)) {
+                        Some(Some((_, meta))) if policy.expired(&cache, &meta) => {
+                            w.kept = Some(meta);
+                            next.push(w);
+                        }
                         Some(Some((Some(value), _))) => found.push((w.at, w.key, value)),
                         Some(Some((None, _))) => absent += 1,
                         _ => {
@@ -230,18 +252,27 @@ where
         return R::from_map(found.into_iter().map(|(_, k, v)| (k, v)).collect());
     }
     // The body, with the missing keys in the order first asked.
-    let mut missing: Vec<(usize, EntryKey, R::Key, Option<LeaseGuard>)> = leased
+    let mut missing: Vec<(Wanted<R::Key>, Option<LeaseGuard>)> = leased
         .into_iter()
-        .map(|(w, lease)| (w.at, w.entry, w.key, Some(lease)))
-        .chain(unleased.into_iter().map(|w| (w.at, w.entry, w.key, None)))
+        .map(|(w, lease)| (w, Some(lease)))
+        .chain(unleased.into_iter().map(|w| (w, None)))
         .collect();
-    missing.sort_by_key(|(at, ..)| *at);
+    missing.sort_by_key(|(w, _)| w.at);
     let mut leases: Vec<(EntryKey, Option<LeaseGuard>)> = Vec::with_capacity(missing.len());
     let mut keys = Vec::with_capacity(missing.len());
-    for (_, entry, key, lease) in missing {
+    // What may stand in for the body's failure: every missing key's kept
+    // value, under its lease, or nothing.
+    let mut kept: Option<Vec<(R::Key, Meta)>> = policy
+        .kept_for(&cache)
+        .map(|_| Vec::with_capacity(missing.len()));
+    for (w, lease) in missing {
         metrics::miss(cache.counters(), group);
-        leases.push((entry, lease));
-        keys.push(key);
+        kept = kept.and_then(|mut all| {
+            all.push((w.key.clone(), w.kept.filter(|_| lease.is_some())?));
+            Some(all)
+        });
+        leases.push((w.entry, lease));
+        keys.push(w.key);
     }
     let inner = Capture::open(policy.lifetime(&cache));
     let started = Instant::now();
@@ -250,7 +281,22 @@ where
         .await;
     let map = match ret.into_map() {
         Ok(map) => map,
-        Err(failed) => return failed, // the leases are given back as they drop
+        Err(failed) => {
+            let Some(kept) = kept else {
+                return failed; // the leases are given back as they drop
+            };
+            let error = format!("an error in `{}`", std::any::type_name::<R>());
+            return match fail_safe::stand_in_each(&cache, &policy, leases, kept, &error).await {
+                Some(stood) => R::from_map(
+                    found
+                        .into_iter()
+                        .map(|(_, k, v)| (k, v))
+                        .chain(stood)
+                        .collect(),
+                ),
+                None => failed,
+            };
+        }
     };
     let stamps = cache.finish_load(group, &inner, Vec::new()).await;
     metrics::loaded(cache.counters(), group, started.elapsed());

@@ -14,15 +14,18 @@ use std::time::{Duration, Instant};
 
 use super::policy::Policy;
 use super::read::call_span;
-use super::returns::Kind;
-use crate::background::Backoff;
+use super::returns::{CacheValue, Kind, OptionKind};
 use crate::backend::{Lookup, Want, KEEP_EXPIRY};
+use crate::background::Backoff;
+use crate::consistency::bulk::{self, Claim};
 use crate::consistency::fill::fill;
 use crate::consistency::flight::FlightGuard;
 use crate::consistency::lease::LeaseGuard;
 use crate::consistency::lookup::{Found, Read};
 use crate::entry::envelope::{self, Meta};
+use crate::entry::EntryKey;
 use crate::observe::metrics::{self, StoodIn};
+use crate::Cache;
 
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(50);
@@ -50,7 +53,7 @@ pub(super) async fn reload<'c, K, R>(
 where
     K: Kind<R>,
 {
-    if let Some(lease) = read.refresh_lease().await {
+    if let Some(lease) = lease_beside(read, &kept).await {
         return Next::Load {
             lease: Some(lease),
             flight: None,
@@ -58,6 +61,24 @@ where
         };
     }
     follow(policy, read).await
+}
+
+/// The lease beside the kept value whose timing is `kept`, if no other
+/// caller holds it and the value is still that one: a caller that read it
+/// just before another's stand-in made it fresh again must not load it
+/// again (the throttle holds), and reads it afresh instead.
+async fn lease_beside(read: &Read<'_>, kept: &Meta) -> Option<LeaseGuard> {
+    let lease = read.refresh_lease().await?;
+    match read
+        .cache
+        .lookup(read.group, read.key, Want::Peek, "")
+        .await
+    {
+        Ok(Lookup::Hit(stored)) if envelope::timing(stored.bytes()).as_ref() == Some(kept) => {
+            Some(lease)
+        }
+        _ => None, // the lease is given back as it drops
+    }
 }
 
 /// Another caller loads the kept value again: poll until its value (or the
@@ -84,10 +105,16 @@ where
                 return Next::Done(K::rebuild(value));
             }
             Found::Hit(value, _) if soft.is_some_and(|soft| Instant::now() >= soft) => {
-                return Next::Done(stood_in::<K, R>(policy, read, value, StoodIn::Timeout, None));
+                return Next::Done(stood_in::<K, R>(
+                    policy,
+                    read,
+                    value,
+                    StoodIn::Timeout,
+                    None,
+                ));
             }
             Found::Hit(_, meta) => {
-                if let Some(lease) = read.refresh_lease().await {
+                if let Some(lease) = lease_beside(read, &meta).await {
                     return Next::Load {
                         lease: Some(lease),
                         flight: None,
@@ -129,21 +156,87 @@ where
     K: Kind<R>,
 {
     let (cache, group) = (read.cache, policy.group);
-    let throttle = policy.throttle(cache);
     let found = cache.lookup(group, read.key, Want::Peek, "").await;
     let Ok(Lookup::Hit(stored)) = found else {
         return ret;
     };
-    let Some(bytes) = envelope::refreshed(stored.bytes(), &kept, throttle) else {
-        return ret;
-    };
-    if !fill(cache, group, read.key, lease, Some((bytes, KEEP_EXPIRY))).await {
-        return ret;
+    // Another value is there (another caller's stand-in, or a put's): not
+    // this caller's to refresh, and what a read finds decides.
+    if let Some(bytes) = envelope::refreshed(stored.bytes(), &kept, policy.throttle(cache)) {
+        if !fill(cache, group, read.key, lease, Some((bytes, KEEP_EXPIRY))).await {
+            return ret;
+        }
     }
     match read.resolve(&policy.reader()).await {
-        Found::Hit(value, _) => stood_in(policy, read, value, StoodIn::Error, Some(&ret)),
-        Found::Load { .. } => ret,
+        Found::Hit(value, meta) if !policy.expired(cache, &meta) => {
+            stood_in(policy, read, value, StoodIn::Error, Some(&ret))
+        }
+        Found::Hit(..) | Found::Load { .. } => ret,
     }
+}
+
+/// A bulk call's body failed while it held the lease beside every missing
+/// key's kept value: each is made fresh for the throttle under its lease,
+/// then read back as a bulk read reads. The elements that stand in (absent
+/// ones left out), or `None` when any key cannot (a write came in between):
+/// an element missing from the map would read as one that does not exist.
+pub(super) async fn stand_in_each<K, V>(
+    cache: &Cache,
+    policy: &Policy<'_, OptionKind, Option<V>>,
+    leases: Vec<(EntryKey, Option<LeaseGuard>)>,
+    kept: Vec<(K, Meta)>,
+    failed: &str,
+) -> Option<Vec<(K, V)>>
+where
+    V: CacheValue,
+{
+    let group = policy.group;
+    let throttle = policy.throttle(cache);
+    let entries: Vec<EntryKey> = leases.iter().map(|(entry, _)| entry.clone()).collect();
+    let stored = bulk::peek_all(cache, group, &entries).await;
+    let fills = leases.into_iter().zip(stored).zip(&kept).map(
+        |(((entry, lease), claim), (_, meta))| async move {
+            let (Some(lease), Claim::Hit(stored)) = (lease, claim) else {
+                return false;
+            };
+            // Another value is there: the read back decides.
+            let Some(bytes) = envelope::refreshed(stored.bytes(), meta, throttle) else {
+                return true;
+            };
+            fill(cache, group, &entry, lease, Some((bytes, KEEP_EXPIRY))).await
+        },
+    );
+    if !futures_util::future::join_all(fills)
+        .await
+        .into_iter()
+        .all(|stored| stored)
+    {
+        return None;
+    }
+    let start = cache.begin_read(group, &entries).await;
+    let reader = policy.reader();
+    let read = bulk::peek_all(cache, group, &entries).await;
+    let mut elements = Vec::with_capacity(kept.len());
+    for ((entry, claim), (key, _)) in entries.iter().zip(read).zip(kept) {
+        let Claim::Hit(stored) = claim else {
+            return None;
+        };
+        if start.passes(cache, group, entry) || !start.holds(cache, &stored).await {
+            return None;
+        }
+        let (value, meta) = cache.open(group, entry, &stored, &reader)?;
+        if policy.expired(cache, &meta) {
+            return None;
+        }
+        elements.extend(value.map(|value| (key, value)));
+    }
+    drop(call_span(group, "fail_safe"));
+    for _ in 0..entries.len() {
+        metrics::stood_in(cache.counters(), group, StoodIn::Error, throttle, || {
+            Some(failed.to_owned())
+        });
+    }
+    Some(elements)
 }
 
 /// Returns a kept value in place of the body's, counted, logged and in

@@ -8,7 +8,7 @@ use redis::{FromRedisValue, Value};
 use super::scripts::{FILL_MANY, LOCK_MANY};
 use super::{millis, Redis};
 use crate::backend::names::{group_gen, group_key, group_typed};
-use crate::backend::{Lease, Lookup};
+use crate::backend::{Lease, Lookup, Want};
 use crate::entry::shared::Kept;
 use crate::entry::EntryKey;
 use crate::error::unexpected_reply;
@@ -46,16 +46,18 @@ impl Redis {
     pub(crate) async fn lock_many(
         &self,
         group: &str,
-        keys: &[(&EntryKey, &str, bool)],
+        keys: &[(&EntryKey, &str, Want)],
     ) -> Result<Vec<Lookup>, Error> {
         let mut script = LOCK_MANY.key(group_gen(&self.prefix, group));
         script.arg(self.lease_ms).arg(self.fresh_gen());
-        for (key, token, past_value) in keys {
+        for (key, token, want) in keys {
             let names = self.names(group, key);
             script.key(names.entry()).key(names.lease());
-            script
-                .arg(*token)
-                .arg(if *past_value { "forcelock" } else { "lock" });
+            script.arg(*token).arg(match want {
+                Want::ForceLock => "forcelock",
+                Want::Beside => "keep",
+                _ => "lock",
+            });
         }
         let typed = || self.typed_many(group, keys.iter().map(|(key, ..)| *key));
         let reply: Vec<Value> = self.run(typed, &script).await?;

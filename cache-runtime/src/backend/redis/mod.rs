@@ -266,6 +266,7 @@ impl Redis {
             Want::Refresh => "refresh",
             Want::ForceLease => "force",
             Want::ForceLock => "forcelock",
+            Want::Beside => "keep",
         };
         let mut script = LOOKUP.key(names.entry());
         script

@@ -86,10 +86,10 @@ return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
     )
 });
 
-/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force|forcelock), new
-/// token, lease ms, fresh gen. Returns the envelope on a hit, `{token, gen}`
-/// for a lease, `{holder, gen, 'held'}` when another caller holds it, nil
-/// otherwise.
+/// KEYS: entry, gen, lease. ARGV: mode (peek|lease|lock|refresh|force|forcelock|keep),
+/// new token, lease ms, fresh gen. Returns the envelope on a hit, `{token,
+/// gen}` for a lease, `{holder, gen, 'held'}` when another caller holds it,
+/// nil otherwise. `keep` takes the lease beside a live value, leaving it.
 pub(super) static LOOKUP: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
         gen_lua!(),
@@ -107,28 +107,30 @@ if mode == 'refresh' then
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
   return {ARGV[2], gen}
 end
-if live and mode ~= 'force' and mode ~= 'forcelock' then return string.sub(e, #gen + 1) end
+if live and mode ~= 'force' and mode ~= 'forcelock' and mode ~= 'keep' then
+  return string.sub(e, #gen + 1)
+end
 if mode == 'peek' then
   if held then return {l[1], gen, 'held'} end
   return nil
 end
 if held then
-  if mode == 'lock' or mode == 'forcelock' then return {l[1], gen, 'held'} end
+  if mode == 'lock' or mode == 'forcelock' or mode == 'keep' then return {l[1], gen, 'held'} end
   return {l[1], gen}
 end
 redis.call('HSET', KEYS[3], 't', ARGV[2], 'lg', gen)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[1])
+if not (live and mode == 'keep') then redis.call('DEL', KEYS[1]) end
 return {ARGV[2], gen}
 ",
     ))
 });
 
 /// A bulk call's leases. KEYS: gen, then each key's entry and lease.
-/// ARGV: lease ms, fresh gen, then each key's token and mode (`lock`, or
-/// `forcelock` past its value). Returns, per key, the envelope on a hit,
-/// `{token, gen}` for a lease taken, `{holder, gen, 'held'}` when another
-/// caller holds it.
+/// ARGV: lease ms, fresh gen, then each key's token and mode (`lock`;
+/// `forcelock` past its value; `keep` beside its value, left in place).
+/// Returns, per key, the envelope on a hit, `{token, gen}` for a lease
+/// taken, `{holder, gen, 'held'}` when another caller holds it.
 pub(super) static LOCK_MANY: Lazy<Script> = Lazy::new(|| {
     Script::new(concat!(
         gen_lua!(),
@@ -140,14 +142,15 @@ for i = 1, (#KEYS - 1) / 2 do
   local token, mode = ARGV[2 * i + 1], ARGV[2 * i + 2]
   local e = redis.call('GET', entry)
   local l = redis.call('HMGET', lease, 't', 'lg')
-  if e and string.sub(e, 1, #gen) == gen and mode ~= 'forcelock' then
+  local live = e and string.sub(e, 1, #gen) == gen
+  if live and mode == 'lock' then
     out[i] = string.sub(e, #gen + 1)
   elseif l[1] and l[2] == gen then
     out[i] = {l[1], gen, 'held'}
   else
     redis.call('HSET', lease, 't', token, 'lg', gen)
     redis.call('PEXPIRE', lease, ARGV[1])
-    redis.call('DEL', entry)
+    if not (live and mode == 'keep') then redis.call('DEL', entry) end
     out[i] = {token, gen}
   end
 end

@@ -288,11 +288,15 @@ pub(crate) fn tail(bytes: &[u8]) -> Option<&[u8]> {
 
 /// Checks an envelope's version and length; its fingerprint, timing data
 /// and payload.
+/// The timing of the envelope `bytes`, if it has a header.
+pub(crate) fn timing(bytes: &[u8]) -> Option<Meta> {
+    header(bytes).ok().map(|(_, meta, _)| meta)
+}
+
 /// A copy of the envelope `bytes`, if its timing is `was`, made fresh for
 /// `fresh` from now: the same value, type and dependency stamps.
 pub(crate) fn refreshed(bytes: &[u8], was: &Meta, fresh: Duration) -> Option<Vec<u8>> {
-    let (_, meta, _) = header(bytes).ok()?;
-    if meta != *was {
+    if timing(bytes)? != *was {
         return None;
     }
     let mut copy = bytes.to_vec();
