@@ -125,3 +125,49 @@ fn each_call_runs_in_a_cache_span_with_its_outcome() {
 async fn bypassed(cache: &Cache, key: std::collections::HashMap<(u8, u8), u8>) -> u64 {
     key.len() as u64
 }
+
+#[cached(group = "obs_fs", ttl = std::time::Duration::from_millis(50), jitter = 0.0,
+         fail_safe = 60, cache = cache, skip(cache, down))]
+async fn flaky(cache: &Cache, down: bool, id: u64) -> Result<u64, String> {
+    if down {
+        return Err("the database is down".to_owned());
+    }
+    Ok(id)
+}
+
+/// A kept value standing in for a failure: its span says so, and the
+/// failure is logged once, with its error, for the throttle.
+#[test]
+fn a_value_standing_in_says_so_and_logs_the_failure_once() {
+    let spans = Spans::default();
+    let warned = logs::Logged::new(&[tracing::Level::WARN], Some("the database is down"));
+    let layers = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        spans.clone(),
+    );
+    let _default = tracing::subscriber::set_default(
+        tracing_subscriber::layer::SubscriberExt::with(layers, warned.clone()),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(async {
+            let cache = Cache::in_memory();
+            assert_eq!(flaky(&cache, false, 1).await, Ok(1));
+            tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+            assert_eq!(flaky(&cache, true, 1).await, Ok(1), "stood in");
+            // Nothing kept: the failure is returned, and not told as a stand-in.
+            assert!(flaky(&cache, true, 2).await.is_err());
+        });
+    let seen = spans.0.lock().unwrap().clone();
+    assert!(
+        seen.contains(&("obs_fs".to_owned(), "fail_safe".to_owned())),
+        "{seen:?}"
+    );
+    assert_eq!(
+        warned.count(),
+        1,
+        "told once, with the error it stood in for"
+    );
+}

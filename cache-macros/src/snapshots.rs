@@ -178,6 +178,27 @@ fn cached_stale_while_revalidate() {
 }
 
 #[test]
+fn cached_fail_safe() {
+    check(
+        "cached_fail_safe",
+        Attr::Cached,
+        quote!(
+            group = "products",
+            skip(db),
+            ttl = 60,
+            fail_safe = 3600,
+            fail_safe_throttle = 10,
+            soft_timeout = Duration::from_millis(100)
+        ),
+        quote! {
+            async fn get_product(db: Arc<Db>, id: u64) -> Result<Product, DbError> {
+                db.load(id).await
+            }
+        },
+    );
+}
+
+#[test]
 fn cached_default_group_and_cache_err() {
     check(
         "cached_default_group_and_cache_err",

@@ -27,8 +27,8 @@ where
         .block_on(test)
 }
 
-/// Counts the events at any of `levels` whose message holds `text` (any
-/// message when `None`).
+/// Counts the events at any of `levels` whose message or `error` field
+/// holds `text` (any event when `None`).
 #[derive(Clone)]
 pub struct Logged {
     levels: &'static [Level],
@@ -58,7 +58,7 @@ impl<S: tracing::Subscriber> Layer<S> for Logged {
         struct Message<'t>(&'t str, bool);
         impl tracing::field::Visit for Message<'_> {
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
+                if matches!(field.name(), "message" | "error") {
                     self.1 |= format!("{value:?}").contains(self.0);
                 }
             }
