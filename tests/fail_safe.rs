@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_runtime::{cache_evict, cached, Cache};
+use cache_runtime::{cache_evict, cached, Cache, LoadOptions};
 use support::eventually;
 
 /// A database that can go down or slow, counting its calls.
@@ -301,7 +301,40 @@ async fn a_bulk_call_falls_back_per_element(a: Cache, b: Cache) {
     );
 }
 
+/// `try_get_or_load` takes the same options: a kept value stands in for
+/// the loader's failure, in the other cache too.
+async fn the_programmatic_api_keeps_values_too(a: Cache, b: Cache) {
+    let options = LoadOptions::new()
+        .ttl(TTL)
+        .fail_safe(Duration::from_secs(30));
+    let db = Db::new(1);
+    let load = || async { db.load().await };
+    assert_eq!(
+        a.try_get_or_load("fs_api", &1, options, load)
+            .await
+            .unwrap(),
+        Ok(1)
+    );
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(
+        b.try_get_or_load("fs_api", &1, options, load)
+            .await
+            .unwrap(),
+        Ok(1)
+    );
+    assert_eq!(db.calls(), 2);
+    assert_eq!(b.stats().fail_safe_served, 1);
+    // Without fail-safe the same failure is returned.
+    let plain = LoadOptions::new().ttl(TTL);
+    assert_eq!(
+        b.try_get_or_load("fs_api", &2, plain, load).await.unwrap(),
+        Err("connection refused".to_owned())
+    );
+}
+
 with_two_caches!(
+    the_programmatic_api_keeps_values_too,
     a_bulk_call_falls_back_per_element,
     the_kept_value_stands_in_in_another_process,
     the_throttle_holds_across_processes,
@@ -311,3 +344,31 @@ with_two_caches!(
     a_slow_body_returns_the_kept_value_at_the_soft_timeout,
     a_first_failure_is_returned,
 );
+
+#[cached(group = "fs_default", ttl = TTL, jitter = 0.0, skip(cache, db), cache = cache)]
+async fn get_by_default(cache: &Cache, db: &Db, id: u64) -> Result<u64, String> {
+    let _ = id;
+    db.load().await
+}
+
+/// The builder's fail-safe is every `#[cached]`'s default; off unless set.
+#[tokio::test]
+async fn the_builder_sets_a_cache_wide_default() {
+    let on = Cache::builder()
+        .fail_safe(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let off = Cache::in_memory();
+    let db = Db::new(1);
+    assert_eq!(get_by_default(&on, &db, 1).await, Ok(1));
+    assert_eq!(get_by_default(&off, &db, 1).await, Ok(1));
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(get_by_default(&on, &db, 1).await, Ok(1), "kept by default");
+    assert_eq!(
+        get_by_default(&off, &db, 1).await,
+        Err("connection refused".to_owned()),
+        "off unless set"
+    );
+}

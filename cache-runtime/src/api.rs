@@ -180,9 +180,10 @@ impl Cache {
     }
 
     /// Read-through: returns the cached value, or runs `loader`, stores its
-    /// value (`ttl: None` means the default TTL) and returns it, with the same
-    /// protection against stale stores as `#[cached]`. Fails only for an invalid
-    /// group or a key that does not serialize; a failing backend is logged and
+    /// value and returns it, with the same protection against stale stores
+    /// as `#[cached]`. `options` is a TTL (`None` for the default, or a
+    /// `Duration`) or [`LoadOptions`]. Fails only for an invalid group or a
+    /// key that does not serialize; a failing backend is logged and
     /// bypassed.
     ///
     /// ```
@@ -197,7 +198,7 @@ impl Cache {
         &self,
         group: &str,
         key: &(impl Serialize + ?Sized),
-        ttl: Option<Duration>,
+        options: impl Into<LoadOptions>,
         loader: F,
     ) -> Result<T, Error>
     where
@@ -205,14 +206,16 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.read_through::<PlainKind, T, _, _>(group, key, ttl, loader)
+        self.read_through::<PlainKind, T, _, _>(group, key, options.into(), loader)
             .await
     }
 
     /// Read-through for a fallible loader, as `#[cached]` on a `Result`: only
-    /// `Ok` is stored; an `Err` is returned as is and nothing is stored. For
-    /// a group chosen at run time, which an attribute cannot name. The outer
-    /// `Err` is an invalid group or a key that does not serialize.
+    /// `Ok` is stored; an `Err` is returned as is and nothing is stored,
+    /// unless fail-safe ([`LoadOptions::fail_safe`]) kept a value to stand
+    /// in for it. For a group chosen at run time, which an attribute cannot
+    /// name. The outer `Err` is an invalid group or a key that does not
+    /// serialize.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
@@ -228,7 +231,7 @@ impl Cache {
         &self,
         group: &str,
         key: &(impl Serialize + ?Sized),
-        ttl: Option<Duration>,
+        options: impl Into<LoadOptions>,
         loader: F,
     ) -> Result<Result<T, E>, Error>
     where
@@ -236,7 +239,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<ResultKind, Result<T, E>, _, _>(group, key, ttl, loader)
+        self.read_through::<ResultKind, Result<T, E>, _, _>(group, key, options.into(), loader)
             .await
     }
 
@@ -246,7 +249,7 @@ impl Cache {
         &self,
         group: &str,
         key: &(impl Serialize + ?Sized),
-        ttl: Option<Duration>,
+        options: LoadOptions,
         loader: F,
     ) -> Result<R, Error>
     where
@@ -257,10 +260,86 @@ impl Cache {
     {
         let key = entry_key(group, key)?;
         let mut policy = Policy::<K, R>::new(group);
-        if let Some(ttl) = ttl {
+        if let Some(ttl) = options.ttl {
             policy = policy.ttl(ttl);
         }
+        if let Some(keep) = options.fail_safe {
+            policy = policy.fail_safe(keep);
+        }
+        if let Some(throttle) = options.fail_safe_throttle {
+            policy = policy.fail_safe_throttle(throttle);
+        }
         Ok(cached(self.clone(), policy, Ok(key), loader()).await)
+    }
+}
+
+/// The options of a read-through ([`Cache::get_or_load`],
+/// [`Cache::try_get_or_load`]): those of `#[cached]` that fit a call. A TTL
+/// alone converts into them (`None`, or a `Duration`).
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::{Cache, LoadOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = Cache::in_memory();
+/// let options = LoadOptions::new()
+///     .ttl(Duration::from_secs(60))
+///     .fail_safe(Duration::from_secs(3600));
+/// let loaded = cache
+///     .try_get_or_load("prices", &7, options, || async { Ok::<u32, String>(120) })
+///     .await?;
+/// assert_eq!(loaded, Ok(120));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct LoadOptions {
+    ttl: Option<Duration>,
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Option<Duration>,
+}
+
+impl LoadOptions {
+    /// Every option at the cache's default.
+    pub fn new() -> Self {
+        LoadOptions::default()
+    }
+
+    /// How long a stored value is fresh (`ttl`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Keeps each value this long past its TTL, to stand in for the
+    /// loader's `Err` (`fail_safe`); `Duration::ZERO` turns off the cache's
+    /// default.
+    pub fn fail_safe(mut self, keep: Duration) -> Self {
+        self.fail_safe = Some(keep);
+        self
+    }
+
+    /// How long a value that stood in for a failure is served as fresh
+    /// before the loader is tried again (`fail_safe_throttle`).
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+}
+
+impl From<Option<Duration>> for LoadOptions {
+    fn from(ttl: Option<Duration>) -> Self {
+        LoadOptions {
+            ttl,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+impl From<Duration> for LoadOptions {
+    fn from(ttl: Duration) -> Self {
+        LoadOptions::new().ttl(ttl)
     }
 }
 

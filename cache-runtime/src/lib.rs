@@ -132,6 +132,7 @@ mod observe;
 /// in-process hit hashes.
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use api::LoadOptions;
 #[cfg(feature = "tls")]
 pub use backend::tls::Tls;
 pub use cache::builder::CacheBuilder;

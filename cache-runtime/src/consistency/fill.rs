@@ -29,11 +29,10 @@ pub(crate) async fn fill(
         Some((bytes, ttl)) => cache
             .op(cache.backend().fill(group, key, &held, bytes, ttl))
             .await
-            .map(|stored| {
-                if stored {
+            .inspect(|stored| {
+                if *stored {
                     metrics::stored(cache.counters(), group);
                 }
-                stored
             }),
         None if lease.owned() => cache
             .op(cache.backend().release(group, key, &held))

@@ -252,7 +252,8 @@ where
 async fn anchor(cache: &Cache, group: &str, shape: Shape, place: &Place) -> String {
     let policy = Policy::<PlainKind, String>::new(group)
         .ttl(shape.ttl)
-        .jitter(0.0);
+        .jitter(0.0)
+        .fail_safe(Duration::ZERO);
     let key = EntryKey::of_str(place.path_key());
     read::cached(cache.clone(), policy, key, async {
         crate::backend::token()

@@ -125,7 +125,8 @@ pub(super) fn settle(config: &Config) -> Option<(Cache, Shape)> {
 }
 
 /// The policy of the layer's entries: no jitter, so that `max-age` is the
-/// entry's own TTL left.
+/// entry's own TTL left, and no fail-safe: the layer serves stale responses
+/// by HTTP's own rules (`stale-if-error`).
 pub(super) fn policy<E, B>(
     group: &str,
     shape: Shape,
@@ -136,6 +137,7 @@ pub(super) fn policy<E, B>(
         .ttl(shape.ttl)
         .ttl_fn(Loaded::ttl)
         .jitter(0.0)
+        .fail_safe(std::time::Duration::ZERO)
         .unless(|loaded: &Loaded| !loaded.storable())
 }
 

@@ -199,7 +199,6 @@ impl Counters {
 
     /// Runs `log` at most once a second for this kind of warning, passing the
     /// number of warnings it stands for.
-
     pub(crate) fn warn_limited(&self, kind: Warning, log: impl FnOnce(u64)) {
         if let Some(count) = self.warnings[kind as usize].admit() {
             log(count);
