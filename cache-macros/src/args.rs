@@ -35,6 +35,7 @@ impl Attr {
             "depends_on",
             "cache_none",
             "none_ttl",
+            "fail_safe",
             "crate",
             "result",
             "option",

@@ -1,7 +1,10 @@
 //! The end-to-end load test: the shop binary, started twice on loopback (with
 //! the cache on a `redis-server` this bench starts, and with `SHOP_CACHE=off`:
 //! the same code with caching switched off), then a third time with Redis
-//! killed halfway through and started again. Each run takes HTTP load from
+//! killed halfway through and started again, then twice with the database
+//! down for 10 s in the middle of the run (a simulated outage: every query
+//! fails), with fail-safe and without, and TTLs a hundredth of the shop's
+//! (so that entries expire while it is down). Each run takes HTTP load from
 //! 64 concurrent clients for a fixed time: keys drawn Zipf(1.0) over the
 //! 10,000 products, 85% product reads, 10% list reads, 5% writes (`PUT`).
 //!
@@ -20,7 +23,7 @@ mod support;
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +83,58 @@ struct Run {
     /// Whole seconds from Redis answering again to throughput back at 80%
     /// of what it was before the kill (`None`: not within the run).
     throughput_back: Option<u64>,
+    /// Of a database outage: what happened to the reads made during it.
+    outage: Option<OutageSeen>,
+}
+
+/// The reads made while the database was down.
+#[derive(Default)]
+struct OutageSeen {
+    reads: u64,
+    /// Failed reads of a page the run had read before, and no write
+    /// acknowledged since (a value was cached, and nothing replaced it).
+    failed_known: u64,
+    /// Failed reads of a page read before, with a write to it (or to a
+    /// product it lists) acknowledged since: the write may have left
+    /// nothing to stand in.
+    failed_written: u64,
+    /// Failed reads of a page never read before (nothing to stand in).
+    failed_cold: u64,
+    /// Values that stood in for a failing query (`cache_fail_safe_total`).
+    stood_in: f64,
+    /// Read queries tried, in all and at most for one page read before and
+    /// not written since.
+    tried: u64,
+    most_tried_known: u32,
+}
+
+/// A fault injected halfway through a run.
+enum Fault<'r> {
+    /// Redis killed, and started again 3 s later.
+    Redis(&'r mut support::RedisServer),
+    /// The database down for 10 s (`/admin/database`).
+    Database,
+}
+
+/// Where a read page is tracked: a product by id, a list page after them.
+fn page_slot(category: usize, page: usize) -> usize {
+    PRODUCTS + 1 + category * 3 + page
+}
+
+/// The products a page shows: categories are dealt out in turn, and no
+/// product is created or deleted.
+fn page_ids(slot: usize) -> Vec<i64> {
+    if slot <= PRODUCTS {
+        return vec![slot as i64];
+    }
+    let (category, page) = ((slot - PRODUCTS - 1) / 3, (slot - PRODUCTS - 1) % 3);
+    let first = category as i64 + 1 + 8 * 20 * page as i64;
+    (0..20).map(|j| first + 8 * j).collect()
+}
+
+/// Milliseconds since `started`, plus one (zero: never).
+fn stamp(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64 + 1
 }
 
 impl Run {
@@ -100,7 +155,7 @@ struct Shop {
 }
 
 impl Shop {
-    async fn start(database: &str, cache: Option<&str>) -> Shop {
+    async fn start(database: &str, cache: Option<&str>, env: &[(&str, &str)]) -> Shop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -110,6 +165,7 @@ impl Shop {
             .env("DATABASE_URL", database)
             .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         match cache {
             Some(url) => command.env("REDIS_URL", url).env_remove("SHOP_CACHE"),
@@ -200,14 +256,13 @@ fn group_hits(text: &str, groups: &[&str]) -> (f64, f64) {
     (count("result=\"hit\""), count("result=\"miss\""))
 }
 
-/// Drives one run; with `redis`, kills it halfway and starts it again 3 s
-/// later.
+/// Drives one run, with `fault` injected halfway.
 async fn drive(
     name: &str,
     shop: &Shop,
     zipf: &Arc<Zipf>,
     length: Duration,
-    mut redis: Option<&mut support::RedisServer>,
+    mut fault: Option<Fault<'_>>,
 ) -> Run {
     let client = Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -217,8 +272,30 @@ async fn drive(
     let seconds = length.as_secs() as usize + 1;
     let per_second: Arc<Vec<AtomicU64>> =
         Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
-    // Reads, writes, failed requests, stale products shown.
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    // Reads, writes, failed requests, stale products shown; during a
+    // database outage: reads, and failed reads of pages read before (not
+    // written since, written since), and of pages never read.
+    let counts: Arc<[AtomicU64; 8]> = Arc::new(Default::default());
+    // When each page (products by id, then list pages) was last read, when
+    // each product's last write was acknowledged, and whether the database
+    // is down now.
+    let read_at: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..page_slot(CATEGORIES.len(), 0))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let written_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..=PRODUCTS).map(|_| AtomicU64::new(0)).collect());
+    let written_since = {
+        let (read_at, written_at) = (read_at.clone(), written_at.clone());
+        move |slot: usize| {
+            let read = read_at[slot].load(Ordering::SeqCst);
+            page_ids(slot)
+                .iter()
+                .any(|id| written_at[*id as usize].load(Ordering::SeqCst) > read)
+        }
+    };
+    let down = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let before = shop.metrics(&client).await;
     let started = Instant::now();
@@ -232,6 +309,8 @@ async fn drive(
                 counts.clone(),
                 latencies.clone(),
             );
+            let (read_at, written_at, down) = (read_at.clone(), written_at.clone(), down.clone());
+            let written_since = written_since.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut writes = 0u64;
@@ -252,6 +331,7 @@ async fn drive(
                                 let product: Value = r.json().await.unwrap_or_default();
                                 let version = product["version"].as_i64().unwrap_or(0);
                                 acked[id as usize].fetch_max(version, Ordering::SeqCst);
+                                written_at[id as usize].fetch_max(stamp(started), Ordering::SeqCst);
                                 counts[1].fetch_add(1, Ordering::Relaxed);
                                 true
                             }
@@ -262,7 +342,7 @@ async fn drive(
                         // version acknowledged for each, as of now. A list
                         // page is known in advance: categories are dealt out
                         // in turn, and no product is created or deleted.
-                        let (url, ids): (String, Vec<i64>) = if roll < 0.15 {
+                        let (url, ids, slot): (String, Vec<i64>, usize) = if roll < 0.15 {
                             let category = fastrand::usize(..CATEGORIES.len());
                             let page = fastrand::usize(..3);
                             let url = format!(
@@ -270,11 +350,17 @@ async fn drive(
                                 CATEGORIES[category]
                             );
                             let first = category as i64 + 1 + 8 * 20 * page as i64;
-                            (url, (0..20).map(|j| first + 8 * j).collect())
+                            let ids = (0..20).map(|j| first + 8 * j).collect();
+                            (url, ids, page_slot(category, page))
                         } else {
                             let id = zipf.draw();
-                            (format!("{base}/products/{id}"), vec![id])
+                            (format!("{base}/products/{id}"), vec![id], id as usize)
                         };
+                        let outage = down.load(Ordering::SeqCst);
+                        let sent_at = stamp(started);
+                        if outage {
+                            counts[4].fetch_add(1, Ordering::Relaxed);
+                        }
                         let floors: Vec<(i64, i64)> = ids
                             .into_iter()
                             .map(|id| (id, acked[id as usize].load(Ordering::SeqCst)))
@@ -298,9 +384,20 @@ async fn drive(
                                     }
                                 }
                                 counts[0].fetch_add(1, Ordering::Relaxed);
+                                read_at[slot].fetch_max(sent_at, Ordering::SeqCst);
                                 true
                             }
-                            _ => false,
+                            _ => {
+                                if outage {
+                                    let at = match read_at[slot].load(Ordering::SeqCst) {
+                                        0 => 7,
+                                        _ if written_since(slot) => 6,
+                                        _ => 5,
+                                    };
+                                    counts[at].fetch_add(1, Ordering::Relaxed);
+                                }
+                                false
+                            }
                         }
                     };
                     if !ok {
@@ -319,11 +416,14 @@ async fn drive(
             })
         })
         .collect();
-    // Once a second: the HTTP layer's hit rate; halfway, the Redis outage.
+    // Once a second: the HTTP layer's hit rate; halfway, the fault.
     let mut hit_rate = Vec::new();
     let mut last = http_hits(&before);
     let mut returned = None;
     let mut hits_back = None;
+    let half = length.as_secs() / 2;
+    let mut tried = None;
+    let admin = format!("{}/admin/database", shop.base);
     for second in 1..=length.as_secs() {
         tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
         let now = http_hits(&shop.metrics(&client).await);
@@ -334,14 +434,33 @@ async fn drive(
             0.0
         });
         last = now;
-        if let Some(server) = redis.as_deref_mut() {
-            if second == length.as_secs() / 2 {
-                server.kill();
-            } else if second == length.as_secs() / 2 + 3 {
+        match fault.as_mut() {
+            Some(Fault::Redis(server)) if second == half => server.kill(),
+            Some(Fault::Redis(server)) if second == half + 3 => {
                 server.restart();
                 returned = Some(second as usize);
                 hits_back = Some(tokio::spawn(first_hit(client.clone(), shop.base.clone())));
             }
+            Some(Fault::Database) if second == half.saturating_sub(5) => {
+                let sent = client.put(&admin).body("down").send().await;
+                assert!(sent.is_ok_and(|r| r.status().is_success()), "outage on");
+                down.store(true, Ordering::SeqCst);
+            }
+            Some(Fault::Database) if second == half + 5 => {
+                // The pages read before, and not written since, as the
+                // outage ends.
+                let kept: Vec<bool> = (0..read_at.len())
+                    .map(|at| read_at[at].load(Ordering::SeqCst) > 0 && !written_since(at))
+                    .collect();
+                let sent = client.put(&admin).body("up").send().await;
+                assert!(sent.is_ok_and(|r| r.status().is_success()), "outage off");
+                down.store(false, Ordering::SeqCst);
+                let report = client.get(&admin).send().await.expect("the outage report");
+                let counts: std::collections::HashMap<String, u32> =
+                    report.json().await.expect("the outage report as JSON");
+                tried = Some((counts, kept));
+            }
+            _ => {}
         }
     }
     for worker in workers {
@@ -374,6 +493,35 @@ async fn drive(
         let (h2, m2) = list_hits(&after);
         (h2 - h1) / (h2 - h1 + m2 - m1).max(1.0)
     };
+    let outage = tried.map(|(tried, kept)| {
+        // What a query read, as the slot of the page it read for.
+        let slot = |what: &str| -> Option<usize> {
+            let mut words = what.split(' ');
+            match (words.next()?, words.next()?, words.next()) {
+                ("product", id, None) => id.parse().ok(),
+                ("list", category, Some(page)) => {
+                    let category = CATEGORIES.iter().position(|c| *c == category)?;
+                    Some(page_slot(category, page.parse().ok()?))
+                }
+                _ => None,
+            }
+        };
+        let stood = |text: &str| metric(text, "cache_fail_safe_total", &[]);
+        OutageSeen {
+            reads: counts[4].load(Ordering::Relaxed),
+            failed_known: counts[5].load(Ordering::Relaxed),
+            failed_written: counts[6].load(Ordering::Relaxed),
+            failed_cold: counts[7].load(Ordering::Relaxed),
+            stood_in: stood(&after) - stood(&before),
+            tried: tried.values().map(|n| u64::from(*n)).sum(),
+            most_tried_known: tried
+                .iter()
+                .filter(|(what, _)| slot(what).is_some_and(|at| kept[at]))
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0),
+        }
+    });
     let latencies_us = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     Run {
         name: name.to_owned(),
@@ -393,6 +541,7 @@ async fn drive(
         list_rate,
         hits_back,
         throughput_back,
+        outage,
     }
 }
 
@@ -520,12 +669,12 @@ async fn main() {
     let warm_up = Duration::from_secs(5);
     for (name, cached) in [("cached", true), ("uncached", false)] {
         let url = redis.url();
-        let shop = Shop::start(&database(name), cached.then_some(url.as_str())).await;
+        let shop = Shop::start(&database(name), cached.then_some(url.as_str()), &[]).await;
         drive("warm-up", &shop, &zipf, warm_up, None).await;
         runs.push(drive(name, &shop, &zipf, length, None).await);
     }
     let url = redis.url();
-    let shop = Shop::start(&database("outage"), Some(&url)).await;
+    let shop = Shop::start(&database("outage"), Some(&url), &[]).await;
     drive("warm-up", &shop, &zipf, warm_up, None).await;
     runs.push(
         drive(
@@ -533,11 +682,25 @@ async fn main() {
             &shop,
             &zipf,
             length,
-            Some(&mut redis),
+            Some(Fault::Redis(&mut redis)),
         )
         .await,
     );
     drop(shop);
+    // The database down for 10 s, with TTLs a hundredth of the shop's.
+    let mut outages = Vec::new();
+    for (name, fail_safe) in [("fail-safe", "on"), ("no fail-safe", "off")] {
+        let url = redis.url();
+        let env = [
+            ("SHOP_FAULTS", "on"),
+            ("SHOP_TTL_SCALE", "0.01"),
+            ("SHOP_FAIL_SAFE", fail_safe),
+        ];
+        let shop = Shop::start(&database(name), Some(&url), &env).await;
+        drive("warm-up", &shop, &zipf, warm_up, None).await;
+        let name = format!("database down 10 s, {name}");
+        outages.push(drive(&name, &shop, &zipf, length, Some(Fault::Database)).await);
+    }
 
     let mut table = String::from(
         "| run | req/s | p50 ms | p99 ms | requests | of them writes | failed | stale reads | DB queries per read | HTTP hit rate | list pages' hit rate |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
@@ -572,11 +735,38 @@ async fn main() {
     );
     let recovery =
         format!("{hits_back} after Redis answered again; throughput back at 80% {throughput_back}");
+    let mut outage_table = String::from(
+        "| run | req/s | reads during the outage | failed, page read before | failed, page read before and written since | failed, page never read | values that stood in | stale reads (whole run) | read queries tried during the outage | most for one page read before and not written since |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for run in &outages {
+        let Some(seen) = &run.outage else { continue };
+        let _ = writeln!(
+            outage_table,
+            "| {} | {:.0} | {} | {} ({:.2}%) | {} | {} | {:.0} | {} | {} | {} |",
+            run.name,
+            run.rps(),
+            seen.reads,
+            seen.failed_known,
+            100.0 * seen.failed_known as f64 / seen.reads.max(1) as f64,
+            seen.failed_written,
+            seen.failed_cold,
+            seen.stood_in,
+            run.stale,
+            seen.tried,
+            seen.most_tried_known,
+        );
+    }
     let section = format!(
         "## The shop under load\n\n`cargo bench -p shop{}`: the shop binary on {engine}, 64 concurrent clients for {} s a run, \
          Zipf(1.0) keys over 10,000 products, 85% product reads, 10% list reads, 5% PUTs; the uncached run is the same \
          binary with `SHOP_CACHE=off`; each run is measured after 5 s of warm-up. Cached/uncached throughput: **{speedup:.1}x**. With Redis killed for 3 s: \
-         **{recovery}**.\n\n{table}\n![shop throughput and hit rate](benchmarks/shop.svg)\n\n",
+         **{recovery}**.\n\n{table}\n![shop throughput and hit rate](benchmarks/shop.svg)\n\n\
+         ### When the database fails\n\nThe same load, the shop's TTLs a hundredth of its own (product entries 3 s, \
+         list entries 0.6 s, HTTP pages 0.6 s and 0.3 s), and the database down for 10 s in the middle of the run \
+         (every query fails), with `fail_safe` on the data layer (kept 1 h, throttle 30 s) and without. \
+         A page read before, and not written since, had a value cached that nothing replaced (the goal: none of \
+         its reads fails); a write since may have left nothing (fail-safe never undoes one); a page never read \
+         had nothing to stand in.\n\n{outage_table}\n",
         if quick { " -- --quick" } else { "" },
         length.as_secs()
     );

@@ -1,9 +1,10 @@
 //! The data layer: a `products` table on SQLite or PostgreSQL (sqlx's `Any`
 //! driver), cached with the attributes. Every query is counted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache, Dep};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,52 @@ pub struct Db {
     reads: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
     pub cache: Cache,
+    /// What the TTLs are multiplied by (1.0; the load test's outage runs
+    /// shorten them, so that entries expire while the database is down).
+    ttl_scale: f64,
+    /// How long a value is kept past its TTL to stand in for a failing
+    /// query (zero: not at all).
+    pub fail_safe: Duration,
+    /// A simulated outage, for the load test: while on, every query fails.
+    pub outage: Outage,
+}
+
+/// A simulated database outage, and the read queries tried during it, by
+/// what they read.
+#[derive(Clone, Default)]
+pub struct Outage {
+    down: Arc<AtomicBool>,
+    tried: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Outage {
+    /// Starts (`true`) or ends the outage; a new one counts afresh.
+    pub fn set(&self, down: bool) {
+        if down {
+            self.tried.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The read queries tried during the last outage, by what they read
+    /// (`product 7`, `list kitchen 0`).
+    pub fn tried(&self) -> HashMap<String, u32> {
+        self.tried.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fails while the outage lasts, counting what was tried.
+    fn check(&self, what: impl FnOnce() -> String) -> Result<(), DbError> {
+        if !self.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        *self
+            .tried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what())
+            .or_default() += 1;
+        Err(DbError::Sql("the database is unavailable".to_owned()))
+    }
 }
 
 const COLUMNS: &str = "id, name, category, price, version, updated_at";
@@ -99,7 +146,23 @@ impl Db {
             reads: Arc::default(),
             writes: Arc::default(),
             cache,
+            ttl_scale: 1.0,
+            fail_safe: Duration::from_secs(3600),
+            outage: Outage::default(),
         })
+    }
+
+    /// Multiplies every TTL by `scale` and keeps values `fail_safe` past
+    /// them (zero: not at all).
+    pub fn tuned(mut self, scale: f64, fail_safe: Duration) -> Db {
+        self.ttl_scale = scale;
+        self.fail_safe = fail_safe;
+        self
+    }
+
+    /// `secs` seconds, times the TTL scale.
+    pub fn ttl(&self, secs: u64) -> Duration {
+        Duration::from_secs(secs).mul_f64(self.ttl_scale)
     }
 
     /// Inserts products until the table holds `count` of them.
@@ -152,18 +215,20 @@ impl Db {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// The pool, for a query made to read (counted).
-    fn reading(&self) -> &AnyPool {
+    /// The pool, for a query made to read `what` (counted).
+    fn reading(&self, what: impl FnOnce() -> String) -> Result<&AnyPool, DbError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("shop_db_queries_total", "for" => "read").increment(1);
-        &self.pool
+        self.outage.check(what)?;
+        Ok(&self.pool)
     }
 
     /// The pool, for a query made to write (counted).
-    fn writing(&self) -> &AnyPool {
+    fn writing(&self) -> Result<&AnyPool, DbError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("shop_db_queries_total", "for" => "write").increment(1);
-        &self.pool
+        self.outage.check(|| "write".to_owned())?;
+        Ok(&self.pool)
     }
 }
 
@@ -185,18 +250,22 @@ fn product(row: AnyRow) -> Result<Product, DbError> {
 }
 
 /// One product. An unknown id is cached too, for 30 s, so that probing
-/// unknown ids does not reach the database every time.
+/// unknown ids does not reach the database every time. While the database
+/// fails, the last good value stands in (fail-safe), unless a write
+/// replaced it.
 #[cached(
-    ttl = 300,
+    ttl = db.ttl(300),
     group = "products",
     cache = &db.cache,
     skip(db),
     cache_err = |e| *e == DbError::NotFound,
-    err_ttl = 30
+    err_ttl = db.ttl(30),
+    fail_safe = db.fail_safe
 )]
 pub async fn get_product(db: &Db, id: i64) -> Result<Product, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_one(db.reading()).await?;
+    let pool = db.reading(|| format!("product {id}"))?;
+    let row = sqlx::query(&sql).bind(id).fetch_one(pool).await?;
     product(row)
 }
 
@@ -205,7 +274,7 @@ pub async fn get_product(db: &Db, id: i64) -> Result<Product, DbError> {
 /// makes the pages that show it misses, and only those. Which products a
 /// page shows changes when one joins or leaves its category (or the
 /// unfiltered list); `memberships_changed` marks that.
-#[cached(group = "lists", ttl = 60, cache = &db.cache, skip(db))]
+#[cached(group = "lists", ttl = db.ttl(60), cache = &db.cache, skip(db), fail_safe = db.fail_safe)]
 pub async fn list_products(
     db: &Db,
     category: Option<String>,
@@ -213,6 +282,7 @@ pub async fn list_products(
 ) -> Result<Vec<Product>, DbError> {
     cache_runtime::depend(Dep::key("memberships", &category));
     let offset = page.max(0) * PAGE;
+    let pool = db.reading(|| format!("list {} {page}", category.as_deref().unwrap_or("all")))?;
     let rows = match &category {
         Some(category) => {
             let sql = "SELECT id FROM products WHERE category = $1 ORDER BY id LIMIT $2 OFFSET $3";
@@ -220,7 +290,7 @@ pub async fn list_products(
                 .bind(category)
                 .bind(PAGE)
                 .bind(offset)
-                .fetch_all(db.reading())
+                .fetch_all(pool)
                 .await?
         }
         None => {
@@ -228,7 +298,7 @@ pub async fn list_products(
             sqlx::query(sql)
                 .bind(PAGE)
                 .bind(offset)
-                .fetch_all(db.reading())
+                .fetch_all(pool)
                 .await?
         }
     };
@@ -262,7 +332,7 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
         .bind(&input.category)
         .bind(input.price)
         .bind(now_ms())
-        .fetch_one(db.writing())
+        .fetch_one(db.writing()?)
         .await?;
     let created = product(row)?;
     memberships_changed(db, &created.category).await;
@@ -276,11 +346,11 @@ pub async fn create_product(db: &Db, input: NewProduct) -> Result<Product, DbErr
 /// Replaces a product: the entry gets the new value (write-through), and
 /// every page that shows it is a miss on its next read. A product that
 /// changes category leaves one and joins another.
-#[cache_put(ttl = 300, group = "products", cache = &db.cache, key = id)]
+#[cache_put(ttl = db.ttl(300), group = "products", cache = &db.cache, key = id, fail_safe = db.fail_safe)]
 pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Product, DbError> {
     let before: String = sqlx::query("SELECT category FROM products WHERE id = $1")
         .bind(id)
-        .fetch_one(db.writing())
+        .fetch_one(db.writing()?)
         .await?
         .try_get(0)?;
     let sql = format!(
@@ -293,7 +363,7 @@ pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Produ
         .bind(input.price)
         .bind(now_ms())
         .bind(id)
-        .fetch_one(db.writing())
+        .fetch_one(db.writing()?)
         .await?;
     let updated = product(row)?;
     if updated.category != before {
@@ -307,7 +377,7 @@ pub async fn update_product(db: &Db, id: i64, input: NewProduct) -> Result<Produ
 #[cache_evict(group = "products", cache = &db.cache, skip(db))]
 pub async fn delete_product(db: &Db, id: i64) -> Result<(), DbError> {
     let sql = "DELETE FROM products WHERE id = $1 RETURNING category";
-    let row = sqlx::query(sql).bind(id).fetch_one(db.writing()).await?;
+    let row = sqlx::query(sql).bind(id).fetch_one(db.writing()?).await?;
     let category: String = row.try_get(0)?;
     memberships_changed(db, &category).await;
     Ok(())

@@ -7,4 +7,4 @@ pub mod db;
 mod routes;
 
 pub use db::{Db, DbError, NewProduct, Product};
-pub use routes::app;
+pub use routes::{app, app_with_faults};

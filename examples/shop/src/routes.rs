@@ -1,7 +1,5 @@
 //! The routes, with the HTTP layer in front of them.
 
-use std::time::Duration;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,21 +27,35 @@ pub fn app(db: Db, metrics: PrometheusHandle) -> Router {
         .route("/products/{id}", get(show).put(replace).delete(remove))
         .route_layer(
             CacheLayer::new("http_products")
-                .ttl(Duration::from_secs(60))
+                .ttl(db.ttl(60))
                 .cache(cache.clone()),
         );
     let lists = Router::new()
         .route("/products", get(list).post(create))
-        .route_layer(
-            CacheLayer::new("http_lists")
-                .ttl(Duration::from_secs(30))
-                .cache(cache),
-        );
+        .route_layer(CacheLayer::new("http_lists").ttl(db.ttl(30)).cache(cache));
     Router::new()
         .merge(pages)
         .merge(lists)
         .route("/metrics", get(render))
         .with_state(Shop { db, metrics })
+}
+
+/// The router with `/admin/database` besides: `PUT` `down` or `up` starts
+/// or ends a simulated outage (every query fails), `GET` returns the read
+/// queries tried during the last one, by what they read. For the load test.
+pub fn app_with_faults(db: Db, metrics: PrometheusHandle) -> Router {
+    let outage = db.outage.clone();
+    app(db, metrics).route(
+        "/admin/database",
+        get({
+            let outage = outage.clone();
+            move || async move { Json(outage.tried()) }
+        })
+        .put(move |body: String| async move {
+            outage.set(body.trim() == "down");
+            StatusCode::NO_CONTENT
+        }),
+    )
 }
 
 /// A data-layer error as an HTTP response.
