@@ -95,6 +95,17 @@ async fn touch_item(cache: &Cache, id: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// `cache_err` makes "not found" an answer, stored like a value: not a
+/// failure to stand in for.
+#[cached(group = "fs_answers", ttl = TTL, jitter = 0.0, fail_safe = 30,
+         cache_err = |e| e == "not found", skip(cache, gone), cache = cache)]
+async fn find(cache: &Cache, gone: bool, id: u64) -> Result<u64, String> {
+    if gone {
+        return Err("not found".to_owned());
+    }
+    Ok(id)
+}
+
 #[cache_evict(group = "fs", skip(cache), cache = cache)]
 async fn delete(cache: &Cache, id: u64) -> Result<(), String> {
     let _ = id;
@@ -333,7 +344,22 @@ async fn the_programmatic_api_keeps_values_too(a: Cache, b: Cache) {
     );
 }
 
+/// An error that `cache_err` stores is an answer: the kept value does not
+/// stand in for it.
+async fn an_error_cached_as_an_answer_is_returned(a: Cache, b: Cache) {
+    assert_eq!(find(&a, false, 1).await, Ok(1));
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    assert_eq!(find(&b, true, 1).await, Err("not found".to_owned()));
+    assert_eq!(
+        find(&a, false, 1).await,
+        Err("not found".to_owned()),
+        "stored"
+    );
+    assert_eq!(b.stats().fail_safe_served, 0);
+}
+
 with_two_caches!(
+    an_error_cached_as_an_answer_is_returned,
     the_programmatic_api_keeps_values_too,
     a_bulk_call_falls_back_per_element,
     the_kept_value_stands_in_in_another_process,

@@ -276,6 +276,18 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
             .unwrap_or(cache.settings().fail_safe_throttle)
     }
 
+    /// Whether a return value is a failure a kept value may stand in for:
+    /// an `Err`, unless `cache_err` stores it as an answer.
+    pub(super) fn failed(&self, ret: &R) -> bool {
+        if K::succeeded(ret) {
+            return false;
+        }
+        match K::split(ret) {
+            Split::Negative(_, error) => !self.negative.as_ref().is_some_and(|keep| keep(error)),
+            Split::Failed | Split::Value(..) => true,
+        }
+    }
+
     /// The failure a return value holds, as the log tells it.
     pub(super) fn failure(&self, ret: &R) -> Option<String> {
         self.describe.and_then(|describe| describe(ret))

@@ -140,7 +140,7 @@ where
             let started = Instant::now();
             let (ret, sealed) = load(&policy, &cache, &capture, body, true).await;
             metrics::loaded(cache.counters(), group, started.elapsed());
-            if K::succeeded(&ret) {
+            if !policy.failed(&ret) {
                 fill(&cache, group, &key, lease, sealed).await;
                 return ret;
             }
@@ -282,7 +282,7 @@ where
         };
         metrics::loaded(cache.counters(), group, started.elapsed());
         let ret = match kept {
-            Some(kept) if !K::succeeded(&ret) => {
+            Some(kept) if policy.failed(&ret) => {
                 fail_safe::after_failure(policy, read, lease, kept, ret).await
             }
             _ => {
