@@ -64,7 +64,7 @@ chmod +x "$valkey"
 export CACHE_TEST_SERVER="$valkey"
 cargo test --workspace --all-features \
   --test acl --test batching --test behaviour --test bulk \
-  --test chaos --test cluster --test consistency --test dependencies \
+  --test chaos --test cluster --test consistency --test dependencies --test fail_safe \
   --test faults --test health --test local --test races --test recovery \
   --test redis_costs --test redis_unreachable --test spans --test stampede \
   --test write_behind --test write_behind_crash \
