@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{cache_evict, cached, Cache, LoadOptions};
-use support::eventually;
+use support::{eventually, RedisServer, ScratchDir};
 
 /// A database that can go down or slow, counting its calls.
 #[derive(Default)]
@@ -396,5 +396,47 @@ async fn the_builder_sets_a_cache_wide_default() {
         get_by_default(&off, &db, 1).await,
         Err("connection refused".to_owned()),
         "off unless set"
+    );
+}
+
+/// Redis restarts from a snapshot taken before an eviction, so the evicted
+/// value is back, past its TTL: it stands in for nothing (the restart
+/// epoch makes it unknown). Without the restart check it would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_back_from_an_older_snapshot_stands_in_for_nothing() {
+    let dir = ScratchDir::new("fail-safe");
+    let mut server = RedisServer::start_with(&["--dir", &dir.arg()]);
+    let checked = server.cache().await;
+    let unchecked = Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_secs(2))
+        .check_restarts(false)
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new(1);
+    assert_eq!(get(&checked, &db, 30).await, Ok(1));
+    let mut admin = server.client().await;
+    let _: () = redis::cmd("SAVE").query_async(&mut admin).await.unwrap();
+    delete(&checked, 30).await.unwrap();
+
+    server.kill();
+    server.restart(); // loads the snapshot: the evicted value is back
+    db.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+    // First the cache without the check (a checked read renews the group's
+    // generation, which would hide the value from it). The first call of
+    // each may meet the broken connection, and run the body.
+    let _ = get(&unchecked, &db, 30).await;
+    assert_eq!(
+        get(&unchecked, &db, 30).await,
+        Ok(1),
+        "with the check off, the restored value stands in (so the scenario tests it)"
+    );
+    let _ = get(&checked, &db, 30).await;
+    assert_eq!(
+        get(&checked, &db, 30).await,
+        Err("connection refused".to_owned()),
+        "the restored value stands in for nothing"
     );
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{cache_evict, cache_put, cached, Cache};
-use support::{eventually, RedisServer};
+use support::{eventually, RedisServer, ScratchDir};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
 const BODY: Duration = Duration::from_millis(10);
@@ -673,31 +673,6 @@ async fn reads_skip_a_restored_stale_entry() -> bool {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     true
-}
-
-/// A scratch directory for a server's files, removed when dropped.
-struct ScratchDir(std::path::PathBuf);
-
-impl ScratchDir {
-    fn new(what: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cache-{what}-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        ScratchDir(dir)
-    }
-
-    fn arg(&self) -> String {
-        self.0.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Guarantee 9: Redis crashes and restarts from a snapshot taken before an

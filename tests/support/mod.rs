@@ -23,7 +23,7 @@ pub use cluster::RedisCluster;
 pub use proxy::{unused_port, Proxy};
 use server::server_on;
 #[allow(unused_imports)]
-pub use server::RedisServer;
+pub use server::{RedisServer, ScratchDir};
 #[allow(unused_imports)]
 pub use tls::Certificates;
 
