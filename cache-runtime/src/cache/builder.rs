@@ -462,7 +462,7 @@ impl CacheBuilder {
                 lock_timeout: self.lock_timeout,
                 jitter: self.jitter,
                 early: self.early,
-                fail_safe: self.fail_safe,
+                fail_safe: self.fail_safe.filter(|keep| !keep.is_zero()),
                 fail_safe_throttle: self.fail_safe_throttle,
                 max_value_size: self.max_value_size,
                 eviction_retry: self.eviction_retry,

@@ -213,6 +213,15 @@ impl<'c> Read<'c> {
         }
     }
 
+    /// What the key holds now, read plainly (no lease, no rule applied):
+    /// for comparing with what an earlier read found.
+    pub(crate) async fn stored(&self) -> Option<Arc<Kept>> {
+        match self.lookup(Want::Peek).await? {
+            Answer::Hit(kept) => Some(kept),
+            Answer::Miss(_) | Answer::Held => None,
+        }
+    }
+
     /// A hit of an entry with dependency stamps: a hit while they hold (its
     /// stamps then noted in the load in progress). Else what it embeds
     /// changed: it is loaded again, with the lock, so the callers that find

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::policy::Policy;
 use super::read::call_span;
 use super::returns::{CacheValue, Kind, OptionKind};
-use crate::backend::{Lookup, Want, KEEP_EXPIRY};
+use crate::backend::KEEP_EXPIRY;
 use crate::background::Backoff;
 use crate::consistency::bulk::{self, Claim};
 use crate::consistency::fill::fill;
@@ -71,16 +71,8 @@ where
 /// again (the throttle holds), and reads it afresh instead.
 async fn lease_beside(read: &Read<'_>, kept: &Meta) -> Option<LeaseGuard> {
     let lease = read.refresh_lease().await?;
-    match read
-        .cache
-        .lookup(read.group, read.key, Want::Peek, "")
-        .await
-    {
-        Ok(Lookup::Hit(stored)) if envelope::timing(stored.bytes()).as_ref() == Some(kept) => {
-            Some(lease)
-        }
-        _ => None, // the lease is given back as it drops
-    }
+    let stored = read.stored().await?; // else the lease is given back as it drops
+    (envelope::timing(stored.bytes()).as_ref() == Some(kept)).then_some(lease)
 }
 
 /// Another caller loads the kept value again: poll until its value (or the
@@ -94,7 +86,7 @@ where
     let (cache, group) = (read.cache, policy.group);
     let started = Instant::now();
     let deadline = started + policy.lock_bound(cache);
-    let soft = policy.soft_timeout.map(|soft| started + soft);
+    let soft = policy.soft().map(|soft| started + soft);
     let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL);
     loop {
         let now = Instant::now();
@@ -158,8 +150,7 @@ where
     K: Kind<R>,
 {
     let (cache, group) = (read.cache, policy.group);
-    let found = cache.lookup(group, read.key, Want::Peek, "").await;
-    let Ok(Lookup::Hit(stored)) = found else {
+    let Some(stored) = read.stored().await else {
         return ret;
     };
     // Another value is there (another caller's stand-in, or a put's): not

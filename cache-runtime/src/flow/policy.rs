@@ -17,6 +17,16 @@ type Predicate<'a, T> = Box<dyn Fn(&T) -> bool + Send + Sync + 'a>;
 type TtlFn<'a, T> = Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>;
 type Declare<'a, T> = Box<dyn Fn(&T) -> Vec<Dep> + Send + Sync + 'a>;
 
+/// Fail-safe's options of one attribute.
+struct FailSafe<R> {
+    /// How long a value is kept past its TTL (zero: not at all).
+    keep: Option<Duration>,
+    throttle: Option<Duration>,
+    soft_timeout: Option<Duration>,
+    /// The error a kept value stands in for, as the log tells it.
+    describe: Option<fn(&R) -> Option<String>>,
+}
+
 /// What to store, where and for how long: the options of one attribute.
 /// Options left unset take the cache's defaults.
 #[must_use]
@@ -34,12 +44,9 @@ pub struct Policy<'a, K: Kind<R>, R> {
     early: Option<f64>,
     jitter: Option<f64>,
     stale_while_revalidate: Option<Duration>,
-    /// How long a value is kept past its TTL (zero: not at all).
-    fail_safe: Option<Duration>,
-    fail_safe_throttle: Option<Duration>,
-    pub(super) soft_timeout: Option<Duration>,
-    /// The error a kept value stands in for, as the log tells it.
-    describe: Option<fn(&R) -> Option<String>>,
+    /// Fail-safe's options, boxed: most policies have none, and every call
+    /// moves its policy.
+    fail_safe: Option<Box<FailSafe<R>>>,
     /// A hit at least this old is loaded again (HTTP `max-age=N`, `no-cache`).
     pub(super) revalidate_after: Option<Duration>,
     /// How values are sealed and opened: the kind's, chosen where the value
@@ -71,9 +78,6 @@ where
             jitter: None,
             stale_while_revalidate: None,
             fail_safe: None,
-            fail_safe_throttle: None,
-            soft_timeout: None,
-            describe: None,
             revalidate_after: None,
             seal: K::seal,
             open: K::open,
@@ -163,25 +167,36 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
     /// it in place of the body's failure; zero keeps nothing, whatever the
     /// cache's default.
     pub fn fail_safe(mut self, keep: Duration) -> Self {
-        self.fail_safe = Some(keep);
+        self.fail_safe_options().keep = Some(keep);
         self
     }
     /// `fail_safe_throttle = ...`: how long a kept value that stood in for a
     /// failure is served as fresh before the body is tried again.
     pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
-        self.fail_safe_throttle = Some(throttle);
+        self.fail_safe_options().throttle = Some(throttle);
         self
     }
     /// `soft_timeout = ...`: how long a caller with a kept value waits for
     /// the body (or another caller's) before it returns the kept value.
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
-        self.soft_timeout = Some(timeout);
+        self.fail_safe_options().soft_timeout = Some(timeout);
         self
     }
     /// How the log tells the failure a kept value stands in for.
     pub fn describe_failure(mut self, describe: fn(&R) -> Option<String>) -> Self {
-        self.describe = Some(describe);
+        self.fail_safe_options().describe = Some(describe);
         self
+    }
+
+    fn fail_safe_options(&mut self) -> &mut FailSafe<R> {
+        self.fail_safe.get_or_insert_with(|| {
+            Box::new(FailSafe {
+                keep: None,
+                throttle: None,
+                soft_timeout: None,
+                describe: None,
+            })
+        })
     }
     /// Seals and opens values with these instead of the kind's (the HTTP
     /// layer frames its responses in binary).
@@ -253,15 +268,18 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
 
     /// How long fail-safe keeps a value past its TTL (and its
     /// stale-while-revalidate window), when it is on.
+    #[inline]
     pub(super) fn kept_for(&self, cache: &Cache) -> Option<Duration> {
-        self.fail_safe
-            .or(cache.settings().fail_safe)
-            .filter(|keep| !keep.is_zero())
+        match self.fail_safe.as_deref().and_then(|options| options.keep) {
+            Some(keep) => (!keep.is_zero()).then_some(keep),
+            None => cache.settings().fail_safe,
+        }
     }
 
     /// Whether a hit is past what may be served as it is (its TTL, and its
     /// stale-while-revalidate window): with fail-safe on, a value kept to
     /// stand in for a failure, and to load again before anything else.
+    #[inline]
     pub(super) fn expired(&self, cache: &Cache, meta: &Meta) -> bool {
         if self.kept_for(cache).is_none() {
             return false;
@@ -272,7 +290,9 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
 
     /// How long a kept value that stood in for a failure is fresh again.
     pub(super) fn throttle(&self, cache: &Cache) -> Duration {
-        self.fail_safe_throttle
+        self.fail_safe
+            .as_deref()
+            .and_then(|options| options.throttle)
             .unwrap_or(cache.settings().fail_safe_throttle)
     }
 
@@ -288,9 +308,15 @@ impl<'a, K: Kind<R>, R> Policy<'a, K, R> {
         }
     }
 
+    /// `soft_timeout`, when set.
+    pub(super) fn soft(&self) -> Option<Duration> {
+        self.fail_safe.as_deref()?.soft_timeout
+    }
+
     /// The failure a return value holds, as the log tells it.
     pub(super) fn failure(&self, ret: &R) -> Option<String> {
-        self.describe.and_then(|describe| describe(ret))
+        let describe = self.fail_safe.as_deref()?.describe?;
+        describe(ret)
     }
 
     pub(super) fn reader(&self) -> Reader<K::Value> {

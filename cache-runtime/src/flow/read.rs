@@ -113,7 +113,7 @@ where
         Settled::Hit(hit) => return hit,
         Settled::Rest(rest) => rest,
     };
-    let (Rest::Expired(kept), Some(soft)) = (&rest, policy.soft_timeout) else {
+    let (Rest::Expired(kept), Some(soft)) = (&rest, policy.soft()) else {
         return complete(&policy, &read, rest, body).await;
     };
     let (lease, kept) = match fail_safe::reload(&policy, &read, *kept).await {
