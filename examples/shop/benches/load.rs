@@ -736,7 +736,7 @@ async fn main() {
     let recovery =
         format!("{hits_back} after Redis answered again; throughput back at 80% {throughput_back}");
     let mut outage_table = String::from(
-        "| run | req/s | reads during the outage | failed, page read before | failed, page read before and written since | failed, page never read | values that stood in | stale reads (whole run) | read queries tried during the outage | most for one page read before and not written since |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| run | req/s | reads during the outage | failed, page read before and not written since | failed, page read before and written since | failed, page never read | values that stood in | stale reads (whole run) | read queries tried during the outage | most for one page read before and not written since |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for run in &outages {
         let Some(seen) = &run.outage else { continue };
