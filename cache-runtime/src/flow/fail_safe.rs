@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::policy::Policy;
-use super::read::call_span;
+use super::read::{call_span, hit};
 use super::returns::{CacheValue, Kind, OptionKind};
 use crate::backend::KEEP_EXPIRY;
 use crate::background::Backoff;
@@ -94,9 +94,7 @@ where
         tokio::time::sleep(backoff.pause().min(wake.saturating_duration_since(now))).await;
         match read.resolve(&policy.reader()).await {
             Found::Hit(value, meta) if !policy.expired(cache, &meta) => {
-                metrics::hit(cache.counters(), group, false);
-                drop(call_span(group, "hit"));
-                return Next::Done(K::rebuild(value));
+                return Next::Done(hit::<K, R>(cache, group, value));
             }
             Found::Hit(value, _) if soft.is_some_and(|soft| Instant::now() >= soft) => {
                 return Next::Done(stood_in::<K, R>(

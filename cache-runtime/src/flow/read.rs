@@ -227,7 +227,7 @@ where
 }
 
 /// Returns a hit, counted, with its span.
-fn hit<K: Kind<R>, R>(cache: &Cache, group: &str, value: K::Value) -> R {
+pub(super) fn hit<K: Kind<R>, R>(cache: &Cache, group: &str, value: K::Value) -> R {
     metrics::hit(cache.counters(), group, false);
     drop(call_span(group, "hit"));
     K::rebuild(value)
