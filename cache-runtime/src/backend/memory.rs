@@ -237,20 +237,15 @@ impl Memory {
             .and_then(|e| e.lease.as_ref())
             .filter(|(_, g)| *g == gen)
             .map(|(token, _)| token.clone());
-        if want == Want::Beside && live.is_some() && held.is_none() {
+        // The lease beside a live value, which stays in place.
+        if matches!(want, Want::Refresh | Want::Beside) && live.is_some() && held.is_none() {
             if let Some(entry) = state.live_entry(group, key, now) {
                 entry.lease = Some((token.to_owned(), gen));
             }
             return Lookup::Miss(Some(lease(token, gen)));
         }
         if want == Want::Refresh {
-            if live.is_none() || held.is_some() {
-                return Lookup::Miss(None);
-            }
-            if let Some(entry) = state.live_entry(group, key, now) {
-                entry.lease = Some((token.to_owned(), gen));
-            }
-            return Lookup::Miss(Some(lease(token, gen)));
+            return Lookup::Miss(None);
         }
         if let Some(kept) =
             live.filter(|_| !matches!(want, Want::ForceLease | Want::ForceLock | Want::Beside))
